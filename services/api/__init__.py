@@ -1,0 +1,1 @@
+"""API: a read API over the SQLite file for the frontend (FastAPI)."""

@@ -1,0 +1,50 @@
+"""structlog set-up: JSON lines when not on a terminal, readable ones on a terminal, trace id added."""
+
+import logging
+import sys
+
+import structlog
+from opentelemetry import trace
+
+
+def _add_trace_id(_logger, _name, event_dict):
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict.setdefault("trace_id", format(ctx.trace_id, "032x"))
+    return event_dict
+
+
+def configure(service: str, level: str = "INFO", fmt: str = "auto") -> None:
+    """Route structlog and stdlib logging to stdout in one format."""
+    json_out = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if json_out
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_trace_id,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(service=service)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=shared,
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+    # paramiko logs every channel open at INFO.
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)

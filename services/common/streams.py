@@ -1,0 +1,198 @@
+"""Stream entries (encode/decode with trace context) and a consumer-group reader with claim and dead-letter."""
+
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+import structlog
+
+from etl_common import metrics
+from etl_common.errors import PermanentError
+
+log = structlog.get_logger(__name__)
+
+
+def encode(payload: dict[str, Any], traceparent: str | None = None) -> dict[str, bytes]:
+    """The fields of a stream entry: the payload as JSON and the W3C trace context."""
+    fields = {"data": orjson.dumps(payload)}
+    if traceparent:
+        fields["traceparent"] = traceparent.encode()
+    return fields
+
+
+def decode(fields: dict[bytes, bytes] | None) -> tuple[dict[str, Any], str | None]:
+    """Payload and trace context of an entry; PermanentError when it is not ours."""
+    if not fields:
+        raise PermanentError("entry was deleted while pending")
+    raw = fields.get(b"data")
+    if raw is None:
+        raise PermanentError("entry has no 'data' field")
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PermanentError(f"entry data is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise PermanentError("entry data is not a JSON object")
+    tp = fields.get(b"traceparent")
+    return payload, tp.decode() if tp else None
+
+
+def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
+    """Create the group (and stream) if missing; only BUSYGROUP is an acceptable error."""
+    try:
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def consumer_name(configured: str) -> str:
+    """This consumer's name: the configured one or the host name (the pod name)."""
+    return configured or socket.gethostname()
+
+
+@dataclass
+class Entry:
+    """One delivered entry."""
+
+    stream: str
+    id: str
+    fields: dict[bytes, bytes] | None
+    deliveries: int = 1
+
+
+@dataclass
+class GroupReader:
+    """Reads several streams for one group: own pending first, then new, then claims of dead consumers."""
+
+    client: redis.Redis
+    group: str
+    consumer: str
+    streams: list[str]
+    block_ms: int = 1000
+    claim_idle_ms: int = 30_000
+    max_deliveries: int = 5
+    dead_stream: str = "etl:stream:dead"
+    _backlog_done: set[str] = field(default_factory=set)
+
+    def setup(self) -> None:
+        for stream in self.streams:
+            ensure_group(self.client, stream, self.group)
+        # After a restart our own pending entries are re-read first (id 0).
+        self._backlog_done.clear()
+
+    def read(self, count: int) -> list[Entry]:
+        """Next entries for this consumer: its own pending backlog, claimed ones, then new ones."""
+        if not self._backlog_done:
+            entries = self._xread("0", count, block=None)
+            if entries:
+                return entries
+            self._backlog_done.update(self.streams)
+        return self.claim(count) or self._xread(">", count, block=self.block_ms)
+
+    def _xread(self, start: str, count: int, block: int | None) -> list[Entry]:
+        got = self.client.xreadgroup(
+            self.group, self.consumer, dict.fromkeys(self.streams, start), count=count, block=block
+        )
+        entries = [
+            Entry(_s(stream), _s(entry_id), fields)
+            for stream, items in got or []
+            for entry_id, fields in items
+        ]
+        if start == "0":
+            for stream in {e.stream for e in entries}:
+                ids = [e.id for e in entries if e.stream == stream]
+                counts = _delivery_counts(self.client, stream, self.group, ids)
+                for e in entries:
+                    if e.stream == stream:
+                        e.deliveries = counts.get(e.id, 1)
+        return entries
+
+    def claim(self, count: int) -> list[Entry]:
+        """Take over entries idle longer than ``claim_idle_ms`` in other consumers' pending lists."""
+        claimed: list[Entry] = []
+        for stream in self.streams:
+            _next, items, deleted = _autoclaim(self.client, stream, self.group, self.consumer, self.claim_idle_ms, count)
+            for entry_id in deleted:
+                # Deleted while pending: nothing to process, drop it from the PEL.
+                self.client.xack(stream, self.group, entry_id)
+            if not items:
+                continue
+            counts = _delivery_counts(self.client, stream, self.group, [_s(i) for i, _ in items])
+            for entry_id, fields in items:
+                eid = _s(entry_id)
+                claimed.append(Entry(stream, eid, fields, deliveries=counts.get(eid, 1)))
+                metrics.STREAM_RECLAIMED.labels(group=self.group).inc()
+            log.warning("claimed idle entries", stream=stream, group=self.group, count=len(items))
+        return claimed
+
+    def ack(self, entries: Iterable[Entry], delete: bool = True) -> None:
+        """Ack (and by default delete, so consumed streams stay trimmed) in one round trip."""
+        by_stream: dict[str, list[str]] = {}
+        for e in entries:
+            by_stream.setdefault(e.stream, []).append(e.id)
+        if not by_stream:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, self.group, *ids)
+            if delete:
+                pipe.xdel(stream, *ids)
+        pipe.execute()
+
+    def dead_letter(self, entry: Entry, reason: str, delete: bool = True) -> None:
+        """Copy the entry with its reason to the dead-letter stream, then ack it (copy first: a crash loses nothing)."""
+        fields: dict[str, Any] = {
+            "stream": entry.stream,
+            "id": entry.id,
+            "group": self.group,
+            "reason": reason[:2000],
+            "deliveries": str(entry.deliveries),
+        }
+        for k, v in (entry.fields or {}).items():
+            fields[f"f:{_s(k)}"] = v
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(self.dead_stream, fields, maxlen=100_000, approximate=True)
+        pipe.xack(entry.stream, self.group, entry.id)
+        if delete:
+            pipe.xdel(entry.stream, entry.id)
+        pipe.execute()
+        metrics.STREAM_DEAD_LETTERED.labels(group=self.group).inc()
+        log.error("entry dead-lettered", stream=entry.stream, entry_id=entry.id, reason=reason)
+
+    def too_many_deliveries(self, entry: Entry) -> bool:
+        return entry.deliveries > self.max_deliveries
+
+
+def _autoclaim(client: redis.Redis, stream: str, group: str, consumer: str, idle_ms: int, count: int):
+    try:
+        res = client.xautoclaim(stream, group, consumer, min_idle_time=idle_ms, start_id="0-0", count=count)
+    except redis.ResponseError as exc:
+        if "NOGROUP" in str(exc):
+            ensure_group(client, stream, group)
+            return None, [], []
+        raise
+    next_id, items = res[0], res[1]
+    deleted = res[2] if len(res) > 2 else []
+    # Entries deleted while pending come back with no fields.
+    live = [(i, f) for i, f in items if f]
+    deleted = list(deleted) + [i for i, f in items if not f]
+    return next_id, live, deleted
+
+
+def _delivery_counts(client: redis.Redis, stream: str, group: str, ids: list[str]) -> dict[str, int]:
+    pipe = client.pipeline(transaction=False)
+    for i in ids:
+        pipe.xpending_range(stream, group, min=i, max=i, count=1)
+    counts: dict[str, int] = {}
+    for rows in pipe.execute():
+        for r in rows:
+            counts[_s(r["message_id"])] = int(r["times_delivered"])
+    return counts
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v

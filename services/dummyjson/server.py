@@ -1,0 +1,125 @@
+"""HTTP server answering /users like DummyJSON, with runtime fault switches under /_faults and /_stats."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from dummyjson.users import make_bad_user, make_user
+
+
+class Source:
+    """The data set and the faults; shared by the request threads under one lock."""
+
+    def __init__(self, count: int, seed: int = 0, bad_every: int = 0, users: list[Any] | None = None):
+        self.users = users
+        self.count = len(users) if users is not None else count
+        self.seed = seed
+        self.bad_every = bad_every
+        self.lock = threading.Lock()
+        self.requests: list[dict[str, Any]] = []
+        # Each rule: {skip: int|None, status: int, times: int (-1 forever), retry_after: s,
+        # delay_s: float, body: "notjson"|None}; a request consumes the first rule that matches.
+        self.rules: list[dict[str, Any]] = []
+        self.total_delta = 0  # added to `total` after `total_delta_after` requests
+        self.total_delta_after = 0
+
+    def user(self, index: int) -> Any:
+        if self.users is not None:
+            return self.users[index]
+        uid = index + 1
+        if self.bad_every and uid % self.bad_every == 0:
+            return make_bad_user(uid, uid // self.bad_every - 1, self.seed)
+        return make_user(uid, self.seed)
+
+    def take_rule(self, skip: int) -> dict[str, Any] | None:
+        with self.lock:
+            for rule in self.rules:
+                if rule.get("skip") not in (None, skip) or rule.get("times", 1) == 0:
+                    continue
+                if rule.get("times", 1) > 0:
+                    rule["times"] = rule.get("times", 1) - 1
+                return dict(rule)
+        return None
+
+
+def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            if url.path == "/_stats":
+                with source.lock:
+                    self._json(200, {"requests": list(source.requests)})
+                return
+            if url.path.rstrip("/") != "/users":
+                self._json(404, {"message": f"Route {url.path} not found"})
+                return
+            q = parse_qs(url.query)
+            try:
+                limit = int(q.get("limit", ["30"])[0])
+                skip = int(q.get("skip", ["0"])[0])
+            except ValueError:
+                self._json(400, {"message": "limit and skip must be integers"})
+                return
+            with source.lock:
+                source.requests.append({"skip": skip, "limit": limit, "at": time.time()})
+                n_requests = len(source.requests)
+            rule = source.take_rule(skip)
+            if rule and rule.get("delay_s"):
+                time.sleep(float(rule["delay_s"]))
+            if rule and rule.get("status", 200) != 200:
+                headers = {}
+                if rule.get("retry_after") is not None:
+                    headers["Retry-After"] = str(rule["retry_after"])
+                self._json(int(rule["status"]), {"message": "injected failure"}, headers)
+                return
+            if rule and rule.get("body") == "notjson":
+                self._raw(200, b"<html>502 Bad Gateway</html>", "text/html")
+                return
+            skip = max(skip, 0)
+            end = source.count if limit <= 0 else min(source.count, skip + limit)
+            users = [source.user(i) for i in range(skip, end)] if skip < source.count else []
+            total = source.count
+            if source.total_delta and n_requests > source.total_delta_after:
+                total += source.total_delta
+            self._json(200, {"users": users, "total": total, "skip": skip, "limit": len(users)})
+
+        def do_POST(self) -> None:
+            if urlparse(self.path).path != "/_faults":
+                self._json(404, {"message": "not found"})
+                return
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            with source.lock:
+                source.rules = list(body.get("rules", []))
+                source.total_delta = int(body.get("total_delta", 0))
+                source.total_delta_after = int(body.get("total_delta_after", 0))
+                if body.get("reset_stats"):
+                    source.requests.clear()
+            self._json(200, {"ok": True})
+
+        def _json(self, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+            self._raw(code, json.dumps(obj).encode(), "application/json", headers)
+
+        def _raw(self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+def build(host: str, port: int, source: Source) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(source))
+    server.daemon_threads = True
+    return server

@@ -1,0 +1,1 @@
+"""Extractor: pages through the source into the raw stream, resumable, scheduled and on demand."""

@@ -1,0 +1,34 @@
+"""Entry point: ``python -m extractor`` serves (schedule + commands); ``python -m extractor once`` runs one extraction."""
+
+import argparse
+import sys
+
+import structlog
+
+from etl_common import runtime
+from etl_common.redis_client import connect, wait_for_redis
+from extractor.service import Service
+from extractor.settings import ExtractorSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m extractor", description=__doc__)
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "once"])
+    parser.add_argument("--trigger", default=None, help="recorded as the run's trigger")
+    args = parser.parse_args(argv)
+    settings = ExtractorSettings()
+    client = connect(settings.redis_url)
+    heartbeat, stopper = runtime.start("extractor", settings, ready=client.ping)
+    wait_for_redis(client)
+    service = Service(settings, client, heartbeat, stopper)
+    if args.command == "once":
+        ok = service.run_once(args.trigger or "manual")
+        if not ok:
+            structlog.get_logger().error("extraction failed; rerun to resume from the checkpoint")
+        return 0 if ok else 1
+    service.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""One extraction run: fetch pages, hand each on to the raw stream with the checkpoint, then announce the end."""
+
+import secrets
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import orjson
+import redis
+import structlog
+from opentelemetry import trace
+
+from etl_common import metrics, streams, tracing
+from etl_common.errors import TransientError
+from etl_common.files import file_names
+from etl_common.keys import CHANNEL_PHASE1, Keys
+from extractor.checkpoint import Checkpoint
+from extractor.settings import ExtractorSettings
+from extractor.source import SourceFailed, fetch_page
+
+log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("extractor")
+
+TS_FORMAT = "%Y%m%d_%H%M%S"
+
+
+class AlreadyRunning(TransientError):
+    """Another extractor holds the run lock."""
+
+
+class Interrupted(TransientError):
+    """A stop was asked between pages; the checkpoint keeps the place."""
+
+
+def _new_run(client: redis.Redis, keys: Keys, trigger: str) -> Checkpoint:
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    # File names carry the start second: never reuse the previous run's.
+    last = client.get(f"{keys.prefix}last_run_ts")
+    if last:
+        prev = datetime.strptime(last.decode(), TS_FORMAT).replace(tzinfo=timezone.utc)
+        now = max(now, prev + timedelta(seconds=1))
+    run_ts = now.strftime(TS_FORMAT)
+    client.set(f"{keys.prefix}last_run_ts", run_ts)
+    return Checkpoint(
+        run_id=f"{run_ts}_{secrets.token_hex(3)}",
+        run_ts=run_ts,
+        started_at=now.isoformat(),
+        trigger=trigger,
+        raw_file=file_names(run_ts)["raw_file"],
+    )
+
+
+def emit(pipe: Any, keys: Keys, event: dict[str, Any], traceparent: str | None) -> None:
+    """Add a run-lifecycle event to the events stream (trimmed to the recent past)."""
+    pipe.xadd(keys.events_stream, streams.encode(event, traceparent), maxlen=100_000, approximate=True)
+
+
+def _wait_for_backlog(client: redis.Redis, keys: Keys, limit: int, beat: Callable[[], None]) -> None:
+    """Backpressure: consumed entries are deleted, so the stream length is the backlog."""
+    started = time.monotonic()
+    while client.xlen(keys.raw_stream) > limit:
+        beat()
+        time.sleep(0.02)
+    waited = time.monotonic() - started
+    if waited > 0:
+        metrics.BACKPRESSURE_WAITS.inc(waited)
+
+
+def extract(
+    settings: ExtractorSettings,
+    client: redis.Redis,
+    trigger: str,
+    should_stop: Callable[[], bool] = lambda: False,
+    beat: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:
+    """Run (or resume) one extraction; returns the phase 1 payload. Raises SourceFailed on exhausted retries."""
+    keys = Keys(settings.key_prefix)
+    lock = client.lock(keys.extract_lock, timeout=settings.lock_ttl_s, blocking=False)
+    if not lock.acquire():
+        raise AlreadyRunning("another extraction holds the lock")
+    try:
+        cp = Checkpoint.load(client, keys.checkpoint)
+        resumed = cp is not None
+        if cp is None:
+            cp = _new_run(client, keys, trigger)
+        ctx = tracing.context_from(cp.traceparent) if resumed else None
+        with tracer.start_as_current_span(
+            "extract.run", context=ctx, attributes={"etl.run_id": cp.run_id, "etl.resumed": resumed}
+        ):
+            structlog.contextvars.bind_contextvars(run_id=cp.run_id)
+            try:
+                return _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat)
+            finally:
+                structlog.contextvars.unbind_contextvars("run_id")
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            log.warning("run lock had already expired")
+
+
+def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat) -> dict[str, Any]:
+    names = file_names(cp.run_ts)
+    pipe = client.pipeline(transaction=True)
+    if resumed:
+        log.info("resuming run", next_skip=cp.next_skip, page=cp.next_page)
+        emit(pipe, keys, {"type": "run_resumed", "run_id": cp.run_id, "trigger": trigger}, None)
+    else:
+        cp.traceparent = tracing.current_traceparent() or ""
+        event = {"type": "run_started", "run_id": cp.run_id, "run_ts": cp.run_ts, "trigger": cp.trigger,
+                 "started_at": cp.started_at, **names}
+        emit(pipe, keys, event, cp.traceparent)
+        pipe.hset(keys.checkpoint, mapping=cp.mapping())
+        log.info("run started", trigger=trigger)
+    pipe.execute()
+    run_started = time.monotonic()
+    with httpx.Client(timeout=settings.request_timeout_s, follow_redirects=True) as http:
+        while True:
+            if should_stop():
+                raise Interrupted("stop requested; the checkpoint keeps the run's place")
+            _wait_for_backlog(client, keys, settings.raw_backlog_max_pages, beat)
+            t0 = time.monotonic()
+            with tracer.start_as_current_span("extract.page", attributes={"etl.page": cp.next_page}):
+                try:
+                    page = fetch_page(http, settings.source_url, cp.next_skip, settings.page_size,
+                                      settings.retry_delays, settings.retry_after_max_s)
+                except SourceFailed as exc:
+                    _fail(client, keys, cp, str(exc))
+                    raise
+                if cp.total >= 0 and page.total != cp.total:
+                    log.warning("source total changed during the run", was=cp.total, now=page.total)
+                cp.total = page.total
+                if not page.users:
+                    break
+                entry = {"kind": "page", "run_id": cp.run_id, "run_ts": cp.run_ts, "page": cp.next_page,
+                         "skip": cp.next_skip, "total": cp.total, "records": page.users}
+                cp.next_skip += len(page.users)
+                cp.next_page += 1
+                cp.records += len(page.users)
+                # The page and the checkpoint move together: a crash can neither lose nor repeat it.
+                pipe = client.pipeline(transaction=True)
+                pipe.xadd(keys.raw_stream, streams.encode(entry, tracing.current_traceparent()))
+                pipe.hset(keys.checkpoint, mapping=cp.mapping())
+                pipe.execute()
+            lock.extend(settings.lock_ttl_s, replace_ttl=True)
+            beat()
+            metrics.PAGES.labels(stage="extract", outcome="fetched").inc()
+            metrics.RECORDS.labels(stage="extract", outcome="fetched").inc(len(page.users))
+            metrics.PAGE_DURATION.labels(stage="extract").observe(time.monotonic() - t0)
+            metrics.RUN_EXPECTED.set(cp.total)
+            metrics.RUN_PROGRESS.labels(stage="extract").set(cp.records)
+            log.info("page handed on", page=cp.next_page - 1, records=len(page.users),
+                     progress=f"{cp.records}/{cp.total}", outcome="ok",
+                     duration_ms=round((time.monotonic() - t0) * 1000, 1))
+            if cp.next_skip >= cp.total:
+                break
+    return _finish(client, keys, cp, names, time.monotonic() - run_started)
+
+
+def _fail(client: redis.Redis, keys: Keys, cp: Checkpoint, error: str) -> None:
+    log.error("run failed; checkpoint kept for a resume", next_skip=cp.next_skip, error=error)
+    metrics.RUNS.labels(stage="extract", outcome="failed").inc()
+    pipe = client.pipeline(transaction=True)
+    emit(pipe, keys, {"type": "extract_failed", "run_id": cp.run_id, "error": error}, tracing.current_traceparent())
+    pipe.execute()
+
+
+def _finish(client, keys, cp: Checkpoint, names: dict[str, str], seconds: float) -> dict[str, Any]:
+    phase1 = {"run_id": cp.run_id, "raw_file": names["raw_file"], "records": cp.records, "pages": cp.next_page}
+    tp = tracing.current_traceparent()
+    pipe = client.pipeline(transaction=True)
+    # The end marker tells the transformers how many pages make the run.
+    end = {"kind": "end", "run_id": cp.run_id, "run_ts": cp.run_ts, "pages": cp.next_page, "records": cp.records}
+    pipe.xadd(keys.raw_stream, streams.encode(end, tp))
+    emit(pipe, keys, {"type": "phase1_complete", **phase1, "total": cp.total, "run_ts": cp.run_ts}, tp)
+    pipe.publish(CHANNEL_PHASE1, orjson.dumps(phase1))
+    pipe.delete(keys.checkpoint)
+    pipe.execute()
+    metrics.RUNS.labels(stage="extract", outcome="succeeded").inc()
+    metrics.STAGE_DURATION.labels(stage="extract").observe(seconds)
+    log.info("extraction complete", records=cp.records, pages=cp.next_page, seconds=round(seconds, 3))
+    return phase1

@@ -1,0 +1,105 @@
+"""The extractor service loop: daily schedule, run-now commands, resume of an unfinished run."""
+
+import time
+from datetime import datetime, timezone
+
+import redis
+import structlog
+from croniter import croniter
+
+from etl_common import streams
+from etl_common.errors import EtlError
+from etl_common.keys import GROUP_EXTRACTOR, Keys
+from etl_common.ops import Heartbeat
+from etl_common.redis_client import RETRYABLE_ERRORS
+from etl_common.runtime import Stopper
+from extractor.checkpoint import Checkpoint
+from extractor.run import AlreadyRunning, Interrupted, extract
+from extractor.settings import ExtractorSettings
+from extractor.source import SourceFailed
+
+log = structlog.get_logger(__name__)
+
+
+class Service:
+    """Runs extractions when the schedule fires, when asked, and to finish an interrupted run."""
+
+    def __init__(self, settings: ExtractorSettings, client: redis.Redis, heartbeat: Heartbeat, stopper: Stopper):
+        self.settings = settings
+        self.client = client
+        self.heartbeat = heartbeat
+        self.stopper = stopper
+        self.keys = Keys(settings.key_prefix)
+        self.reader = streams.GroupReader(
+            client, GROUP_EXTRACTOR, streams.consumer_name(settings.consumer_name),
+            [self.keys.commands_stream], block_ms=settings.block_ms,
+            claim_idle_ms=settings.claim_idle_ms, max_deliveries=settings.max_deliveries,
+            dead_stream=self.keys.dead_stream,
+        )
+        self.next_fire = self._next_fire()
+        self.retry_at: float | None = None
+
+    def _next_fire(self) -> float:
+        now = datetime.now(timezone.utc)
+        return croniter(self.settings.schedule, now).get_next(float)
+
+    def run_once(self, trigger: str) -> bool:
+        """One extraction (or the resume of the unfinished one); False when it failed."""
+        try:
+            extract(self.settings, self.client, trigger, lambda: self.stopper.stopping, self.heartbeat.beat)
+            self.retry_at = None
+            return True
+        except AlreadyRunning:
+            log.info("a run is already in progress elsewhere; request ignored", trigger=trigger)
+            return True
+        except Interrupted:
+            log.info("run interrupted; the checkpoint keeps its place")
+            return False
+        except SourceFailed as exc:
+            self.retry_at = time.time() + self.settings.resume_delay_s
+            log.error("run failed; will resume", error=str(exc), resume_in_s=self.settings.resume_delay_s)
+            return False
+
+    def serve(self) -> None:
+        self.reader.setup()
+        log.info("extractor ready", schedule=self.settings.schedule,
+                 next_run=datetime.fromtimestamp(self.next_fire, timezone.utc).isoformat())
+        if Checkpoint.load(self.client, self.keys.checkpoint) is not None:
+            self.run_once("resume")
+        elif self.settings.run_on_start:
+            self.run_once("startup")
+        while not self.stopper.stopping:
+            self.heartbeat.beat()
+            try:
+                self._turn()
+            except RETRYABLE_ERRORS as exc:
+                log.warning("redis unavailable; retrying", error=str(exc))
+                self.stopper.sleep(1.0)
+                self._reconnect()
+        log.info("extractor stopped")
+
+    def _reconnect(self) -> None:
+        try:
+            self.reader.setup()
+        except RETRYABLE_ERRORS:
+            pass
+
+    def _turn(self) -> None:
+        now = time.time()
+        if now >= self.next_fire:
+            self.next_fire = self._next_fire()
+            self.run_once("schedule")
+        elif self.retry_at is not None and now >= self.retry_at:
+            self.run_once("resume")
+        for entry in self.reader.read(10):
+            try:
+                command, _ = streams.decode(entry.fields)
+            except EtlError as exc:
+                self.reader.dead_letter(entry, str(exc))
+                continue
+            if command.get("type") == "run_now":
+                log.info("run requested", request_id=command.get("request_id"))
+                self.run_once(command.get("trigger", "api"))
+            else:
+                log.warning("unknown command ignored", command=command.get("type"))
+            self.reader.ack([entry])

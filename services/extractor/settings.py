@@ -1,0 +1,49 @@
+"""Extractor settings."""
+
+from typing import Annotated
+
+from croniter import croniter
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from etl_common.settings import BaseEtlSettings
+
+
+class ExtractorSettings(BaseEtlSettings):
+    """Source, paging, retries, schedule and backpressure."""
+
+    source_url: str = "https://dummyjson.com/users"
+    page_size: int = Field(100, ge=1, le=10_000)
+    # Waits before retry 1, 2, 3...: "5,15,45" seconds; their count is the number of retries.
+    retry_delays: Annotated[list[float], NoDecode] = [5.0, 15.0, 45.0]
+    # Cap applied to a server's Retry-After so a hostile value cannot stall a run.
+    retry_after_max_s: float = Field(120.0, ge=0)
+    request_timeout_s: float = Field(30.0, gt=0)
+    schedule: str = "0 3 * * *"
+    run_on_start: bool = False
+    # After a failed run, the service retries (resuming the same run) after this delay.
+    resume_delay_s: float = Field(300.0, ge=0)
+    lock_ttl_s: float = Field(120.0, gt=1)
+    # The extractor waits while the raw stream holds more pages than this.
+    raw_backlog_max_pages: int = Field(50, ge=1)
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [float(x) for x in v.split(",") if x.strip()]
+        return v
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _non_negative(cls, v: list[float]) -> list[float]:
+        if any(d < 0 for d in v):
+            raise ValueError("retry delays must be >= 0")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if not croniter.is_valid(v):
+            raise ValueError(f"not a valid cron expression: {v!r}")
+        return v

@@ -1,0 +1,229 @@
+"""The system of record: run headers from events, pages loaded idempotently, runs moved through their statuses."""
+
+import sqlite3
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from etl_common.db import connect_writer
+from etl_common.files import file_names
+from saver.migrate import migrate
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def ts_iso(run_ts: str) -> str:
+    """``20261125_204033`` -> ``2026-11-25T20:40:33Z``."""
+    return datetime.strptime(run_ts, "%Y%m%d_%H%M%S").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63 else None
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e300 else None
+
+
+def _get(record: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(key)
+    return record
+
+
+def _common(record: Any) -> tuple:
+    return (
+        _int(_get(record, "id")), _str(_get(record, "firstName")), _str(_get(record, "lastName")),
+        _str(_get(record, "email")), _str(_get(record, "username")), _num(_get(record, "age")),
+        _str(_get(record, "gender")), _str(_get(record, "company", "department")),
+    )
+
+
+_COMMON_COLS = "user_id, first_name, last_name, email, username, age, gender, department"
+_INSERT_RAW = f"INSERT OR IGNORE INTO raw_users (run_id, page, position, {_COMMON_COLS}, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_VALID = (
+    f"INSERT OR IGNORE INTO processed_users (run_id, page, position, {_COMMON_COLS}, department_code, title, role, "
+    "city, state, user_agent, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_INVALID = (
+    f"INSERT OR IGNORE INTO invalid_users (run_id, page, position, {_COMMON_COLS}, error_reason, raw_line, "
+    "inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+class Store:
+    """Owns the writer connection; every write is one explicit transaction."""
+
+    def __init__(self, path: str) -> None:
+        self.conn = connect_writer(path)
+        migrate(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _tx(self):
+        return _Transaction(self.conn)
+
+    def _ensure_run(self, run_id: str, run_ts: str) -> None:
+        names = file_names(run_ts)
+        self.conn.execute(
+            "INSERT OR IGNORE INTO etl_runs (run_id, run_timestamp, raw_file, processed_file, dlq_file, started_at, updated_at) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (run_id, ts_iso(run_ts), names["raw_file"], names["processed_file"], names["dlq_file"], ts_iso(run_ts), now_iso()),
+        )
+
+    def apply_event(self, event: dict[str, Any]) -> None:
+        """Move a run's header as its lifecycle events arrive (any order, any number of times)."""
+        kind, run_id = event.get("type"), str(event.get("run_id", ""))
+        with self._tx():
+            if kind == "run_started":
+                self._ensure_run(run_id, event["run_ts"])
+                self.conn.execute(
+                    "UPDATE etl_runs SET trigger=?, started_at=?, updated_at=? WHERE run_id=?",
+                    (event.get("trigger"), event.get("started_at"), now_iso(), run_id),
+                )
+            elif kind == "phase1_complete":
+                self._ensure_run(run_id, event["run_ts"])
+                self.conn.execute(
+                    "UPDATE etl_runs SET pages_expected=?, total_expected=?, error=NULL, updated_at=?, "
+                    "status=CASE WHEN status IN ('running','failed') THEN 'extracted' ELSE status END WHERE run_id=?",
+                    (int(event["pages"]), int(event.get("total", event["records"])), now_iso(), run_id),
+                )
+            elif kind == "phase2_complete":
+                self.conn.execute(
+                    "UPDATE etl_runs SET updated_at=?, status=CASE WHEN status IN ('running','extracted') "
+                    "THEN 'transformed' ELSE status END WHERE run_id=?",
+                    (now_iso(), run_id),
+                )
+            elif kind == "extract_failed":
+                self.conn.execute(
+                    "UPDATE etl_runs SET status='failed', error=?, updated_at=? WHERE run_id=? AND status='running'",
+                    (str(event.get("error", ""))[:2000], now_iso(), run_id),
+                )
+            elif kind == "run_resumed":
+                self.conn.execute(
+                    "UPDATE etl_runs SET status='running', error=NULL, updated_at=? WHERE run_id=? AND status='failed'",
+                    (now_iso(), run_id),
+                )
+
+    def load_pages(self, pages: Iterable[dict[str, Any]]) -> list[tuple[str, int]]:
+        """Load pages in one transaction; a page already in the ledger adds nothing. Returns the new ones."""
+        loaded = []
+        with self._tx():
+            for page in pages:
+                if self._load_page(page):
+                    loaded.append((str(page["run_id"]), int(page["page"])))
+        return loaded
+
+    def _load_page(self, p: dict[str, Any]) -> bool:
+        run_id, page, at = str(p["run_id"]), int(p["page"]), now_iso()
+        raw, valid, invalid = p["raw"], p["valid"], p["invalid"]
+        self._ensure_run(run_id, str(p["run_ts"]))
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO loaded_pages (run_id, page, raw_count, valid_count, invalid_count, loaded_at) "
+            "VALUES (?,?,?,?,?,?)",
+            (run_id, page, len(raw), len(valid), len(invalid), at),
+        )
+        if cur.rowcount == 0:
+            return False
+        dumps = orjson.dumps
+        self.conn.executemany(
+            _INSERT_RAW, [(run_id, page, pos, *_common(r), at, dumps(r).decode()) for pos, r in enumerate(raw)]
+        )
+        self.conn.executemany(
+            _INSERT_VALID,
+            [
+                (run_id, page, v["pos"], *_common(r), _str(r.get("department_code")),
+                 _str(_get(r, "company", "title")), _str(r.get("role")), _str(_get(r, "address", "city")),
+                 _str(_get(r, "address", "state")), _str(r.get("userAgent")), at, dumps(r).decode())
+                for v in valid
+                for r in [v["record"]]
+            ],
+        )
+        self.conn.executemany(
+            _INSERT_INVALID,
+            [
+                (run_id, page, i["pos"], *_common(i.get("record")), str(i["error_reason"]), i.get("raw_line"), at,
+                 dumps(i["record"]).decode() if i.get("record") is not None else None)
+                for i in invalid
+            ],
+        )
+        self.conn.execute(
+            "UPDATE etl_runs SET raw_count=raw_count+?, valid_count=valid_count+?, invalid_count=invalid_count+?, "
+            "updated_at=? WHERE run_id=?",
+            (len(raw), len(valid), len(invalid), at, run_id),
+        )
+        return True
+
+    def complete_runs(self) -> list[str]:
+        """Runs whose pages are all loaded move to 'loaded'; returns the runs now owing files or uploads."""
+        with self._tx():
+            self.conn.execute(
+                "UPDATE etl_runs SET status='loaded', updated_at=? WHERE status IN ('extracted','transformed') "
+                "AND pages_expected IS NOT NULL "
+                "AND (SELECT count(*) FROM loaded_pages lp WHERE lp.run_id = etl_runs.run_id) >= pages_expected",
+                (now_iso(),),
+            )
+        return [r[0] for r in self.conn.execute("SELECT run_id FROM etl_runs WHERE status='loaded' ORDER BY id")]
+
+    def runs_owing_upload(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT run_id FROM etl_runs WHERE status='upload_pending' ORDER BY id")]
+
+    def run(self, run_id: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM etl_runs WHERE run_id=?", (run_id,)).fetchone()
+
+    def record_file(self, run_id: str, kind: str, info: dict[str, Any]) -> None:
+        with self._tx():
+            self.conn.execute(
+                "INSERT INTO uploaded_files (run_id, kind, name, bytes, sha256, records, encrypted, written_at) "
+                "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (run_id, kind) DO UPDATE SET name=excluded.name, "
+                "bytes=excluded.bytes, sha256=excluded.sha256, records=excluded.records, "
+                "encrypted=excluded.encrypted, written_at=excluded.written_at, remote_path=NULL, uploaded_at=NULL",
+                (run_id, kind, info["name"], info["bytes"], info["sha256"], info["records"], int(info["encrypted"]), now_iso()),
+            )
+
+    def files(self, run_id: str) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM uploaded_files WHERE run_id=? ORDER BY kind", (run_id,)).fetchall()
+
+    def mark_uploaded(self, run_id: str, remote: dict[str, str]) -> None:
+        at = now_iso()
+        with self._tx():
+            for kind, path in remote.items():
+                self.conn.execute(
+                    "UPDATE uploaded_files SET remote_path=?, uploaded_at=? WHERE run_id=? AND kind=?", (path, at, run_id, kind)
+                )
+            self._finish(run_id, "succeeded", None)
+
+    def mark(self, run_id: str, status: str, error: str | None = None) -> None:
+        with self._tx():
+            self._finish(run_id, status, error)
+
+    def _finish(self, run_id: str, status: str, error: str | None) -> None:
+        finished = now_iso() if status == "succeeded" else None
+        self.conn.execute(
+            "UPDATE etl_runs SET status=?, error=?, finished_at=COALESCE(?, finished_at), updated_at=? WHERE run_id=?",
+            (status, error, finished, now_iso(), run_id),
+        )
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,210 @@
+"""The saver loop: load processed pages, follow run events, finish complete runs (files, upload, phase 3)."""
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+import structlog
+from opentelemetry import trace
+
+from etl_common import metrics, streams, tracing
+from etl_common.errors import PermanentError
+from etl_common.keys import CHANNEL_PHASE3, GROUP_SAVER, Keys
+from etl_common.ops import Heartbeat
+from etl_common.redis_client import RETRYABLE_ERRORS
+from etl_common.runtime import Stopper
+from saver import sftp
+from saver.files import write_run_files
+from saver.settings import SaverSettings
+from saver.store import Store
+
+log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("saver")
+
+
+class Worker:
+    """Consumes the processed-pages and events streams as the 'saver' group; the only database writer."""
+
+    def __init__(self, settings: SaverSettings, client: redis.Redis, store: Store, heartbeat: Heartbeat,
+                 stopper: Stopper) -> None:
+        self.settings = settings
+        self.client = client
+        self.store = store
+        self.heartbeat = heartbeat
+        self.stopper = stopper
+        self.keys = Keys(settings.key_prefix)
+        self.reader = streams.GroupReader(
+            client, GROUP_SAVER, streams.consumer_name(settings.consumer_name),
+            [self.keys.processed_stream, self.keys.events_stream], block_ms=settings.block_ms,
+            claim_idle_ms=settings.claim_idle_ms, max_deliveries=settings.max_deliveries,
+            dead_stream=self.keys.dead_stream,
+        )
+        # run_id -> (monotonic time of the next upload try, current delay)
+        self.upload_due: dict[str, tuple[float, float]] = {}
+        self.run_traces: dict[str, str] = {}
+
+    def serve(self) -> None:
+        self.reader.setup()
+        log.info("saver ready", db=self.settings.db_path, consumer=self.reader.consumer)
+        for run_id in self.store.runs_owing_upload():
+            self.upload_due[run_id] = (0.0, self.settings.upload_retry_s)
+        self.finish_runs()
+        while not self.stopper.stopping:
+            self.heartbeat.beat()
+            try:
+                self.turn()
+            except RETRYABLE_ERRORS as exc:
+                log.warning("redis unavailable; retrying", error=str(exc))
+                self.stopper.sleep(1.0)
+                self._setup_quietly()
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("stream or group missing (redis lost its data?); recreating")
+                self._setup_quietly()
+        log.info("saver stopped")
+
+    def _setup_quietly(self) -> None:
+        try:
+            self.reader.setup()
+        except RETRYABLE_ERRORS:
+            pass
+
+    def turn(self) -> None:
+        entries = self.reader.read(self.settings.batch_pages)
+        pages: list[tuple[streams.Entry, dict[str, Any], str | None]] = []
+        for entry in entries:
+            if self.reader.too_many_deliveries(entry):
+                self.reader.dead_letter(entry, f"delivered {entry.deliveries} times without success", delete=self._owned(entry))
+                continue
+            try:
+                payload, tp = streams.decode(entry.fields)
+                if entry.stream == self.keys.processed_stream:
+                    _check_page(payload)
+                    pages.append((entry, payload, tp))
+                else:
+                    self.store.apply_event(payload)
+                    if payload.get("type") == "run_started" and tp:
+                        self.run_traces[str(payload["run_id"])] = tp
+                    self.reader.ack([entry], delete=False)
+            except PermanentError as exc:
+                self.reader.dead_letter(entry, str(exc), delete=self._owned(entry))
+            except (KeyError, TypeError, ValueError) as exc:
+                self.reader.dead_letter(entry, f"malformed entry: {type(exc).__name__}: {exc}", delete=self._owned(entry))
+        if pages:
+            self._load(pages)
+        if entries:
+            self.finish_runs()
+        self._retry_uploads()
+
+    def _owned(self, entry: streams.Entry) -> bool:
+        # The events stream has other readers: only the processed stream is deleted on ack.
+        return entry.stream == self.keys.processed_stream
+
+    def _load(self, pages: list[tuple[streams.Entry, dict[str, Any], str | None]]) -> None:
+        t0 = time.monotonic()
+        tp = pages[0][2]
+        with tracer.start_as_current_span(
+            "load.pages", context=tracing.context_from(tp), attributes={"etl.pages": len(pages)}
+        ):
+            with tracer.start_as_current_span("sqlite.transaction"):
+                loaded = self.store.load_pages(p for _, p, _ in pages)
+        # Acked only after the commit: a crash before it redelivers, the ledger skips repeats.
+        self.reader.ack([e for e, _, _ in pages])
+        elapsed = time.monotonic() - t0
+        for _, p, _ in pages:
+            fresh = (str(p["run_id"]), int(p["page"])) in loaded
+            metrics.PAGES.labels(stage="load", outcome="loaded" if fresh else "duplicate").inc()
+            if fresh:
+                metrics.RECORDS.labels(stage="load", outcome="loaded").inc(len(p["valid"]))
+                metrics.RECORDS.labels(stage="load", outcome="invalid").inc(len(p["invalid"]))
+            metrics.PAGE_DURATION.labels(stage="load").observe(elapsed / len(pages))
+            log.info("page loaded" if fresh else "page already loaded", run_id=p["run_id"], page=p["page"],
+                     valid=len(p["valid"]), invalid=len(p["invalid"]), outcome="loaded" if fresh else "duplicate",
+                     duration_ms=round(elapsed * 1000 / len(pages), 2))
+
+    def finish_runs(self) -> None:
+        """Write files and upload for every run whose pages are all loaded."""
+        for run_id in self.store.complete_runs():
+            self._write_and_upload(run_id)
+
+    def _write_and_upload(self, run_id: str) -> None:
+        run = self.store.run(run_id)
+        if run is None:
+            return
+        ctx = tracing.context_from(self.run_traces.get(run_id))
+        with tracer.start_as_current_span("save.finish", context=ctx, attributes={"etl.run_id": run_id}):
+            t0 = time.monotonic()
+            with tracer.start_as_current_span("files.write"):
+                written = write_run_files(self.store.conn, run, self.settings.data_dir)
+            for kind, info in written.items():
+                self.store.record_file(run_id, kind, info)
+            metrics.STAGE_DURATION.labels(stage="files").observe(time.monotonic() - t0)
+            log.info("files written", run_id=run_id, **{k: v["records"] for k, v in written.items()})
+            self._upload(run_id, {k: (v["path"], v["name"]) for k, v in written.items()})
+
+    def _upload(self, run_id: str, files: dict) -> None:
+        if not self.settings.sftp_enabled:
+            self.store.mark_uploaded(run_id, {})
+            self._succeeded(run_id, {})
+            return
+        t0 = time.monotonic()
+        try:
+            with tracer.start_as_current_span("sftp.upload", attributes={"etl.files": len(files)}):
+                remote = sftp.upload(self.settings, files)
+        except sftp.UploadFailed as exc:
+            _, delay = self.upload_due.get(run_id, (0.0, self.settings.upload_retry_s / 2))
+            delay = min(delay * 2, self.settings.upload_retry_max_s)
+            self.upload_due[run_id] = (time.monotonic() + delay, delay)
+            self.store.mark(run_id, "upload_pending", str(exc))
+            log.error("upload failed; run is upload_pending", run_id=run_id, error=str(exc), retry_in_s=delay)
+            return
+        metrics.STAGE_DURATION.labels(stage="upload").observe(time.monotonic() - t0)
+        self.upload_due.pop(run_id, None)
+        self.store.mark_uploaded(run_id, remote)
+        self._succeeded(run_id, remote)
+
+    def _retry_uploads(self) -> None:
+        now = time.monotonic()
+        for run_id, (due, _) in list(self.upload_due.items()):
+            if now >= due:
+                run = self.store.run(run_id)
+                if run is None or run["status"] != "upload_pending":
+                    self.upload_due.pop(run_id, None)
+                    continue
+                files = {f["kind"]: (self._local(f["name"]), f["name"]) for f in self.store.files(run_id)}
+                if len(files) < 3 or not all(p.exists() for p, _ in files.values()):
+                    self._write_and_upload(run_id)
+                else:
+                    self._upload(run_id, files)
+
+    def _local(self, name: str) -> Path:
+        return Path(self.settings.data_dir) / name
+
+    def _succeeded(self, run_id: str, remote: dict[str, str]) -> None:
+        run = self.store.run(run_id)
+        files = [f["name"] for f in self.store.files(run_id)]
+        payload = {"run_id": run_id, "status": "succeeded", "files": files}
+        pipe = self.client.pipeline(transaction=True)
+        pipe.publish(CHANNEL_PHASE3, orjson.dumps(payload))
+        pipe.xadd(self.keys.events_stream, streams.encode({"type": "phase3_complete", **payload},
+                                                          tracing.current_traceparent()),
+                  maxlen=100_000, approximate=True)
+        pipe.execute()
+        self.run_traces.pop(run_id, None)
+        metrics.RUNS.labels(stage="save", outcome="succeeded").inc()
+        metrics.RECORDS.labels(stage="upload", outcome="uploaded").inc(run["valid_count"] if run else 0)
+        metrics.LAST_SUCCESS.set(time.time())
+        log.info("run succeeded", run_id=run_id, valid=run["valid_count"] if run else None,
+                 invalid=run["invalid_count"] if run else None, files=files)
+
+
+def _check_page(p: dict[str, Any]) -> None:
+    """A processed page must have the shape the store expects; anything else is poison."""
+    for key in ("run_id", "run_ts", "page", "raw", "valid", "invalid"):
+        if key not in p:
+            raise PermanentError(f"processed page lacks {key!r}")
+    if not all(isinstance(p[k], list) for k in ("raw", "valid", "invalid")):
+        raise PermanentError("processed page lists are not lists")

@@ -1,0 +1,74 @@
+"""The business rules a user must meet; every failed rule is reported in words a person can act on."""
+
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+AGE_MIN, AGE_MAX = 18, 65
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def problems(record: Any) -> list[str]:
+    """Every broken rule of ``record``; empty when the record is valid."""
+    if not isinstance(record, dict):
+        return [f"record: expected a JSON object, got {type(record).__name__}"]
+    errors: list[str] = []
+
+    uid = record.get("id")
+    if uid is None:
+        errors.append("id: missing")
+    elif not _is_int(uid):
+        errors.append(f"id: {_show(uid)} is not an integer")
+
+    first = record.get("firstName")
+    if first is None:
+        errors.append("firstName: missing")
+    elif not isinstance(first, str):
+        errors.append(f"firstName: {_show(first)} is not a string")
+    elif not first.strip():
+        errors.append("firstName: is blank")
+
+    email = record.get("email")
+    if email is None or email == "":
+        errors.append("email: missing")
+    elif not isinstance(email, str):
+        errors.append(f"email: {_show(email)} is not a string")
+    else:
+        try:
+            validate_email(email, check_deliverability=False)
+        except EmailNotValidError as exc:
+            errors.append(f"email: {_show(email)} is not a valid address ({exc})")
+
+    age = record.get("age")
+    if age is None:
+        errors.append("age: missing")
+    elif not _is_number(age):
+        errors.append(f"age: {_show(age)} is not a number")
+    elif age < AGE_MIN:
+        errors.append(f"age: {age} is below {AGE_MIN}")
+    elif age > AGE_MAX:
+        errors.append(f"age: {age} is above {AGE_MAX}")
+
+    company = record.get("company")
+    dept = company.get("department") if isinstance(company, dict) else None
+    if company is not None and not isinstance(company, dict):
+        errors.append(f"company: {_show(company)} is not an object")
+    elif dept is None:
+        errors.append("company.department: missing")
+    elif not isinstance(dept, str):
+        errors.append(f"company.department: {_show(dept)} is not a string")
+    elif not dept.strip():
+        errors.append("company.department: is empty")
+    return errors

@@ -1,0 +1,158 @@
+"""The transformer loop: read raw pages as the 'transformer' group, hand processed pages on, announce phase 2."""
+
+import time
+from typing import Any
+
+import redis
+import structlog
+from opentelemetry import trace
+
+from etl_common import metrics, streams, tracing
+from etl_common.errors import PermanentError
+from etl_common.files import file_names
+from etl_common.keys import CHANNEL_PHASE2, GROUP_TRANSFORMER, Keys
+from etl_common.ops import Heartbeat
+from etl_common.redis_client import RETRYABLE_ERRORS
+from etl_common.runtime import Stopper
+from transformer.settings import TransformerSettings
+from transformer.transform import transform_page
+
+log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("transformer")
+
+# Records a page's counts (or the run's page count) and, once every page of the run is in and
+# only once, publishes phase 2 on the channel and the events stream. Atomic, so replicas and
+# redeliveries cannot double it.
+_COMPLETE = """
+if ARGV[1] == 'page' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+else redis.call('HSET', KEYS[2], 'expected', ARGV[2]) end
+redis.call('EXPIRE', KEYS[1], ARGV[4]); redis.call('EXPIRE', KEYS[2], ARGV[4])
+local expected = tonumber(redis.call('HGET', KEYS[2], 'expected'))
+if not expected or redis.call('HLEN', KEYS[1]) < expected then return 0 end
+if redis.call('HSETNX', KEYS[2], 'phase2', '1') == 0 then return 0 end
+local valid, invalid = 0, 0
+for _, c in ipairs(redis.call('HVALS', KEYS[1])) do
+  local v, i = string.match(c, '(%d+),(%d+)')
+  valid = valid + tonumber(v); invalid = invalid + tonumber(i)
+end
+local payload = {run_id=ARGV[6], raw_file=ARGV[7], processed_file=ARGV[8], dlq_file=ARGV[9],
+                 valid_count=valid, invalid_count=invalid}
+redis.call('PUBLISH', ARGV[5], cjson.encode(payload))
+payload['type'] = 'phase2_complete'
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', '100000', '*', 'data', cjson.encode(payload), 'traceparent', ARGV[10])
+return 1
+"""
+
+
+def _names(run_ts: str) -> tuple[str, str, str]:
+    n = file_names(run_ts)
+    return n["raw_file"], n["processed_file"], n["dlq_file"]
+
+
+class Worker:
+    """Consumes the raw stream until stopped."""
+
+    def __init__(self, settings: TransformerSettings, client: redis.Redis, departments: dict[str, str],
+                 heartbeat: Heartbeat, stopper: Stopper) -> None:
+        self.settings = settings
+        self.client = client
+        self.departments = departments
+        self.heartbeat = heartbeat
+        self.stopper = stopper
+        self.keys = Keys(settings.key_prefix)
+        self.reader = streams.GroupReader(
+            client, GROUP_TRANSFORMER, streams.consumer_name(settings.consumer_name),
+            [self.keys.raw_stream], block_ms=settings.block_ms, claim_idle_ms=settings.claim_idle_ms,
+            max_deliveries=settings.max_deliveries, dead_stream=self.keys.dead_stream,
+        )
+        self.complete = client.register_script(_COMPLETE)
+
+    def serve(self) -> None:
+        self.reader.setup()
+        log.info("transformer ready", consumer=self.reader.consumer)
+        while not self.stopper.stopping:
+            self.heartbeat.beat()
+            try:
+                for entry in self.reader.read(self.settings.batch_pages):
+                    self.handle(entry)
+                    self.heartbeat.beat()
+            except RETRYABLE_ERRORS as exc:
+                log.warning("redis unavailable; retrying", error=str(exc))
+                self.stopper.sleep(1.0)
+                self._setup_quietly()
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("stream or group missing (redis lost its data?); recreating")
+                self._setup_quietly()
+        log.info("transformer stopped")
+
+    def _setup_quietly(self) -> None:
+        try:
+            self.reader.setup()
+        except RETRYABLE_ERRORS:
+            pass
+
+    def handle(self, entry: streams.Entry) -> None:
+        """Process one entry; only what cannot succeed is dead-lettered, the rest stays pending."""
+        if self.reader.too_many_deliveries(entry):
+            self.reader.dead_letter(entry, f"delivered {entry.deliveries} times without success")
+            return
+        try:
+            payload, tp = streams.decode(entry.fields)
+            kind = payload.get("kind")
+            if kind == "page":
+                self._page(entry, payload, tp)
+            elif kind == "end":
+                self._end(entry, payload, tp)
+            else:
+                raise PermanentError(f"unknown entry kind {kind!r}")
+        except PermanentError as exc:
+            self.reader.dead_letter(entry, str(exc))
+        except (KeyError, TypeError, ValueError) as exc:
+            self.reader.dead_letter(entry, f"malformed entry: {type(exc).__name__}: {exc}")
+
+    def _page(self, entry: streams.Entry, payload: dict[str, Any], tp: str | None) -> None:
+        run_id, page, records = str(payload["run_id"]), int(payload["page"]), payload["records"]
+        if not isinstance(records, list):
+            raise PermanentError("'records' is not a list")
+        t0 = time.monotonic()
+        with tracer.start_as_current_span(
+            "transform.page", context=tracing.context_from(tp), attributes={"etl.run_id": run_id, "etl.page": page}
+        ):
+            out = transform_page(records, self.departments, self.settings.pii_policy,
+                                 self.settings.unknown_department == "reject")
+            processed = {"kind": "page", "run_id": run_id, "run_ts": payload["run_ts"], "page": page,
+                         "skip": payload.get("skip", 0), "total": payload.get("total"), **out}
+            n_valid, n_invalid = len(out["valid"]), len(out["invalid"])
+            pipe = self.client.pipeline(transaction=True)
+            # Output, ack and tally in one transaction: a crash repeats the page or nothing.
+            pipe.xadd(self.keys.processed_stream, streams.encode(processed, tracing.current_traceparent()))
+            pipe.xack(entry.stream, self.reader.group, entry.id)
+            pipe.xdel(entry.stream, entry.id)
+            self._tally(pipe, payload, "page", page, f"{n_valid},{n_invalid}")
+            pipe.execute()
+        metrics.PAGES.labels(stage="transform", outcome="ok").inc()
+        metrics.RECORDS.labels(stage="transform", outcome="valid").inc(n_valid)
+        metrics.RECORDS.labels(stage="transform", outcome="invalid").inc(n_invalid)
+        metrics.PAGE_DURATION.labels(stage="transform").observe(time.monotonic() - t0)
+        log.info("page transformed", run_id=run_id, page=page, valid=n_valid, invalid=n_invalid,
+                 outcome="ok", duration_ms=round((time.monotonic() - t0) * 1000, 2))
+
+    def _end(self, entry: streams.Entry, payload: dict[str, Any], tp: str | None) -> None:
+        with tracer.start_as_current_span("transform.end", context=tracing.context_from(tp)):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xack(entry.stream, self.reader.group, entry.id)
+            pipe.xdel(entry.stream, entry.id)
+            self._tally(pipe, payload, "end", int(payload["pages"]), "")
+            pipe.execute()
+
+    def _tally(self, pipe: Any, payload: dict[str, Any], mode: str, number: int, counts: str) -> None:
+        run_id = str(payload["run_id"])
+        raw_file, processed_file, dlq_file = _names(str(payload["run_ts"]))
+        self.complete(
+            keys=[self.keys.run_pages(run_id), self.keys.run_meta(run_id), self.keys.events_stream],
+            args=[mode, number, counts, self.settings.run_state_ttl_s, CHANNEL_PHASE2, run_id,
+                  raw_file, processed_file, dlq_file, tracing.current_traceparent() or ""],
+            client=pipe,
+        )
