@@ -21,7 +21,7 @@ class UploadFailed(TransientError):
 def load_key(path: str, passphrase: str | None) -> paramiko.PKey:
     """The client key (ed25519, ECDSA or RSA), decrypted with its passphrase when it has one."""
     try:
-        return paramiko.PKey.from_path(path, passphrase=passphrase.encode() if passphrase else None)
+        return paramiko.PKey.from_path(path, password=passphrase or None)
     except paramiko.PasswordRequiredException as exc:
         raise UploadFailed(f"SFTP key {path} needs a passphrase (set ETL_SFTP_KEY_PASSPHRASE)") from exc
     except paramiko.SSHException as exc:

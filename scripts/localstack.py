@@ -1,0 +1,199 @@
+"""Starts the real parts on loopback for the demo, the tests and the benchmarks: Redis, OpenSSH SFTP, services."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout_s: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s}s")
+
+
+def which(name: str, extra: tuple[str, ...] = ("/usr/sbin", "/usr/bin")) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in extra:
+        if Path(d, name).exists():
+            return str(Path(d, name))
+    return None
+
+
+@dataclass
+class Proc:
+    """A child process with its log file."""
+
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+    def kill9(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def spawn(name: str, args: list[str], logdir: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
+    logdir.mkdir(parents=True, exist_ok=True)
+    log = logdir / f"{name}.log"
+    fh = log.open("ab")
+    popen = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd or ROOT,
+                             start_new_session=True)
+    fh.close()
+    return Proc(name, popen, log)
+
+
+@dataclass
+class Redis:
+    port: int
+    dir: Path
+    proc: Proc
+    aof: bool
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop (SIGTERM, AOF flushed) and start again on the same port and data."""
+        self.proc.stop()
+        time.sleep(down_s)
+        self.proc = _redis_proc(self.port, self.dir, self.aof)
+        wait_port(self.port, proc=self.proc.popen)
+
+
+def _redis_proc(port: int, d: Path, aof: bool) -> Proc:
+    exe = which("redis-server")
+    if not exe:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d), "--save", "",
+            "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
+            "--maxmemory-policy", "noeviction", "--protected-mode", "yes"]
+    return spawn(f"redis-{port}", args, d)
+
+
+def start_redis(d: Path, port: int | None = None, aof: bool = True) -> Redis:
+    d.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    proc = _redis_proc(port, d, aof)
+    wait_port(port, proc=proc.popen)
+    return Redis(port, d, proc, aof)
+
+
+def gen_keys(keys_dir: Path, port: int, passphrase: str = "") -> None:
+    """Client key, host keys and a known_hosts pinned to 127.0.0.1:port (scripts/gen-keys.sh)."""
+    env = {**os.environ, "SFTP_KEY_PASSPHRASE": passphrase}
+    subprocess.run([str(ROOT / "scripts" / "gen-keys.sh"), str(keys_dir), "127.0.0.1", str(port)],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+@dataclass
+class Sftp:
+    """An OpenSSH server on loopback that only speaks SFTP, with key authentication only."""
+
+    port: int
+    dir: Path
+    keys_dir: Path
+    upload_dir: Path
+    proc: Proc | None = None
+    user: str = field(default_factory=lambda: _user())
+
+    def config(self) -> Path:
+        cfg = self.dir / "sshd_config"
+        cfg.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\n"
+            f"HostKey {self.keys_dir / 'ssh_host_ed25519_key'}\nHostKey {self.keys_dir / 'ssh_host_rsa_key'}\n"
+            f"PidFile {self.dir / 'sshd.pid'}\nAuthorizedKeysFile {self.dir / 'authorized_keys'}\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+            "PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n"
+            f"AllowUsers {self.user}\nSubsystem sftp internal-sftp\nForceCommand internal-sftp\n"
+            "AllowTcpForwarding no\nX11Forwarding no\nLogLevel INFO\n"
+        )
+        return cfg
+
+    def start(self) -> None:
+        exe = which("sshd")
+        if not exe:
+            raise RuntimeError("sshd is not installed (apt-get install openssh-server)")
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        shutil.copy(self.keys_dir / "id_ed25519.pub", self.dir / "authorized_keys")
+        self.proc = spawn(f"sshd-{self.port}", [exe, "-D", "-e", "-f", str(self.config())], self.dir)
+        wait_port(self.port, proc=self.proc.popen)
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop()
+
+    def env(self) -> dict[str, str]:
+        """The saver's settings for this server."""
+        return {
+            "ETL_SFTP_HOST": "127.0.0.1", "ETL_SFTP_PORT": str(self.port), "ETL_SFTP_USER": self.user,
+            "ETL_SFTP_KEY_PATH": str(self.keys_dir / "id_ed25519"),
+            "ETL_SFTP_KNOWN_HOSTS": str(self.keys_dir / "known_hosts"),
+            "ETL_SFTP_REMOTE_DIR": str(self.upload_dir),
+        }
+
+
+def _user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def start_sftp(d: Path, keys_dir: Path, upload_dir: Path, port: int | None = None, passphrase: str = "") -> Sftp:
+    d.mkdir(parents=True, exist_ok=True)
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    gen_keys(keys_dir, port, passphrase)
+    server = Sftp(port, d, keys_dir, upload_dir)
+    server.start()
+    return server
+
+
+def start_service(name: str, env: dict[str, str], logdir: Path, *args: str) -> Proc:
+    """``python -m <name> [args]`` with ``env`` on top of a clean environment."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    full.update(env)
+    full.setdefault("ETL_LOG_FORMAT", "json")
+    return spawn(name if not args else f"{name}-{'-'.join(args)}", [PYTHON, "-m", name, *args], logdir, full)

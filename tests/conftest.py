@@ -1,0 +1,82 @@
+"""Fixtures: real redis-server and OpenSSH SFTP servers on free loopback ports, a source server, pipelines."""
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
+
+import localstack as ls  # noqa: E402
+
+from dummyjson.server import Source  # noqa: E402
+from tests.support import Pipeline, SourceServer  # noqa: E402
+
+
+def _version(args: list[str]) -> str:
+    exe = ls.which(args[0])
+    if not exe:
+        return "missing"
+    out = subprocess.run([exe, *args[1:]], capture_output=True, text=True)
+    return (out.stdout or out.stderr).strip().splitlines()[0]
+
+
+def pytest_report_header(config):
+    return [
+        f"redis: {_version(['redis-server', '--version'])}",
+        f"openssh: {_version(['ssh', '-V'])}",
+        f"sqlite: {sqlite3.sqlite_version}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = ls.start_redis(tmp_path_factory.mktemp("redis"), aof=True)
+    yield server
+    server.proc.stop()
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("sftp")
+    server = ls.start_sftp(base / "sshd", base / "keys", base / "upload")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_source():
+    servers: list[SourceServer] = []
+
+    def make(count: int = 208, bad_every: int = 0, users: list | None = None, seed: int = 0) -> SourceServer:
+        server = SourceServer(Source(count, seed, bad_every, users)).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def make_pipeline(tmp_path, redis_server, sftp_server):
+    pipelines: list[Pipeline] = []
+
+    def make(source: SourceServer, upload_dir: Path | None = None, **extra: str) -> Pipeline:
+        upload = upload_dir or tmp_path / f"upload{len(pipelines)}"
+        upload.mkdir(parents=True, exist_ok=True)
+        env = {**sftp_server.env(), "ETL_SFTP_REMOTE_DIR": str(upload)}
+        p = Pipeline(tmp_path / f"p{len(pipelines)}", redis_server.url, env, source.url, extra)
+        p.upload_dir = upload
+        pipelines.append(p)
+        return p
+
+    yield make
+    for p in pipelines:
+        p.stop_all()
+        shutil.rmtree(p.upload_dir, ignore_errors=True)

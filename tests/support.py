@@ -1,0 +1,152 @@
+"""Test helpers: a pipeline of real service processes against real Redis, SFTP and a source server."""
+
+import json
+import sqlite3
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import localstack as ls
+import redis
+
+from dummyjson.server import Source, build
+from etl_common.keys import Keys
+
+SHARED_USERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "dummyjson" / "users.json"
+
+
+def real_users() -> list[dict] | None:
+    """DummyJSON's real 208 users when the shared copy is present (tests only)."""
+    if SHARED_USERS.exists():
+        return json.loads(SHARED_USERS.read_text())
+    return None
+
+
+@dataclass
+class SourceServer:
+    """The DummyJSON-compatible server on a free loopback port, in a thread of the test process."""
+
+    source: Source
+    port: int = 0
+    _server: Any = None
+
+    def start(self) -> "SourceServer":
+        self._server = build("127.0.0.1", 0, self.source)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/users"
+
+    def faults(self, rules: list[dict] | None = None, **extra: Any) -> None:
+        httpx.post(f"http://127.0.0.1:{self.port}/_faults", json={"rules": rules or [], **extra}).raise_for_status()
+
+    def requests(self) -> list[dict]:
+        return list(self.source.requests)
+
+
+@dataclass
+class Pipeline:
+    """The services of one test as real processes, sharing a fresh key prefix and database."""
+
+    tmp: Path
+    redis_url: str
+    sftp_env: dict[str, str]
+    source_url: str
+    extra: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, ls.Proc] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.prefix = f"t{uuid.uuid4().hex[:10]}:"
+        self.keys = Keys(self.prefix)
+        self.db_path = self.tmp / "database" / "data.db"
+        self.data_dir = self.tmp / "data"
+        self.logdir = self.tmp / "logs"
+        self.redis = redis.Redis.from_url(self.redis_url)
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {
+            "ETL_REDIS_URL": self.redis_url, "ETL_KEY_PREFIX": self.prefix, "ETL_SOURCE_URL": self.source_url,
+            "ETL_DB_PATH": str(self.db_path), "ETL_DATA_DIR": str(self.data_dir),
+            "ETL_RETRY_DELAYS": "0.05,0.1,0.2", "ETL_BLOCK_MS": "200", "ETL_CLAIM_IDLE_MS": "1500",
+            "ETL_SCHEDULE": "0 3 * * *", "ETL_SFTP_BACKOFF_S": "0.1", "ETL_UPLOAD_RETRY_S": "1",
+            "ETL_UPLOAD_RETRY_MAX_S": "2", "ETL_API_AUTH": "token", "ETL_API_TOKEN": "test-token",
+            "ETL_REQUEST_TIMEOUT_S": "5",
+            **self.sftp_env, **self.extra,
+        }
+        env.update(overrides)
+        return env
+
+    def start(self, name: str, *args: str, tag: str = "", **overrides: str) -> ls.Proc:
+        proc = ls.start_service(name, self.env(**overrides), self.logdir, *args)
+        self.procs[tag or name] = proc
+        return proc
+
+    def start_workers(self, **overrides: str) -> None:
+        self.start("transformer", **overrides)
+        self.start("saver", **overrides)
+
+    def extract(self, timeout_s: float = 60, **overrides: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in ls.os.environ.items() if not k.startswith("ETL_")} | self.env(**overrides)
+        return subprocess.run([ls.PYTHON, "-m", "extractor", "once"], env=env, capture_output=True, text=True,
+                              timeout=timeout_s, cwd=ls.ROOT)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
+
+    def db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def runs(self) -> list[sqlite3.Row]:
+        if not self.db_path.exists():
+            return []
+        with self.db() as conn:
+            try:
+                return conn.execute("SELECT * FROM etl_runs ORDER BY id").fetchall()
+            except sqlite3.OperationalError:
+                return []
+
+    def wait_run(self, statuses: tuple[str, ...] = ("succeeded",), timeout_s: float = 60, run_id: str | None = None) -> sqlite3.Row:
+        """Wait until the (latest or given) run reaches one of ``statuses``; fail with the logs otherwise."""
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while time.monotonic() < deadline:
+            runs = [r for r in self.runs() if run_id is None or r["run_id"] == run_id]
+            if runs:
+                last = runs[-1]
+                if last["status"] in statuses:
+                    return last
+            time.sleep(0.1)
+        logs = "\n".join(f"--- {n}\n{p.output()[-3000:]}" for n, p in self.procs.items())
+        raise AssertionError(f"run not in {statuses} after {timeout_s}s: {dict(last) if last else None}\n{logs}")
+
+    def count(self, table: str, run_id: str) -> int:
+        with self.db() as conn:
+            return conn.execute(f"SELECT count(*) FROM {table} WHERE run_id=?", (run_id,)).fetchone()[0]
+
+    def user_ids(self, table: str, run_id: str) -> list[int]:
+        with self.db() as conn:
+            return [r[0] for r in conn.execute(f"SELECT user_id FROM {table} WHERE run_id=? ORDER BY page, position", (run_id,))]
+
+    def checkpoint(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.redis.hgetall(self.keys.checkpoint).items()}
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
