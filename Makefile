@@ -1,0 +1,35 @@
+# Everyday commands; `make help` lists them.
+PY := .venv/bin/python
+.DEFAULT_GOAL := help
+
+.PHONY: help env demo test test-unit test-integration lint format keys clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+env: ## Install system packages when missing (as root) and create .venv
+	@scripts/bootstrap.sh
+
+demo: env ## Run the whole system locally and perform one run (ONCE=1 stops after the summary)
+	@$(PY) scripts/demo.py $(if $(ONCE),--once,)
+
+test: env ## All tests: unit, integration and faults, on real Redis, SFTP and SQLite
+	@$(PY) -m pytest
+
+test-unit: env ## Only the pure-logic tests
+	@$(PY) -m pytest tests/unit
+
+lint: env ## ruff and mypy
+	@$(PY) -m ruff check services scripts tests
+	@$(PY) -m ruff format --check services scripts tests
+	@$(PY) -m mypy services
+
+format: env ## Format the code
+	@$(PY) -m ruff format services scripts tests
+	@$(PY) -m ruff check --fix services scripts tests
+
+keys: ## Generate the SFTP client key, host keys and known_hosts for compose (ssh_keys/)
+	@scripts/gen-keys.sh ssh_keys sftp 22
+
+clean: ## Remove local data of the demo
+	rm -rf database sftp_data data .run
