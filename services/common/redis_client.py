@@ -16,7 +16,8 @@ def connect(url: str) -> redis.Redis:
     """A client that retries a command across short connection losses."""
     return redis.Redis.from_url(
         url,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
+        # About 15 s of retries: long enough to ride out a Redis restart without failing a page.
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=12),
         retry_on_error=list(_RETRYABLE),
         health_check_interval=30,
         socket_connect_timeout=5,

@@ -1,5 +1,6 @@
 """Stream entries (encode/decode with trace context) and a consumer-group reader with claim and dead-letter."""
 
+import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -50,8 +51,12 @@ def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
 
 
 def consumer_name(configured: str) -> str:
-    """This consumer's name: the configured one or the host name (the pod name)."""
-    return configured or socket.gethostname()
+    """This consumer's name: the configured one, else host name and pid.
+
+    In a container the pid is 1, so a restarted pod keeps its name and re-reads its own pending
+    entries; local processes get distinct names, and a dead one's entries are claimed by the others.
+    """
+    return configured or f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass
@@ -81,8 +86,15 @@ class GroupReader:
     def setup(self) -> None:
         for stream in self.streams:
             ensure_group(self.client, stream, self.group)
+            self._forget_idle_consumers(stream)
         # After a restart our own pending entries are re-read first (id 0).
         self._backlog_done.clear()
+
+    def _forget_idle_consumers(self, stream: str, idle_ms: int = 3_600_000) -> None:
+        """Remove consumers gone for an hour with nothing pending, so the group does not grow forever."""
+        for c in self.client.xinfo_consumers(stream, self.group):
+            if c["pending"] == 0 and c.get("idle", 0) > idle_ms and _s(c["name"]) != self.consumer:
+                self.client.xgroup_delconsumer(stream, self.group, c["name"])
 
     def read(self, count: int) -> list[Entry]:
         """Next entries for this consumer: its own pending backlog, claimed ones, then new ones."""
@@ -146,6 +158,7 @@ class GroupReader:
     def dead_letter(self, entry: Entry, reason: str, delete: bool = True) -> None:
         """Copy the entry with its reason to the dead-letter stream, then ack it (copy first: a crash loses nothing)."""
         fields: dict[str, Any] = {
+            "run_id": _run_id(entry.fields),
             "stream": entry.stream,
             "id": entry.id,
             "group": self.group,
@@ -192,6 +205,15 @@ def _delivery_counts(client: redis.Redis, stream: str, group: str, ids: list[str
         for r in rows:
             counts[_s(r["message_id"])] = int(r["times_delivered"])
     return counts
+
+
+def _run_id(fields: dict[bytes, bytes] | None) -> str:
+    """The run an entry belongs to, when it can be told (for the API's run detail)."""
+    try:
+        payload, _ = decode(fields)
+    except PermanentError:
+        return ""
+    return str(payload.get("run_id", ""))
 
 
 def _s(v: bytes | str) -> str:

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     wait_for_redis(client)
     service = Service(settings, client, heartbeat, stopper)
     if args.command == "once":
-        ok = service.run_once(args.trigger or "manual")
+        # Waits out the lease of an extractor that died mid-run, then resumes its run.
+        ok = service.run_once(args.trigger or "manual", lock_wait_s=settings.lock_ttl_s + 1)
         if not ok:
             structlog.get_logger().error("extraction failed; rerun to resume from the checkpoint")
         return 0 if ok else 1

@@ -57,11 +57,15 @@ def emit(pipe: Any, keys: Keys, event: dict[str, Any], traceparent: str | None) 
     pipe.xadd(keys.events_stream, streams.encode(event, traceparent), maxlen=100_000, approximate=True)
 
 
-def _wait_for_backlog(client: redis.Redis, keys: Keys, limit: int, beat: Callable[[], None]) -> None:
+def _wait_for_backlog(client: redis.Redis, keys: Keys, limit: int, beat: Callable[[], None], lock: Any,
+                      lease_s: float) -> None:
     """Backpressure: consumed entries are deleted, so the stream length is the backlog."""
-    started = time.monotonic()
+    started = last_extend = time.monotonic()
     while client.xlen(keys.raw_stream) > limit:
         beat()
+        if time.monotonic() - last_extend > lease_s / 3:
+            lock.extend(lease_s, replace_ttl=True)
+            last_extend = time.monotonic()
         time.sleep(0.02)
     waited = time.monotonic() - started
     if waited > 0:
@@ -74,11 +78,15 @@ def extract(
     trigger: str,
     should_stop: Callable[[], bool] = lambda: False,
     beat: Callable[[], None] = lambda: None,
+    lock_wait_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Run (or resume) one extraction; returns the phase 1 payload. Raises SourceFailed on exhausted retries."""
+    """Run (or resume) one extraction; returns the phase 1 payload. Raises SourceFailed on exhausted retries.
+
+    ``lock_wait_s`` lets a restarted extractor wait out the lease of a predecessor that died.
+    """
     keys = Keys(settings.key_prefix)
-    lock = client.lock(keys.extract_lock, timeout=settings.lock_ttl_s, blocking=False)
-    if not lock.acquire():
+    lock = client.lock(keys.extract_lock, timeout=settings.lock_ttl_s, blocking_timeout=lock_wait_s)
+    if not lock.acquire(blocking=lock_wait_s > 0):
         raise AlreadyRunning("another extraction holds the lock")
     try:
         cp = Checkpoint.load(client, keys.checkpoint)
@@ -120,7 +128,7 @@ def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat
         while True:
             if should_stop():
                 raise Interrupted("stop requested; the checkpoint keeps the run's place")
-            _wait_for_backlog(client, keys, settings.raw_backlog_max_pages, beat)
+            _wait_for_backlog(client, keys, settings.raw_backlog_max_pages, beat, lock, settings.lock_ttl_s)
             t0 = time.monotonic()
             with tracer.start_as_current_span("extract.page", attributes={"etl.page": cp.next_page}):
                 try:

@@ -43,15 +43,16 @@ class Service:
         now = datetime.now(timezone.utc)
         return croniter(self.settings.schedule, now).get_next(float)
 
-    def run_once(self, trigger: str) -> bool:
+    def run_once(self, trigger: str, lock_wait_s: float = 0.0) -> bool:
         """One extraction (or the resume of the unfinished one); False when it failed."""
         try:
-            extract(self.settings, self.client, trigger, lambda: self.stopper.stopping, self.heartbeat.beat)
+            extract(self.settings, self.client, trigger, lambda: self.stopper.stopping, self.heartbeat.beat,
+                    lock_wait_s)
             self.retry_at = None
             return True
         except AlreadyRunning:
-            log.info("a run is already in progress elsewhere; request ignored", trigger=trigger)
-            return True
+            log.warning("a run is already in progress elsewhere; request ignored", trigger=trigger)
+            return lock_wait_s == 0
         except Interrupted:
             log.info("run interrupted; the checkpoint keeps its place")
             return False
@@ -65,7 +66,8 @@ class Service:
         log.info("extractor ready", schedule=self.settings.schedule,
                  next_run=datetime.fromtimestamp(self.next_fire, timezone.utc).isoformat())
         if Checkpoint.load(self.client, self.keys.checkpoint) is not None:
-            self.run_once("resume")
+            # A predecessor died mid-run: wait out its lease, then resume the same run.
+            self.run_once("resume", lock_wait_s=self.settings.lock_ttl_s + 1)
         elif self.settings.run_on_start:
             self.run_once("startup")
         while not self.stopper.stopping:
@@ -75,6 +77,11 @@ class Service:
             except RETRYABLE_ERRORS as exc:
                 log.warning("redis unavailable; retrying", error=str(exc))
                 self.stopper.sleep(1.0)
+                self._reconnect()
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("commands stream or group missing (redis lost its data?); recreating")
                 self._reconnect()
         log.info("extractor stopped")
 

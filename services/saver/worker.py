@@ -1,5 +1,6 @@
 """The saver loop: load processed pages, follow run events, finish complete runs (files, upload, phase 3)."""
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -109,8 +110,14 @@ class Worker:
         with tracer.start_as_current_span(
             "load.pages", context=tracing.context_from(tp), attributes={"etl.pages": len(pages)}
         ):
-            with tracer.start_as_current_span("sqlite.transaction"):
-                loaded = self.store.load_pages(p for _, p, _ in pages)
+            try:
+                with tracer.start_as_current_span("sqlite.transaction"):
+                    loaded = self.store.load_pages(p for _, p, _ in pages)
+            except (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, KeyError, TypeError,
+                    ValueError) as exc:
+                # One bad page must not block the batch: load them one by one, dead-letter the culprit.
+                log.warning("batch failed; loading its pages one by one", error=str(exc))
+                pages, loaded = self._load_one_by_one(pages)
         # Acked only after the commit: a crash before it redelivers, the ledger skips repeats.
         self.reader.ack([e for e, _, _ in pages])
         elapsed = time.monotonic() - t0
@@ -124,6 +131,17 @@ class Worker:
             log.info("page loaded" if fresh else "page already loaded", run_id=p["run_id"], page=p["page"],
                      valid=len(p["valid"]), invalid=len(p["invalid"]), outcome="loaded" if fresh else "duplicate",
                      duration_ms=round(elapsed * 1000 / len(pages), 2))
+
+    def _load_one_by_one(self, pages):
+        kept, loaded = [], []
+        for entry, payload, tp in pages:
+            try:
+                loaded += self.store.load_pages([payload])
+                kept.append((entry, payload, tp))
+            except (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, KeyError, TypeError,
+                    ValueError) as exc:
+                self.reader.dead_letter(entry, f"page cannot be loaded: {type(exc).__name__}: {exc}")
+        return kept, loaded
 
     def finish_runs(self) -> None:
         """Write files and upload for every run whose pages are all loaded."""

@@ -111,6 +111,12 @@ class Worker:
             self.reader.dead_letter(entry, str(exc))
         except (KeyError, TypeError, ValueError) as exc:
             self.reader.dead_letter(entry, f"malformed entry: {type(exc).__name__}: {exc}")
+        except RETRYABLE_ERRORS:
+            raise
+        except Exception:
+            # A bug: keep the entry pending; it is reclaimed later and dead-lettered after max deliveries.
+            metrics.ERRORS.labels(stage="transform").inc()
+            log.exception("unexpected error; entry left pending", entry_id=entry.id)
 
     def _page(self, entry: streams.Entry, payload: dict[str, Any], tp: str | None) -> None:
         run_id, page, records = str(payload["run_id"]), int(payload["page"]), payload["records"]
