@@ -4,6 +4,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.deps import get_settings
+from api.middleware import install_observability
 from api.routes import health, runs
 from etl_common import __version__
 
@@ -18,6 +19,7 @@ def create_app() -> FastAPI:
             allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
             expose_headers=["X-Total-Count"],
         )
+    install_observability(app)
     app.include_router(health.router)
     app.include_router(runs.router)
     return app

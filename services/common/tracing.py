@@ -41,3 +41,15 @@ def context_from(traceparent: str | None) -> Context | None:
     if not traceparent:
         return None
     return propagate.extract({"traceparent": traceparent})
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id a W3C traceparent names (``00-<trace id>-<span id>-<flags>``), for log lines."""
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
+def trace_id_hex(span: trace.Span) -> str | None:
+    """The trace id of ``span`` as logs and trace back-ends print it; None when not recording."""
+    ctx = span.get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None

@@ -124,6 +124,8 @@ def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat
         log.info("run started", trigger=trigger)
     pipe.execute()
     run_started = time.monotonic()
+    metrics.RUN_STARTED.set(time.time())
+    metrics.RUN_PROGRESS.labels(stage="extract").set(cp.records)
     with httpx.Client(timeout=settings.request_timeout_s, follow_redirects=True) as http:
         while True:
             if should_stop():

@@ -7,7 +7,7 @@ import redis
 import structlog
 from croniter import croniter
 
-from etl_common import streams
+from etl_common import streams, streamstats
 from etl_common.errors import EtlError
 from etl_common.keys import GROUP_EXTRACTOR, Keys
 from etl_common.ops import Heartbeat
@@ -38,6 +38,9 @@ class Service:
         )
         self.next_fire = self._next_fire()
         self.retry_at: float | None = None
+        # Commands as this group, and the raw stream's length that drives the backpressure.
+        streamstats.watch(settings.redis_url, self.keys, GROUP_EXTRACTOR, self.reader.streams)
+        streamstats.watch(settings.redis_url, self.keys, "", [self.keys.raw_stream])
 
     def _next_fire(self) -> float:
         now = datetime.now(timezone.utc)

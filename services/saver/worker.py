@@ -2,6 +2,7 @@
 
 import sqlite3
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import redis
 import structlog
 from opentelemetry import trace
 
-from etl_common import metrics, streams, tracing
+from etl_common import metrics, streams, streamstats, tracing
 from etl_common.errors import PermanentError
 from etl_common.keys import CHANNEL_PHASE3, GROUP_SAVER, Keys
 from etl_common.ops import Heartbeat
@@ -45,6 +46,7 @@ class Worker:
         # run_id -> (monotonic time of the next upload try, current delay)
         self.upload_due: dict[str, tuple[float, float]] = {}
         self.run_traces: dict[str, str] = {}
+        streamstats.watch(settings.redis_url, self.keys, GROUP_SAVER, self.reader.streams)
 
     def serve(self) -> None:
         self.reader.setup()
@@ -121,7 +123,9 @@ class Worker:
         # Acked only after the commit: a crash before it redelivers, the ledger skips repeats.
         self.reader.ack([e for e, _, _ in pages])
         elapsed = time.monotonic() - t0
-        for _, p, _ in pages:
+        for _, p, page_tp in pages:
+            if page_tp:  # the run's trace, for save.finish when run_started was read before a restart
+                self.run_traces.setdefault(str(p["run_id"]), page_tp)
             fresh = (str(p["run_id"]), int(p["page"])) in loaded
             metrics.PAGES.labels(stage="load", outcome="loaded" if fresh else "duplicate").inc()
             if fresh:
@@ -130,7 +134,11 @@ class Worker:
             metrics.PAGE_DURATION.labels(stage="load").observe(elapsed / len(pages))
             log.info("page loaded" if fresh else "page already loaded", run_id=p["run_id"], page=p["page"],
                      valid=len(p["valid"]), invalid=len(p["invalid"]), outcome="loaded" if fresh else "duplicate",
-                     duration_ms=round(elapsed * 1000 / len(pages), 2))
+                     duration_ms=round(elapsed * 1000 / len(pages), 2), trace_id=tracing.trace_id_of(page_tp))
+        for run_id in {str(p["run_id"]) for _, p, _ in pages}:
+            run = self.store.run(run_id)
+            if run is not None:
+                metrics.RUN_PROGRESS.labels(stage="load").set(run["raw_count"])
 
     def _load_one_by_one(self, pages):
         kept, loaded = [], []
@@ -177,6 +185,7 @@ class Worker:
             delay = min(delay * 2, self.settings.upload_retry_max_s)
             self.upload_due[run_id] = (time.monotonic() + delay, delay)
             self.store.mark(run_id, "upload_pending", str(exc))
+            metrics.RUNS.labels(stage="save", outcome="upload_pending").inc()
             log.error("upload failed; run is upload_pending", run_id=run_id, error=str(exc), retry_in_s=delay)
             return
         metrics.STAGE_DURATION.labels(stage="upload").observe(time.monotonic() - t0)
@@ -196,7 +205,9 @@ class Worker:
                 if len(files) < 3 or not all(p.exists() for p, _ in files.values()):
                     self._write_and_upload(run_id)
                 else:
-                    self._upload(run_id, files)
+                    with tracer.start_as_current_span("save.retry_upload", context=tracing.context_from(
+                            self.run_traces.get(run_id)), attributes={"etl.run_id": run_id}):
+                        self._upload(run_id, files)
 
     def _local(self, name: str) -> Path:
         return Path(self.settings.data_dir) / name
@@ -215,8 +226,17 @@ class Worker:
         metrics.RUNS.labels(stage="save", outcome="succeeded").inc()
         metrics.RECORDS.labels(stage="upload", outcome="uploaded").inc(run["valid_count"] if run else 0)
         metrics.LAST_SUCCESS.set(time.time())
+        if run is not None and run["started_at"] and run["finished_at"]:
+            seconds = (_parse_iso(run["finished_at"]) - _parse_iso(run["started_at"])).total_seconds()
+            metrics.LAST_RUN_DURATION.set(seconds)
+            metrics.STAGE_DURATION.labels(stage="run").observe(seconds)
         log.info("run succeeded", run_id=run_id, valid=run["valid_count"] if run else None,
                  invalid=run["invalid_count"] if run else None, files=files)
+
+
+def _parse_iso(value: str) -> datetime:
+    """ISO 8601 with ``Z`` or an offset (fromisoformat of Python 3.10 does not take ``Z``)."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _check_page(p: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ import redis
 import structlog
 from opentelemetry import trace
 
-from etl_common import metrics, streams, tracing
+from etl_common import metrics, streams, streamstats, tracing
 from etl_common.errors import PermanentError
 from etl_common.files import file_names
 from etl_common.keys import CHANNEL_PHASE2, GROUP_TRANSFORMER, Keys
@@ -66,6 +66,7 @@ class Worker:
             max_deliveries=settings.max_deliveries, dead_stream=self.keys.dead_stream,
         )
         self.complete = client.register_script(_COMPLETE)
+        streamstats.watch(settings.redis_url, self.keys, GROUP_TRANSFORMER, self.reader.streams)
 
     def serve(self) -> None:
         self.reader.setup()
@@ -125,7 +126,7 @@ class Worker:
         t0 = time.monotonic()
         with tracer.start_as_current_span(
             "transform.page", context=tracing.context_from(tp), attributes={"etl.run_id": run_id, "etl.page": page}
-        ):
+        ) as span:
             out = transform_page(records, self.departments, self.settings.pii_policy,
                                  self.settings.unknown_department == "reject")
             processed = {"kind": "page", "run_id": run_id, "run_ts": payload["run_ts"], "page": page,
@@ -143,7 +144,8 @@ class Worker:
         metrics.RECORDS.labels(stage="transform", outcome="invalid").inc(n_invalid)
         metrics.PAGE_DURATION.labels(stage="transform").observe(time.monotonic() - t0)
         log.info("page transformed", run_id=run_id, page=page, valid=n_valid, invalid=n_invalid,
-                 outcome="ok", duration_ms=round((time.monotonic() - t0) * 1000, 2))
+                 outcome="ok", duration_ms=round((time.monotonic() - t0) * 1000, 2),
+                 trace_id=tracing.trace_id_hex(span))
 
     def _end(self, entry: streams.Entry, payload: dict[str, Any], tp: str | None) -> None:
         with tracer.start_as_current_span("transform.end", context=tracing.context_from(tp)):
