@@ -35,8 +35,9 @@ class SourceServer:
     port: int = 0
     _server: Any = None
 
-    def start(self) -> "SourceServer":
-        self._server = build("127.0.0.1", 0, self.source)
+    def start(self, port: int = 0) -> "SourceServer":
+        """Serve on ``port`` (0: a free one; the old port to come back after ``stop``)."""
+        self._server = build("127.0.0.1", port or self.port, self.source)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
