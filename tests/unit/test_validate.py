@@ -1,0 +1,50 @@
+"""Business rules: every broken rule reported, in words a person can act on."""
+
+import pytest
+
+from dummyjson.users import BREAKAGES, make_bad_user, make_user
+from transformer.validate import problems
+
+
+def test_generated_users_are_valid():
+    assert all(problems(make_user(i)) == [] for i in range(1, 300))
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"age": 17}, ["age: 17 is below 18"]),
+        ({"age": 18}, []),
+        ({"age": 65}, []),
+        ({"age": 65.5}, ["age: 65.5 is above 65"]),
+        ({"age": "30"}, ["age: '30' is not a number"]),
+        ({"email": "a@@b.com"}, None),
+        ({"id": 3.0}, ["id: 3.0 is not an integer"]),
+        ({"id": True}, ["id: True is not an integer"]),
+        ({"firstName": "\t "}, ["firstName: is blank"]),
+        ({"company": {"department": ""}}, ["company.department: is empty"]),
+    ],
+)
+def test_single_rules(changes, expected):
+    record = {**make_user(1), **changes}
+    got = problems(record)
+    if expected is None:
+        assert len(got) == 1 and got[0].startswith("email: 'a@@b.com' is not a valid address")
+    else:
+        assert got == expected
+
+
+def test_every_rule_reported_together():
+    got = problems({"id": "x", "firstName": "", "email": None, "age": 10, "company": {}})
+    assert got == ["id: 'x' is not an integer", "firstName: is blank", "email: missing",
+                   "age: 10 is below 18", "company.department: missing"]
+
+
+def test_long_values_are_shortened_in_reasons():
+    (reason,) = problems({**make_user(1), "age": "9" * 500})
+    assert len(reason) < 80 and reason.endswith("is not a number")
+
+
+@pytest.mark.parametrize("kind", range(len(BREAKAGES)))
+def test_catalogue_of_broken_users_is_invalid(kind):
+    assert problems(make_bad_user(5, kind)) != []
