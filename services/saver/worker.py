@@ -51,6 +51,7 @@ class Worker:
     def serve(self) -> None:
         self.reader.setup()
         log.info("saver ready", db=self.settings.db_path, consumer=self.reader.consumer)
+        self._restore_last_run()
         for run_id in self.store.runs_owing_upload():
             self.upload_due[run_id] = (0.0, self.settings.upload_retry_s)
         self.finish_runs()
@@ -68,6 +69,17 @@ class Worker:
                 log.warning("stream or group missing (redis lost its data?); recreating")
                 self._setup_quietly()
         log.info("saver stopped")
+
+    def _restore_last_run(self) -> None:
+        """The last success survives a restart, so 'no successful run in 26 h' does not fire on one."""
+        row = self.store.conn.execute(
+            "SELECT started_at, finished_at FROM etl_runs WHERE status='succeeded' AND finished_at IS NOT NULL "
+            "ORDER BY finished_at DESC LIMIT 1"
+        ).fetchone()
+        if row and row[0]:
+            finished, started = _parse_iso(row[1]), _parse_iso(row[0])
+            metrics.LAST_SUCCESS.set(finished.timestamp())
+            metrics.LAST_RUN_DURATION.set((finished - started).total_seconds())
 
     def _setup_quietly(self) -> None:
         try:
