@@ -1,0 +1,142 @@
+"""Every service's /metrics after a real run: counters equal the database's counts, histograms observed."""
+
+import time
+
+import httpx
+import localstack as ls
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.unit.test_dashboard import queried_metrics, sample_names
+
+SERVICES = ("extractor", "transformer", "saver", "api")
+
+
+class Scrape:
+    """One parsed exposition: series (name, labels) -> value, plus the family names and types."""
+
+    def __init__(self, text: str) -> None:
+        self.series: dict[tuple[str, frozenset], float] = {}
+        self.names: set[str] = set()
+        for family in text_string_to_metric_families(text):
+            self.names |= sample_names(family.name, family.type)
+            for s in family.samples:
+                self.series[(s.name, frozenset(s.labels.items()))] = s.value
+
+    def get(self, name: str, **labels: str) -> float:
+        return self.series.get((name, frozenset(labels.items())), 0.0)
+
+    def total(self, name: str, **labels: str) -> float:
+        """Sum over the series of ``name`` whose labels include ``labels``."""
+        want = set(labels.items())
+        return sum(v for (n, ls_), v in self.series.items() if n == name and want <= ls_)
+
+
+def scrape(port: int) -> Scrape:
+    resp = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/plain")
+    return Scrape(resp.text)
+
+
+def wait_for(check, timeout_s: float = 20.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.1)
+
+
+def test_every_service_exports_counts_that_match_the_database(make_source, make_pipeline):
+    source = make_source(count=250, bad_every=10)
+    # One 503 on the second page: one retry, and the request counter by status shows it.
+    source.faults([{"skip": 100, "status": 503, "times": 1}])
+    p = make_pipeline(source)
+    ports = {name: ls.free_port() for name in SERVICES}
+    ops = {"ETL_OPS_HOST": "127.0.0.1"}
+    p.start("transformer", ETL_OPS_PORT=str(ports["transformer"]), **ops)
+    p.start("saver", ETL_OPS_PORT=str(ports["saver"]), **ops)
+    # Service mode keeps the extractor's /metrics up after the run.
+    p.start("extractor", ETL_OPS_PORT=str(ports["extractor"]), ETL_RUN_ON_START="true", **ops)
+    p.start("api", ETL_API_PORT=str(ports["api"]), ETL_API_HOST="127.0.0.1")
+    run = p.wait_run(("succeeded",))
+    run_id = run["run_id"]
+    for name, port in ports.items():
+        ls.wait_port(port, proc=p.procs[name].popen)
+
+    # The saver sets its gauges just after the status change the test waits for.
+    saver = wait_for(lambda: (s := scrape(ports["saver"])).get("etl_last_run_duration_seconds") > 0 and s)
+    assert saver, "etl_last_run_duration_seconds never set"
+    extractor, transformer = scrape(ports["extractor"]), scrape(ports["transformer"])
+
+    raw, valid = p.count("raw_users", run_id), p.count("processed_users", run_id)
+    invalid = p.count("invalid_users", run_id)
+    with p.db() as db:
+        pages = db.execute("SELECT count(*) FROM loaded_pages WHERE run_id=?", (run_id,)).fetchone()[0]
+        uploaded_bytes = db.execute("SELECT sum(bytes) FROM uploaded_files WHERE run_id=?", (run_id,)).fetchone()[0]
+    assert (raw, valid, invalid, pages) == (250, 225, 25, 3)
+
+    # Extractor: fetched = raw rows; the source's 503 and its retry; page and stage histograms.
+    assert extractor.get("etl_records_total", stage="extract", outcome="fetched") == raw
+    assert extractor.get("etl_pages_total", stage="extract", outcome="fetched") == pages
+    assert extractor.get("etl_source_requests_total", status="200") == 3
+    assert extractor.get("etl_source_requests_total", status="503") == 1
+    assert extractor.get("etl_source_retries_total") == 1
+    assert extractor.get("etl_page_duration_seconds_count", stage="extract") == pages
+    assert extractor.get("etl_stage_duration_seconds_count", stage="extract") == 1
+    assert extractor.get("etl_runs_total", stage="extract", outcome="succeeded") == 1
+    assert extractor.get("etl_run_expected_records") == 250
+    assert extractor.get("etl_run_progress_records", stage="extract") == 250
+    assert extractor.get("etl_last_run_start_timestamp_seconds") > 0
+
+    # Transformer: valid and invalid equal the two tables.
+    assert transformer.get("etl_records_total", stage="transform", outcome="valid") == valid
+    assert transformer.get("etl_records_total", stage="transform", outcome="invalid") == invalid
+    assert transformer.get("etl_pages_total", stage="transform", outcome="ok") == pages
+    assert transformer.get("etl_page_duration_seconds_count", stage="transform") == pages
+    assert transformer.get("etl_page_duration_seconds_sum", stage="transform") > 0
+
+    # Saver: loaded = rows in processed_users; files uploaded with their bytes; run duration.
+    assert saver.get("etl_records_total", stage="load", outcome="loaded") == valid
+    assert saver.get("etl_records_total", stage="load", outcome="invalid") == invalid
+    assert saver.get("etl_records_total", stage="upload", outcome="uploaded") == valid
+    assert saver.get("etl_pages_total", stage="load", outcome="loaded") == pages
+    assert saver.get("etl_page_duration_seconds_count", stage="load") == pages
+    assert saver.get("etl_sftp_uploads_total", outcome="succeeded") == 1
+    assert saver.get("etl_sftp_uploaded_bytes_total") == uploaded_bytes > 0
+    assert saver.get("etl_runs_total", stage="save", outcome="succeeded") == 1
+    assert saver.get("etl_stage_duration_seconds_count", stage="run") == 1
+    assert saver.get("etl_run_progress_records", stage="load") == raw
+    assert abs(saver.get("etl_last_success_timestamp_seconds") - time.time()) < 60
+    assert 0 < saver.get("etl_last_run_duration_seconds") < 60
+
+    # Streams, read from Redis at scrape time: everything consumed, nothing pending, no dead letters.
+    for s in (extractor, transformer, saver):
+        assert s.get("etl_redis_up") == 1
+    assert transformer.get("etl_stream_length_entries", stream="raw") == 0
+    assert transformer.get("etl_stream_pending_entries", stream="raw", group="transformer") == 0
+    assert transformer.get("etl_stream_consumers", stream="raw", group="transformer") >= 1
+    assert saver.get("etl_stream_length_entries", stream="processed") == 0
+    assert saver.get("etl_stream_pending_entries", stream="processed", group="saver") == 0
+    assert saver.get("etl_stream_lag_entries", stream="events", group="saver") == 0
+    assert saver.get("etl_stream_length_entries", stream="dead") == 0
+    assert ("etl_stream_dead_lettered_total", frozenset({("group", "saver")})) in saver.series
+    assert extractor.get("etl_stream_length_entries", stream="raw") == 0
+
+    # API: requests labelled by route template and status, with latency observed.
+    api = f"http://127.0.0.1:{ports['api']}"
+    auth = {"Authorization": "Bearer test-token"}
+    assert httpx.get(f"{api}/etl_runs", headers=auth).status_code == 200
+    assert httpx.get(f"{api}/etl_runs").status_code == 401
+    assert httpx.get(f"{api}/no/such/path/42").status_code == 404
+    api_scrape = scrape(ports["api"])
+    assert api_scrape.get("etl_api_requests_total", method="GET", route="/etl_runs", status="200") == 1
+    assert api_scrape.get("etl_api_requests_total", method="GET", route="/etl_runs", status="401") == 1
+    assert api_scrape.get("etl_api_requests_total", method="GET", route="<unmatched>", status="404") == 1
+    assert api_scrape.get("etl_api_request_duration_seconds_count", method="GET", route="/etl_runs") == 2
+    assert not any("/no/such" in dict(labels).get("route", "") for _, labels in api_scrape.series)
+
+    # Every metric the dashboard and the alert rules query is exported by some service.
+    exported = set().union(*(s.names for s in (extractor, transformer, saver, api_scrape)))
+    missing = {name: where for name, where in queried_metrics().items() if name not in exported}
+    assert not missing, f"queried but not exported by any service: {missing}"
