@@ -1,20 +1,39 @@
-"""Entry point: ``python -m saver`` loads pages until SIGTERM; ``python -m saver migrate`` only migrates."""
+"""Entry point: ``python -m saver`` serves until SIGTERM; ``migrate``; ``keygen`` and ``decrypt`` for age files."""
 
 import argparse
 import sys
 
 from etl_common import runtime
 from etl_common.redis_client import connect, wait_for_redis
+
+from saver import crypto
 from saver.settings import SaverSettings
 from saver.store import Store
 from saver.worker import Worker
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m saver", description=__doc__)
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
-    args = parser.parse_args(argv)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="load pages, write and upload files (the default)")
+    sub.add_parser("migrate", help="apply the database migrations and exit")
+    keygen = sub.add_parser("keygen", help="create an age key pair; prints the public key (ETL_ENCRYPTION_RECIPIENTS)")
+    keygen.add_argument("-o", "--output", required=True, help="identity file to create (mode 0600, never overwritten)")
+    decrypt = sub.add_parser("decrypt", help="decrypt an uploaded .age file; OUT appears only if it authenticates")
+    decrypt.add_argument("-i", "--identity", required=True, help="age identity file (from keygen)")
+    decrypt.add_argument("input", help="the .age file")
+    decrypt.add_argument("output", help="where to write the plaintext .jsonl")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command in ("keygen", "decrypt"):
+        return _age_command(args)
     settings = SaverSettings()
+    if settings.encryption_enabled:
+        # Fail at start-up on a malformed recipient, not at the end of the first run.
+        crypto.load_recipients(settings.encryption_recipients, settings.encryption_recipients_file)
     store = Store(settings.db_path)
     if args.command == "migrate":
         store.close()
@@ -26,6 +45,23 @@ def main(argv: list[str] | None = None) -> int:
         Worker(settings, client, store, heartbeat, stopper).serve()
     finally:
         store.close()
+    return 0
+
+
+def _age_command(args: argparse.Namespace) -> int:
+    """Operator commands: they need no settings, Redis or database."""
+    try:
+        if args.command == "keygen":
+            public = crypto.keygen(args.output)
+            print(public)
+            print(f"identity written to {args.output}; keep it secret, give the public key above to the saver",
+                  file=sys.stderr)
+        else:
+            size = crypto.decrypt_file(args.input, args.output, crypto.load_identities(args.identity))
+            print(f"decrypted {args.input} -> {args.output} ({size} bytes)", file=sys.stderr)
+    except crypto.CryptoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Writes a run's three .jsonl files by streaming rows out of the database (bounded memory)."""
+"""Writes a run's three .jsonl files, streamed out of the database (bounded memory), optionally age-encrypted."""
 
 import hashlib
 import os
@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from saver import crypto
 
 # kind -> (file-name key, query yielding one JSON line per row in load order)
 _QUERIES = {
@@ -29,25 +31,45 @@ def _dlq_line(row: sqlite3.Row) -> bytes:
     return orjson.dumps(obj)
 
 
-def write_run_files(conn: sqlite3.Connection, run: sqlite3.Row, data_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Write the raw, processed and dlq files of ``run``; kind -> {path, name, bytes, sha256, records}."""
+def _lines(conn: sqlite3.Connection, kind: str, query: str, run_id: str, counter: list[int]):
+    for row in conn.execute(query, (run_id,)):
+        counter[0] += 1
+        yield (_dlq_line(row) if kind == "dlq" else row[0].encode()) + b"\n"
+
+
+def write_run_files(
+    conn: sqlite3.Connection, run: sqlite3.Row, data_dir: str | Path, recipients: list | None = None
+) -> dict[str, dict[str, Any]]:
+    """Write the raw, processed and dlq files of ``run``; kind -> {path, name, bytes, sha256, records, encrypted}.
+
+    With ``recipients`` the rows stream straight into age encryption: the file is ``<name>.age`` and no
+    plaintext copy touches the disk. ``bytes`` and ``sha256`` always describe the file as written (and uploaded).
+    """
     out = {}
     for kind, (name_key, query) in _QUERIES.items():
-        name = run[name_key]
+        plain_name = run[name_key]
+        name = plain_name + crypto.SUFFIX if recipients else plain_name
         path = Path(data_dir) / name
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".part")
-        digest, size, count = hashlib.sha256(), 0, 0
+        counter = [0]
+        lines = _lines(conn, kind, query, run["run_id"], counter)
         with tmp.open("wb") as fh:
-            for row in conn.execute(query, (run["run_id"],)):
-                line = (_dlq_line(row) if kind == "dlq" else row[0].encode()) + b"\n"
-                fh.write(line)
-                digest.update(line)
-                size += len(line)
-                count += 1
+            if recipients:
+                size, sha256 = crypto.encrypt_chunks(lines, fh, recipients)
+            else:
+                digest, size = hashlib.sha256(), 0
+                for line in lines:
+                    fh.write(line)
+                    digest.update(line)
+                    size += len(line)
+                sha256 = digest.hexdigest()
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(path)
-        out[kind] = {"path": path, "name": name, "bytes": size, "sha256": digest.hexdigest(),
-                     "records": count, "encrypted": False}
+        # A copy left by an earlier write in the other mode must not linger (plaintext beside its .age).
+        other = Path(data_dir) / (plain_name if recipients else plain_name + crypto.SUFFIX)
+        other.unlink(missing_ok=True)
+        out[kind] = {"path": path, "name": name, "bytes": size, "sha256": sha256,
+                     "records": counter[0], "encrypted": bool(recipients)}
     return out

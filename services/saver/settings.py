@@ -1,6 +1,6 @@
 """Saver settings."""
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from etl_common.settings import BaseEtlSettings
 
@@ -18,6 +18,8 @@ class SaverSettings(BaseEtlSettings):
     sftp_port: int = Field(22, ge=1, le=65535)
     sftp_user: str = "etl"
     sftp_key_path: str = "ssh_keys/id_ed25519"
+    # The private key's text itself (from a secret); when set it is used instead of sftp_key_path.
+    sftp_key: SecretStr | None = None
     sftp_key_passphrase: SecretStr | None = None
     sftp_known_hosts: str = "ssh_keys/known_hosts"
     sftp_remote_dir: str = "upload"
@@ -28,3 +30,18 @@ class SaverSettings(BaseEtlSettings):
     # After a failed upload try, the next one is due after this delay (doubling up to the max).
     upload_retry_s: float = Field(30.0, gt=0)
     upload_retry_max_s: float = Field(900.0, gt=0)
+
+    # age encryption of the three files before upload, to public keys only: the saver cannot read them back.
+    encryption_enabled: bool = False
+    # age public keys (age1...), separated by commas or spaces.
+    encryption_recipients: str = ""
+    # A file of age public keys, one per line ('#' comments), e.g. a mounted secret or config map.
+    encryption_recipients_file: str = ""
+
+    @model_validator(mode="after")
+    def _encryption_has_recipients(self) -> "SaverSettings":
+        # Fail at start-up, not at the first upload: encryption on without a recipient is a broken deployment.
+        if self.encryption_enabled and not (self.encryption_recipients.strip() or self.encryption_recipients_file):
+            raise ValueError("ETL_ENCRYPTION_ENABLED is on but neither ETL_ENCRYPTION_RECIPIENTS "
+                             "nor ETL_ENCRYPTION_RECIPIENTS_FILE is set")
+        return self

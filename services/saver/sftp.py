@@ -1,14 +1,24 @@
 """SFTP upload: key authentication, pinned host key, temporary name then rename, size check, retries."""
 
+import io
 import posixpath
 from pathlib import Path
 
 import paramiko
 import structlog
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from etl_common import metrics
 from etl_common.errors import TransientError
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
 from saver.settings import SaverSettings
 
 log = structlog.get_logger(__name__)
@@ -18,28 +28,69 @@ class UploadFailed(TransientError):
     """The files could not be uploaded now; the run stays upload_pending and is retried."""
 
 
-def load_key(path: str, passphrase: str | None) -> paramiko.PKey:
-    """The client key (ed25519, ECDSA or RSA), decrypted with its passphrase when it has one."""
+class UploadRefused(UploadFailed):
+    """A key or trust problem (wrong passphrase, refused key, unknown or changed host key): not retried at once."""
+
+
+_KEY_CLASSES = ((rsa.RSAPrivateKey, paramiko.RSAKey), (ed25519.Ed25519PrivateKey, paramiko.Ed25519Key),
+                (ec.EllipticCurvePrivateKey, paramiko.ECDSAKey))
+
+
+def load_key(data: bytes, passphrase: str | None, origin: str) -> paramiko.PKey:
+    """The client key (ed25519, ECDSA or RSA; OpenSSH or PEM), decrypted with its passphrase when it has one.
+
+    Messages name ``origin`` (a path or a variable name), never the key or the passphrase.
+    """
+    password = passphrase.encode() if passphrase else None
+    openssh = b"-----BEGIN OPENSSH PRIVATE KEY-----" in data
     try:
-        return paramiko.PKey.from_path(path, password=passphrase or None)
-    except paramiko.PasswordRequiredException as exc:
-        raise UploadFailed(f"SFTP key {path} needs a passphrase (set ETL_SFTP_KEY_PASSPHRASE)") from exc
-    except paramiko.SSHException as exc:
-        raise UploadFailed(f"SFTP key {path} could not be loaded (wrong passphrase or not a key): {exc}") from exc
+        loader = serialization.load_ssh_private_key if openssh else serialization.load_pem_private_key
+        parsed = loader(data, password=password)
+    except TypeError:
+        if password is None:
+            raise UploadRefused(
+                f"SFTP key {origin} is protected by a passphrase; set ETL_SFTP_KEY_PASSPHRASE"
+            ) from None
+        raise UploadRefused(f"ETL_SFTP_KEY_PASSPHRASE is set but SFTP key {origin} has no passphrase") from None
+    except (ValueError, UnsupportedAlgorithm):
+        if password is not None:
+            raise UploadRefused(
+                f"SFTP key {origin}: wrong passphrase (ETL_SFTP_KEY_PASSPHRASE), or a corrupt key"
+            ) from None
+        raise UploadRefused(f"SFTP key {origin} is not a private key in OpenSSH or PEM format") from None
+    for crypto_class, key_class in _KEY_CLASSES:
+        if isinstance(parsed, crypto_class):
+            try:
+                return key_class.from_private_key(io.StringIO(data.decode("ascii")), password=passphrase or None)
+            except (paramiko.SSHException, ValueError, UnicodeDecodeError):
+                raise UploadRefused(f"SFTP key {origin} could not be loaded") from None
+    raise UploadRefused(f"SFTP key {origin} is of an unsupported type (use ed25519, ECDSA or RSA)")
+
+
+def _client_key(s: SaverSettings) -> paramiko.PKey:
+    passphrase = s.sftp_key_passphrase.get_secret_value() if s.sftp_key_passphrase else None
+    if s.sftp_key is not None and s.sftp_key.get_secret_value().strip():
+        # A key handed over as a variable often loses its final new line; PEM parsers want it.
+        text = s.sftp_key.get_secret_value().strip() + "\n"
+        return load_key(text.encode(), passphrase, "ETL_SFTP_KEY")
+    try:
+        # Read at every attempt: replacing the key file fixes a pending upload without a restart.
+        data = Path(s.sftp_key_path).read_bytes()
     except OSError as exc:
-        raise UploadFailed(f"SFTP key {path} is unreadable: {exc.strerror}") from exc
+        raise UploadRefused(f"SFTP key {s.sftp_key_path} is unreadable: {exc.strerror}") from None
+    return load_key(data, passphrase, s.sftp_key_path)
 
 
 def _connect(s: SaverSettings) -> paramiko.SSHClient:
-    passphrase = s.sftp_key_passphrase.get_secret_value() if s.sftp_key_passphrase else None
-    key = load_key(s.sftp_key_path, passphrase)
+    key = _client_key(s)
     client = paramiko.SSHClient()
     try:
         client.load_host_keys(s.sftp_known_hosts)
     except OSError as exc:
-        raise UploadFailed(f"known_hosts {s.sftp_known_hosts} is unreadable: {exc.strerror}") from exc
+        raise UploadRefused(f"known_hosts {s.sftp_known_hosts} is unreadable: {exc.strerror}") from exc
     # Never trust an unknown host key: the pinned known_hosts is the only source of trust.
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    where = f"{s.sftp_host}:{s.sftp_port}"
     try:
         client.connect(
             s.sftp_host, port=s.sftp_port, username=s.sftp_user, pkey=key, timeout=s.sftp_timeout_s,
@@ -48,21 +99,25 @@ def _connect(s: SaverSettings) -> paramiko.SSHClient:
         )
     except paramiko.BadHostKeyException as exc:
         client.close()
-        raise UploadFailed(
-            f"SFTP host key of {s.sftp_host}:{s.sftp_port} does not match known_hosts (possible impersonation)"
-        ) from exc
-    except paramiko.AuthenticationException as exc:
+        raise UploadRefused(
+            f"SFTP host key of {where} ({exc.key.get_name()} {exc.key.fingerprint}) does not match the one pinned in "
+            f"{s.sftp_known_hosts}: refusing to connect (server re-keyed, or someone in between)"
+        ) from None
+    except paramiko.AuthenticationException:
         client.close()
-        raise UploadFailed(f"SFTP authentication as {s.sftp_user!r} was refused") from exc
+        raise UploadRefused(f"SFTP server {where} refused the key of user {s.sftp_user!r} "
+                            "(is its public key in the server's authorized keys?)") from None
     except paramiko.SSHException as exc:
         client.close()
         msg = str(exc)
         if "not found in known_hosts" in msg:
-            msg = f"SFTP host {s.sftp_host}:{s.sftp_port} is not in known_hosts {s.sftp_known_hosts}"
-        raise UploadFailed(msg) from exc
+            raise UploadRefused(
+                f"SFTP host {where} is not in known_hosts {s.sftp_known_hosts}: refusing an unknown host key"
+            ) from None
+        raise UploadFailed(f"SFTP session with {where} failed: {msg}") from exc
     except OSError as exc:
         client.close()
-        raise UploadFailed(f"SFTP server {s.sftp_host}:{s.sftp_port} unreachable: {exc}") from exc
+        raise UploadFailed(f"SFTP server {where} unreachable: {exc}") from exc
     return client
 
 
@@ -108,7 +163,8 @@ def upload(s: SaverSettings, files: dict[str, tuple[Path, str]]) -> dict[str, st
     retrying = Retrying(
         stop=stop_after_attempt(s.sftp_attempts),
         wait=wait_exponential(multiplier=s.sftp_backoff_s, max=60),
-        retry=retry_if_exception_type(UploadFailed),
+        # A key or trust problem will not fix itself in seconds: leave it to the run's own retry.
+        retry=retry_if_exception_type(UploadFailed) & retry_if_not_exception_type(UploadRefused),
         reraise=True,
         before_sleep=lambda st: log.warning(
             "sftp upload failed, retrying", attempt=st.attempt_number, error=str(st.outcome.exception())

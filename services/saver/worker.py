@@ -17,7 +17,7 @@ from etl_common.keys import CHANNEL_PHASE3, GROUP_SAVER, Keys
 from etl_common.ops import Heartbeat
 from etl_common.redis_client import RETRYABLE_ERRORS
 from etl_common.runtime import Stopper
-from saver import sftp
+from saver import crypto, sftp
 from saver.files import write_run_files
 from saver.settings import SaverSettings
 from saver.store import Store
@@ -176,7 +176,12 @@ class Worker:
         with tracer.start_as_current_span("save.finish", context=ctx, attributes={"etl.run_id": run_id}):
             t0 = time.monotonic()
             with tracer.start_as_current_span("files.write"):
-                written = write_run_files(self.store.conn, run, self.settings.data_dir)
+                try:
+                    written = write_run_files(self.store.conn, run, self.settings.data_dir, self._recipients())
+                except crypto.CryptoError as exc:
+                    # A bad recipients file must not stop the saver: the run waits, like for an SFTP outage.
+                    self._defer(run_id, str(exc))
+                    return
             for kind, info in written.items():
                 self.store.record_file(run_id, kind, info)
             metrics.STAGE_DURATION.labels(stage="files").observe(time.monotonic() - t0)
@@ -193,17 +198,31 @@ class Worker:
             with tracer.start_as_current_span("sftp.upload", attributes={"etl.files": len(files)}):
                 remote = sftp.upload(self.settings, files)
         except sftp.UploadFailed as exc:
-            _, delay = self.upload_due.get(run_id, (0.0, self.settings.upload_retry_s / 2))
-            delay = min(delay * 2, self.settings.upload_retry_max_s)
-            self.upload_due[run_id] = (time.monotonic() + delay, delay)
-            self.store.mark(run_id, "upload_pending", str(exc))
-            metrics.RUNS.labels(stage="save", outcome="upload_pending").inc()
-            log.error("upload failed; run is upload_pending", run_id=run_id, error=str(exc), retry_in_s=delay)
+            self._defer(run_id, str(exc))
             return
         metrics.STAGE_DURATION.labels(stage="upload").observe(time.monotonic() - t0)
         self.upload_due.pop(run_id, None)
         self.store.mark_uploaded(run_id, remote)
         self._succeeded(run_id, remote)
+
+    def _defer(self, run_id: str, error: str) -> None:
+        """The run stays upload_pending with ``error`` shown; the next try is due after a doubling delay."""
+        _, delay = self.upload_due.get(run_id, (0.0, self.settings.upload_retry_s / 2))
+        delay = min(delay * 2, self.settings.upload_retry_max_s)
+        self.upload_due[run_id] = (time.monotonic() + delay, delay)
+        self.store.mark(run_id, "upload_pending", error)
+        metrics.RUNS.labels(stage="save", outcome="upload_pending").inc()
+        log.error("upload failed; run is upload_pending", run_id=run_id, error=error, retry_in_s=delay)
+
+    def _recipients(self) -> list | None:
+        """age recipients when encryption is on (the recipients file is re-read, so a rotation needs no restart)."""
+        if not self.settings.encryption_enabled:
+            return None
+        recipients = crypto.load_recipients(self.settings.encryption_recipients,
+                                            self.settings.encryption_recipients_file)
+        if not recipients:
+            raise crypto.CryptoError("encryption is on but the configured recipients list is empty")
+        return recipients
 
     def _retry_uploads(self) -> None:
         now = time.monotonic()
@@ -213,8 +232,11 @@ class Worker:
                 if run is None or run["status"] != "upload_pending":
                     self.upload_due.pop(run_id, None)
                     continue
-                files = {f["kind"]: (self._local(f["name"]), f["name"]) for f in self.store.files(run_id)}
-                if len(files) < 3 or not all(p.exists() for p, _ in files.values()):
+                rows = self.store.files(run_id)
+                files = {f["kind"]: (self._local(f["name"]), f["name"]) for f in rows}
+                # Files written before encryption was switched on (or off) are rewritten, never sent as they are.
+                mode_changed = any(bool(f["encrypted"]) != self.settings.encryption_enabled for f in rows)
+                if len(files) < 3 or mode_changed or not all(p.exists() for p, _ in files.values()):
                     self._write_and_upload(run_id)
                 else:
                     with tracer.start_as_current_span("save.retry_upload", context=tracing.context_from(
