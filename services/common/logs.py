@@ -1,4 +1,4 @@
-"""structlog set-up: JSON lines when not on a terminal, readable ones on a terminal, trace id added."""
+"""structlog set-up: JSON lines off a terminal, readable lines on one, trace id added."""
 
 import logging
 import sys
@@ -20,8 +20,13 @@ def configure(service: str, level: str = "INFO", fmt: str = "auto") -> None:
     renderer = (
         structlog.processors.JSONRenderer()
         if json_out
-        else structlog.dev.ConsoleRenderer(colors=False)
+        # Plain tracebacks: a rich one prints local variables, which may hold secrets.
+        else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
     )
+    # JSON needs the traceback as text; the console renderer formats exceptions itself.
+    exc = [structlog.processors.format_exc_info] if json_out else []
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -29,7 +34,7 @@ def configure(service: str, level: str = "INFO", fmt: str = "auto") -> None:
         _add_trace_id,
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, *exc, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
@@ -38,7 +43,7 @@ def configure(service: str, level: str = "INFO", fmt: str = "auto") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *exc, renderer],
             foreign_pre_chain=shared,
         )
     )

@@ -137,5 +137,6 @@ def watch(redis_url: str, keys: Keys, group: str, streams: Iterable[str]) -> Str
         metrics.STREAM_DEAD_LETTERED.labels(group=group)
     return _collector
 
+
 # Every series this collector can expose, for checks of dashboards and alerts.
 NAMES = ["etl_redis_up", *(f"etl_stream_{name}" for name, _, _ in _FAMILIES)]

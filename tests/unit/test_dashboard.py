@@ -37,7 +37,9 @@ def dashboard_exprs() -> list[tuple[str, str]]:
 
 
 def alert_rules() -> list[dict]:
-    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+    return [
+        rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]
+    ]
 
 
 def selectors(node) -> set[str]:
@@ -70,7 +72,10 @@ def queried_metrics() -> dict[str, set[str]]:
 
 def sample_names(family_name: str, kind: str) -> set[str]:
     """The series names one metric family exposes."""
-    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created")}
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+    }
     if kind in suffixes:
         return {family_name + s for s in suffixes[kind]}
     return {family_name}
@@ -100,13 +105,19 @@ class TestDashboard:
         for p in dashboard()["panels"]:
             g = p["gridPos"]
             assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
-            cells = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+            cells = {
+                (x, y)
+                for x in range(g["x"], g["x"] + g["w"])
+                for y in range(g["y"], g["y"] + g["h"])
+            }
             assert not cells & taken, f"panel {p['title']!r} overlaps another"
             taken |= cells
 
     def test_every_query_uses_the_datasource_variable(self):
         d = dashboard()
-        assert any(v["name"] == "datasource" and v["type"] == "datasource" for v in d["templating"]["list"])
+        assert any(
+            v["name"] == "datasource" and v["type"] == "datasource" for v in d["templating"]["list"]
+        )
         for p in d["panels"]:
             if p["type"] != "row":
                 assert p["datasource"]["uid"] == "${datasource}", p["title"]
@@ -118,10 +129,19 @@ class TestDashboard:
 
     def test_covers_what_operators_asked_for(self):
         used = queried_metrics()
-        for name in ("etl_last_success_timestamp_seconds", "etl_last_run_duration_seconds", "etl_records_total",
-                     "etl_stream_length_entries", "etl_stream_pending_entries", "etl_stream_dead_lettered_total",
-                     "etl_source_requests_total", "etl_source_retries_total", "etl_sftp_uploads_total",
-                     "etl_api_requests_total", "etl_api_request_duration_seconds_bucket"):
+        for name in (
+            "etl_last_success_timestamp_seconds",
+            "etl_last_run_duration_seconds",
+            "etl_records_total",
+            "etl_stream_length_entries",
+            "etl_stream_pending_entries",
+            "etl_stream_dead_lettered_total",
+            "etl_source_requests_total",
+            "etl_source_retries_total",
+            "etl_sftp_uploads_total",
+            "etl_api_requests_total",
+            "etl_api_request_duration_seconds_bucket",
+        ):
             assert name in used, f"the dashboard does not show {name}"
 
 
@@ -131,10 +151,17 @@ class TestAlertRules:
     def test_rules_are_complete(self):
         rules = alert_rules()
         names = {r["alert"] for r in rules}
-        assert {"EtlNoSuccessfulRun", "EtlBacklogGrowing", "EtlDeadLetters", "EtlApiErrorRatio"} <= names
+        assert {
+            "EtlNoSuccessfulRun",
+            "EtlBacklogGrowing",
+            "EtlDeadLetters",
+            "EtlApiErrorRatio",
+        } <= names
         assert len(names) == len(rules)
         for r in rules:
-            assert set(r) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}, r["alert"]
+            assert set(r) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}, (
+                r["alert"]
+            )
             assert r["labels"]["severity"] in ("warning", "critical")
             assert r["annotations"]["summary"]
             if "for" in r:
@@ -165,7 +192,12 @@ class TestComposeFiles:
 
     def test_prometheus_scrapes_every_service_and_loads_the_rules(self):
         cfg = yaml.safe_load((OBSERVABILITY / "prometheus" / "prometheus.yml").read_text())
-        targets = {t for job in cfg["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+        targets = {
+            t
+            for job in cfg["scrape_configs"]
+            for sc in job["static_configs"]
+            for t in sc["targets"]
+        }
         assert targets == {"extractor:9100", "transformer:9100", "saver:9100", "api:8000"}
         assert cfg["rule_files"] == ["/etc/prometheus/rules/alert-rules.yml"]
 
