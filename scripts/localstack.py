@@ -191,9 +191,10 @@ def start_sftp(d: Path, keys_dir: Path, upload_dir: Path, port: int | None = Non
     return server
 
 
-def start_service(name: str, env: dict[str, str], logdir: Path, *args: str) -> Proc:
-    """``python -m <name> [args]`` with ``env`` on top of a clean environment."""
+def start_service(name: str, env: dict[str, str], logdir: Path, *args: str, log_name: str = "") -> Proc:
+    """``python -m <name> [args]`` with ``env`` on top of a clean environment; logs in ``logdir/<log_name>.log``."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
     full.update(env)
     full.setdefault("ETL_LOG_FORMAT", "json")
-    return spawn(name if not args else f"{name}-{'-'.join(args)}", [PYTHON, "-m", name, *args], logdir, full)
+    label = log_name or (name if not args else f"{name}-{'-'.join(args)}")
+    return spawn(label, [PYTHON, "-m", name, *args], logdir, full)

@@ -92,7 +92,7 @@ class Pipeline:
         return env
 
     def start(self, name: str, *args: str, tag: str = "", **overrides: str) -> ls.Proc:
-        proc = ls.start_service(name, self.env(**overrides), self.logdir, *args)
+        proc = ls.start_service(name, self.env(**overrides), self.logdir, *args, log_name=tag)
         self.procs[tag or name] = proc
         return proc
 

@@ -43,6 +43,8 @@ def _new_run(client: redis.Redis, keys: Keys, trigger: str) -> Checkpoint:
         now = max(now, prev + timedelta(seconds=1))
     run_ts = now.strftime(TS_FORMAT)
     client.set(f"{keys.prefix}last_run_ts", run_ts)
+    # Run-now requests made before this moment are satisfied by this run.
+    client.set(f"{keys.prefix}last_run_started", time.time())
     return Checkpoint(
         run_id=f"{run_ts}_{secrets.token_hex(3)}",
         run_ts=run_ts,
@@ -79,10 +81,12 @@ def extract(
     should_stop: Callable[[], bool] = lambda: False,
     beat: Callable[[], None] = lambda: None,
     lock_wait_s: float = 0.0,
-) -> dict[str, Any]:
+    resume_only: bool = False,
+) -> dict[str, Any] | None:
     """Run (or resume) one extraction; returns the phase 1 payload. Raises SourceFailed on exhausted retries.
 
-    ``lock_wait_s`` lets a restarted extractor wait out the lease of a predecessor that died.
+    ``lock_wait_s`` lets a restarted extractor wait out the lease of a predecessor that died;
+    ``resume_only`` finishes an unfinished run but never starts a new one (None when there is none).
     """
     keys = Keys(settings.key_prefix)
     lock = client.lock(keys.extract_lock, timeout=settings.lock_ttl_s, blocking_timeout=lock_wait_s)
@@ -91,6 +95,9 @@ def extract(
     try:
         cp = Checkpoint.load(client, keys.checkpoint)
         resumed = cp is not None
+        if cp is None and resume_only:
+            log.info("no unfinished run to resume")
+            return None
         if cp is None:
             cp = _new_run(client, keys, trigger)
         ctx = tracing.context_from(cp.traceparent) if resumed else None

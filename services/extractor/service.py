@@ -46,11 +46,11 @@ class Service:
         now = datetime.now(timezone.utc)
         return croniter(self.settings.schedule, now).get_next(float)
 
-    def run_once(self, trigger: str, lock_wait_s: float = 0.0) -> bool:
+    def run_once(self, trigger: str, lock_wait_s: float = 0.0, resume_only: bool = False) -> bool:
         """One extraction (or the resume of the unfinished one); False when it failed."""
         try:
             extract(self.settings, self.client, trigger, lambda: self.stopper.stopping, self.heartbeat.beat,
-                    lock_wait_s)
+                    lock_wait_s, resume_only)
             self.retry_at = None
             return True
         except AlreadyRunning:
@@ -70,7 +70,7 @@ class Service:
                  next_run=datetime.fromtimestamp(self.next_fire, timezone.utc).isoformat())
         if Checkpoint.load(self.client, self.keys.checkpoint) is not None:
             # A predecessor died mid-run: wait out its lease, then resume the same run.
-            self.run_once("resume", lock_wait_s=self.settings.lock_ttl_s + 1)
+            self.run_once("resume", lock_wait_s=self.settings.lock_ttl_s + 1, resume_only=True)
         elif self.settings.run_on_start:
             self.run_once("startup")
         while not self.stopper.stopping:
@@ -94,22 +94,32 @@ class Service:
         except RETRYABLE_ERRORS:
             pass
 
+    def _satisfied(self, command: dict) -> bool:
+        """True when a run started after the request was made (so a burst of requests makes one run)."""
+        requested = command.get("requested_at_epoch")
+        started = self.client.get(f"{self.keys.prefix}last_run_started")
+        return isinstance(requested, (int, float)) and started is not None and float(started) > requested
+
     def _turn(self) -> None:
         now = time.time()
         if now >= self.next_fire:
             self.next_fire = self._next_fire()
             self.run_once("schedule")
         elif self.retry_at is not None and now >= self.retry_at:
-            self.run_once("resume")
-        for entry in self.reader.read(10):
+            self.run_once("resume", resume_only=True)
+        # One command at a time, so replicas share them and a busy one does not hoard requests.
+        for entry in self.reader.read(1):
             try:
                 command, _ = streams.decode(entry.fields)
             except EtlError as exc:
                 self.reader.dead_letter(entry, str(exc))
                 continue
             if command.get("type") == "run_now":
-                log.info("run requested", request_id=command.get("request_id"))
-                self.run_once(command.get("trigger", "api"))
+                if self._satisfied(command):
+                    log.info("run request already satisfied by a later run", request_id=command.get("request_id"))
+                else:
+                    log.info("run requested", request_id=command.get("request_id"))
+                    self.run_once(command.get("trigger", "api"))
             else:
                 log.warning("unknown command ignored", command=command.get("type"))
             self.reader.ack([entry])
