@@ -167,7 +167,8 @@ def upload(s: SaverSettings, files: dict[str, tuple[Path, str]]) -> dict[str, st
         retry=retry_if_exception_type(UploadFailed) & retry_if_not_exception_type(UploadRefused),
         reraise=True,
         before_sleep=lambda st: log.warning(
-            "sftp upload failed, retrying", attempt=st.attempt_number, error=str(st.outcome.exception())
+            "sftp upload failed, retrying", attempt=st.attempt_number,
+            error=str(st.outcome.exception()) if st.outcome else "",
         ),
     )
     try:
