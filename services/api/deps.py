@@ -1,16 +1,20 @@
-"""Request dependencies: settings, a read-only database connection per thread, authentication."""
+"""Request dependencies: settings, the database, bearer-token authentication, and the JSON answer helper.
+
+Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in its thread
+pool, and a thread hop per dependency costs more than the work they do.
+"""
 
 import secrets
-import sqlite3
-import threading
 from functools import lru_cache
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException
+import orjson
+from fastapi import Depends, HTTPException, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.db import Database
+from api.models import Error
 from api.settings import ApiSettings
-from etl_common.db import connect_reader
 
 
 @lru_cache
@@ -18,37 +22,46 @@ def get_settings() -> ApiSettings:
     return ApiSettings()
 
 
-SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
-
-_local = threading.local()
-
-
-def get_db(settings: SettingsDep) -> sqlite3.Connection:
-    """This thread's read-only connection; 503 while the saver has not created the database."""
-    conn = getattr(_local, "conn", None)
-    if conn is None:
-        if not Path(settings.db_path).exists():
-            raise HTTPException(503, "the database does not exist yet; no run has been loaded")
-        try:
-            conn = connect_reader(settings.db_path)
-            conn.execute("SELECT 1 FROM etl_runs LIMIT 0")
-        except sqlite3.Error as exc:
-            raise HTTPException(503, "the database is not ready") from exc
-        _local.conn = conn
-    return conn
+async def _settings(request: Request) -> ApiSettings:
+    return request.app.state.settings
 
 
-DbDep = Annotated[sqlite3.Connection, Depends(get_db)]
+async def _database(request: Request) -> Database:
+    return request.app.state.db
 
 
-def require_token(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
+SettingsDep = Annotated[ApiSettings, Depends(_settings)]
+DbDep = Annotated[Database, Depends(_database)]
+
+_bearer = HTTPBearer(auto_error=False, description="ETL_API_TOKEN; not needed when ETL_API_AUTH=none")
+
+
+async def require_token(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
     """Bearer-token check (constant time) unless authentication is turned off."""
     if settings.api_auth == "none":
         return
-    expected = settings.api_token.get_secret_value() if settings.api_token else ""
-    scheme, _, token = (authorization or "").partition(" ")
-    if not expected or scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), expected.encode()):
+    expected = settings.api_token.get_secret_value().encode() if settings.api_token else b""
+    given = credentials.credentials.encode() if credentials else b""
+    if not expected or not secrets.compare_digest(given, expected):
         raise HTTPException(401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
 
 
 AuthDep = Depends(require_token)
+
+
+def error(status: int, description: str) -> dict[int | str, dict[str, Any]]:
+    """An error answer for the OpenAPI document: ``{"detail": ...}``."""
+    return {status: {"model": Error, "description": description}}
+
+
+AUTH_ERRORS = {**error(401, "Missing or invalid bearer token"), **error(503, "The database does not exist yet")}
+
+
+def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status_code, headers=headers, media_type="application/json")
+
+
+def raw_json(body: bytes, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, headers=headers, media_type="application/json")

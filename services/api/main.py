@@ -1,25 +1,39 @@
-"""Builds the FastAPI application and includes the routers."""
+"""Builds the FastAPI application: state, error handlers, CORS and the routers."""
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from api import errors
+from api.commands import CommandQueue
+from api.db import Database
 from api.deps import get_settings
 from api.middleware import install_observability
-from api.routes import health, runs
+from api.routes import data, health, runs, sql, summary
+from api.settings import ApiSettings
 from etl_common import __version__
 
+DESCRIPTION = """Read API over the ETL's SQLite file (opened read-only) for the frontend.
 
-def create_app() -> FastAPI:
-    settings = get_settings()
-    app = FastAPI(title="ETL users API", version=__version__, description="Read API over the ETL's SQLite file.")
+Data and command routes need `Authorization: Bearer <ETL_API_TOKEN>` unless `ETL_API_AUTH=none`;
+health, readiness, metrics and these docs are open. Errors are `{"detail": ...}`."""
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="ETL users API", version=__version__, description=DESCRIPTION)
+    app.state.settings = settings
+    app.state.db = Database(settings.db_path)
+    app.state.commands = CommandQueue(settings.redis_url, settings.key_prefix, settings.api_redis_timeout_s)
+    errors.install(app)
     origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(
+            # Credentials (the bearer token) are never allowed together with a wildcard origin.
             CORSMiddleware, allow_origins=origins, allow_credentials="*" not in origins,
             allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["X-Total-Count"],
+            expose_headers=["X-Total-Count"], max_age=600,
         )
     install_observability(app)
-    app.include_router(health.router)
-    app.include_router(runs.router)
+    for module in (health, runs, data, summary, sql):
+        app.include_router(module.router)
     return app

@@ -1,27 +1,31 @@
 """Liveness, readiness (the database is readable) and Prometheus metrics; open without a token."""
 
+import sqlite3
+
 from fastapi import APIRouter, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import DbDep
+from api.db import NotReady
+from api.deps import DbDep, error
+from api.models import Health
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-def healthz() -> dict:
+@router.get("/healthz", response_model=Health)
+async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
-def readyz(db: DbDep) -> dict:
+@router.get("/readyz", response_model=Health, responses=error(503, "The database is not readable yet"))
+async def readyz(db: DbDep) -> dict:
     try:
-        db.execute("SELECT count(*) FROM etl_runs").fetchone()
-    except Exception as exc:
+        db.scalar("SELECT count(*) FROM etl_runs")
+    except (NotReady, sqlite3.Error) as exc:
         raise HTTPException(503, "database not readable") from exc
     return {"status": "ready"}
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics() -> Response:
+async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,52 +1,91 @@
-"""Runs: the header table the frontend's drop-down is built from."""
+"""Runs: the header table the frontend's drop-down is built from, one run, and "run now"."""
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+import orjson
+import redis
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
-from api.deps import AuthDep, DbDep
+from api import commands
+from api.db import Database
+from api.deps import AUTH_ERRORS, AuthDep, DbDep, error, json_response, raw_json
+from api.models import Run, RunDetail, RunRequested, Status
+from etl_common import tracing
 
-router = APIRouter(tags=["runs"], dependencies=[AuthDep])
-
-Status = Literal["running", "extracted", "transformed", "loaded", "upload_pending", "succeeded", "failed"]
+router = APIRouter(tags=["runs"], dependencies=[AuthDep], responses=AUTH_ERRORS)
 
 _COLUMNS = (
-    "id, run_id, run_timestamp, raw_file, processed_file, dlq_file, valid_count, invalid_count, status, "
-    "trigger, started_at, finished_at, total_expected, raw_count, error"
+    "id, run_timestamp, processed_file, valid_count, invalid_count, run_id, status, trigger, started_at, "
+    "finished_at, raw_count, raw_file, dlq_file, total_expected, error"
 )
+_TOTAL = {"X-Total-Count": {"description": "runs matching the filter", "schema": {"type": "integer"}}}
 
 
-@router.get("/etl_runs", summary="Runs, newest first")
-def list_runs(
+@router.get("/etl_runs", summary="Runs, newest first", response_model=list[Run],
+            responses={200: {"headers": _TOTAL}})
+async def list_runs(
     db: DbDep,
-    response: Response,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-) -> list[dict]:
+) -> Response:
+    # Small, hot and cheap: answered from the event loop, cached until the saver next commits.
+    body, total = db.cached(("runs", status, limit, offset), db.version(), lambda: _runs(db, status, limit, offset))
+    return raw_json(body, {"X-Total-Count": str(total)})
+
+
+def _runs(db: Database, status: str | None, limit: int, offset: int) -> tuple[bytes, int]:
     where, args = ("WHERE status = ?", [status]) if status else ("", [])
-    total = db.execute(f"SELECT count(*) FROM etl_runs {where}", args).fetchone()[0]
-    rows = db.execute(
-        f"SELECT {_COLUMNS} FROM etl_runs {where} ORDER BY id DESC LIMIT ? OFFSET ?", [*args, limit, offset]
-    ).fetchall()
-    response.headers["X-Total-Count"] = str(total)
-    runs = [dict(r) for r in rows]
-    files = _files(db, [r["run_id"] for r in runs])
+    total = db.scalar(f"SELECT count(*) FROM etl_runs {where}", args)
+    runs = db.dicts(f"SELECT {_COLUMNS} FROM etl_runs {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                    [*args, limit, offset])
+    _attach_files(db, runs)
+    return orjson.dumps(runs), total
+
+
+def _attach_files(db: Database, runs: list[dict]) -> None:
+    by_run: dict[str, list[dict]] = {r["run_id"]: [] for r in runs}
+    if by_run:
+        marks = ",".join("?" * len(by_run))
+        for f in db.dicts(
+            "SELECT run_id, kind, name, bytes, sha256, records, encrypted, remote_path, uploaded_at "
+            f"FROM uploaded_files WHERE run_id IN ({marks}) ORDER BY kind", list(by_run),
+        ):
+            f["encrypted"] = bool(f["encrypted"])
+            by_run[f.pop("run_id")].append(f)
     for r in runs:
-        r["files"] = files.get(r["run_id"], [])
-    return runs
+        r["files"] = by_run[r["run_id"]]
 
 
-def _files(db, run_ids: list[str]) -> dict[str, list[dict]]:
-    if not run_ids:
-        return {}
-    marks = ",".join("?" * len(run_ids))
-    out: dict[str, list[dict]] = {}
-    for f in db.execute(
-        f"SELECT run_id, kind, name, bytes, sha256, records, encrypted, remote_path, uploaded_at "
-        f"FROM uploaded_files WHERE run_id IN ({marks}) ORDER BY kind",
-        run_ids,
-    ):
-        d = dict(f)
-        out.setdefault(d.pop("run_id"), []).append(d)
-    return out
+@router.get("/etl_runs/{run}", summary="One run with counts, timings, error and files", response_model=RunDetail,
+            responses=error(404, "No such run"))
+async def get_run(
+    db: DbDep,
+    run: Annotated[str, Path(description="the integer id, or the run_id text", max_length=200)],
+) -> Response:
+    column = "id" if run.isdigit() and len(run) < 19 else "run_id"
+    rows = db.dicts(
+        f"SELECT {_COLUMNS}, pages_expected, updated_at, (SELECT count(*) FROM loaded_pages lp "
+        "WHERE lp.run_id = r.run_id) AS pages_loaded, round((julianday(finished_at) - julianday(started_at)) "
+        f"* 86400.0, 3) AS duration_s FROM etl_runs r WHERE {column} = ?",
+        (int(run) if column == "id" else run,),
+    )
+    if not rows:
+        raise HTTPException(404, f"no run {run!r}")
+    _attach_files(db, rows)
+    return json_response(rows[0])
+
+
+@router.post("/etl_runs", summary="Ask the extractor to start a run now", status_code=202,
+             response_model=RunRequested,
+             responses={**error(409, "A run is already going"), **error(503, "Redis is not reachable")})
+def start_run(request: Request) -> Response:
+    queue: commands.CommandQueue = request.app.state.commands
+    try:
+        request_id = queue.request_run(tracing.current_traceparent())
+    except commands.RunInProgress as exc:
+        raise HTTPException(409, "a run is already going; try again when it has finished") from exc
+    except redis.RedisError as exc:
+        raise HTTPException(503, "the command queue (Redis) is not reachable") from exc
+    return json_response({"request_id": request_id, "status": "accepted",
+                          "detail": "the extractor will start the run"}, 202)

@@ -1,0 +1,148 @@
+"""Response and request models: they document the API (OpenAPI) and are what the schema tests check.
+
+Routes return pre-serialised orjson bytes for speed, so these models describe the answers rather
+than build them; the schema tests check that the two agree.
+"""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Status = Literal["running", "extracted", "transformed", "loaded", "upload_pending", "succeeded", "failed"]
+
+
+class Error(BaseModel):
+    detail: str
+
+
+class RunFile(BaseModel):
+    kind: Literal["raw", "processed", "dlq"]
+    name: str
+    bytes: int
+    sha256: str
+    records: int
+    encrypted: bool
+    remote_path: str | None
+    uploaded_at: str | None
+
+
+class Run(BaseModel):
+    """A row of the header table (the seed's fields first) with its files."""
+
+    id: int
+    run_timestamp: str
+    processed_file: str | None
+    valid_count: int
+    invalid_count: int
+    run_id: str
+    status: Status
+    trigger: str | None
+    started_at: str | None
+    finished_at: str | None
+    raw_count: int
+    raw_file: str | None
+    dlq_file: str | None
+    total_expected: int | None
+    error: str | None
+    files: list[RunFile]
+
+
+class RunDetail(Run):
+    """One run with its progress and timings."""
+
+    pages_expected: int | None
+    pages_loaded: int
+    updated_at: str | None
+    duration_s: float | None = Field(description="finished_at - started_at, when both are known")
+
+
+class RunRequested(BaseModel):
+    request_id: str
+    status: Literal["accepted"]
+    detail: str
+
+
+class Record(BaseModel):
+    """Typed columns of a record and the stored record (masked, never with a password)."""
+
+    id: int
+    run_id: str
+    user_id: int | None
+    first_name: str | None
+    last_name: str | None
+    email: str | None
+    username: str | None
+    age: float | None
+    gender: str | None
+    department: str | None
+    inserted_at: str
+    department_code: str | None = None
+    title: str | None = None
+    role: str | None = None
+    city: str | None = None
+    state: str | None = None
+    user_agent: str | None = None
+    error_reason: str | None = None
+    record: Any = Field(description="the stored JSON record; null for a line that was not JSON")
+
+
+class RecordPage(BaseModel):
+    items: list[Record]
+    total: int
+    limit: int
+    offset: int
+
+
+class DepartmentCount(BaseModel):
+    department: str | None
+    department_code: str | None
+    count: int
+
+
+class GenderCount(BaseModel):
+    gender: str
+    count: int
+
+
+class BandCount(BaseModel):
+    band: str
+    count: int
+
+
+class DeviceCount(BaseModel):
+    device: Literal["desktop", "laptop", "mobile", "tablet", "unknown"]
+    count: int
+
+
+class RunCounts(BaseModel):
+    id: int
+    run_id: str
+    run_timestamp: str
+    status: Status
+    valid_count: int
+    invalid_count: int
+
+
+class Summary(BaseModel):
+    run_id: str | None = Field(description="the run summarised: the one asked for, else the latest with data")
+    total: int
+    by_department: list[DepartmentCount]
+    by_gender: list[GenderCount]
+    by_age_band: list[BandCount]
+    by_device: list[DeviceCount]
+    runs: list[RunCounts] = Field(description="valid and invalid counts of the latest runs, newest first")
+
+
+class SqlQuery(BaseModel):
+    query: str = Field(min_length=1, max_length=20_000, description="one read-only SELECT statement")
+
+
+class SqlResult(BaseModel):
+    columns: list[str]
+    rows: list[list[Any]]
+    truncated: bool = Field(description="true when the row or size limit cut the result")
+    elapsed_ms: float
+
+
+class Health(BaseModel):
+    status: str

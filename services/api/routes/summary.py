@@ -1,0 +1,43 @@
+"""Summaries for the charts: by department, gender, age band, device, and valid vs invalid per run."""
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from api import summary
+from api.db import Database
+from api.deps import AUTH_ERRORS, AuthDep, DbDep, error, raw_json
+from api.models import Summary
+
+router = APIRouter(tags=["summary"], dependencies=[AuthDep], responses=AUTH_ERRORS)
+
+
+@router.get("/summary", summary="Counts for the charts", response_model=Summary,
+            responses=error(404, "No such run"))
+async def get_summary(
+    db: DbDep,
+    run_id: Annotated[str | None, Query(max_length=200, description="default: the latest run with data")] = None,
+) -> Response:
+    version = db.version()
+    key = ("summary", run_id)
+    hit = db.cache_get(key, version)
+    if hit is None:
+        # A miss scans an index over the whole run: done off the event loop, then cached.
+        hit = await run_in_threadpool(_compute, db, run_id)
+        db.cache_put(key, version, hit)
+    if hit is _NO_RUN:
+        raise HTTPException(404, f"no run {run_id!r}")
+    return raw_json(hit)
+
+
+_NO_RUN = b""
+
+
+def _compute(db: Database, run_id: str | None) -> bytes:
+    if run_id is None:
+        run_id = summary.latest_run_with_data(db)
+    elif db.scalar("SELECT 1 FROM etl_runs WHERE run_id = ?", (run_id,)) is None:
+        return _NO_RUN
+    return orjson.dumps(summary.summarise(db, run_id))

@@ -1,0 +1,384 @@
+"""The read API as a real process over a database written by real pipeline runs (Redis, SFTP, SQLite)."""
+
+import time
+
+import httpx
+import localstack as ls
+import orjson
+import pytest
+
+from dummyjson.server import Source
+from tests.support import Pipeline, SourceServer, real_users
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TABLES = ("raw_users", "processed_users", "invalid_users")
+
+
+class Api:
+    """An API process and a client for it."""
+
+    def __init__(self, pipeline: Pipeline, tag: str, **env: str) -> None:
+        self.port = ls.free_port()
+        self.proc = pipeline.start("api", tag=tag, ETL_API_PORT=str(self.port), **env)
+        ls.wait_port(self.port, proc=self.proc.popen)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+
+    def get(self, url: str, auth: bool = True, headers: dict | None = None, **kw) -> httpx.Response:
+        return self.client.get(url, headers={**(AUTH if auth else {}), **(headers or {})}, **kw)
+
+    def sql(self, query: str, auth: bool = True) -> httpx.Response:
+        return self.client.post("/query_sql", json={"query": query}, headers=AUTH if auth else {})
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, redis_server, sftp_server):
+    """Two real runs (the second with invalid records) loaded by the services, and API processes over them.
+
+    Module-scoped because a pipeline run takes seconds and every test here only reads.
+    """
+    tmp = tmp_path_factory.mktemp("api")
+    upload = tmp / "upload"
+    upload.mkdir()
+    sources = [SourceServer(Source(208, 0, 0, real_users())).start(), SourceServer(Source(150, 1, 10)).start()]
+    p = Pipeline(tmp / "p", redis_server.url, {**sftp_server.env(), "ETL_SFTP_REMOTE_DIR": str(upload)},
+                 sources[0].url)
+    p.start_workers()
+    runs = []
+    try:
+        for i, source in enumerate(sources):
+            done = p.extract(ETL_SOURCE_URL=source.url)
+            assert done.returncode == 0, done.stdout + done.stderr
+            deadline = time.monotonic() + 30
+            while len(p.runs()) <= i and time.monotonic() < deadline:
+                time.sleep(0.05)
+            runs.append(p.wait_run(("succeeded",), run_id=p.runs()[i]["run_id"]))
+            time.sleep(1.1)  # run timestamps have one-second resolution
+        apis = {
+            "token": Api(p, "api-token", ETL_API_CORS_ORIGINS="http://front.example", ETL_API_SQL_TIMEOUT_MS="500",
+                         ETL_API_SQL_MAX_ROWS="100"),
+            "open": Api(p, "api-open", ETL_API_AUTH="none"),
+            "nodb": Api(p, "api-nodb", ETL_DB_PATH=str(tmp / "missing" / "data.db")),
+        }
+        yield p, runs, apis
+    finally:
+        for a in locals().get("apis", {}).values():
+            a.client.close()
+        p.stop_all()
+        for s in sources:
+            s.stop()
+
+
+@pytest.fixture(scope="module")
+def api(stack) -> Api:
+    return stack[2]["token"]
+
+
+@pytest.fixture(scope="module")
+def runs(stack):
+    return stack[1]
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack) -> Pipeline:
+    return stack[0]
+
+
+class TestRuns:
+    """GET /etl_runs and /etl_runs/{id}."""
+
+    def test_lists_runs_newest_first_with_seed_fields_and_total(self, api, runs):
+        r = api.get("/etl_runs")
+        assert r.status_code == 200 and r.headers["X-Total-Count"] == "2"
+        body = r.json()
+        assert [b["run_id"] for b in body] == [runs[1]["run_id"], runs[0]["run_id"]]
+        for field in ("id", "run_timestamp", "processed_file", "valid_count", "invalid_count", "run_id", "status",
+                      "trigger", "started_at", "finished_at", "raw_count", "files"):
+            assert field in body[0]
+        assert (body[0]["valid_count"], body[0]["invalid_count"], body[0]["raw_count"]) == (135, 15, 150)
+        assert (body[1]["valid_count"], body[1]["invalid_count"]) == (208, 0)
+        assert {f["kind"] for f in body[0]["files"]} == {"raw", "processed", "dlq"}
+        assert all(f["uploaded_at"] and isinstance(f["encrypted"], bool) for f in body[0]["files"])
+
+    @pytest.mark.parametrize(("query", "expected"), [
+        ("limit=1", [1]), ("limit=1&offset=1", [0]), ("limit=2&offset=2", []), ("offset=5000", []),
+        ("limit=1000", [1, 0]),
+    ])
+    def test_paging_edges(self, api, runs, query, expected):
+        r = api.get(f"/etl_runs?{query}")
+        assert r.status_code == 200 and r.headers["X-Total-Count"] == "2"
+        assert [b["run_id"] for b in r.json()] == [runs[i]["run_id"] for i in expected]
+
+    @pytest.mark.parametrize("query", ["limit=0", "limit=1001", "offset=-1", "limit=abc", "status=done"])
+    def test_bad_parameters_are_422(self, api, query):
+        r = api.get(f"/etl_runs?{query}")
+        assert r.status_code == 422 and "detail" in r.json()
+
+    def test_status_filter(self, api):
+        assert len(api.get("/etl_runs?status=succeeded").json()) == 2
+        r = api.get("/etl_runs?status=failed")
+        assert r.json() == [] and r.headers["X-Total-Count"] == "0"
+
+    def test_one_run_by_id_or_run_id(self, api, runs):
+        by_id = api.get(f"/etl_runs/{runs[0]['id']}").json()
+        by_text = api.get(f"/etl_runs/{runs[0]['run_id']}").json()
+        assert by_id == by_text
+        assert by_id["run_id"] == runs[0]["run_id"] and by_id["status"] == "succeeded"
+        assert by_id["pages_loaded"] == by_id["pages_expected"] == 3
+        assert by_id["duration_s"] is not None and by_id["duration_s"] >= 0
+        assert by_id["error"] is None and len(by_id["files"]) == 3
+
+    @pytest.mark.parametrize("ref", ["999999", "no-such-run", "99999999999999999999999"])
+    def test_unknown_run_is_404(self, api, ref):
+        r = api.get(f"/etl_runs/{ref}")
+        assert r.status_code == 404 and "no run" in r.json()["detail"]
+
+
+class TestRecords:
+    """GET /data/{table}: run filter, paging, sorting, search, department filters, masking."""
+
+    @pytest.mark.parametrize("table", TABLES)
+    def test_run_filter_matches_the_database(self, api, pipeline, runs, table):
+        for run in runs:
+            r = api.get(f"/data/{table}", params={"run_id": run["run_id"], "limit": 500})
+            body = r.json()
+            assert body["total"] == pipeline.count(table, run["run_id"]) == int(r.headers["X-Total-Count"])
+            assert len(body["items"]) == body["total"]
+            assert {i["run_id"] for i in body["items"]} <= {run["run_id"]}
+        assert api.get(f"/data/{table}").json()["total"] == sum(pipeline.count(table, r["run_id"]) for r in runs)
+
+    def test_pages_are_stable_complete_and_in_source_order(self, api, pipeline, runs):
+        run_id, seen, offset = runs[0]["run_id"], [], 0
+        while True:
+            items = api.get("/data/processed_users", params={"run_id": run_id, "limit": 37, "offset": offset}).json()
+            if not items["items"]:
+                break
+            seen += [i["user_id"] for i in items["items"]]
+            offset += 37
+        assert seen == pipeline.user_ids("processed_users", run_id)
+        assert len(set(seen)) == 208
+
+    @pytest.mark.parametrize("order", ["asc", "desc"])
+    @pytest.mark.parametrize("column", ["age", "last_name", "department_code", "user_id"])
+    def test_sorting(self, api, runs, column, order):
+        items = api.get("/data/processed_users", params={
+            "run_id": runs[0]["run_id"], "sort": column, "order": order, "limit": 500}).json()["items"]
+        values = [i[column] for i in items]
+        assert values == sorted(values, reverse=order == "desc") and len(values) == 208
+
+    def test_sort_on_an_untyped_or_unknown_column_is_422(self, api):
+        for bad in ("record", "password", "department_code; drop table x"):
+            assert api.get("/data/processed_users", params={"sort": bad}).status_code == 422
+        assert api.get("/data/raw_users", params={"sort": "department_code"}).status_code == 422
+
+    def test_search_on_name_email_username(self, api, runs):
+        user = real_users()[4] if real_users() else None
+        run_id = runs[0]["run_id"]
+        needle = (user["email"] if user else api.get("/data/processed_users?limit=1").json()["items"][0]["email"])
+        found = api.get("/data/processed_users", params={"run_id": run_id, "q": needle[2:9].upper()}).json()
+        assert found["total"] >= 1 and any(i["email"] == needle for i in found["items"])
+        for item in found["items"]:
+            text = " ".join(str(item[c]) for c in ("first_name", "last_name", "email", "username")).lower()
+            assert needle[2:9].lower() in text
+        assert api.get("/data/processed_users", params={"run_id": run_id, "q": "%"}).json()["total"] == 0
+
+    def test_department_filters(self, api, pipeline, runs):
+        run_id = runs[0]["run_id"]
+        with pipeline.db() as db:
+            expected = db.execute("SELECT count(*) FROM processed_users WHERE run_id=? AND department_code='ENG'",
+                                  (run_id,)).fetchone()[0]
+        by_code = api.get("/data/processed_users", params={"run_id": run_id, "department_code": "eng"}).json()
+        by_name = api.get("/data/processed_users", params={"run_id": run_id, "department": "engineering"}).json()
+        assert by_code["total"] == by_name["total"] == expected > 0
+        assert {i["department"] for i in by_code["items"]} == {"Engineering"}
+
+    def test_invalid_records_carry_their_reason(self, api, runs):
+        items = api.get("/data/invalid_users", params={"run_id": runs[1]["run_id"]}).json()["items"]
+        assert len(items) == 15 and all(i["error_reason"] for i in items)
+        assert "age: 17 is below 18" in {i["error_reason"] for i in items}
+
+    def test_no_password_and_secrets_stay_masked(self, api, runs):
+        for table in TABLES:
+            for run in runs:
+                r = api.get(f"/data/{table}", params={"run_id": run["run_id"], "limit": 500})
+                assert b"password" not in r.content
+                for item in r.json()["items"]:
+                    record = item["record"]
+                    if isinstance(record, dict) and "ssn" in record:
+                        assert record["ssn"].startswith("*") and record["bank"]["cardNumber"][0] == "*"
+                    assert "raw_line" not in item
+
+    @pytest.mark.parametrize("query", ["limit=0", "limit=501", "offset=-3", "order=up"])
+    def test_bad_parameters_are_422(self, api, query):
+        assert api.get(f"/data/raw_users?{query}").status_code == 422
+
+    def test_unknown_table_is_404(self, api):
+        r = api.get("/data/schema_migrations")
+        assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
+
+
+class TestSummary:
+    """GET /summary."""
+
+    def test_counts_agree_with_the_database(self, api, pipeline, runs):
+        run_id = runs[0]["run_id"]
+        s = api.get("/summary", params={"run_id": run_id}).json()
+        with pipeline.db() as db:
+            depts = dict(db.execute("SELECT department_code, count(*) FROM processed_users WHERE run_id=? "
+                                    "GROUP BY 1", (run_id,)).fetchall())
+            genders = dict(db.execute("SELECT gender, count(*) FROM processed_users WHERE run_id=? GROUP BY 1",
+                                      (run_id,)).fetchall())
+            young = db.execute("SELECT count(*) FROM processed_users WHERE run_id=? AND age < 25",
+                               (run_id,)).fetchone()[0]
+        assert s["total"] == 208
+        assert {d["department_code"]: d["count"] for d in s["by_department"]} == depts
+        assert {g["gender"]: g["count"] for g in s["by_gender"]} == genders
+        bands = {b["band"]: b["count"] for b in s["by_age_band"]}
+        assert sum(bands.values()) == 208 and bands.get("18-24", 0) == young
+        # DummyJSON's user agents are all desktop browsers.
+        assert sum(d["count"] for d in s["by_device"]) == 208
+        assert [r["run_id"] for r in s["runs"]] == [runs[1]["run_id"], runs[0]["run_id"]]
+        assert (s["runs"][0]["valid_count"], s["runs"][0]["invalid_count"]) == (135, 15)
+
+    def test_defaults_to_the_latest_run_with_data(self, api, runs):
+        s = api.get("/summary").json()
+        assert s["run_id"] == runs[1]["run_id"] and s["total"] == 135
+
+    def test_unknown_run_is_404(self, api):
+        assert api.get("/summary", params={"run_id": "nope"}).status_code == 404
+
+
+class TestSqlConsole:
+    """POST /query_sql: one read-only statement over typed columns, limited in rows and time."""
+
+    def test_select_returns_columns_and_rows(self, api, runs):
+        r = api.sql("SELECT department_code AS code, count(*) AS n FROM processed_users WHERE run_id = "
+                    f"'{runs[0]['run_id']}' GROUP BY 1 ORDER BY 2 DESC, 1")
+        body = r.json()
+        assert r.status_code == 200 and body["columns"] == ["code", "n"]
+        assert sum(n for _, n in body["rows"]) == 208 and body["truncated"] is False
+
+    def test_rows_are_capped(self, api):
+        body = api.sql("SELECT id, email FROM raw_users").json()
+        assert len(body["rows"]) == 100 and body["truncated"] is True
+
+    @pytest.mark.parametrize(("query", "reason"), [
+        ("DELETE FROM etl_runs", "delete"),
+        ("INSERT INTO etl_runs (run_id, run_timestamp) VALUES ('x', 'y')", "insert"),
+        ("UPDATE processed_users SET email = 'x'", "update"),
+        ("DROP TABLE raw_users", "drop"),
+        ("ATTACH DATABASE '/tmp/x.db' AS x", "attach"),
+        ("VACUUM INTO '/tmp/copy.db'", "refused"),
+        ("PRAGMA journal_mode = DELETE", "pragma"),
+        ("PRAGMA query_only = 0", "pragma"),
+        ("SELECT 1; SELECT 2", "one statement"),
+        ("SELECT 1; DELETE FROM etl_runs", "one statement"),
+        ("SELECT name, sql FROM sqlite_master", "sqlite_master"),
+        ("SELECT count(*) FROM sqlite_schema", "sqlite_schema"),
+        ("SELECT * FROM schema_migrations", "schema_migrations"),
+        ("SELECT * FROM loaded_pages", "loaded_pages"),
+        ("SELECT * FROM pragma_table_info('raw_users')", "refused"),
+        ("SELECT * FROM processed_users", "processed_users.record"),
+        ("SELECT password FROM raw_users", "password"),
+        ("SELECT record FROM raw_users", "raw_users.record"),
+        ("SELECT r.record AS harmless FROM processed_users AS r", "record"),
+        ("SELECT x FROM (SELECT record AS x FROM invalid_users)", "invalid_users.record"),
+        ("SELECT raw_line FROM invalid_users", "raw_line"),
+        ("WITH c AS (SELECT * FROM raw_users) SELECT id FROM c", "raw_users.record"),
+        ("SELECT json_extract(record, '$.ssn') FROM processed_users", "record"),
+        ("SELECT id FROM processed_users WHERE record LIKE '%123%'", "record"),
+        ("CREATE TEMP VIEW v AS SELECT record FROM raw_users", "refused"),
+        ("SELECT load_extension('x')", "load_extension"),
+        ("SELECT nonsense FROM", "SQL error"),
+    ])
+    def test_refused_with_a_clear_400(self, api, query, reason):
+        r = api.sql(query)
+        assert r.status_code == 400, r.text
+        assert reason.lower() in r.json()["detail"].lower()
+
+    def test_database_is_unchanged_by_refused_writes(self, pipeline, api):
+        api.sql("DELETE FROM etl_runs")
+        assert len(pipeline.runs()) == 2
+
+    def test_runaway_recursive_query_is_stopped_within_the_limit(self, api):
+        started = time.monotonic()
+        r = api.sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n")
+        elapsed = time.monotonic() - started
+        assert r.status_code == 400 and "time limit" in r.json()["detail"]
+        assert elapsed < 5  # the limit here is 0.5 s; generous for a loaded machine
+        assert api.get("/healthz").status_code == 200
+
+    def test_empty_or_missing_query_is_422(self, api):
+        assert api.client.post("/query_sql", json={"query": ""}, headers=AUTH).status_code == 422
+        assert api.client.post("/query_sql", json={}, headers=AUTH).status_code == 422
+
+
+class TestAuthAndCors:
+    ROUTES = ("/etl_runs", "/etl_runs/1", "/data/raw_users", "/data/processed_users", "/data/invalid_users",
+              "/summary")
+
+    @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
+                                         {"Authorization": f"Basic {TOKEN}"}])
+    def test_data_and_command_routes_need_the_token(self, api, headers):
+        for route in self.ROUTES:
+            r = api.client.get(route, headers=headers)
+            assert r.status_code == 401 and r.json() == {"detail": "missing or invalid bearer token"}
+        assert api.client.post("/query_sql", json={"query": "SELECT 1"}, headers=headers).status_code == 401
+        assert api.client.post("/etl_runs", headers=headers).status_code == 401
+
+    def test_health_metrics_and_docs_stay_open(self, api):
+        for route in ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"):
+            assert api.client.get(route).status_code == 200, route
+
+    def test_auth_none_turns_it_off(self, stack):
+        open_api = stack[2]["open"]
+        for route in self.ROUTES:
+            assert open_api.get(route, auth=False).status_code == 200, route
+        assert open_api.sql("SELECT 1", auth=False).json()["rows"] == [[1]]
+
+    def test_cors_preflight_for_the_configured_origin_only(self, api):
+        pre = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}
+        ok = api.client.options("/etl_runs", headers={"Origin": "http://front.example", **pre})
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "http://front.example"
+        assert ok.headers["access-control-allow-credentials"] == "true"
+        bad = api.client.options("/etl_runs", headers={"Origin": "http://evil.example", **pre})
+        assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
+        simple = api.get("/etl_runs", headers={"Origin": "http://front.example"})
+        assert "X-Total-Count" in simple.headers["access-control-expose-headers"]
+
+
+class TestDatabaseMissing:
+    def test_data_routes_answer_503_until_the_database_exists(self, stack):
+        nodb = stack[2]["nodb"]
+        for route in ("/etl_runs", "/data/raw_users", "/summary", "/readyz"):
+            r = nodb.get(route)
+            assert r.status_code == 503 and "detail" in r.json(), route
+        assert nodb.sql("SELECT 1").status_code == 503
+        assert nodb.get("/healthz").status_code == 200
+
+    def test_errors_leak_no_internals(self, api):
+        r = api.client.post("/query_sql", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code == 422 and "Traceback" not in r.text
+
+
+def test_post_etl_runs_starts_a_run_through_the_extractor(make_source, make_pipeline):
+    """202 with a request id; the extractor service picks the command up and the run succeeds; 409 while running."""
+    source = make_source(count=120)
+    p = make_pipeline(source)
+    p.start_workers()
+    api = Api(p, "api")
+    queued = api.client.post("/etl_runs", headers=AUTH)
+    assert queued.status_code == 202, queued.text
+    request_id = queued.json()["request_id"]
+    entries = p.redis.xrange(p.keys.commands_stream)
+    command = orjson.loads(entries[-1][1][b"data"])
+    assert command["type"] == "run_now" and command["request_id"] == request_id and command["trigger"] == "api"
+    p.start("extractor")
+    run = p.wait_run(("succeeded",), timeout_s=60)
+    assert run["trigger"] == "api" and run["valid_count"] == 120
+    # A run in progress (the extractor's lock) makes the next request a 409.
+    p.redis.set(p.keys.extract_lock, "someone", px=5000)
+    busy = api.client.post("/etl_runs", headers=AUTH)
+    assert busy.status_code == 409 and "already" in busy.json()["detail"]
+    api.client.close()
