@@ -72,3 +72,20 @@ def slow_source(make_source):
         return src
 
     return make
+
+
+@pytest.fixture
+def stopwatch(request):
+    """Marks the fault; at the end prints how long the run took to succeed after it (see docs/reliability.md)."""
+    marks: dict[str, float] = {}
+
+    class Watch:
+        def fault(self) -> None:
+            marks["fault"] = time.monotonic()
+
+        def recovered(self) -> None:
+            marks["recovered"] = time.monotonic()
+
+    yield Watch()
+    if "fault" in marks and "recovered" in marks:
+        print(f"\n[recovery] {request.node.name}: {marks['recovered'] - marks['fault']:.2f}s from fault to succeeded")

@@ -10,20 +10,23 @@ PAGE = {"ETL_PAGE_SIZE": "50"}
 IDS = list(range(1, 601))
 
 
-def test_transformer_killed_mid_run_and_restarted(slow_source, make_pipeline):
+def test_transformer_killed_mid_run_and_restarted(slow_source, make_pipeline, stopwatch):
     src = slow_source()
     p = make_pipeline(src, **PAGE)
     p.start_workers()
     extractor = p.start("extractor", "once")
     wait_for(lambda: transformed_pages(p) >= 3, what="3 pages transformed")
     p.procs["transformer"].kill9()
+    stopwatch.fault()
     time.sleep(3)
     p.start("transformer")
     assert extractor.popen.wait(60) == 0
-    assert_exact(p, p.wait_run(), IDS, page_size=50)
+    run = p.wait_run()
+    stopwatch.recovered()
+    assert_exact(p, run, IDS, page_size=50)
 
 
-def test_saver_killed_inside_a_page_transaction_and_restarted(slow_source, make_pipeline):
+def test_saver_killed_inside_a_page_transaction_and_restarted(slow_source, make_pipeline, stopwatch):
     src = slow_source(delay_s=0.15)
     # Big pages make the saver's transactions long enough to be caught holding the write lock.
     p = make_pipeline(src, ETL_PAGE_SIZE="300", ETL_BATCH_PAGES="1")
@@ -42,24 +45,29 @@ def test_saver_killed_inside_a_page_transaction_and_restarted(slow_source, make_
 
     wait_for(saver_holds_write_lock, timeout_s=30, what="saver inside a transaction", step_s=0.0005)
     p.procs["saver"].kill9()
+    stopwatch.fault()
     probe.close()
     assert extractor.popen.wait(60) == 0
     p.start("saver")
-    assert_exact(p, p.wait_run(), IDS, page_size=300)
+    run = p.wait_run()
+    stopwatch.recovered()
+    assert_exact(p, run, IDS, page_size=300)
 
 
-def test_extractor_killed_between_pages_resumes_without_refetching(slow_source, make_pipeline):
+def test_extractor_killed_between_pages_resumes_without_refetching(slow_source, make_pipeline, stopwatch):
     src = slow_source(delay_s=0.4)
     p = make_pipeline(src, ETL_LOCK_TTL_S="2", **PAGE)
     p.start_workers()
     first = p.start("extractor", "once", tag="first")
     wait_for(lambda: int(p.checkpoint().get("next_page", 0)) >= 3, what="3 pages handed on")
     first.kill9()
+    stopwatch.fault()
     cp = p.checkpoint()
     handed_on = int(cp["next_skip"])
     again = p.extract()
     assert again.returncode == 0, again.stdout
     run = p.wait_run()
+    stopwatch.recovered()
     assert run["run_id"] == cp["run_id"]
     skips = [r["skip"] for r in src.requests()]
     # Pages handed on before the kill were fetched exactly once; the rest at least once.
@@ -69,7 +77,7 @@ def test_extractor_killed_between_pages_resumes_without_refetching(slow_source, 
     assert_exact(p, run, IDS, page_size=50)
 
 
-def test_two_transformers_one_killed_the_other_finishes(slow_source, make_pipeline):
+def test_two_transformers_one_killed_the_other_finishes(slow_source, make_pipeline, stopwatch):
     src = slow_source(delay_s=0.2)
     p = make_pipeline(src, **PAGE)
     p.start("transformer", tag="t1", ETL_CONSUMER_NAME="t1")
@@ -78,22 +86,27 @@ def test_two_transformers_one_killed_the_other_finishes(slow_source, make_pipeli
     extractor = p.start("extractor", "once")
     wait_for(lambda: transformed_pages(p) >= 3, what="3 pages transformed")
     p.procs["t1"].kill9()
+    stopwatch.fault()
     assert extractor.popen.wait(60) == 0
     run = p.wait_run()
+    stopwatch.recovered()
     assert_exact(p, run, IDS, page_size=50)
     assert "page transformed" in p.procs["t2"].output()
 
 
-def test_sigterm_finishes_the_current_page_and_exits_cleanly(slow_source, make_pipeline):
+def test_sigterm_finishes_the_current_page_and_exits_cleanly(slow_source, make_pipeline, stopwatch):
     src = slow_source(delay_s=0.2)
     p = make_pipeline(src, **PAGE)
     p.start_workers()
     extractor = p.start("extractor", "once")
     wait_for(lambda: transformed_pages(p) >= 2, what="2 pages transformed")
     for name in ("transformer", "saver"):
+        stopwatch.fault()
         p.procs[name].popen.send_signal(signal.SIGTERM)
         assert p.procs[name].popen.wait(10) == 0
         assert f"{name} stopped" in p.procs[name].output()
     p.start_workers()
     assert extractor.popen.wait(60) == 0
-    assert_exact(p, p.wait_run(), IDS, page_size=50)
+    run = p.wait_run()
+    stopwatch.recovered()
+    assert_exact(p, run, IDS, page_size=50)
