@@ -53,16 +53,19 @@ def test_dashboard_queries_answer_from_a_real_prometheus(make_source, make_pipel
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules)],
         "scrape_configs": [
-            {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
-            for name, port in ports.items()
+            {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]} for name, port in ports.items()
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     prom_port = ls.free_port()
     prom = ls.spawn(
         "prometheus",
-        [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
+        [
+            PROMETHEUS,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
         tmp_path,
     )
     try:
