@@ -36,10 +36,7 @@ class OtlpReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                ok = (
-                    self.path == "/v1/traces"
-                    and self.headers["Content-Type"] == "application/x-protobuf"
-                )
+                ok = self.path == "/v1/traces" and self.headers["Content-Type"] == "application/x-protobuf"
                 if ok:
                     receiver.add(ExportTraceServiceRequest.FromString(body))
                 reply = ExportTraceServiceResponse().SerializeToString()
@@ -140,10 +137,7 @@ def test_one_run_is_one_trace_with_correct_parents(make_source, make_pipeline):
     api_spans = [s for s in spans if s.service == "api"]
     (server,) = [s for s in api_spans if s.name == "GET /etl_runs"]
     assert (server.trace_id, server.parent) == ("ab" * 16, "cd" * 8)
-    assert (
-        server.attrs["http.route"] == "/etl_runs"
-        and server.attrs["http.response.status_code"] == 200
-    )
+    assert server.attrs["http.route"] == "/etl_runs" and server.attrs["http.response.status_code"] == 200
     assert {s.trace_id for s in api_spans} == {"ab" * 16}
     spans = [s for s in spans if s.service != "api"]
     by_name: dict[str, list[Span]] = {}
@@ -190,13 +184,9 @@ def test_one_run_is_one_trace_with_correct_parents(make_source, make_pipeline):
     assert parent(by_name["sftp.upload"][0]) is finish
 
     # Every processed page's log line carries run id, trace id, page and outcome (JSON lines).
-    page_lines = [
-        line for line in _json_lines(done.stdout) if line.get("event") == "page handed on"
-    ]
+    page_lines = [line for line in _json_lines(done.stdout) if line.get("event") == "page handed on"]
     for name, event in (("transformer", "page transformed"), ("saver", "page loaded")):
-        page_lines += [
-            line for line in _json_lines(p.procs[name].output()) if line.get("event") == event
-        ]
+        page_lines += [line for line in _json_lines(p.procs[name].output()) if line.get("event") == event]
     assert len(page_lines) == 9
     for line in page_lines:
         assert line["run_id"] == run_id and line["trace_id"] == trace_id

@@ -37,9 +37,7 @@ def dashboard_exprs() -> list[tuple[str, str]]:
 
 
 def alert_rules() -> list[dict]:
-    return [
-        rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]
-    ]
+    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
 
 
 def selectors(node) -> set[str]:
@@ -105,19 +103,13 @@ class TestDashboard:
         for p in dashboard()["panels"]:
             g = p["gridPos"]
             assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
-            cells = {
-                (x, y)
-                for x in range(g["x"], g["x"] + g["w"])
-                for y in range(g["y"], g["y"] + g["h"])
-            }
+            cells = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
             assert not cells & taken, f"panel {p['title']!r} overlaps another"
             taken |= cells
 
     def test_every_query_uses_the_datasource_variable(self):
         d = dashboard()
-        assert any(
-            v["name"] == "datasource" and v["type"] == "datasource" for v in d["templating"]["list"]
-        )
+        assert any(v["name"] == "datasource" and v["type"] == "datasource" for v in d["templating"]["list"])
         for p in d["panels"]:
             if p["type"] != "row":
                 assert p["datasource"]["uid"] == "${datasource}", p["title"]
@@ -159,9 +151,7 @@ class TestAlertRules:
         } <= names
         assert len(names) == len(rules)
         for r in rules:
-            assert set(r) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}, (
-                r["alert"]
-            )
+            assert set(r) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}, r["alert"]
             assert r["labels"]["severity"] in ("warning", "critical")
             assert r["annotations"]["summary"]
             if "for" in r:
@@ -192,12 +182,7 @@ class TestComposeFiles:
 
     def test_prometheus_scrapes_every_service_and_loads_the_rules(self):
         cfg = yaml.safe_load((OBSERVABILITY / "prometheus" / "prometheus.yml").read_text())
-        targets = {
-            t
-            for job in cfg["scrape_configs"]
-            for sc in job["static_configs"]
-            for t in sc["targets"]
-        }
+        targets = {t for job in cfg["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
         assert targets == {"extractor:9100", "transformer:9100", "saver:9100", "api:8000"}
         assert cfg["rule_files"] == ["/etc/prometheus/rules/alert-rules.yml"]
 
