@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help env demo test test-unit test-integration lint format keys clean
+.PHONY: help env demo test test-unit test-integration lint format keys clean bench-encrypt
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ lint: env ## ruff and mypy
 format: env ## Format the code
 	@$(PY) -m ruff format services scripts tests
 	@$(PY) -m ruff check --fix services scripts tests
+
+bench-encrypt: env ## Benchmark: peak memory of the saver's age encryption on 1 GB (SIZE_MB=...)
+	@$(PY) scripts/bench_encrypt.py --size-mb $(or $(SIZE_MB),1024)
 
 keys: ## Generate the SFTP client key, host keys and known_hosts for compose (ssh_keys/)
 	@scripts/gen-keys.sh ssh_keys sftp 22
