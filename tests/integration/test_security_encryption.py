@@ -1,7 +1,9 @@
 """Encrypted upload on real parts: age files on the OpenSSH server, decrypted by the documented command."""
 
 import hashlib
+import shutil
 import sqlite3
+import subprocess
 
 import pytest
 from etl_common import streams
@@ -98,3 +100,13 @@ def test_one_changed_byte_makes_decryption_fail_loudly(tmp_path, encrypted_run):
     age_keygen(stranger)
     done = saver_cli("decrypt", "--identity", str(stranger), str(remote), str(out))
     assert done.returncode != 0 and "not encrypted to this identity" in done.stderr and not out.exists()
+
+
+@pytest.mark.skipif(shutil.which("age") is None, reason="the age command-line tool is not installed")
+def test_files_are_standard_age_that_the_age_tool_decrypts(tmp_path, encrypted_run):
+    """Recipients need not run this project: the reference age tool reads the files."""
+    p, run, identity = encrypted_run
+    remote = p.upload_dir / (run["processed_file"] + ".age")
+    done = subprocess.run(["age", "--decrypt", "--identity", str(identity), str(remote)], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert parse_lines(done.stdout) == table_lines(p, run["run_id"], "processed")
