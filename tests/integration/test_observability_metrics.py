@@ -1,11 +1,16 @@
 """Every service's /metrics after a real run: counters equal the database's counts, histograms observed."""
 
 import time
+import uuid
 
 import httpx
 import localstack as ls
+import redis
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from etl_common.keys import Keys
+from etl_common.streamstats import StreamCollector
 from tests.unit.test_dashboard import queried_metrics, sample_names
 
 SERVICES = ("extractor", "transformer", "saver", "api")
@@ -145,3 +150,43 @@ def test_every_service_exports_counts_that_match_the_database(make_source, make_
     exported = set().union(*(s.names for s in (extractor, transformer, saver, api_scrape)))
     missing = {name: where for name, where in queried_metrics().items() if name not in exported}
     assert not missing, f"queried but not exported by any service: {missing}"
+
+
+class TestStreamCollector:
+    """The scrape-time stream figures, against a real Redis."""
+
+    def test_reads_length_pending_lag_and_oldest_age(self, redis_server):
+        keys = Keys(f"t{uuid.uuid4().hex[:10]}:")
+        client = redis.Redis.from_url(redis_server.url)
+        client.xgroup_create(keys.raw_stream, "transformer", id="0", mkstream=True)
+        for i in range(5):
+            client.xadd(keys.raw_stream, {"data": str(i)})
+        client.xreadgroup("transformer", "c1", {keys.raw_stream: ">"}, count=2)
+        client.xadd(keys.dead_stream, {"reason": "test"})
+        registry = CollectorRegistry()
+        collector = StreamCollector(redis_server.url, keys)
+        collector.watch("transformer", [keys.raw_stream])
+        registry.register(collector)
+        s = Scrape(generate_latest(registry).decode())
+        raw = {"stream": "raw", "group": "transformer"}
+        assert s.get("etl_redis_up") == 1
+        assert s.get("etl_stream_length_entries", stream="raw") == 5
+        assert s.get("etl_stream_length_entries", stream="dead") == 1
+        assert s.get("etl_stream_pending_entries", **raw) == 2
+        assert s.get("etl_stream_lag_entries", **raw) == 3
+        assert s.get("etl_stream_consumers", **raw) == 1
+        assert 0 <= s.get("etl_stream_oldest_pending_age_seconds", **raw) < 60
+        client.xack(keys.raw_stream, "transformer", *[i for i, _ in client.xrange(keys.raw_stream, count=2)])
+        after = Scrape(generate_latest(registry).decode())
+        assert after.get("etl_stream_pending_entries", **raw) == 0
+        assert after.get("etl_stream_oldest_pending_age_seconds", **raw) == 0
+
+    def test_answers_quickly_when_redis_is_down(self):
+        registry = CollectorRegistry()
+        collector = StreamCollector(f"redis://127.0.0.1:{ls.free_port()}/0", Keys())
+        collector.watch("saver", ["etl:stream:processed"])
+        registry.register(collector)
+        started = time.monotonic()
+        s = Scrape(generate_latest(registry).decode())
+        assert s.get("etl_redis_up") == 0 and time.monotonic() - started < 5
+        assert not [name for name, _ in s.series if name.startswith("etl_stream_")]
