@@ -110,3 +110,28 @@ def test_files_are_standard_age_that_the_age_tool_decrypts(tmp_path, encrypted_r
     done = subprocess.run(["age", "--decrypt", "--identity", str(identity), str(remote)], capture_output=True)
     assert done.returncode == 0, done.stderr
     assert parse_lines(done.stdout) == table_lines(p, run["run_id"], "processed")
+
+
+def test_files_written_before_encryption_was_switched_on_are_never_uploaded(tmp_path, make_source, make_pipeline):
+    """A run left upload_pending with plaintext files is rewritten encrypted once the saver restarts with encryption."""
+    identity = tmp_path / "identity.txt"
+    public = age_keygen(identity)
+    p = make_pipeline(make_source(count=40), ETL_SFTP_KNOWN_HOSTS=str(tmp_path / "missing_known_hosts"))
+    known_hosts = p.sftp_env["ETL_SFTP_KNOWN_HOSTS"]
+    p.start_workers()
+    assert p.extract().returncode == 0
+    pending = p.wait_run(("upload_pending",))
+    assert "known_hosts" in pending["error"]
+    assert len(list(p.data_dir.rglob("*.jsonl"))) == 3
+    p.procs["saver"].stop()
+    p.start("saver", tag="saver-encrypting", ETL_SFTP_KNOWN_HOSTS=known_hosts, ETL_ENCRYPTION_ENABLED="true",
+            ETL_ENCRYPTION_RECIPIENTS=public)
+    run = p.wait_run(("succeeded",), run_id=pending["run_id"])
+    for folder in (p.data_dir, p.upload_dir):
+        names = sorted(x.name for x in folder.rglob("*") if x.is_file())
+        assert names and all(n.endswith(".jsonl.age") for n in names), names
+    with p.db() as db:
+        assert {r[0] for r in db.execute("SELECT encrypted FROM uploaded_files WHERE run_id=?", (run["run_id"],))} == {1}
+    out = tmp_path / "processed.jsonl"
+    done = saver_cli("decrypt", "-i", str(identity), str(p.upload_dir / (run["processed_file"] + ".age")), str(out))
+    assert done.returncode == 0 and parse_lines(out.read_bytes()) == table_lines(p, run["run_id"], "processed")
