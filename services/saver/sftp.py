@@ -100,7 +100,7 @@ def _connect(s: SaverSettings) -> paramiko.SSHClient:
     except paramiko.BadHostKeyException as exc:
         client.close()
         raise UploadRefused(
-            f"SFTP host key of {where} ({exc.key.get_name()} {exc.key.fingerprint}) does not match the one pinned in "
+            f"SFTP host key of {where} ({exc.key.get_name()} {exc.key.fingerprint}) does not match known_hosts "
             f"{s.sftp_known_hosts}: refusing to connect (server re-keyed, or someone in between)"
         ) from None
     except paramiko.AuthenticationException:

@@ -113,6 +113,6 @@ def test_changed_host_key_is_refused_until_the_pin_is_updated(tmp_path, make_sou
     known.write_text("".join(lines))
     p = _start(make_source, make_pipeline, server, ETL_SFTP_KNOWN_HOSTS=str(known),
                ETL_SFTP_KEY_PASSPHRASE=passphrase)
-    run = _assert_pending(p, "does not match the one pinned", "refusing to connect")
+    run = _assert_pending(p, "does not match known_hosts", "refusing to connect")
     _replace(known, pinned.encode())
     _assert_recovered(p, run)
