@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help env demo test test-unit test-integration lint format keys clean bench-encrypt
+.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -31,8 +31,13 @@ format: env ## Format the code
 bench-encrypt: env ## Benchmark: peak memory of the saver's age encryption on 1 GB (SIZE_MB=...)
 	@$(PY) scripts/bench_encrypt.py --size-mb $(or $(SIZE_MB),1024)
 
-keys: ## Generate the SFTP client key, host keys and known_hosts for compose (ssh_keys/)
+keys: ## Generate the SFTP client key, host keys and known_hosts for compose (ssh_keys/), and its data folders
 	@scripts/gen-keys.sh ssh_keys sftp 22
+	@# Made here, owned by you (HOST_UID in .env), so Docker does not create them as root.
+	@mkdir -p database data sftp_data
+
+compose-check: env ## Lint the Dockerfiles, validate docker-compose.yml, run it as local processes
+	@$(PY) -m pytest -q tests/compose
 
 clean: ## Remove local data of the demo
 	rm -rf database sftp_data data .run
