@@ -73,13 +73,15 @@ def page(db: Database, table: Table, query: Query, version: int) -> dict[str, An
     where, args = _where(table, query)
     total = db.cached(("count", table.name, where, tuple(args)), version,
                       lambda: db.scalar(f"SELECT count(*) FROM {table.name} {where}", args))
-    if query.offset >= total:
-        return {"items": [], "total": total, "limit": query.limit, "offset": query.offset}
     direction = "DESC" if query.descending else "ASC"
-    # Source order (run, page, position) is unique, breaks ties so paging is stable, and is served
-    # by the (run_id, page, position) unique index without sorting.
-    source = f"run_id {direction}, page {direction}, position {direction}"
-    order = source if query.sort == "source" else f"{query.sort} {direction}, {source}"
+    # Source order (run, page, position) is unique and served by the (run_id, page, position) index;
+    # other sorts break ties on id, so paging is stable either way.
+    if query.sort == "source":
+        order = f"run_id {direction}, page {direction}, position {direction}"
+    else:
+        order = f"{query.sort} {direction}, id {direction}"
+    # SQLite skips OFFSET rows on the index alone (deferred seek), so the records are read only for
+    # the page itself.
     cols, rows = db.rows(
         f"SELECT {', '.join(table.columns)}, record FROM {table.name} {where} ORDER BY {order} LIMIT ? OFFSET ?",
         [*args, query.limit, query.offset],
@@ -92,3 +94,8 @@ def page(db: Database, table: Table, query: Query, version: int) -> dict[str, An
         item["record"] = orjson.Fragment(record) if record is not None else None
         items.append(item)
     return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
+
+
+def is_cheap(query: Query) -> bool:
+    """Served by an index in well under a millisecond: fine to run on the event loop."""
+    return not query.q and query.department is None and query.department_code is None and query.sort == "source"

@@ -3,58 +3,62 @@
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field, create_model
 from starlette.concurrency import run_in_threadpool
 
 from api import records
-from api.deps import AUTH_ERRORS, AuthDep, DbDep, raw_json
+from api.db import Database
+from api.deps import AUTH_ERRORS, AuthDep, raw_json
 from api.models import RecordPage
 
 router = APIRouter(tags=["records"], dependencies=[AuthDep], responses=AUTH_ERRORS)
 
 _TOTAL = {"X-Total-Count": {"description": "records matching the filters", "schema": {"type": "integer"}}}
-RunId = Annotated[str | None, Query(max_length=200, description="only this run's records (etl_runs.run_id)")]
-Search = Annotated[str | None, Query(max_length=100, description="substring of first/last name, email or username")]
-Department = Annotated[str | None, Query(max_length=100, description="department name (any case)")]
-Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0, le=10_000_000)]
-Order = Literal["asc", "desc"]
+
+
+class _Params(BaseModel):
+    """Query parameters shared by the three tables (one model: FastAPI validates it in one pass)."""
+
+    run_id: str | None = Field(None, max_length=200, description="only this run's records (etl_runs.run_id)")
+    q: str | None = Field(None, max_length=100, description="substring of first/last name, email or username")
+    department: str | None = Field(None, max_length=100, description="department name (any case)")
+    order: Literal["asc", "desc"] = "asc"
+    limit: int = Field(50, ge=1, le=500)
+    offset: int = Field(0, ge=0, le=10_000_000)
+
+
+def _params_model(table: records.Table) -> type[_Params]:
+    """The table's own parameters: its sortable columns, and department_code where it exists."""
+    fields: dict[str, Any] = {
+        "sort": (Literal[table.sortable], Field(  # type: ignore[valid-type]
+            "source", description="`source`: the order the source returned the records in")),
+    }
+    if table.has_code:
+        fields["department_code"] = (str | None, Field(None, max_length=20, description="e.g. ENG (any case)"))
+    return create_model(f"{table.name}_params", __base__=_Params, **fields)
 
 
 def _serve(table: records.Table):
-    """One route per table, so each documents exactly its own sortable columns."""
-    sort_type: Any = Literal[table.sortable]  # type: ignore[valid-type]
-    description = "`source` is the order the source returned the records in; ties keep source order"
+    model = _params_model(table)
 
-    async def handler(
-        db: DbDep,
-        run_id: RunId = None,
-        q: Search = None,
-        department: Department = None,
-        sort: Annotated[sort_type, Query(description=description)] = "source",
-        order: Order = "asc",
-        limit: Limit = 50,
-        offset: Offset = 0,
-        department_code: Annotated[str | None, Query(max_length=20)] = None,
-    ) -> Response:
-        query = records.Query(run_id, q, department, department_code, sort, order == "desc", limit, offset)
+    async def handler(request: Request, params: Annotated[model, Query()]) -> Response:  # type: ignore[valid-type]
+        db: Database = request.app.state.db
+        query = records.Query(params.run_id, params.q, params.department, getattr(params, "department_code", None),
+                              params.sort, params.order == "desc", params.limit, params.offset)
         version = db.version()
-        # Off the event loop: a search or a sort may scan a whole run.
-        body, total = await run_in_threadpool(_page, db, table, query, version)
+        if records.is_cheap(query):
+            # An index walk of well under a millisecond: cheaper here than a hop to a thread.
+            body, total = _page(db, table, query, version)
+        else:
+            # A search, filter or sort may scan a whole run: off the event loop.
+            body, total = await run_in_threadpool(_page, db, table, query, version)
         return raw_json(body, {"X-Total-Count": str(total)})
 
-    if not table.has_code:
-        # department_code exists only on processed_users; keep it out of the other tables' documents.
-        async def plain(db: DbDep, run_id: RunId = None, q: Search = None, department: Department = None,
-                        sort: Annotated[sort_type, Query(description=description)] = "source",
-                        order: Order = "asc", limit: Limit = 50, offset: Offset = 0) -> Response:
-            return await handler(db, run_id, q, department, sort, order, limit, offset, None)
-
-        return plain
     return handler
 
 
-def _page(db, table: records.Table, query: records.Query, version: int) -> tuple[bytes, int]:
+def _page(db: Database, table: records.Table, query: records.Query, version: int) -> tuple[bytes, int]:
     result = records.page(db, table, query, version)
     return orjson.dumps(result), result["total"]
 

@@ -1,5 +1,6 @@
 """Summaries for the charts: by department, gender, age band, device, and valid vs invalid per run."""
 
+import asyncio
 from typing import Annotated
 
 import orjson
@@ -24,15 +25,22 @@ async def get_summary(
     key = ("summary", run_id)
     hit = db.cache_get(key, version)
     if hit is None:
-        # A miss scans an index over the whole run: done off the event loop, then cached.
-        hit = await run_in_threadpool(_compute, db, run_id)
-        db.cache_put(key, version, hit)
+        # One computation per key at a time: concurrent misses wait for it rather than all scanning.
+        if len(_locks) > 1000:
+            _locks.clear()  # bounded; at worst two requests compute the same answer once
+        async with _locks.setdefault(key, asyncio.Lock()):
+            hit = db.cache_get(key, version)
+            if hit is None:
+                # A miss scans an index over the whole run: done off the event loop, then cached.
+                hit = await run_in_threadpool(_compute, db, run_id)
+                db.cache_put(key, version, hit)
     if hit is _NO_RUN:
         raise HTTPException(404, f"no run {run_id!r}")
     return raw_json(hit)
 
 
 _NO_RUN = b""
+_locks: dict[tuple, asyncio.Lock] = {}
 
 
 def _compute(db: Database, run_id: str | None) -> bytes:

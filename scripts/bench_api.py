@@ -1,0 +1,136 @@
+"""Benchmark of the read API (not a test): a 100,000-user database served by 1 and 2 uvicorn workers, loaded with wrk.
+
+The database is built by the saver's own code (``Store.load_pages``) from the transformer's output
+for generated users, which is what a real run writes, without the time of a real run. Prints
+requests/s and p50/p99 latency per route. Needs ``wrk`` (apt-get install wrk).
+"""
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import localstack as ls  # noqa: E402
+
+from dummyjson.users import make_user  # noqa: E402
+from saver.store import Store  # noqa: E402
+from transformer.enrich import load_departments  # noqa: E402
+from transformer.transform import transform_page  # noqa: E402
+
+TOKEN = "bench-token"
+RUN_TS = "20260101_030000"
+RUN_ID = f"{RUN_TS}_bench0"
+
+
+def build_db(path: Path, users: int, page_size: int = 100) -> float:
+    """A succeeded run of ``users`` users, loaded page by page as the saver does; returns seconds taken."""
+    started = time.monotonic()
+    store = Store(str(path))
+    store.apply_event({"type": "run_started", "run_id": RUN_ID, "run_ts": RUN_TS, "trigger": "bench",
+                       "started_at": "2026-01-01T03:00:00Z"})
+    departments = load_departments()
+    pages = (users + page_size - 1) // page_size
+    batch = []
+    for page in range(pages):
+        records = [make_user(i + 1) for i in range(page * page_size, min(users, (page + 1) * page_size))]
+        batch.append({"run_id": RUN_ID, "run_ts": RUN_TS, "page": page, **transform_page(records, departments)})
+        if len(batch) == 20 or page == pages - 1:
+            store.load_pages(batch)
+            batch = []
+    store.apply_event({"type": "phase1_complete", "run_id": RUN_ID, "run_ts": RUN_TS, "pages": pages,
+                       "records": users, "total": users})
+    store.complete_runs()
+    store.mark(RUN_ID, "succeeded")
+    store.close()
+    return time.monotonic() - started
+
+
+_RANDOM_OFFSET = """
+math.randomseed(os.time())
+request = function()
+  return wrk.format(nil, "{path}&offset=" .. math.random(0, {pages}) * 50)
+end
+"""
+
+
+def wrk(url: str, seconds: int, connections: int, script: Path | None = None) -> dict[str, float]:
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Authorization: Bearer {TOKEN}"]
+    if script:
+        args += ["-s", str(script)]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": _ms(out, "50%"), "p99": _ms(out, "99%"), "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def _ms(out: str, pct: str) -> float:
+    value, unit = re.search(rf"{re.escape(pct)}\s+([\d.]+)(us|ms|s)", out).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def serve(db: Path, workers: int, logdir: Path) -> tuple[ls.Proc, int]:
+    port = ls.free_port()
+    env = {"ETL_DB_PATH": str(db), "ETL_API_PORT": str(port), "ETL_API_WORKERS": str(workers),
+           "ETL_API_TOKEN": TOKEN, "ETL_API_AUTH": "token", "ETL_LOG_LEVEL": "WARNING"}
+    proc = ls.start_service("api", env, logdir)
+    ls.wait_port(port, proc=proc.popen)
+    return proc, port
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--workers", default="1,2")
+    args = parser.parse_args()
+    if not ls.which("wrk"):
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        db = Path(tmp) / "data.db"
+        took = build_db(db, args.users)
+        print(f"database: {args.users:,} users in one run, built with Store.load_pages from transform_page "
+              f"output in {took:.1f} s ({db.stat().st_size / 1e6:.0f} MB)")
+        script = Path(tmp) / "random_offset.lua"
+        path = f"/data/processed_users?run_id={RUN_ID}&limit=50"
+        script.write_text(_RANDOM_OFFSET.replace("{path}", path).replace("{pages}", str(args.users // 50 - 1)))
+        routes = [("/etl_runs", None), (path, None), (path + " (random offsets)", script), ("/summary", None),
+                  (f"/summary?run_id={RUN_ID}", None)]
+        print(f"wrk: 1 thread, {args.connections} connections, {args.seconds} s per route, loopback, "
+              f"{_cpus()} CPUs shared by wrk and the API")
+        print(f"{'workers':>7}  {'route':<64} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'bytes':>7}")
+        for workers in [int(w) for w in args.workers.split(",")]:
+            proc, port = serve(db, workers, Path(tmp) / f"logs{workers}")
+            try:
+                base = f"http://127.0.0.1:{port}"
+                for label, lua in routes:
+                    url = base + label.split(" ")[0]
+                    first = httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+                    first.raise_for_status()
+                    wrk(url, 2, args.connections, lua)  # warm-up: connections, caches, page cache
+                    r = wrk(url, args.seconds, args.connections, lua)
+                    note = f"  ({r['non2xx']} non-2xx!)" if r["non2xx"] else ""
+                    print(f"{workers:>7}  {label:<64} {r['rps']:>8.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} "
+                          f"{len(first.content):>7}{note}", flush=True)
+            finally:
+                proc.stop()
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
