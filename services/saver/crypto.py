@@ -8,8 +8,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-import pyrage
-from pyrage import x25519
+# age in pure Python (saver/agefmt.py): pyrage has no musllinux wheel for the Alpine image.
+from saver import agefmt
+from saver.agefmt import x25519
 
 SUFFIX = ".age"
 # age encrypts in 64 KiB chunks; reading in 1 MiB keeps calls few and memory small.
@@ -27,7 +28,7 @@ def parse_recipients(text: str, origin: str = "ETL_ENCRYPTION_RECIPIENTS") -> li
         for item in line.split("#", 1)[0].replace(",", " ").split():
             try:
                 out.append(x25519.Recipient.from_str(item))
-            except pyrage.RecipientError as exc:
+            except agefmt.RecipientError as exc:
                 # A public key is not a secret: naming it helps the operator find the typo.
                 raise CryptoError(f"{origin}: {item!r} is not an age X25519 public key (age1...): {exc}") from exc
     return out
@@ -57,7 +58,7 @@ def load_identities(path: str) -> list[x25519.Identity]:
             continue
         try:
             identities.append(x25519.Identity.from_str(line))
-        except pyrage.IdentityError:
+        except agefmt.IdentityError:
             # Never echo the line: it may be a mistyped secret key.
             raise CryptoError(
                 f"identity file {path}, line {number}: not an age secret key (AGE-SECRET-KEY-1...)"
@@ -125,8 +126,8 @@ def encrypt_chunks(chunks: Iterable[bytes], out: BinaryIO, recipients: list[x255
         raise CryptoError("encryption is on but no recipient is configured")
     writer = _HashingWriter(out)
     try:
-        pyrage.encrypt_io(io.BufferedReader(_ChunkReader(chunks), _READ_BYTES), writer, recipients)
-    except (pyrage.EncryptError, OSError) as exc:
+        agefmt.encrypt_io(io.BufferedReader(_ChunkReader(chunks), _READ_BYTES), writer, recipients)
+    except (agefmt.EncryptError, OSError) as exc:
         raise CryptoError(f"encryption failed: {exc}") from exc
     return writer.size, writer.digest.hexdigest()
 
@@ -143,8 +144,8 @@ def decrypt_file(src: str | Path, dst: str | Path, identities: list[x25519.Ident
     tmp = dst.with_name(dst.name + ".part")
     try:
         with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            pyrage.decrypt_io(fin, fout, identities)
-    except pyrage.DecryptError as exc:
+            agefmt.decrypt_io(fin, fout, identities)
+    except agefmt.DecryptError as exc:
         tmp.unlink(missing_ok=True)
         raise CryptoError(f"cannot decrypt {src}: {exc} (not encrypted to this identity, or not an age file)") from exc
     except OSError as exc:

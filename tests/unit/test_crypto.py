@@ -5,7 +5,7 @@ import os
 import stat
 
 import pytest
-from pyrage import x25519
+from saver.agefmt import x25519
 from saver import crypto
 from saver.__main__ import main as saver_main
 

@@ -1,0 +1,141 @@
+"""The service images: hadolint-clean Dockerfiles, their shape, the build context, wheels for Alpine."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.compose.composefile import ROOT, SERVICES, dockerfile
+from tests.compose.dockerignore import DockerIgnore
+
+HADOLINT = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+ARCHES = ("x86_64", "aarch64")
+
+
+def python_version() -> str:
+    """The Python of the images, from the base image tag (python:3.12.12-alpine3.22 -> 3.12)."""
+    versions = set()
+    for name in SERVICES:
+        for base in dockerfile(name).stages():
+            m = re.match(r"python:(\d+\.\d+)\.\d+-alpine[\d.]+(?:@sha256:[0-9a-f]{64})?(?:\s|$)", base)
+            assert m, f"{name}: base image {base!r} is not a pinned python:X.Y.Z-alpineA.B tag"
+            versions.add(m.group(1))
+    assert len(versions) == 1, f"the images disagree on the Python version: {versions}"
+    return versions.pop()
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_dockerfile_passes_hadolint(name):
+    out = subprocess.run(
+        [HADOLINT, "--no-color", str(ROOT / "services" / name / "Dockerfile")], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and not out.stdout.strip(), out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_dockerfile_is_multistage_non_root_and_healthchecked(name):
+    df = dockerfile(name)
+    assert len(df.stages()) >= 2, "the compilers-free final stage needs a separate build stage"
+    final = dict(df.final())
+    user = final.get("USER", "")
+    assert re.fullmatch(r"[1-9]\d*(:[1-9]\d*)?", user), f"final USER must be a non-root numeric uid, got {user!r}"
+    assert final.get("STOPSIGNAL") == "SIGTERM"
+    assert df.exec_form("CMD") == ["python", "-m", name]
+    check = df.exec_form("HEALTHCHECK")
+    assert check[:2] == ["python", "-c"], "no curl in the image: the health check uses Python"
+    compile(check[2], "<healthcheck>", "exec")
+    # Only pinned wheels: a missing musllinux wheel must fail the build, never pull a compiler.
+    assert "--only-binary=:all:" in df.text and "-r /tmp/requirements.txt" in df.text
+    assert "apk add" not in df.text, "the images install no system packages (and so no compiler)"
+    copies = [arg for w, arg in df.instructions if w == "COPY" and "--from" not in arg]
+    assert "services/common /app/etl_common" in copies and f"services/{name} /app/{name}" in copies
+
+
+def test_dockerfiles_differ_only_by_service():
+    """One template: a fix in one image's recipe cannot silently miss the others."""
+
+    def shape(name: str) -> str:
+        text = dockerfile(name).text.replace(name, "SERVICE")
+        text = re.sub(r"^# Image of the SERVICE service.*$", "", text, flags=re.M)
+        return re.sub(r"ETL_(OPS|API)_(HOST|PORT)|9100|8000", "X", text)
+
+    shapes = {name: shape(name) for name in SERVICES}
+    assert len(set(shapes.values())) == 1
+
+
+def test_dockerignore_keeps_secrets_data_and_caches_out():
+    ignore = DockerIgnore.load(ROOT / ".dockerignore")
+    kept_out = [
+        ".env",
+        "ssh_keys/id_ed25519",
+        "ssh_keys/known_hosts",
+        "database/data.db",
+        "data/raw_users/x.jsonl",
+        "sftp_data/upload/x.jsonl",
+        ".run/demo/redis.log",
+        ".venv/bin/python",
+        ".git/HEAD",
+        "services/common/__pycache__/settings.cpython-312.pyc",
+        "services/saver/Dockerfile",
+        "x.db",
+    ]
+    needed = [
+        "requirements.txt",
+        "services/common/settings.py",
+        "services/extractor/__main__.py",
+        "services/saver/migrations/0001_init.sql",
+        "services/transformer/departments.csv",
+        "services/api/routes/runs.py",
+    ]
+    assert [p for p in kept_out if not ignore.excluded(p)] == []
+    assert [p for p in needed if ignore.excluded(p)] == []
+
+
+def test_every_copied_path_is_in_the_build_context():
+    ignore = DockerIgnore.load(ROOT / ".dockerignore")
+    for name in SERVICES:
+        for w, arg in dockerfile(name).instructions:
+            if w == "COPY" and "--from" not in arg:
+                src = arg.split()[0]
+                assert (ROOT / src).exists(), f"{name}: COPY {src} does not exist"
+                assert not ignore.excluded(src), f"{name}: COPY {src} is excluded by .dockerignore"
+
+
+@pytest.mark.pypi
+@pytest.mark.parametrize("arch", ARCHES)
+def test_every_requirement_has_a_musllinux_wheel(arch, tmp_path):
+    """pip resolves requirements.txt and all its dependencies for Alpine from wheels only (needs PyPI).
+
+    The image's musl is 1.2, so its pip also takes musllinux_1_1 wheels (pydantic-core ships those);
+    pip download does not widen --platform by itself, hence the explicit list.
+    """
+    version = python_version()
+    platforms = [arg for tag in ("1_2", "1_1") for arg in ("--platform", f"musllinux_{tag}_{arch}")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--only-binary=:all:",
+        *platforms,
+        "--python-version",
+        version,
+        "--implementation",
+        "cp",
+        "-d",
+        str(tmp_path),
+        "-r",
+        str(ROOT / "requirements.txt"),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    errors = "\n".join(line for line in out.stderr.splitlines() if "ERROR" in line)
+    assert out.returncode == 0, f"no musllinux_1_2_{arch} wheel for Python {version}:\n{errors or out.stderr[-2000:]}"
+    wheels = sorted(p.name for p in tmp_path.iterdir())
+    assert wheels and all(w.endswith(".whl") for w in wheels)
+    native = [w for w in wheels if not w.endswith("-none-any.whl")]
+    assert all(f"musllinux_1_2_{arch}" in w or f"musllinux_1_1_{arch}" in w for w in native), native
