@@ -195,6 +195,12 @@ def test_compose_services_complete_a_run_as_local_processes(tmp_path, sftp_serve
         runs = _wait_runs(db, 2, 60, procs)
         assert len({r["run_id"] for r in runs}) == 2
 
+        # POST /etl_runs: the API asks the running extractor through Redis.
+        asked = httpx.post(f"{api}/etl_runs", headers=token, timeout=10)
+        assert asked.status_code == 202, asked.text
+        runs = _wait_runs(db, 3, 60, procs)
+        assert len({r["run_id"] for r in runs}) == 3
+
         # `docker compose stop`: SIGTERM, then a clean exit within stop_grace_period.
         for name in reversed(_start_order(model)):
             grace = float(model["services"][name]["stop_grace_period"].rstrip("s"))
