@@ -25,7 +25,7 @@ from saver.store import Store  # noqa: E402
 from transformer.enrich import load_departments  # noqa: E402
 from transformer.transform import transform_page  # noqa: E402
 
-TOKEN = "bench-token"
+TOKEN = "bench-token"  # noqa: S105 (a throwaway token of a local benchmark)
 RUN_TS = "20260101_030000"
 RUN_ID = f"{RUN_TS}_bench0"
 

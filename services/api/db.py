@@ -53,7 +53,7 @@ class Database:
 
     def dicts(self, sql: str, args: Any = ()) -> list[dict[str, Any]]:
         cols, rows = self.rows(sql, args)
-        return [dict(zip(cols, r)) for r in rows]
+        return [dict(zip(cols, r, strict=True)) for r in rows]
 
     def scalar(self, sql: str, args: Any = ()) -> Any:
         row = self.conn().execute(sql, args).fetchone()

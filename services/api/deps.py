@@ -32,19 +32,23 @@ async def _database(request: Request) -> Database:
 SettingsDep = Annotated[ApiSettings, Depends(_settings)]
 DbDep = Annotated[Database, Depends(_database)]
 
+def token_ok(settings: ApiSettings, authorization: str | None) -> bool:
+    """Whether an Authorization header carries the bearer token (constant-time compare), or auth is off."""
+    if settings.api_auth == "none":
+        return True
+    expected = settings.api_token.get_secret_value().encode() if settings.api_token else b""
+    scheme, _, token = (authorization or "").partition(" ")
+    return bool(expected) and scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), expected)
+
+
 async def require_token(request: Request) -> None:
-    """Bearer-token check (constant time) unless authentication is turned off.
+    """The bearer-token check of every data and command route.
 
     Reads the header itself rather than through ``HTTPBearer`` and the settings dependency: each
     dependency costs FastAPI measurable time per request. The OpenAPI document still declares
     the scheme (see ``api.openapi``).
     """
-    settings: ApiSettings = request.app.state.settings
-    if settings.api_auth == "none":
-        return
-    expected = settings.api_token.get_secret_value().encode() if settings.api_token else b""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if not expected or scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), expected):
+    if not token_ok(request.app.state.settings, request.headers.get("authorization")):
         raise HTTPException(401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
 
 

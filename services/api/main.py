@@ -3,9 +3,11 @@
 import os
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors, openapi
+from api.cache import ResponseCache
 from api.commands import CommandQueue
 from api.db import Database
 from api.deps import get_settings
@@ -20,13 +22,13 @@ Data and command routes need `Authorization: Bearer <ETL_API_TOKEN>` unless `ETL
 health, readiness, metrics and these docs are open. Errors are `{"detail": ...}`."""
 
 
-def _telemetry() -> dict:
+def _telemetry() -> TelemetryConfig:
     """FastAPI's own OpenTelemetry: the request span only, and only when traces are exported.
 
     Spans that go nowhere, and per-dependency/endpoint/serialisation spans, cost more CPU per
     request than the routes themselves; Prometheus (the middleware) and structlog cover the rest.
     """
-    exported = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    exported = any(os.environ.get(v) for v in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
     return {"tracing": exported, "operation_spans": False, "metrics": False, "logs": False}
 
 
@@ -37,6 +39,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.db = Database(settings.db_path)
     app.state.commands = CommandQueue(settings.redis_url, settings.key_prefix, settings.api_redis_timeout_s)
     errors.install(app)
+    # Innermost middleware: CORS and metrics (added after it) wrap cached answers too.
+    app.add_middleware(ResponseCache, settings=settings, db=app.state.db)
     origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

@@ -88,7 +88,7 @@ def page(db: Database, table: Table, query: Query, version: int) -> dict[str, An
     )
     items = []
     for row in rows:
-        item = dict(zip(cols, row))
+        item = dict(zip(cols, row, strict=True))
         record = item.pop("record")
         # The stored JSON (already masked, without password) is passed through unparsed.
         item["record"] = orjson.Fragment(record) if record is not None else None

@@ -47,6 +47,7 @@ _TABLE_FUNCTIONS = frozenset(("json_each", "json_tree"))
 _BUILTIN_TABLES = ("sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema")
 # Longest string or blob a query may build (zeroblob, printf, group_concat...).
 _MAX_VALUE_BYTES = 1_000_000
+_LIMIT_LENGTH, _LIMIT_ATTACHED = 0, 7  # sqlite3.SQLITE_LIMIT_LENGTH / _ATTACHED (named in Python 3.11+)
 
 
 class QueryRefused(Exception):
@@ -115,8 +116,9 @@ def run_query(path: str | Path, query: str, max_rows: int, timeout_ms: int, max_
     """Run ``query`` on a fresh guarded read-only connection and return at most ``max_rows`` rows."""
     conn = connect_reader(path)
     conn.row_factory = None
-    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
-    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    if hasattr(conn, "setlimit"):  # Python 3.11+; the authorizer refuses ATTACH anyway
+        conn.setlimit(_LIMIT_LENGTH, _MAX_VALUE_BYTES)
+        conn.setlimit(_LIMIT_ATTACHED, 0)
     real = {r[0].lower() for r in conn.execute("SELECT name FROM sqlite_master")}
     for fn in _TABLE_FUNCTIONS:
         # First use registers the eponymous table, which the authorizer would see as a schema update.

@@ -368,17 +368,24 @@ def test_post_etl_runs_starts_a_run_through_the_extractor(make_source, make_pipe
     p = make_pipeline(source)
     p.start_workers()
     api = Api(p, "api")
-    queued = api.client.post("/etl_runs", headers=AUTH)
-    assert queued.status_code == 202, queued.text
-    request_id = queued.json()["request_id"]
-    entries = p.redis.xrange(p.keys.commands_stream)
-    command = orjson.loads(entries[-1][1][b"data"])
-    assert command["type"] == "run_now" and command["request_id"] == request_id and command["trigger"] == "api"
-    p.start("extractor")
-    run = p.wait_run(("succeeded",), timeout_s=60)
-    assert run["trigger"] == "api" and run["valid_count"] == 120
-    # A run in progress (the extractor's lock) makes the next request a 409.
-    p.redis.set(p.keys.extract_lock, "someone", px=5000)
-    busy = api.client.post("/etl_runs", headers=AUTH)
-    assert busy.status_code == 409 and "already" in busy.json()["detail"]
-    api.client.close()
+    try:
+        assert api.get("/etl_runs").json() == []  # the saver has made the database; no run yet
+        queued = api.client.post("/etl_runs", headers=AUTH)
+        assert queued.status_code == 202, queued.text
+        request_id = queued.json()["request_id"]
+        entries = p.redis.xrange(p.keys.commands_stream)
+        command = orjson.loads(entries[-1][1][b"data"])
+        assert command["type"] == "run_now" and command["request_id"] == request_id and command["trigger"] == "api"
+        p.start("extractor")
+        run = p.wait_run(("succeeded",), timeout_s=60)
+        assert run["trigger"] == "api" and run["valid_count"] == 120
+        # Answers cached while the database was unchanged follow the saver's commits.
+        listed = api.get("/etl_runs").json()
+        assert [(r["run_id"], r["status"]) for r in listed] == [(run["run_id"], "succeeded")]
+        assert api.get("/summary").json()["total"] == 120
+        # A run in progress (the extractor's lock) makes the next request a 409.
+        p.redis.set(p.keys.extract_lock, "someone", px=5000)
+        busy = api.client.post("/etl_runs", headers=AUTH)
+        assert busy.status_code == 409 and "already" in busy.json()["detail"]
+    finally:
+        api.client.close()

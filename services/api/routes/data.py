@@ -1,6 +1,6 @@
 """Records of a run: ``/data/raw_users``, ``/data/processed_users`` and ``/data/invalid_users``."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
@@ -23,6 +23,7 @@ class _Params(BaseModel):
     run_id: str | None = Field(None, max_length=200, description="only this run's records (etl_runs.run_id)")
     q: str | None = Field(None, max_length=100, description="substring of first/last name, email or username")
     department: str | None = Field(None, max_length=100, description="department name (any case)")
+    sort: str = "source"  # narrowed to the table's sortable columns by _params_model
     order: Literal["asc", "desc"] = "asc"
     limit: int = Field(50, ge=1, le=500)
     offset: int = Field(0, ge=0, le=10_000_000)
@@ -43,6 +44,7 @@ def _serve(table: records.Table):
     model = _params_model(table)
 
     async def handler(request: Request, params: Annotated[model, Query()]) -> Response:  # type: ignore[valid-type]
+        params = cast(_Params, params)
         db: Database = request.app.state.db
         query = records.Query(params.run_id, params.q, params.department, getattr(params, "department_code", None),
                               params.sort, params.order == "desc", params.limit, params.offset)
