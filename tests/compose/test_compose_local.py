@@ -17,7 +17,7 @@ import httpx
 import localstack as ls
 import pytest
 
-from tests.compose.composefile import SERVICES, dockerfile, example_env, load, mounts, service_env
+from tests.compose.composefile import SERVICES, Mount, dockerfile, example_env, load, mounts, service_env
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +56,10 @@ class LocalCompose:
         for d in ("database", "data", "sftp_data"):
             (tmp / d).mkdir()
         self.ports: dict[str, int] = {}
+        # Read-only folder mounts (the API's database) as real read-only bind mounts when this host
+        # allows a private mount namespace (root with unshare); otherwise the folder itself.
+        self.read_only_binds = _can_bind_read_only(tmp)
+        self.binds: dict[str, dict[Path, Path]] = {}
 
     def host_path(self, source: str) -> Path:
         for prefix, local in self.sources.items():
@@ -66,7 +70,7 @@ class LocalCompose:
     def env(self, name: str, container: str = "") -> dict[str, str]:
         """The environment of a container of ``name`` (``container`` names a further one, e.g. of compose run)."""
         env = service_env(self.model, name, self.env_file)
-        targets = {m.target: self.host_path(m.source) for m in mounts(self.model["services"][name])}
+        targets = {m.target: self.local_mount(name, m) for m in mounts(self.model["services"][name])}
         for key, value in env.items():
             for target, local in targets.items():
                 if value == target or value.startswith(target + "/"):
@@ -97,9 +101,23 @@ class LocalCompose:
         target = f"/home/{user}/{remote}"
         return next(self.host_path(m.source) for m in mounts(sftp) if m.target == target)
 
+    def local_mount(self, name: str, m: Mount) -> Path:
+        """Where the service sees the mount: the host path, or a read-only bind of it."""
+        host = self.host_path(m.source)
+        if not (m.read_only and host.is_dir() and self.read_only_binds):
+            return host
+        seen = self.tmp / "ro" / name / m.target.strip("/").replace("/", "_")
+        seen.mkdir(parents=True, exist_ok=True)
+        self.binds.setdefault(name, {})[host] = seen
+        return seen
+
     def argv(self, name: str) -> list[str]:
         cmd = list(self.model["services"][name]["command"])
-        return [ls.PYTHON if cmd[0] == "python" else cmd[0], *cmd[1:]]
+        argv = [ls.PYTHON if cmd[0] == "python" else cmd[0], *cmd[1:]]
+        self.env(name)  # resolves the mounts, read-only binds included
+        for host, seen in self.binds.get(name, {}).items():
+            argv = [*_RO_BIND, str(host), str(seen), *argv]
+        return argv
 
     def process_env(self, name: str, container: str = "") -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
@@ -110,6 +128,25 @@ class LocalCompose:
         cmd = dockerfile(name).exec_form("HEALTHCHECK")
         argv = [ls.PYTHON if cmd[0] == "python" else cmd[0], *cmd[1:]]
         return subprocess.run(argv, env=self.process_env(name), capture_output=True, timeout=10).returncode == 0
+
+
+# unshare -m sh -c '...' sh HOST SEEN CMD...: a private mount namespace, then exec the command.
+_RO_BIND = ["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$1" "$2" && shift 2 && exec "$@"', "sh"]
+
+
+def _can_bind_read_only(tmp: Path) -> bool:
+    probe_a, probe_b = tmp / "probe-a", tmp / "probe-b"
+    probe_a.mkdir()
+    probe_b.mkdir()
+    try:
+        done = subprocess.run(
+            [*_RO_BIND, str(probe_a), str(probe_b), "sh", "-c", '! touch "$0/x" 2>/dev/null', str(probe_b)],
+            capture_output=True,
+            timeout=10,
+        )
+    except OSError:
+        return False
+    return done.returncode == 0 and not (probe_a / "x").exists()
 
 
 def _start_redis_as_compose_does(model: dict, d: Path) -> ls.Proc:
@@ -180,6 +217,8 @@ def test_compose_services_complete_a_run_as_local_processes(tmp_path, sftp_serve
         listed = httpx.get(f"{api}/etl_runs", headers=token, timeout=10)
         assert listed.status_code == 200, listed.text
         assert [r["processed_file"] for r in listed.json()] == [run["processed_file"]]
+        api_db = stack.env("api")["ETL_DB_PATH"]
+        print(f"API database seen at {api_db} ({'read-only bind' if stack.binds.get('api') else 'plain folder'})")
 
         # `docker compose run --rm extractor python -m extractor once`: one more run, now, in a new
         # container (its own ops port; `exec` would share the running extractor's port 9100).
@@ -200,6 +239,9 @@ def test_compose_services_complete_a_run_as_local_processes(tmp_path, sftp_serve
         assert asked.status_code == 202, asked.text
         runs = _wait_runs(db, 3, 60, procs)
         assert len({r["run_id"] for r in runs}) == 3
+        # The API's reader (read-only mount) sees what the saver committed since it opened.
+        listed = httpx.get(f"{api}/etl_runs", headers=token, timeout=10).json()
+        assert sorted(r["processed_file"] for r in listed) == sorted(r["processed_file"] for r in runs)
 
         # `docker compose stop`: SIGTERM, then a clean exit within stop_grace_period.
         for name in reversed(_start_order(model)):
