@@ -1,5 +1,6 @@
 """The service images: hadolint-clean Dockerfiles, their shape, the build context, wheels for Alpine."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -139,3 +140,42 @@ def test_every_requirement_has_a_musllinux_wheel(arch, tmp_path):
     assert wheels and all(w.endswith(".whl") for w in wheels)
     native = [w for w in wheels if not w.endswith("-none-any.whl")]
     assert all(f"musllinux_1_2_{arch}" in w or f"musllinux_1_1_{arch}" in w for w in native), native
+
+
+_IMPORT_ALL = """
+import importlib, pkgutil, sys
+name, app = sys.argv[1], sys.argv[2]
+pkg = importlib.import_module(name)
+importlib.import_module(name + ".__main__")
+for info in pkgutil.walk_packages(pkg.__path__, name + "."):
+    importlib.import_module(info.name)
+ours = ("etl_common", "extractor", "transformer", "saver", "api", "dummyjson")
+loaded = {n: getattr(m, "__file__", None) or "" for n, m in sys.modules.items() if n.split(".")[0] in ours}
+outside = sorted(n for n, f in loaded.items() if not f.startswith(app))
+others = sorted({n.split(".")[0] for n in loaded} - {name, "etl_common"})
+assert not outside and not others, (outside, others)
+"""
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_image_layout_imports_every_module_of_the_service(name, tmp_path):
+    """/app as the Dockerfile lays it out (etl_common + the service) is all the service needs."""
+    app = tmp_path / "app"
+    for w, arg in dockerfile(name).instructions:
+        if w == "COPY" and arg.startswith("services/"):
+            src, dst = arg.split()
+            shutil.copytree(
+                ROOT / src,
+                app / Path(dst).relative_to("/app"),
+                ignore=shutil.ignore_patterns("__pycache__", "Dockerfile"),
+            )
+    env = {**os.environ, "PYTHONPATH": str(app), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ALL, name, str(app)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
