@@ -147,7 +147,10 @@ def decrypt_file(src: str | Path, dst: str | Path, identities: list[x25519.Ident
             agefmt.decrypt_io(fin, fout, identities)
     except agefmt.DecryptError as exc:
         tmp.unlink(missing_ok=True)
-        raise CryptoError(f"cannot decrypt {src}: {exc} (not encrypted to this identity, or not an age file)") from exc
+        if "no identity matched" in str(exc):
+            raise CryptoError(f"cannot decrypt {src}: not encrypted to this identity ({exc})") from exc
+        # A header that is not age, or whose MAC fails (altered), is named as such.
+        raise CryptoError(f"cannot decrypt {src}: {exc}") from exc
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, FileNotFoundError) and exc.filename:
