@@ -56,7 +56,7 @@ def sha256_of(path: Path) -> str:
 
 
 def make_file(path: Path, size_mb: int) -> None:
-    line = b'{"id": 1, "firstName": "Emily", "email": "emily.johnson@x.dummyjson.com", "pad": "' + b"x" * 1500 + b'"}\n'
+    line = b'{"id": 1, "firstName": "Emily", "email": "emily@x.dummyjson.com", "pad": "' + b"x" * 1500 + b'"}\n'
     with path.open("wb") as fh:
         for _ in range(size_mb * (1 << 20) // len(line)):
             fh.write(line)
@@ -71,8 +71,10 @@ def make_db(path: Path, size_mb: int) -> None:
     record = '{"id": %d, "firstName": "Emily", "email": "emily@x.dummyjson.com", "pad": "' + "x" * 1500 + '"}'
     rows = size_mb * (1 << 20) // (len(record) + 1)
     conn = sqlite3.connect(path)
-    conn.execute("INSERT INTO etl_runs (run_id, run_timestamp, raw_file, processed_file, dlq_file, status) VALUES "
-                 "('bench', '2026-01-01T00:00:00Z', 'raw_users/r.jsonl', 'processed_users/p.jsonl', 'dlq/d.jsonl', 'loaded')")
+    conn.execute(
+        "INSERT INTO etl_runs (run_id, run_timestamp, raw_file, processed_file, dlq_file, status) VALUES ('bench', "
+        "'2026-01-01T00:00:00Z', 'raw_users/r.jsonl', 'processed_users/p.jsonl', 'dlq/d.jsonl', 'loaded')"
+    )
     batch = 10_000
     for start in range(0, rows, batch):
         conn.executemany(

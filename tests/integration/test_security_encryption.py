@@ -131,7 +131,8 @@ def test_files_written_before_encryption_was_switched_on_are_never_uploaded(tmp_
         names = sorted(x.name for x in folder.rglob("*") if x.is_file())
         assert names and all(n.endswith(".jsonl.age") for n in names), names
     with p.db() as db:
-        assert {r[0] for r in db.execute("SELECT encrypted FROM uploaded_files WHERE run_id=?", (run["run_id"],))} == {1}
+        flags = {r[0] for r in db.execute("SELECT encrypted FROM uploaded_files WHERE run_id=?", (run["run_id"],))}
+    assert flags == {1}
     out = tmp_path / "processed.jsonl"
     done = saver_cli("decrypt", "-i", str(identity), str(p.upload_dir / (run["processed_file"] + ".age")), str(out))
     assert done.returncode == 0 and parse_lines(out.read_bytes()) == table_lines(p, run["run_id"], "processed")

@@ -1,4 +1,4 @@
-"""SFTP trust on real OpenSSH: key passphrases, refused keys, unknown and changed host keys fail loudly, then recover."""
+"""SFTP trust on real OpenSSH: passphrases, refused keys, unknown or changed host keys fail loudly, then recover."""
 
 import os
 import subprocess

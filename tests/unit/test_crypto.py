@@ -5,9 +5,9 @@ import os
 import stat
 
 import pytest
-from saver.agefmt import x25519
 from saver import crypto
 from saver.__main__ import main as saver_main
+from saver.agefmt import x25519
 
 
 @pytest.fixture
