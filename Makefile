@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api
+.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api kind-up kind-down helm-lint helm-template
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -44,3 +44,16 @@ compose-check: env ## Lint the Dockerfiles, validate docker-compose.yml, run it 
 
 clean: ## Remove local data of the demo
 	rm -rf database sftp_data data .run
+
+kind-up: env ## Kubernetes on kind: cluster, images, ingress-nginx, keys, helm install + test, API URL
+	@PY=$(PY) scripts/kind.sh up
+
+kind-down: ## Delete the kind cluster (and everything in it)
+	@scripts/kind.sh down
+
+helm-lint: env ## Lint charts/etl (Helm's engine, strict) with the default and every ci/*-values.yaml
+	@$(PY) scripts/chart.py lint
+	@$(PY) scripts/chart.py lint $(foreach f,$(wildcard charts/etl/ci/*-values.yaml),-f $(f))
+
+helm-template: env ## Render charts/etl to stdout (VALUES=charts/etl/ci/kind-values.yaml to pick values)
+	@$(PY) scripts/chart.py template $(if $(VALUES),-f $(VALUES),)

@@ -1,0 +1,303 @@
+{{/* Chart name, overridable with nameOverride. */}}
+{{- define "etl.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-qualified name, the prefix of every resource (63 characters at most). */}}
+{{- define "etl.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of one component's resources: fullname-component (call with dict "ctx" . "component" "x"). */}}
+{{- define "etl.componentName" -}}
+{{- printf "%s-%s" (include "etl.fullname" .ctx | trunc 50 | trimSuffix "-") .component -}}
+{{- end -}}
+
+{{/* chart label: name-version. */}}
+{{- define "etl.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Minimal selector labels of a component (name, instance, component); never change on upgrade. */}}
+{{- define "etl.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "etl.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Full labels of a component's objects: selector labels plus version, chart and manager. */}}
+{{- define "etl.labels" -}}
+{{ include "etl.selectorLabels" . }}
+app.kubernetes.io/part-of: {{ include "etl.name" .ctx }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+helm.sh/chart: {{ include "etl.chart" .ctx }}
+{{- end -}}
+
+{{/* ServiceAccount name of every pod. */}}
+{{- define "etl.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "etl.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Image of an ETL service (call with dict "ctx" . "component" "api"); the tag defaults to appVersion. */}}
+{{- define "etl.image" -}}
+{{- $tag := default .ctx.Chart.AppVersion .ctx.Values.image.tag -}}
+{{- printf "%setl-%s:%s" .ctx.Values.image.registry .component $tag -}}
+{{- end -}}
+
+{{/* Name of the Secret holding the secret values (the chart's or secrets.existingSecret). */}}
+{{- define "etl.secretName" -}}
+{{- default (include "etl.fullname" .) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{/* Name of the ConfigMap of shared settings. */}}
+{{- define "etl.configName" -}}
+{{- include "etl.fullname" . -}}-config
+{{- end -}}
+
+{{/* PVC of the SQLite file and run files. */}}
+{{- define "etl.dataClaim" -}}
+{{- default (printf "%s-data" (include "etl.fullname" .)) .Values.saver.persistence.existingClaim -}}
+{{- end -}}
+
+{{/* true when the saver uploads files (an in-cluster or external SFTP server is configured). */}}
+{{- define "etl.uploadEnabled" -}}
+{{- if or .Values.sftp.enabled .Values.externalSftp.host -}}true{{- end -}}
+{{- end -}}
+
+{{/* SFTP endpoint the saver uses: host, port, user, remoteDir. */}}
+{{- define "etl.sftpEndpoint" -}}
+{{- if .Values.sftp.enabled -}}
+host: {{ include "etl.componentName" (dict "ctx" . "component" "sftp") }}
+port: "22"
+user: {{ .Values.sftp.user }}
+remoteDir: {{ .Values.sftp.remoteDir }}
+{{- else -}}
+host: {{ .Values.externalSftp.host }}
+port: {{ .Values.externalSftp.port | quote }}
+user: {{ .Values.externalSftp.user }}
+remoteDir: {{ .Values.externalSftp.remoteDir }}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod security context of the ETL pods: non-root, fixed ids, RuntimeDefault seccomp. */}}
+{{- define "etl.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.podSecurity.runAsUser }}
+runAsGroup: {{ .Values.podSecurity.runAsGroup }}
+fsGroup: {{ .Values.podSecurity.fsGroup }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Container security context meeting the restricted Pod Security Standard. */}}
+{{- define "etl.containerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Pod spec fields shared by the ETL workloads: account, no token, pull secrets, security. */}}
+{{- define "etl.podCommon" -}}
+serviceAccountName: {{ include "etl.serviceAccountName" . }}
+automountServiceAccountToken: false
+enableServiceLinks: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+securityContext:
+  {{- include "etl.podSecurityContext" . | nindent 2 }}
+{{- end -}}
+
+{{/* Environment of an ETL container: shared ConfigMap, Secret values by reference, the Redis URL. */}}
+{{- define "etl.env" -}}
+{{- $ctx := .ctx -}}
+envFrom:
+  - configMapRef:
+      name: {{ include "etl.configName" $ctx }}
+env:
+  - name: ETL_CONSUMER_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  {{- if $ctx.Values.redis.enabled }}
+  # The password stays in the Secret; Kubernetes expands $(ETL_REDIS_PASSWORD) when the pod starts.
+  - name: ETL_REDIS_PASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "etl.secretName" $ctx }}
+        key: redis-password
+  - name: ETL_REDIS_URL
+    value: "redis://:$(ETL_REDIS_PASSWORD)@{{ include "etl.componentName" (dict "ctx" $ctx "component" "redis") }}:6379/0"
+  {{- else }}
+  - name: ETL_REDIS_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "etl.secretName" $ctx }}
+        key: redis-url
+  {{- end }}
+  {{- range $k, $v := .env }}
+  - name: {{ $k }}
+    value: {{ $v | toString | quote }}
+  {{- end }}
+{{- end -}}
+
+{{/* Scratch space (/tmp) of a read-only container. */}}
+{{- define "etl.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end -}}
+
+{{/* HTTP probes of a worker's ops endpoint: liveness on the heartbeat, readiness on Redis. */}}
+{{- define "etl.opsProbes" -}}
+startupProbe:
+  httpGet: {path: /healthz, port: ops}
+  periodSeconds: 2
+  failureThreshold: 60
+livenessProbe:
+  httpGet: {path: /healthz, port: ops}
+  periodSeconds: 15
+  timeoutSeconds: 3
+  failureThreshold: 4
+readinessProbe:
+  httpGet: {path: /readyz, port: ops}
+  periodSeconds: 10
+  timeoutSeconds: 3
+  failureThreshold: 3
+{{- end -}}
+
+{{/* DNS egress rule shared by every NetworkPolicy. */}}
+{{- define "etl.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          {{- toYaml .Values.networkPolicy.dnsNamespaceSelector | nindent 10 }}
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+{{- end -}}
+
+{{/* Egress rule to Redis (in-cluster pod or externalRedis.cidrs). */}}
+{{- define "etl.redisEgress" -}}
+{{- if .Values.redis.enabled -}}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "etl.selectorLabels" (dict "ctx" . "component" "redis") | nindent 10 }}
+  ports:
+    - {port: 6379, protocol: TCP}
+{{- else if .Values.externalRedis.cidrs -}}
+- to:
+    {{- range .Values.externalRedis.cidrs }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+  ports:
+    - {port: {{ .Values.externalRedis.port }}, protocol: TCP}
+{{- end -}}
+{{- end -}}
+
+{{/* Ingress rule to a metrics port from Prometheus' namespaces and the release's test pod. */}}
+{{- define "etl.metricsIngress" -}}
+- from:
+    - namespaceSelector:
+        matchLabels:
+          {{- toYaml .ctx.Values.networkPolicy.metricsNamespaceSelector | nindent 10 }}
+    - podSelector:
+        matchLabels:
+          {{- include "etl.selectorLabels" (dict "ctx" .ctx "component" "test") | nindent 10 }}
+  ports:
+    - {port: {{ .port }}, protocol: TCP}
+{{- end -}}
+
+{{/* Fails the render with a clear message when values contradict each other. */}}
+{{- define "etl.validateValues" -}}
+{{- $errors := list -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if eq $tag "latest" -}}
+{{- $errors = append $errors "image.tag: \"latest\" is not allowed; use a version (default: the chart's appVersion)" -}}
+{{- end -}}
+{{- if and (not .Values.redis.enabled) (not .Values.secrets.redisUrl) (not .Values.secrets.existingSecret) -}}
+{{- $errors = append $errors "redis.enabled is false: set secrets.redisUrl (or a redis-url key in secrets.existingSecret)" -}}
+{{- end -}}
+{{- if and .Values.sftp.enabled .Values.externalSftp.host -}}
+{{- $errors = append $errors "set either sftp.enabled (in-cluster server) or externalSftp.host, not both" -}}
+{{- end -}}
+{{- if and (include "etl.uploadEnabled" .) (not .Values.secrets.existingSecret) -}}
+{{- if not .Values.secrets.sftpPrivateKey -}}
+{{- $errors = append $errors "the files are uploaded: set secrets.sftpPrivateKey (or use secrets.existingSecret)" -}}
+{{- end -}}
+{{- if not .Values.secrets.sftpKnownHosts -}}
+{{- $errors = append $errors "the files are uploaded: set secrets.sftpKnownHosts to pin the server's host key (or use secrets.existingSecret)" -}}
+{{- end -}}
+{{- if and .Values.encryption.enabled (not .Values.secrets.encryptionRecipients) -}}
+{{- $errors = append $errors "encryption.enabled: set secrets.encryptionRecipients to age public keys (python -m saver keygen), or turn encryption off" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.sftp.enabled (not .Values.sftp.existingSecret) (not (and .Values.sftp.authorizedKey .Values.sftp.hostKey)) -}}
+{{- $errors = append $errors "sftp.enabled: set sftp.authorizedKey and sftp.hostKey (scripts/gen-keys.sh), or sftp.existingSecret" -}}
+{{- end -}}
+{{- if and .Values.api.ingress.tls.enabled (not .Values.api.ingress.host) -}}
+{{- $errors = append $errors "api.ingress.tls.enabled needs api.ingress.host" -}}
+{{- end -}}
+{{- if and .Values.transformer.autoscaling.enabled (gt (int .Values.transformer.autoscaling.minReplicas) (int .Values.transformer.autoscaling.maxReplicas)) -}}
+{{- $errors = append $errors "transformer.autoscaling.minReplicas is above maxReplicas" -}}
+{{- end -}}
+{{- if and .Values.api.enabled (not .Values.api.replicas) -}}
+{{- $errors = append $errors "api.replicas must be at least 1 (or api.enabled false)" -}}
+{{- end -}}
+{{- if $errors -}}
+{{- fail (printf "\n\nVALUES ERROR:\n  - %s\n" (join "\n  - " $errors)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Service in front of a worker's ops port: scraped by the ServiceMonitor, asked by helm test. */}}
+{{- define "etl.opsService" -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "etl.componentName" . }}
+  labels:
+    {{- include "etl.labels" . | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "etl.selectorLabels" . | nindent 4 }}
+  ports:
+    - {name: metrics, port: {{ .ctx.Values.config.opsPort }}, targetPort: ops, protocol: TCP}
+{{- end -}}
+
+{{/* host:port of the worker Services the helm test asks for /readyz. */}}
+{{- define "etl.testWorkers" -}}
+{{- $out := list -}}
+{{- if and .Values.extractor.enabled (eq .Values.extractor.mode "deployment") -}}
+{{- $out = append $out (printf "%s:%v" (include "etl.componentName" (dict "ctx" . "component" "extractor")) .Values.config.opsPort) -}}
+{{- end -}}
+{{- if .Values.transformer.enabled -}}
+{{- $out = append $out (printf "%s:%v" (include "etl.componentName" (dict "ctx" . "component" "transformer")) .Values.config.opsPort) -}}
+{{- end -}}
+{{- $out = append $out (printf "%s:%v" (include "etl.componentName" (dict "ctx" . "component" "saver")) .Values.config.opsPort) -}}
+{{- join " " $out -}}
+{{- end -}}
