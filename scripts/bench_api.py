@@ -91,15 +91,19 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--db", help="reuse this database file (built there first when missing)")
     args = parser.parse_args()
     if not ls.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
-        db = Path(tmp) / "data.db"
-        took = build_db(db, args.users)
-        print(f"database: {args.users:,} users in one run, built with Store.load_pages from transform_page "
-              f"output in {took:.1f} s ({db.stat().st_size / 1e6:.0f} MB)")
+        db = Path(args.db) if args.db else Path(tmp) / "data.db"
+        if db.exists():
+            print(f"database: reusing {db} ({db.stat().st_size / 1e6:.0f} MB)")
+        else:
+            took = build_db(db, args.users)
+            print(f"database: {args.users:,} users in one run, built with Store.load_pages from transform_page "
+                  f"output in {took:.1f} s ({db.stat().st_size / 1e6:.0f} MB)")
         script = Path(tmp) / "random_offset.lua"
         path = f"/data/processed_users?run_id={RUN_ID}&limit=50"
         script.write_text(_RANDOM_OFFSET.replace("{path}", path).replace("{pages}", str(args.users // 50 - 1)))

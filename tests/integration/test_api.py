@@ -128,7 +128,7 @@ class TestRuns:
         assert by_id["duration_s"] is not None and by_id["duration_s"] >= 0
         assert by_id["error"] is None and len(by_id["files"]) == 3
 
-    @pytest.mark.parametrize("ref", ["999999", "no-such-run", "99999999999999999999999"])
+    @pytest.mark.parametrize("ref", ["999999", "no-such-run", "99999999999999999999999", "³", "-1"])
     def test_unknown_run_is_404(self, api, ref):
         r = api.get(f"/etl_runs/{ref}")
         assert r.status_code == 404 and "no run" in r.json()["detail"]
@@ -157,6 +157,19 @@ class TestRecords:
             offset += 37
         assert seen == pipeline.user_ids("processed_users", run_id)
         assert len(set(seen)) == 208
+
+    @pytest.mark.parametrize("table", TABLES)
+    @pytest.mark.parametrize("limit", [1, 4, 37])
+    def test_every_offset_gives_the_source_order(self, api, pipeline, runs, table, limit):
+        """Pages of every size, in both orders, cover the run exactly (pages of invalid records are sparse)."""
+        run_id = runs[1]["run_id"]
+        expected = pipeline.user_ids(table, run_id)
+        for order, want in (("asc", expected), ("desc", expected[::-1])):
+            got = []
+            for offset in range(0, len(expected) + limit, limit):
+                got += [i["user_id"] for i in api.get(f"/data/{table}", params={
+                    "run_id": run_id, "limit": limit, "offset": offset, "order": order}).json()["items"]]
+            assert got == want
 
     @pytest.mark.parametrize("order", ["asc", "desc"])
     @pytest.mark.parametrize("column", ["age", "last_name", "department_code", "user_id"])

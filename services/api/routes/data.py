@@ -1,10 +1,11 @@
 """Records of a run: ``/data/raw_users``, ``/data/processed_users`` and ``/data/invalid_users``."""
 
-from typing import Annotated, Any, Literal, cast
+from typing import Any, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field, create_model
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 from starlette.concurrency import run_in_threadpool
 
 from api import records
@@ -40,11 +41,27 @@ def _params_model(table: records.Table) -> type[_Params]:
     return create_model(f"{table.name}_params", __base__=_Params, **fields)
 
 
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """The OpenAPI query parameters of a model, for the document (the handler validates the model itself)."""
+    schema = model.model_json_schema()
+    return [
+        {"name": name, "in": "query", "required": False, "schema": prop,
+         **({"description": prop["description"]} if "description" in prop else {})}
+        for name, prop in schema["properties"].items()
+    ]
+
+
 def _serve(table: records.Table):
     model = _params_model(table)
 
-    async def handler(request: Request, params: Annotated[model, Query()]) -> Response:  # type: ignore[valid-type]
-        params = cast(_Params, params)
+    async def handler(request: Request) -> Response:
+        # One pydantic validation of the whole query string: FastAPI's per-parameter handling cost
+        # more than the query and the page's serialisation together.
+        try:
+            params = model.model_validate(dict(request.query_params))
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_context=False)
+            raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in errors]) from None
         db: Database = request.app.state.db
         query = records.Query(params.run_id, params.q, params.department, getattr(params, "department_code", None),
                               params.sort, params.order == "desc", params.limit, params.offset)
@@ -57,7 +74,7 @@ def _serve(table: records.Table):
             body, total = await run_in_threadpool(_page, db, table, query, version)
         return raw_json(body, {"X-Total-Count": str(total)})
 
-    return handler
+    return handler, model
 
 
 def _page(db: Database, table: records.Table, query: records.Query, version: int) -> tuple[bytes, int]:
@@ -66,8 +83,9 @@ def _page(db: Database, table: records.Table, query: records.Query, version: int
 
 
 for _table in records.TABLES.values():
+    _handler, _model = _serve(_table)
     router.add_api_route(
-        f"/data/{_table.name}", _serve(_table), methods=["GET"], response_model=RecordPage,
+        f"/data/{_table.name}", _handler, methods=["GET"], response_model=RecordPage,
         summary=f"Records of {_table.name}, paged", name=f"data_{_table.name}",
-        responses={200: {"headers": _TOTAL}},
+        responses={200: {"headers": _TOTAL}}, openapi_extra={"parameters": _query_parameters(_model)},
     )

@@ -63,7 +63,8 @@ async def get_run(
     db: DbDep,
     run: Annotated[str, Path(description="the integer id, or the run_id text", max_length=200)],
 ) -> Response:
-    column = "id" if run.isdigit() and len(run) < 19 else "run_id"
+    # isascii: "³".isdigit() is true, and int() refuses it.
+    column = "id" if run.isascii() and run.isdigit() and len(run) < 19 else "run_id"
     rows = db.dicts(
         f"SELECT {_COLUMNS}, pages_expected, updated_at, (SELECT count(*) FROM loaded_pages lp "
         "WHERE lp.run_id = r.run_id) AS pages_loaded, round((julianday(finished_at) - julianday(started_at)) "
