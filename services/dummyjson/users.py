@@ -122,7 +122,30 @@ BREAKAGES: list[tuple[str, list[tuple[str, Any]]]] = [
 
 def make_bad_user(user_id: int, kind: int, seed: int = 0) -> dict[str, Any]:
     """User ``user_id`` broken in the way ``BREAKAGES[kind % len]`` describes."""
-    user = make_user(user_id, seed)
+    return break_user(make_user(user_id, seed), kind)
+
+
+def break_user(user: dict[str, Any], kind: int) -> dict[str, Any]:
+    """``user`` (changed in place) broken in the way ``BREAKAGES[kind % len]`` describes."""
     for path, value in BREAKAGES[kind % len(BREAKAGES)][1]:
         _set(user, path, value)
     return user
+
+
+def clone_user(template: dict[str, Any], user_id: int) -> dict[str, Any]:
+    """User ``user_id`` made from another user's record: ~30x cheaper than ``make_user``, for large benchmarks.
+
+    The fields that identify a user (id, username, email, password, image, department) are its own;
+    the nested objects a breakage may change are copied, the others shared (they are only serialised).
+    """
+    first, last = template["firstName"], template["lastName"]
+    username = f"{first.lower()}{last.lower()[:1]}{user_id}"
+    return {
+        **template,
+        "id": user_id,
+        "email": f"{username}@x.dummyjson.com",
+        "username": username,
+        "password": f"{username}pass",
+        "image": f"https://dummyjson.com/icon/{username}/128",
+        "company": {**template["company"], "department": DEPARTMENTS[(user_id - 1) % len(DEPARTMENTS)]},
+    }

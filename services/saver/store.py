@@ -42,10 +42,27 @@ def _get(record: Any, *path: str) -> Any:
 
 
 def _common(record: Any) -> tuple:
+    if type(record) is dict:
+        return _common_dict(record)
     return (
         _int(_get(record, "id")), _str(_get(record, "firstName")), _str(_get(record, "lastName")),
         _str(_get(record, "email")), _str(_get(record, "username")), _num(_get(record, "age")),
         _str(_get(record, "gender")), _str(_get(record, "company", "department")),
+    )
+
+
+def _common_dict(r: dict) -> tuple:
+    """``_common`` for a dict record with the helpers inlined: it runs for every row the saver writes."""
+    g, company = r.get, r.get("company")
+    uid, first, last, email, user, age, gender = (g("id"), g("firstName"), g("lastName"), g("email"),
+                                                  g("username"), g("age"), g("gender"))
+    dept = company.get("department") if type(company) is dict else None
+    return (
+        uid if type(uid) is int and abs(uid) < 2**63 else None,
+        first if type(first) is str else None, last if type(last) is str else None,
+        email if type(email) is str else None, user if type(user) is str else None,
+        float(age) if type(age) in (int, float) and abs(age) < 1e300 else None,
+        gender if type(gender) is str else None, dept if type(dept) is str else None,
     )
 
 

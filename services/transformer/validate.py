@@ -1,5 +1,7 @@
 """The business rules a user must meet; every failed rule is reported in words a person can act on."""
 
+import re
+from functools import lru_cache
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -18,6 +20,33 @@ def _is_int(v: Any) -> bool:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# A dot-atom local part and a plain ASCII host name: the shape of nearly every address. email_validator
+# accepts every such local part, so only the host needs its verdict, cached per host (the profiler showed
+# email_validator's host checks as 80% of the transformer's time). Anything else takes the full check.
+_PLAIN_EMAIL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([A-Za-z0-9.-]+)")
+
+
+@lru_cache(maxsize=4096)
+def _host_ok(host: str) -> bool:
+    try:
+        validate_email("a@" + host, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+def email_problem(email: str) -> str | None:
+    """Why ``email`` is not a valid address (email_validator's words), or None when it is."""
+    plain = _PLAIN_EMAIL.fullmatch(email)
+    if plain is not None and len(email) <= 254 and _host_ok(plain.group(1)):
+        return None
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
 
 
 def problems(record: Any) -> list[str]:
@@ -46,10 +75,9 @@ def problems(record: Any) -> list[str]:
     elif not isinstance(email, str):
         errors.append(f"email: {_show(email)} is not a string")
     else:
-        try:
-            validate_email(email, check_deliverability=False)
-        except EmailNotValidError as exc:
-            errors.append(f"email: {_show(email)} is not a valid address ({exc})")
+        reason = email_problem(email)
+        if reason is not None:
+            errors.append(f"email: {_show(email)} is not a valid address ({reason})")
 
     age = record.get("age")
     if age is None:

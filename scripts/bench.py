@@ -1,0 +1,364 @@
+"""`make bench`: end-to-end throughput and memory of the real pipeline at several sizes, against an in-run ceiling.
+
+A benchmark, not a test: it prints figures and asserts nothing. Each run starts its own Redis, source server,
+transformer(s), saver and extractor as processes (scripts/localstack.py; one OpenSSH SFTP server for all), asks
+for a run on the commands stream and waits for `succeeded` in etl_runs. Environment: BENCH_SIZES ("10000,100000"),
+BENCH_REPEAT (1), BENCH_TRANSFORMERS (1), BENCH_PAGE_SIZE (100), BENCH_POOL (1000: users the source really
+generates, the rest are cloned from them), BENCH_SMALL (3: timed 208-user runs on a warm stack; 0 skips them).
+"""
+
+import os
+import secrets
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import localstack as ls
+import orjson
+import redis
+
+sys.path[:0] = [str(ls.ROOT / "services" / d) for d in ("common", "transformer", "saver")]
+from etl_common import streams  # noqa: E402
+from etl_common.keys import Keys  # noqa: E402
+from saver.store import Store  # noqa: E402
+from transformer.enrich import load_departments  # noqa: E402
+from transformer.transform import transform_page  # noqa: E402
+
+REAL_USERS = ls.ROOT.parent / "shared" / "data" / "dummyjson" / "users.json"
+FINAL = ("succeeded", "failed", "upload_pending")
+BAD_EVERY = 10  # one user in ten breaks a rule, so the invalid path is exercised too
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """Peak resident set of a live process (VmHWM), in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used: robust to other load on the machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan")
+
+
+def _ts(iso: str | None) -> float | None:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
+
+
+def _log_events(path: Path, event: str) -> list[dict]:
+    out = []
+    if path.exists():
+        with path.open("rb") as fh:
+            for line in fh:
+                if event.encode() in line:
+                    try:
+                        out.append(orjson.loads(line))
+                    except orjson.JSONDecodeError:
+                        continue
+    return [e for e in out if e.get("event") == event]
+
+
+class Stack:
+    """Redis, a source, the workers and the extractor service, up until ``stop``."""
+
+    def __init__(
+        self, base: Path, sftp: ls.Sftp, count: int, transformers: int, page_size: int, pool: int, real: bool = False
+    ) -> None:
+        self.base, self.procs, self.roles = base, [], {}
+        self.redis = ls.start_redis(base / "redis", aof=True)
+        self.roles["redis"] = self.redis.proc
+        port = ls.free_port()
+        args = (
+            ["--data", str(REAL_USERS)]
+            if real and REAL_USERS.exists()
+            else ["--count", str(count), "--bad-every", str(0 if real else BAD_EVERY), "--pool", str(pool)]
+        )
+        src = ls.spawn("source", [ls.PYTHON, "-m", "dummyjson", "--port", str(port), *args], base / "logs")
+        self.roles["source"] = src
+        ls.wait_port(port, proc=src.popen)
+        self.source_url = f"http://127.0.0.1:{port}/users"
+        self.keys = Keys("bench:")
+        self.db = base / "data.db"
+        self.env = {
+            "ETL_REDIS_URL": self.redis.url,
+            "ETL_SOURCE_URL": self.source_url,
+            "ETL_KEY_PREFIX": self.keys.prefix,
+            "ETL_DB_PATH": str(self.db),
+            "ETL_DATA_DIR": str(base / "files"),
+            "ETL_PAGE_SIZE": str(page_size),
+            "ETL_RETRY_DELAYS": "0.2,0.5,1",
+            "ETL_SCHEDULE": "0 3 1 1 *",
+            **sftp.env(),
+        }
+        self.env.update({k: v for k, v in os.environ.items() if k.startswith("ETL_") and k not in self.env})
+        for i in range(transformers):
+            self.roles[f"transformer-{i + 1}"] = ls.start_service(
+                "transformer",
+                {**self.env, "ETL_CONSUMER_NAME": f"transformer-{i + 1}"},
+                base / "logs",
+                log_name=f"transformer-{i + 1}",
+            )
+        self.roles["saver"] = ls.start_service("saver", self.env, base / "logs")
+        self.roles["extractor"] = ls.start_service("extractor", self.env, base / "logs")
+        self.client = redis.Redis.from_url(self.redis.url)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for role, proc in self.roles.items():
+            if role in ("redis", "source"):
+                continue
+            word = f"{role.split('-')[0]} ready"
+            while word not in proc.output():
+                if not proc.alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"{role} did not start:\n{proc.output()[-2000:]}")
+                time.sleep(0.05)
+
+    def trigger(self) -> float:
+        """Ask for a run as the API does (a run_now command); the trigger time."""
+        t0 = time.time()
+        self.client.xadd(
+            self.keys.commands_stream,
+            streams.encode({"type": "run_now", "request_id": secrets.token_hex(8), "trigger": "bench"}),
+        )
+        return t0
+
+    def wait_run(self, after: float, timeout_s: float) -> sqlite3.Row:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.db.exists():
+                try:
+                    with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
+                        conn.row_factory = sqlite3.Row
+                        row = conn.execute("SELECT * FROM etl_runs ORDER BY id DESC LIMIT 1").fetchone()
+                except sqlite3.OperationalError:
+                    row = None
+                if row is not None and row["status"] in FINAL and (_ts(row["started_at"]) or 0) >= after - 1:
+                    return row
+            time.sleep(0.005)
+        raise TimeoutError(f"no finished run after {timeout_s}s; logs in {self.base / 'logs'}")
+
+    def cpu(self) -> dict[str, float]:
+        return {role: cpu_s(p.popen.pid) for role, p in self.roles.items()}
+
+    def peaks(self) -> dict[str, float]:
+        out = {role: vm_hwm_mb(p.popen.pid) for role, p in self.roles.items()}
+        out["redis used_memory_peak"] = int(self.client.info("memory")["used_memory_peak"]) / 2**20
+        return out
+
+    def stop(self) -> None:
+        for p in reversed(list(self.roles.values())):
+            p.stop()
+
+
+def stages(stack: Stack, run: sqlite3.Row, t0: float) -> dict[str, float]:
+    """Seconds from the trigger to the end of each stage (logs and etl_runs/loaded_pages timestamps)."""
+    logs = stack.base / "logs"
+    with sqlite3.connect(f"file:{stack.db}?mode=ro", uri=True) as conn:
+        first_load, last_load = conn.execute(
+            "SELECT min(loaded_at), max(loaded_at) FROM loaded_pages WHERE run_id=?", (run["run_id"],)
+        ).fetchone()
+    ext = _log_events(logs / "extractor.log", "extraction complete")
+    transformed = [e for p in logs.glob("transformer-*.log") for e in _log_events(p, "page transformed")]
+    files = _log_events(logs / "saver.log", "files written")
+    out = {
+        "start": _ts(run["started_at"]),
+        "extracted": _ts(ext[-1]["timestamp"]) if ext else None,
+        "transformed": max((_ts(e["timestamp"]) for e in transformed), default=None),
+        "first load": _ts(first_load),
+        "loaded": _ts(last_load),
+        "files written": _ts(files[-1]["timestamp"]) if files else None,
+        "succeeded": _ts(run["finished_at"]),
+    }
+    return {k: round(v - t0, 2) for k, v in out.items() if v is not None}
+
+
+def split(stack: Stack) -> dict[str, int]:
+    return {
+        p.stem: len(_log_events(p, "page transformed")) for p in sorted((stack.base / "logs").glob("transformer-*.log"))
+    }
+
+
+def ceiling(source_url: str, total: int, page_size: int, base: Path, batch_pages: int = 10) -> float:
+    """Users/s of parse + validate + insert of the same pages in one process, no messaging (fetch not timed)."""
+    store, departments = Store(str(base / "ceiling.db")), load_departments()
+    busy, batch = 0.0, []
+    with httpx.Client(timeout=60) as http:
+        for skip in range(0, total, page_size):
+            body = http.get(source_url, params={"limit": page_size, "skip": skip}).content
+            t = time.perf_counter()
+            users = orjson.loads(body)["users"]
+            batch.append(
+                {
+                    "run_id": "ceiling",
+                    "run_ts": "20260101_000000",
+                    "page": skip // page_size,
+                    **transform_page(users, departments),
+                }
+            )
+            if len(batch) == batch_pages or skip + page_size >= total:
+                store.load_pages(batch)
+                batch = []
+            busy += time.perf_counter() - t
+    store.close()
+    return total / busy
+
+
+def bench_size(n: int, sftp: ls.Sftp, work: Path, transformers: int, page_size: int, pool: int) -> dict:
+    base = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=work))
+    stack = Stack(base, sftp, n, transformers, page_size, pool)
+    profilers = profile(stack) if os.environ.get("BENCH_PROFILE") else []
+    try:
+        cpu0 = stack.cpu()
+        t0 = stack.trigger()
+        run = stack.wait_run(t0, timeout_s=max(120.0, n / 500))
+        cpu = {k: (v - cpu0[k]) * 1e6 / n for k, v in stack.cpu().items()}
+        elapsed = (_ts(run["finished_at"]) or time.time()) - t0
+        result = {
+            "n": n,
+            "status": run["status"],
+            "seconds": elapsed,
+            "rate": n / elapsed,
+            "valid": run["valid_count"],
+            "invalid": run["invalid_count"],
+            "stages": stages(stack, run, t0),
+            "peaks": stack.peaks(),
+            "split": split(stack),
+            "cpu": cpu,
+        }
+        # The ceiling runs with the workers stopped, on the same source and data.
+        for role in [r for r in stack.roles if r != "source"]:
+            stack.roles[role].stop()
+        result["ceiling"] = ceiling(stack.source_url, n, page_size, base)
+    finally:
+        stack.stop()
+        for p in profilers:
+            p.stop()
+    return result
+
+
+def profile(stack: Stack) -> list[ls.Proc]:
+    """py-spy on every Python service (BENCH_PROFILE=1): collapsed stacks in <work>/n*/prof/<role>.txt."""
+    spy = Path(ls.PYTHON).with_name("py-spy")
+    return [
+        ls.spawn(
+            f"py-spy-{role}",
+            [
+                str(spy),
+                "record",
+                "--pid",
+                str(p.popen.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--nonblocking",
+                "-o",
+                str(stack.base / "prof" / f"{role}.txt"),
+            ],
+            stack.base / "prof",
+        )
+        for role, p in stack.roles.items()
+        if role != "redis"
+    ]
+
+
+def small_runs(sftp: ls.Sftp, work: Path, times: int) -> list[float]:
+    """The 208-user run from trigger to `succeeded` with the services already up (one warm-up first)."""
+    stack = Stack(Path(tempfile.mkdtemp(prefix="n208-", dir=work)), sftp, 208, 1, 100, 0, real=True)
+    out = []
+    try:
+        for i in range(times + 1):
+            time.sleep(1.1)  # file names carry the start second
+            t0 = stack.trigger()
+            run = stack.wait_run(t0, 60)
+            if i and run["status"] == "succeeded":
+                out.append(_ts(run["finished_at"]) - t0)
+    finally:
+        stack.stop()
+    return out
+
+
+def report(r: dict) -> None:
+    frac = r["rate"] / r["ceiling"] if r["ceiling"] else float("nan")
+    print(
+        f"  N={r['n']:,}: {r['status']} in {r['seconds']:.2f} s = {r['rate']:,.0f} users/s "
+        f"({r['valid']:,} valid, {r['invalid']:,} invalid); ceiling {r['ceiling']:,.0f} users/s -> {frac:.0%}"
+    )
+    print("    stage ends (s after trigger): " + ", ".join(f"{k} {v}" for k, v in r["stages"].items()))
+    print("    peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in r["peaks"].items()))
+    print(
+        f"    CPU per user (us): {sum(r['cpu'].values()):.0f} = "
+        + ", ".join(f"{k} {v:.0f}" for k, v in r["cpu"].items())
+    )
+    print("    pages per transformer: " + ", ".join(f"{k} {v}" for k, v in r["split"].items()), flush=True)
+
+
+def main() -> int:
+    sizes = [int(x) for x in os.environ.get("BENCH_SIZES", "10000,100000").split(",") if x.strip()]
+    repeat, transformers = _env_int("BENCH_REPEAT", 1), _env_int("BENCH_TRANSFORMERS", 1)
+    page_size, pool, small = _env_int("BENCH_PAGE_SIZE", 100), _env_int("BENCH_POOL", 1000), _env_int("BENCH_SMALL", 3)
+    print(
+        f"bench: sizes {sizes}, repeat {repeat}, transformers {transformers}, page size {page_size}, "
+        f"source pool {pool}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    work = Path(tempfile.mkdtemp(prefix="etl-bench-"))
+    sftp = ls.start_sftp(work / "sshd", work / "ssh_keys", work / "upload")
+    summary = []
+    try:
+        if small:
+            times = small_runs(sftp, work, small)
+            line = (
+                (
+                    f"208 users (warm services): median {statistics.median(times):.3f} s over {len(times)} runs "
+                    f"({', '.join(f'{t:.3f}' for t in times)})"
+                )
+                if times
+                else "208 users: no run succeeded"
+            )
+            print(line, flush=True)
+            summary.append(line)
+        for n in sizes:
+            results = []
+            for i in range(repeat):
+                print(f"N={n:,} run {i + 1}/{repeat}", flush=True)
+                results.append(bench_size(n, sftp, work, transformers, page_size, pool))
+                report(results[-1])
+            rates = [r["rate"] for r in results]
+            ceil = statistics.median(r["ceiling"] for r in results)
+            rss = max(v for r in results for k, v in r["peaks"].items() if k not in ("redis used_memory_peak",))
+            summary.append(
+                f"N={n:,} x{transformers} transformer(s), page {page_size}: median {statistics.median(rates):,.0f} "
+                f"users/s ({', '.join(f'{x:,.0f}' for x in rates)}), ceiling {ceil:,.0f} users/s "
+                f"({statistics.median(rates) / ceil:.0%}), max service peak RSS {rss:.0f} MB, redis peak "
+                f"{max(r['peaks']['redis used_memory_peak'] for r in results):.0f} MB"
+            )
+    finally:
+        sftp.stop()
+    print("\nsummary")
+    for line in summary:
+        print("  " + line)
+    print(f"(work files in {work})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
