@@ -196,3 +196,20 @@ def test_observability_profile_mounts_the_shipped_rules_and_dashboard():
     dash_dir = re.search(r"path:\s*(\S+)", (ROOT / "observability/grafana/provisioning/dashboards/etl.yml").read_text())
     target = next(v.split(":")[1] for v in graf["volumes"] if "grafana-dashboard.json" in v)
     assert dash_dir and target.startswith(dash_dir.group(1).rstrip("/") + "/")
+
+
+# What each third-party image is known to ship for its health check (no engine here to look inside):
+# redis-cli in redis, bash in atmoz/sftp (its entrypoint is bash), busybox wget in prom/prometheus,
+# curl in grafana/grafana (added to its images for health checks). Ours run the image's Python.
+THIRD_PARTY_TOOLS = {"redis": "redis-cli", "sftp": "bash", "prometheus": "wget", "grafana": "curl"}
+
+
+def test_health_checks_use_tools_their_images_have():
+    model = load(example_env())
+    for name, svc in model["services"].items():
+        if name in SERVICES:
+            assert "healthcheck" not in svc, f"{name}: the image's HEALTHCHECK (python) is the one to keep"
+            assert dockerfile(name).exec_form("HEALTHCHECK")[0] == "python"
+            continue
+        test = svc["healthcheck"]["test"]
+        assert test[0] == "CMD" and test[1] == THIRD_PARTY_TOOLS[name], f"{name}: {test}"
