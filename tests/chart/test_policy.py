@@ -9,8 +9,21 @@ from tests.chart import k8s
 # Only sshd of the optional in-cluster SFTP server must start as root (chroot, switch to the account).
 BASELINE_ONLY = {"sftp"}
 # Capabilities the baseline Pod Security Standard allows to add (the container runtime's defaults).
-BASELINE_CAPS = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
-                 "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+BASELINE_CAPS = {
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+}
 
 
 def _effective(pod: dict, container: dict, field: str):
@@ -108,7 +121,9 @@ def test_api_reads_the_saver_volume_read_only_on_the_saver_node(rendered):
     saver = k8s.by_component(rendered, "Deployment", "saver")
     spec = k8s.pod_spec(api)
     (vol,) = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
-    saver_claims = [v["persistentVolumeClaim"]["claimName"] for v in k8s.pod_spec(saver)["volumes"] if "persistentVolumeClaim" in v]
+    saver_claims = [
+        v["persistentVolumeClaim"]["claimName"] for v in k8s.pod_spec(saver)["volumes"] if "persistentVolumeClaim" in v
+    ]
     assert vol["persistentVolumeClaim"] == {"claimName": saver_claims[0], "readOnly": True}
     mounts = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == vol["name"]]
     assert mounts and all(m["readOnly"] is True for m in mounts)
@@ -122,7 +137,9 @@ def test_image_tags_are_pinned_never_latest(rendered):
         image = c["image"]
         tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
         assert tag and tag != "latest", image
-    etl_images = {c["image"] for _, c in k8s.containers(rendered) if "/etl-" in c["image"] or c["image"].startswith("etl-")}
+    etl_images = {
+        c["image"] for _, c in k8s.containers(rendered) if "/etl-" in c["image"] or c["image"].startswith("etl-")
+    }
     assert etl_images and all(i.endswith(":1.0.0") for i in etl_images)
 
 
@@ -144,9 +161,12 @@ def test_selectors_use_the_helper_labels_and_match_their_pods(rendered):
 
 
 SECRET_VALUES = {
-    "apiToken": "tok-3f9a7c1d5e", "redisPassword": "redispw4b8e2a", "sftpKeyPassphrase": "pass-phrase-77d1",
+    "apiToken": "tok-3f9a7c1d5e",
+    "redisPassword": "redispw4b8e2a",
+    "sftpKeyPassphrase": "pass-phrase-77d1",
     "sftpPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nkeymaterial9c2f\n-----END OPENSSH PRIVATE KEY-----",
-    "sftpKnownHosts": "[sftp.example.com]:22 ssh-ed25519 AAAAhostkey51aa", "encryptionRecipients": "age1recipient0b7e",
+    "sftpKnownHosts": "[sftp.example.com]:22 ssh-ed25519 AAAAhostkey51aa",
+    "encryptionRecipients": "age1recipient0b7e",
 }
 
 
@@ -156,8 +176,12 @@ def test_secret_values_appear_only_in_secrets(redis):
     if not redis:  # an external Redis: its URL (with the password) replaces the in-cluster password
         del secrets["redisPassword"]
         secrets["redisUrl"] = "redis://:urlpw6d0c@redis.example.com:6379/0"
-    values = {"secrets": secrets, "redis": {"enabled": redis}, "externalSftp": {"host": "sftp.example.com"},
-              "api": {"ingress": {"enabled": True}}}
+    values = {
+        "secrets": secrets,
+        "redis": {"enabled": redis},
+        "externalSftp": {"host": "sftp.example.com"},
+        "api": {"ingress": {"enabled": True}},
+    }
     objs = k8s.render_objects(values)
     needles = [v.splitlines()[1] if "\n" in v else v for v in secrets.values()]
     stored = ""
@@ -171,13 +195,20 @@ def test_secret_values_appear_only_in_secrets(redis):
     # Containers get them by reference only.
     for _, c in k8s.containers(objs):
         for e in c.get("env", []):
-            if any(w in e["name"] for w in ("TOKEN", "PASSWORD", "PASSPHRASE", "KEY")) and e["name"] != "ETL_SFTP_KEY_PATH":
+            if (
+                any(w in e["name"] for w in ("TOKEN", "PASSWORD", "PASSPHRASE", "KEY"))
+                and e["name"] != "ETL_SFTP_KEY_PATH"
+            ):
                 assert "valueFrom" in e, e["name"]
 
 
 def test_existing_secret_means_the_chart_makes_none_and_references_it():
     objs = k8s.render_objects(k8s.VALUE_SETS["kind-values"])
     assert not [o for o in objs if o["kind"] == "Secret"]
-    refs = {e["valueFrom"]["secretKeyRef"]["name"] for _, c in k8s.containers(objs) for e in c.get("env", [])
-            if "secretKeyRef" in e.get("valueFrom", {})}
+    refs = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for _, c in k8s.containers(objs)
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
     assert refs == {"etl-secrets"}

@@ -1,10 +1,10 @@
 """The chart renders and lints cleanly for every value set, and every object is valid Kubernetes."""
 
+import chart  # scripts/chart.py
 import kubernetes_validate
 import pytest
 import yaml
 
-import chart  # scripts/chart.py
 from tests.chart import k8s
 
 KUBE_VERSIONS = ["1.29.0", kubernetes_validate.utils.latest_version()]
@@ -46,7 +46,9 @@ def test_prometheus_operator_objects_have_the_fields_the_operator_requires():
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     ports = {e["port"] for e in sm["spec"]["endpoints"]}
     # Every worker and API Service the monitor selects exposes one of the endpoint port names.
-    services = [o for o in objs if o["kind"] == "Service" and k8s.component(o) in ("extractor", "transformer", "saver", "api")]
+    services = [
+        o for o in objs if o["kind"] == "Service" and k8s.component(o) in ("extractor", "transformer", "saver", "api")
+    ]
     assert services and all(ports & {p["name"] for p in s["spec"]["ports"]} for s in services)
     expr = sm["spec"]["selector"]["matchExpressions"][0]
     for s in services:
@@ -95,7 +97,11 @@ def test_transformer_autoscaler_targets_the_deployment():
     objs = k8s.render_objects(k8s.VALUE_SETS["external-values"])
     (hpa,) = [o for o in objs if o["kind"] == "HorizontalPodAutoscaler"]
     dep = k8s.by_component(objs, "Deployment", "transformer")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": dep["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": dep["metadata"]["name"],
+    }
     assert "replicas" not in dep["spec"]  # the HPA owns the count
     assert k8s.by_component(k8s.render_objects(), "Deployment", "transformer")["spec"]["replicas"] == 2
 

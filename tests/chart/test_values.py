@@ -2,12 +2,12 @@
 
 import json
 
+import chart  # scripts/chart.py
 import helm_python
 import jsonschema
 import pytest
 import yaml
 
-import chart  # scripts/chart.py
 from tests.chart import k8s
 
 SCHEMA = json.loads((chart.CHART / "values.schema.json").read_text())
@@ -100,8 +100,10 @@ def test_helm_refuses_wrong_types_and_unknown_keys(values, where):
 CONTRADICTIONS = [
     ({"redis": {"enabled": False}}, "secrets.redisUrl"),
     ({"externalSftp": {"host": "sftp.example.com"}}, "secrets.sftpPrivateKey"),
-    ({"externalSftp": {"host": "h"}, "secrets": {"sftpPrivateKey": "k", "sftpKnownHosts": "h k"}},
-     "secrets.encryptionRecipients"),
+    (
+        {"externalSftp": {"host": "h"}, "secrets": {"sftpPrivateKey": "k", "sftpKnownHosts": "h k"}},
+        "secrets.encryptionRecipients",
+    ),
     ({"sftp": {"enabled": True}, "externalSftp": {"host": "h"}}, "not both"),
     ({"sftp": {"enabled": True}, "secrets": {"existingSecret": "s"}}, "sftp.authorizedKey"),
     ({"api": {"ingress": {"enabled": True, "tls": {"enabled": True}}}}, "api.ingress.host"),
