@@ -107,11 +107,16 @@ def test_http_probes_name_a_declared_port(rendered):
                     assert probe[action]["port"] in ports, f"{w['metadata']['name']} {kind}"
 
 
+def _env(container: dict) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
 def test_saver_is_the_single_writer_with_recreate(rendered):
     saver = k8s.by_component(rendered, "Deployment", "saver")
     assert saver["spec"]["replicas"] == 1 and saver["spec"]["strategy"] == {"type": "Recreate"}
-    mounts = k8s.pod_spec(saver)["containers"][0]["volumeMounts"]
-    assert any(m["mountPath"] == "/var/lib/etl/database" and not m.get("readOnly") for m in mounts)
+    c = k8s.pod_spec(saver)["containers"][0]
+    db_path = _env(c)["ETL_DB_PATH"]
+    assert any(db_path.startswith(m["mountPath"] + "/") and not m.get("readOnly") for m in c["volumeMounts"])
     claims = [o for o in rendered if o["kind"] == "PersistentVolumeClaim" and k8s.component(o) == "saver"]
     assert [c["spec"]["accessModes"] for c in claims] == [["ReadWriteOnce"]]
 
@@ -127,6 +132,9 @@ def test_api_reads_the_saver_volume_read_only_on_the_saver_node(rendered):
     assert vol["persistentVolumeClaim"] == {"claimName": saver_claims[0], "readOnly": True}
     mounts = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == vol["name"]]
     assert mounts and all(m["readOnly"] is True for m in mounts)
+    # The API reads the very file the saver writes.
+    assert _env(spec["containers"][0])["ETL_DB_PATH"] == _env(k8s.pod_spec(saver)["containers"][0])["ETL_DB_PATH"]
+    assert any(_env(spec["containers"][0])["ETL_DB_PATH"].startswith(m["mountPath"] + "/") for m in mounts)
     (term,) = spec["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert term["topologyKey"] == "kubernetes.io/hostname"
     assert term["labelSelector"]["matchLabels"] == saver["spec"]["selector"]["matchLabels"]

@@ -209,9 +209,10 @@ readinessProbe:
           {{- include "etl.selectorLabels" (dict "ctx" . "component" "redis") | nindent 10 }}
   ports:
     - {port: 6379, protocol: TCP}
-{{- else if .Values.externalRedis.cidrs -}}
+{{- else -}}
+{{- /* No ranges given: any address, on the Redis port only. */}}
 - to:
-    {{- range .Values.externalRedis.cidrs }}
+    {{- range (.Values.externalRedis.cidrs | default (list "0.0.0.0/0")) }}
     - ipBlock: {cidr: {{ . | quote }}}
     {{- end }}
   ports:
