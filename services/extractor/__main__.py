@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = ExtractorSettings()
     client = connect(settings.redis_url)
-    heartbeat, stopper = runtime.start("extractor", settings, ready=client.ping)
+    # The one-shot command serves no ops endpoint: it may run beside the service (same port) or as a Job.
+    ops_settings = settings if args.command == "serve" else settings.model_copy(update={"ops_port": 0})
+    heartbeat, stopper = runtime.start("extractor", ops_settings, ready=client.ping)
     wait_for_redis(client)
     service = Service(settings, client, heartbeat, stopper)
     if args.command == "once":
