@@ -6,6 +6,7 @@ requests/s and p50/p99 latency per route. Needs ``wrk`` (apt-get install wrk).
 """
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -53,10 +54,13 @@ def build_db(path: Path, users: int, page_size: int = 100) -> float:
     return time.monotonic() - started
 
 
+# Random pages, each with a unique nonce so the response cache never answers: the uncached cost.
 _RANDOM_OFFSET = """
 math.randomseed(os.time())
+counter = 0
 request = function()
-  return wrk.format(nil, "{path}&offset=" .. math.random(0, {pages}) * 50)
+  counter = counter + 1
+  return wrk.format(nil, "{path}&offset=" .. math.random(0, {pages}) * 50 .. "&nonce=" .. counter)
 end
 """
 
@@ -107,11 +111,12 @@ def main() -> int:
         script = Path(tmp) / "random_offset.lua"
         path = f"/data/processed_users?run_id={RUN_ID}&limit=50"
         script.write_text(_RANDOM_OFFSET.replace("{path}", path).replace("{pages}", str(args.users // 50 - 1)))
-        routes = [("/etl_runs", None), (path, None), (path + " (random offsets)", script), ("/summary", None),
-                  (f"/summary?run_id={RUN_ID}", None)]
+        routes = [("/etl_runs", None), (path, None), (path + " (random pages, uncached)", script),
+                  ("/summary", None)]
         print(f"wrk: 1 thread, {args.connections} connections, {args.seconds} s per route, loopback, "
               f"{_cpus()} CPUs shared by wrk and the API")
-        print(f"{'workers':>7}  {'route':<64} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'bytes':>7}")
+        print(f"load average before: {os.getloadavg()[0]:.2f} (other work on the machine skews the figures)")
+        print(f"{'workers':>7}  {'route':<80} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'bytes':>6} {'CPU ms/req':>10}")
         for workers in [int(w) for w in args.workers.split(",")]:
             proc, port = serve(db, workers, Path(tmp) / f"logs{workers}")
             try:
@@ -121,19 +126,35 @@ def main() -> int:
                     first = httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
                     first.raise_for_status()
                     wrk(url, 2, args.connections, lua)  # warm-up: connections, caches, page cache
+                    cpu_before = _tree_cpu_s(proc.popen.pid)
                     r = wrk(url, args.seconds, args.connections, lua)
+                    cpu_ms = (_tree_cpu_s(proc.popen.pid) - cpu_before) * 1000 / max(1, r["rps"] * args.seconds)
                     note = f"  ({r['non2xx']} non-2xx!)" if r["non2xx"] else ""
-                    print(f"{workers:>7}  {label:<64} {r['rps']:>8.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} "
-                          f"{len(first.content):>7}{note}", flush=True)
+                    print(f"{workers:>7}  {label:<80} {r['rps']:>7.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} "
+                          f"{len(first.content):>6} {cpu_ms:>10.3f}{note}", flush=True)
             finally:
                 proc.stop()
     return 0
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children: the API's own cost per request."""
+    total, parents = 0.0, {pid}
+    stats = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stats.append((int(d.name), (d / "stat").read_text().rsplit(")", 1)[1].split()))
+            except OSError:
+                continue
+    for p, fields in stats:
+        if p == pid or int(fields[1]) in parents:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Answers repeated GETs of the small, hot routes from memory while the database is unchanged.
+"""Answers repeated GETs of the read routes from memory while the database is unchanged.
 
 A plain ASGI layer in front of the router: a hit skips FastAPI's routing, validation and
 dependencies, which cost more than the query. The key is the path, the query string and the
@@ -13,15 +13,19 @@ from api.db import Database, NotReady
 from api.deps import token_ok
 from api.settings import ApiSettings
 
-CACHED_PATHS = frozenset(("/etl_runs", "/summary"))
-MAX_ENTRIES = 512
-MAX_BODY_BYTES = 256 * 1024
+CACHED_PATHS = frozenset(
+    ("/etl_runs", "/summary", "/data/raw_users", "/data/processed_users", "/data/invalid_users")
+)
+MAX_ENTRIES = 1024
+MAX_BODY_BYTES = 256 * 1024  # a 50-row page is ~95 KB; bigger answers are not worth keeping
+MAX_TOTAL_BYTES = 48 * 1024 * 1024  # per worker process
 
 
 class ResponseCache:
     def __init__(self, app: Any, settings: ApiSettings, db: Database) -> None:
         self.app, self.settings, self.db = app, settings, db
         self.entries: dict[tuple[str, bytes], tuple[int, list, bytes, Any]] = {}
+        self.total_bytes = 0
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] not in CACHED_PATHS:
@@ -60,6 +64,10 @@ class ResponseCache:
         await self.app(scope, receive, capture)
         body = b"".join(chunks)
         if start.get("status") == 200 and len(body) <= MAX_BODY_BYTES:
-            if len(self.entries) >= MAX_ENTRIES:
+            if len(self.entries) >= MAX_ENTRIES or self.total_bytes + len(body) > MAX_TOTAL_BYTES:
+                # Rare (the database changes daily) and cheap: entries are rebuilt on demand.
                 self.entries.clear()
+                self.total_bytes = 0
+            old = self.entries.get(key)
+            self.total_bytes += len(body) - (len(old[2]) if old else 0)
             self.entries[key] = (version, list(start.get("headers", [])), body, scope.get("route"))

@@ -56,8 +56,8 @@ class Database:
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
     def scalar(self, sql: str, args: Any = ()) -> Any:
-        row = self.conn().execute(sql, args).fetchone()
-        return row[0] if row else None
+        rows = self.conn().execute(sql, args).fetchall()  # run to completion: no read lock left behind
+        return rows[0][0] if rows else None
 
     def cache_get(self, key: Any, version: int) -> Any:
         hit = self._cache.get(key)
