@@ -61,9 +61,13 @@ def emit(pipe: Any, keys: Keys, event: dict[str, Any], traceparent: str | None) 
 
 def _wait_for_backlog(client: redis.Redis, keys: Keys, limit: int, beat: Callable[[], None], lock: Any,
                       lease_s: float) -> None:
-    """Backpressure: consumed entries are deleted, so the stream length is the backlog."""
+    """Backpressure: consumed entries are deleted, so the stream lengths are the backlog.
+
+    The processed stream counts too: when the saver is the slow stage, its backlog would otherwise grow
+    with the run's size (measured: 121 MB of Redis at 100,000 users instead of a few MB).
+    """
     started = last_extend = time.monotonic()
-    while client.xlen(keys.raw_stream) > limit:
+    while _backlog(client, keys) > limit:
         beat()
         if time.monotonic() - last_extend > lease_s / 3:
             lock.extend(lease_s, replace_ttl=True)
@@ -72,6 +76,14 @@ def _wait_for_backlog(client: redis.Redis, keys: Keys, limit: int, beat: Callabl
     waited = time.monotonic() - started
     if waited > 0:
         metrics.BACKPRESSURE_WAITS.inc(waited)
+
+
+def _backlog(client: redis.Redis, keys: Keys) -> int:
+    """Pages handed on and not yet transformed, plus transformed pages not yet loaded (one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.xlen(keys.raw_stream)
+    pipe.xlen(keys.processed_stream)
+    return sum(pipe.execute())
 
 
 def extract(

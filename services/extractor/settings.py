@@ -24,7 +24,7 @@ class ExtractorSettings(BaseEtlSettings):
     # After a failed run, the service retries (resuming the same run) after this delay.
     resume_delay_s: float = Field(300.0, ge=0)
     lock_ttl_s: float = Field(120.0, gt=1)
-    # The extractor waits while the raw stream holds more pages than this.
+    # The extractor waits while the raw and processed streams together hold more pages than this.
     raw_backlog_max_pages: int = Field(50, ge=1)
 
     @field_validator("retry_delays", mode="before")

@@ -83,6 +83,9 @@ class Store:
 
     def __init__(self, path: str) -> None:
         self.conn = connect_writer(path)
+        # Checkpoint the WAL every ~40 MB instead of every 4 MB: each checkpoint syncs the file, and at the
+        # default they took a third of the load time (measured on batches of 10 pages of 100 users).
+        self.conn.execute("PRAGMA wal_autocheckpoint=10000")
         migrate(self.conn)
 
     def close(self) -> None:
