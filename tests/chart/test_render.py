@@ -124,3 +124,43 @@ def test_notes_tell_the_next_commands():
     assert "get secret etl-secrets" in notes
     default_notes = next(t for p, t in chart.render({}).items() if p.endswith("NOTES.txt"))
     assert "nothing is uploaded" in default_notes and "port-forward svc/etl-api" in default_notes
+
+
+def test_every_helper_is_namespaced_and_has_a_one_line_comment():
+    for tpl in (chart.CHART / "templates").rglob("*.tpl"):
+        lines = tpl.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if '{{- define "' in line or '{{ define "' in line:
+                name = line.split('"')[1]
+                assert name.startswith("etl."), f"{tpl.name}: {name}"
+                above = lines[i - 1].strip()
+                assert above.startswith("{{/*") and above.endswith("*/}}"), f"{tpl.name}: {name}"
+
+
+def test_every_etl_variable_the_chart_sets_is_a_setting_of_the_service():
+    """A misspelt variable would be ignored silently by pydantic-settings (extra="ignore")."""
+    from api.settings import ApiSettings
+    from extractor.settings import ExtractorSettings
+    from saver.settings import SaverSettings
+    from transformer.settings import TransformerSettings
+
+    known = {
+        cls: {f"ETL_{name.upper()}" for name in cls.model_fields}
+        for cls in (ExtractorSettings, TransformerSettings, SaverSettings, ApiSettings)
+    }
+    by_component = dict(zip(["extractor", "transformer", "saver", "api"], known.values(), strict=True))
+    # Set only to build ETL_REDIS_URL by $(VAR) expansion inside the pod.
+    internal = {"ETL_REDIS_PASSWORD"}
+    for name in k8s.VALUE_SETS:
+        objs = k8s.render_objects(k8s.VALUE_SETS[name])
+        (config,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-config")]
+        shared = {k for k in config["data"] if k.startswith("ETL_")}
+        assert shared <= set.intersection(*known.values())
+        for w, c in k8s.containers(objs):
+            if k8s.component(w) not in by_component:
+                continue
+            names = {e["name"] for e in c.get("env", []) if e["name"].startswith("ETL_")} - internal
+            assert names <= by_component[k8s.component(w)], (
+                w["metadata"]["name"],
+                names - by_component[k8s.component(w)],
+            )
