@@ -1,5 +1,6 @@
 """The read API as a real process over a database written by real pipeline runs (Redis, SFTP, SQLite)."""
 
+import threading
 import time
 
 import httpx
@@ -402,3 +403,35 @@ def test_post_etl_runs_starts_a_run_through_the_extractor(make_source, make_pipe
         assert busy.status_code == 409 and "already" in busy.json()["detail"]
     finally:
         api.client.close()
+
+
+def test_reading_during_a_load_neither_blocks_the_saver_nor_fails(make_source, make_pipeline):
+    """WAL: readers hammer every read route while the saver loads a run; the run completes, no read fails."""
+    source = make_source(count=3000)
+    p = make_pipeline(source)
+    p.start_workers()
+    api = Api(p, "api")
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        with httpx.Client(base_url=api.client.base_url, headers=AUTH, timeout=30) as client:
+            while not stop.is_set():
+                for route in ("/etl_runs", "/summary", "/data/processed_users?limit=50&offset=1000"):
+                    statuses.append(client.get(route).status_code)
+                statuses.append(client.post("/query_sql", json={"query": "SELECT count(*) FROM raw_users"}).status_code)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    try:
+        for t in readers:
+            t.start()
+        done = p.extract()
+        assert done.returncode == 0, done.stdout + done.stderr
+        run = p.wait_run(("succeeded",), timeout_s=90)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+        api.client.close()
+    assert run["valid_count"] == 3000 and p.count("processed_users", run["run_id"]) == 3000
+    assert len(statuses) > 20 and set(statuses) <= {200}, sorted(set(statuses))
