@@ -48,8 +48,9 @@ up() {
 
 # Keys made here, kept in .run/kind (git-ignored), handed to the cluster as Secrets only.
 secrets() {
-  local host="$RELEASE-sftp"
-  [ "$RELEASE" = etl ] || host="$RELEASE-etl-sftp"
+  # The SFTP Service's name, as etl.fullname makes it: the release name alone when it contains "etl".
+  local host="$RELEASE-etl-sftp"
+  case "$RELEASE" in *etl*) host="$RELEASE-sftp" ;; esac
   mkdir -p "$KEYS"
   scripts/gen-keys.sh "$KEYS" "$host" 22 >/dev/null
   # The chart mounts only the ed25519 host key; pin that one.
