@@ -197,4 +197,6 @@ def start_service(name: str, env: dict[str, str], logdir: Path, *args: str, log_
     full.update(env)
     full.setdefault("ETL_LOG_FORMAT", "json")
     label = log_name or (name if not args else f"{name}-{'-'.join(args)}")
-    return spawn(label, [PYTHON, "-m", name, *args], logdir, full)
+    # Run outside the checkout so a developer's .env (read by pydantic-settings from the cwd) cannot leak in.
+    logdir.mkdir(parents=True, exist_ok=True)
+    return spawn(label, [PYTHON, "-m", name, *args], logdir, full, cwd=logdir)

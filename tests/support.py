@@ -102,8 +102,9 @@ class Pipeline:
 
     def extract(self, timeout_s: float = 60, **overrides: str) -> subprocess.CompletedProcess:
         env = {k: v for k, v in ls.os.environ.items() if not k.startswith("ETL_")} | self.env(**overrides)
+        self.logdir.mkdir(parents=True, exist_ok=True)
         return subprocess.run([ls.PYTHON, "-m", "extractor", "once"], env=env, capture_output=True, text=True,
-                              timeout=timeout_s, cwd=ls.ROOT)
+                              timeout=timeout_s, cwd=self.logdir)
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
