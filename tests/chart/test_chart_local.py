@@ -29,9 +29,14 @@ def _values(sftp, tmp: Path) -> dict:
     keys = sftp.keys_dir
     host_key = (keys / "ssh_host_ed25519_key.pub").read_text().split()[:2]
     recipient = crypto.keygen(str(tmp / "age_identity.txt"))
+    # A lookup that differs from the shipped one proves the transformer reads the mounted ConfigMap.
+    departments = (
+        (chart.CHART / "files" / "departments.csv").read_text().replace("Engineering,ENG", "Engineering,ENGK8S")
+    )
     return chart._merge(
         k8s.VALUE_SETS["kind-values"],
         {
+            "transformer": {"departmentsCsv": departments},
             "secrets": {
                 "existingSecret": "",
                 "apiToken": TOKEN,
@@ -151,6 +156,16 @@ def test_chart_pods_complete_a_run_as_local_processes(tmp_path, sftp_server, mak
         assert run["valid_count"] + run["invalid_count"] == 208 and run["invalid_count"] > 0
         uploaded = sorted(str(p.relative_to(upload)) for p in upload.rglob("*.age"))
         assert len(uploaded) == 3 and all(u.endswith(".jsonl.age") for u in uploaded)
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            codes = conn.execute(
+                "SELECT DISTINCT department_code FROM processed_users WHERE department = 'Engineering'"
+            )
+            assert [c for (c,) in codes] == ["ENGK8S"]
+        # Encrypted to the recipient from the chart's Secret: its identity reads the processed file back.
+        processed = upload / f"{run['processed_file']}.age"
+        plain = tmp_path / "processed.jsonl"
+        crypto.decrypt_file(str(processed), str(plain), crypto.load_identities(str(tmp_path / "age_identity.txt")))
+        assert len(plain.read_text().splitlines()) == run["valid_count"]
 
         # Every probe the chart declares answers at its path and port.
         for pod in pods:
