@@ -37,7 +37,7 @@ bench: env ## Benchmark: end-to-end users/s, stage times, peak RSS vs an in-run 
 bench-api: env ## Benchmark: API req/s and p50/p99 on a 100,000-user database, 1 and 2 workers, wrk (USERS=...)
 	@$(PY) scripts/bench_api.py --users $(or $(USERS),100000)
 
-keys: ## Generate the SFTP client key, host keys and known_hosts for compose (ssh_keys/), and its data folders
+keys: env ## Generate the SFTP client key, host keys and known_hosts for compose (ssh_keys/), and its data folders
 	@scripts/gen-keys.sh ssh_keys sftp 22
 	@# Made here, owned by you (HOST_UID in .env), so Docker does not create them as root.
 	@mkdir -p database data sftp_data

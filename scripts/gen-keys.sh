@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Generates, once, the SFTP client key, the SFTP server's host keys and the client's known_hosts.
+# Generates, once, the SFTP client key, the SFTP server's host keys, the client's known_hosts and
+# the age key pair that encrypts the uploaded files.
 #   scripts/gen-keys.sh [DIR] [HOST] [PORT]       (defaults: ssh_keys sftp 22)
 #   SFTP_KEY_PASSPHRASE=... protects the client key with a passphrase.
 # Idempotent: existing keys are kept (so pinned host keys stay valid); known_hosts is rewritten.
@@ -26,5 +27,11 @@ if [ "$port" = "22" ]; then entry="$host"; else entry="[$host]:$port"; fi
 for type in ed25519 rsa; do
   printf '%s %s\n' "$entry" "$(cut -d' ' -f1,2 "$dir/ssh_host_${type}_key.pub")" >> "$dir/known_hosts"
 done
+# The age key pair for file encryption: the saver gets only the public half (age_recipients.txt).
+python=${PYTHON:-.venv/bin/python}
+if [ ! -f "$dir/age_identity.txt" ] && [ -x "$python" ]; then
+  "$python" -m saver keygen -o "$dir/age_identity.txt" > "$dir/age_recipients.txt"
+  echo "created age identity $dir/age_identity.txt (keep it safe: it decrypts the uploaded files)"
+fi
 chmod 600 "$dir"/id_ed25519 "$dir"/ssh_host_*_key
 echo "known_hosts for $entry written to $dir/known_hosts"

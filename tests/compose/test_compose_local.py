@@ -206,8 +206,13 @@ def test_compose_services_complete_a_run_as_local_processes(tmp_path, sftp_serve
         (run,) = _wait_runs(db, 1, 90, procs)
         assert run["valid_count"] + run["invalid_count"] == 208 and run["invalid_count"] > 0
         upload = stack.remote_dir(stack.env_file["ETL_SFTP_REMOTE_DIR"])
-        uploaded = sorted(str(p.relative_to(upload)) for p in upload.rglob("*.jsonl"))
-        assert uploaded == sorted([run["raw_file"], run["processed_file"], run["dlq_file"]])
+        # Encryption is on in compose: the files arrive as age files, readable with `make keys`' identity.
+        uploaded = sorted(str(p.relative_to(upload)) for p in upload.rglob("*.jsonl*"))
+        assert uploaded == sorted(run[k] + ".age" for k in ("raw_file", "processed_file", "dlq_file"))
+        plain = tmp_path / "processed.jsonl"
+        subprocess.run([ls.PYTHON, "-m", "saver", "decrypt", "--identity", str(sftp_server.keys_dir / "age_identity.txt"),
+                        str(upload / (run["processed_file"] + ".age")), str(plain)], check=True, cwd=workdir)
+        assert len(plain.read_text().splitlines()) == run["valid_count"]
         assert db.parent == tmp_path / "database" and not any((tmp_path / "data").glob("*.part"))
 
         # The API as a client reaches it (published port 8000), with the token of .env.example.
