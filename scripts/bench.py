@@ -251,7 +251,15 @@ def bench_size(n: int, sftp: ls.Sftp, work: Path, transformers: int, page_size: 
         stack.stop()
         for p in profilers:
             p.stop()
+        _clean(base, sftp)
     return result
+
+
+def _clean(base: Path, sftp: ls.Sftp) -> None:
+    """Drop the run's databases and files (gigabytes at 1M users); logs and profiles stay."""
+    for path in [*base.glob("*.db*"), *(base / "files").rglob("*"), *sftp.upload_dir.rglob("*")]:
+        if path.is_file():
+            path.unlink()
 
 
 def profile(stack: Stack) -> list[ls.Proc]:
