@@ -32,6 +32,7 @@ async def _database(request: Request) -> Database:
 SettingsDep = Annotated[ApiSettings, Depends(_settings)]
 DbDep = Annotated[Database, Depends(_database)]
 
+
 def token_ok(settings: ApiSettings, authorization: str | None) -> bool:
     """Whether an Authorization header carries the bearer token (constant-time compare), or auth is off."""
     if settings.api_auth == "none":

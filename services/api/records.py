@@ -111,7 +111,8 @@ def _ledger_start(db: Database, table: Table, query: Query, version: int) -> tup
     """
     if query.offset == 0 or query.descending or not is_cheap(query) or query.run_id is None:
         return None
-    pages, before = db.cached(("ledger", table.name, query.run_id), version, lambda: _running_totals(db, table, query.run_id))
+    run_id = query.run_id
+    pages, before = db.cached(("ledger", table.name, run_id), version, lambda: _running_totals(db, table, run_id))
     i = bisect.bisect_right(before, query.offset) - 1
     if i < 0:
         return None
