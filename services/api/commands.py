@@ -1,5 +1,6 @@
 """Asking the extractor for a run: a ``run_now`` entry on the commands stream, refused while a run is going."""
 
+import time
 import uuid
 from datetime import datetime, timezone
 from functools import cached_property
@@ -34,6 +35,14 @@ class CommandQueue:
         return redis.Redis.from_url(self.redis_url, socket_timeout=self.timeout_s,
                                     socket_connect_timeout=self.timeout_s)
 
+    def dead_letters(self, run_id: str) -> int | None:
+        """Entries of ``run_id`` in the dead-letter stream; None when Redis cannot tell now."""
+        try:
+            count = self.client.hget(self.keys.dead_counts, run_id)
+        except redis.RedisError:
+            return None
+        return int(count or 0)
+
     def request_run(self, traceparent: str | None = None) -> str:
         """Enqueue a run-now command and return its request id; RunInProgress when a run is going."""
         request_id = uuid.uuid4().hex
@@ -41,6 +50,8 @@ class CommandQueue:
             {
                 "type": "run_now", "request_id": request_id, "trigger": "api",
                 "requested_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                # The extractor skips a request that a run started after it already satisfies.
+                "requested_at_epoch": time.time(),
             },
             traceparent,
         )

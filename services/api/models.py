@@ -54,6 +54,9 @@ class RunDetail(Run):
     pages_loaded: int
     updated_at: str | None
     duration_s: float | None = Field(description="finished_at - started_at, when both are known")
+    dead_letters: int | None = Field(
+        None, description="entries of this run moved to the dead-letter stream; null when Redis is unreachable"
+    )
 
 
 class RunRequested(BaseModel):

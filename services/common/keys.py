@@ -39,6 +39,11 @@ class Keys:
         return f"{self.prefix}stream:dead"
 
     @property
+    def dead_counts(self) -> str:
+        """Hash run_id -> entries of that run moved to the dead-letter stream."""
+        return f"{self.prefix}stream:dead:runs"
+
+    @property
     def checkpoint(self) -> str:
         return f"{self.prefix}checkpoint"
 

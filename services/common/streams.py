@@ -169,6 +169,8 @@ class GroupReader:
             fields[f"f:{_s(k)}"] = v
         pipe = self.client.pipeline(transaction=True)
         pipe.xadd(self.dead_stream, fields, maxlen=100_000, approximate=True)
+        # Per-run tally for the API's run detail (the stream itself is trimmed).
+        pipe.hincrby(f"{self.dead_stream}:runs", fields["run_id"] or "unknown", 1)
         pipe.xack(entry.stream, self.group, entry.id)
         if delete:
             pipe.xdel(entry.stream, entry.id)

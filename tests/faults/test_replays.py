@@ -64,3 +64,5 @@ def test_poison_entries_are_dead_lettered_not_retried_forever(make_source, make_
     assert any("page cannot be loaded" in r or "malformed entry: ValueError" in r for r in reasons)
     assert p.redis.xlen(p.keys.raw_stream) == 0 and p.redis.xlen(p.keys.processed_stream) == 0
     assert p.procs["transformer"].alive() and p.procs["saver"].alive()
+    counts = {k.decode(): int(v) for k, v in p.redis.hgetall(p.keys.dead_counts).items()}
+    assert counts.get("r2") == 1 and counts.get("r3") == 1 and sum(counts.values()) == 5

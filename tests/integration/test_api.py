@@ -128,6 +128,7 @@ class TestRuns:
         assert by_id["pages_loaded"] == by_id["pages_expected"] == 3
         assert by_id["duration_s"] is not None and by_id["duration_s"] >= 0
         assert by_id["error"] is None and len(by_id["files"]) == 3
+        assert by_id["dead_letters"] == 0
 
     @pytest.mark.parametrize("ref", ["999999", "no-such-run", "99999999999999999999999", "³", "-1"])
     def test_unknown_run_is_404(self, api, ref):

@@ -5,6 +5,7 @@ from typing import Annotated
 import orjson
 import redis
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from api import commands
 from api.db import Database
@@ -61,6 +62,7 @@ def _attach_files(db: Database, runs: list[dict]) -> None:
             responses=error(404, "No such run"))
 async def get_run(
     db: DbDep,
+    request: Request,
     run: Annotated[str, Path(description="the integer id, or the run_id text", max_length=200)],
 ) -> Response:
     # isascii: "³".isdigit() is true, and int() refuses it.
@@ -74,6 +76,9 @@ async def get_run(
     if not rows:
         raise HTTPException(404, f"no run {run!r}")
     _attach_files(db, rows)
+    queue: commands.CommandQueue = request.app.state.commands
+    # Redis is a network call: off the event loop.
+    rows[0]["dead_letters"] = await run_in_threadpool(queue.dead_letters, rows[0]["run_id"])
     return json_response(rows[0])
 
 
