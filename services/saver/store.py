@@ -61,7 +61,7 @@ def _common_dict(r: dict) -> tuple:
         uid if type(uid) is int and abs(uid) < 2**63 else None,
         first if type(first) is str else None, last if type(last) is str else None,
         email if type(email) is str else None, user if type(user) is str else None,
-        float(age) if type(age) in (int, float) and abs(age) < 1e300 else None,
+        float(age) if isinstance(age, (int, float)) and not isinstance(age, bool) and abs(age) < 1e300 else None,
         gender if type(gender) is str else None, dept if type(dept) is str else None,
     )
 
