@@ -2,6 +2,7 @@
 
 import os
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,7 @@ class GroupReader:
     max_deliveries: int = 5
     dead_stream: str = "etl:stream:dead"
     _backlog_done: set[str] = field(default_factory=set)
+    _next_claim_at: float = 0.0
 
     def setup(self) -> None:
         for stream in self.streams:
@@ -103,7 +105,16 @@ class GroupReader:
             if entries:
                 return entries
             self._backlog_done.update(self.streams)
-        return self.claim(count) or self._xread(">", count, block=self.block_ms)
+        # Nothing can become claimable faster than the idle time: look a few times per idle period,
+        # not before every read (one round trip less per page).
+        now = time.monotonic()
+        if now >= self._next_claim_at:
+            self._next_claim_at = now + self.claim_idle_ms / 4000
+            claimed = self.claim(count)
+            if claimed:
+                self._next_claim_at = 0.0  # more may be waiting
+                return claimed
+        return self._xread(">", count, block=self.block_ms)
 
     def _xread(self, start: str, count: int, block: int | None) -> list[Entry]:
         got = self.client.xreadgroup(
