@@ -18,9 +18,10 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-import localstack as ls
 import orjson
 import redis
+
+import localstack as ls
 
 sys.path[:0] = [str(ls.ROOT / "services" / d) for d in ("common", "transformer", "saver")]
 from etl_common import streams  # noqa: E402

@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import localstack as ls  # noqa: E402
-
 from dummyjson.users import make_user  # noqa: E402
 from saver.store import Store  # noqa: E402
 from transformer.enrich import load_departments  # noqa: E402
@@ -35,8 +34,15 @@ def build_db(path: Path, users: int, page_size: int = 100) -> float:
     """A succeeded run of ``users`` users, loaded page by page as the saver does; returns seconds taken."""
     started = time.monotonic()
     store = Store(str(path))
-    store.apply_event({"type": "run_started", "run_id": RUN_ID, "run_ts": RUN_TS, "trigger": "bench",
-                       "started_at": "2026-01-01T03:00:00Z"})
+    store.apply_event(
+        {
+            "type": "run_started",
+            "run_id": RUN_ID,
+            "run_ts": RUN_TS,
+            "trigger": "bench",
+            "started_at": "2026-01-01T03:00:00Z",
+        }
+    )
     departments = load_departments()
     pages = (users + page_size - 1) // page_size
     batch = []
@@ -46,8 +52,16 @@ def build_db(path: Path, users: int, page_size: int = 100) -> float:
         if len(batch) == 20 or page == pages - 1:
             store.load_pages(batch)
             batch = []
-    store.apply_event({"type": "phase1_complete", "run_id": RUN_ID, "run_ts": RUN_TS, "pages": pages,
-                       "records": users, "total": users})
+    store.apply_event(
+        {
+            "type": "phase1_complete",
+            "run_id": RUN_ID,
+            "run_ts": RUN_TS,
+            "pages": pages,
+            "records": users,
+            "total": users,
+        }
+    )
     store.complete_runs()
     store.mark(RUN_ID, "succeeded")
     store.close()
@@ -82,8 +96,14 @@ def _ms(out: str, pct: str) -> float:
 
 def serve(db: Path, workers: int, logdir: Path) -> tuple[ls.Proc, int]:
     port = ls.free_port()
-    env = {"ETL_DB_PATH": str(db), "ETL_API_PORT": str(port), "ETL_API_WORKERS": str(workers),
-           "ETL_API_TOKEN": TOKEN, "ETL_API_AUTH": "token", "ETL_LOG_LEVEL": "WARNING"}
+    env = {
+        "ETL_DB_PATH": str(db),
+        "ETL_API_PORT": str(port),
+        "ETL_API_WORKERS": str(workers),
+        "ETL_API_TOKEN": TOKEN,
+        "ETL_API_AUTH": "token",
+        "ETL_LOG_LEVEL": "WARNING",
+    }
     proc = ls.start_service("api", env, logdir)
     ls.wait_port(port, proc=proc.popen)
     return proc, port
@@ -106,15 +126,18 @@ def main() -> int:
             print(f"database: reusing {db} ({db.stat().st_size / 1e6:.0f} MB)")
         else:
             took = build_db(db, args.users)
-            print(f"database: {args.users:,} users in one run, built with Store.load_pages from transform_page "
-                  f"output in {took:.1f} s ({db.stat().st_size / 1e6:.0f} MB)")
+            print(
+                f"database: {args.users:,} users in one run, built with Store.load_pages from transform_page "
+                f"output in {took:.1f} s ({db.stat().st_size / 1e6:.0f} MB)"
+            )
         script = Path(tmp) / "random_offset.lua"
         path = f"/data/processed_users?run_id={RUN_ID}&limit=50"
         script.write_text(_RANDOM_OFFSET.replace("{path}", path).replace("{pages}", str(args.users // 50 - 1)))
-        routes = [("/etl_runs", None), (path, None), (path + " (random pages, uncached)", script),
-                  ("/summary", None)]
-        print(f"wrk: 1 thread, {args.connections} connections, {args.seconds} s per route, loopback, "
-              f"{_cpus()} CPUs shared by wrk and the API")
+        routes = [("/etl_runs", None), (path, None), (path + " (random pages, uncached)", script), ("/summary", None)]
+        print(
+            f"wrk: 1 thread, {args.connections} connections, {args.seconds} s per route, loopback, "
+            f"{_cpus()} CPUs shared by wrk and the API"
+        )
         print(f"load average before: {os.getloadavg()[0]:.2f} (other work on the machine skews the figures)")
         print(f"{'workers':>7}  {'route':<80} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'bytes':>6} {'CPU ms/req':>10}")
         for workers in [int(w) for w in args.workers.split(",")]:
@@ -130,8 +153,11 @@ def main() -> int:
                     r = wrk(url, args.seconds, args.connections, lua)
                     cpu_ms = (_tree_cpu_s(proc.popen.pid) - cpu_before) * 1000 / max(1, r["rps"] * args.seconds)
                     note = f"  ({r['non2xx']} non-2xx!)" if r["non2xx"] else ""
-                    print(f"{workers:>7}  {label:<80} {r['rps']:>7.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} "
-                          f"{len(first.content):>6} {cpu_ms:>10.3f}{note}", flush=True)
+                    print(
+                        f"{workers:>7}  {label:<80} {r['rps']:>7.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} "
+                        f"{len(first.content):>6} {cpu_ms:>10.3f}{note}",
+                        flush=True,
+                    )
             finally:
                 proc.stop()
     return 0

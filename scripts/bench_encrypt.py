@@ -97,8 +97,12 @@ def _rows_sha(db: Path) -> str:
 
 def check(ciphertext: Path, identity: Path, expected_sha: str, work: Path) -> None:
     out = work / "decrypted"
-    done = subprocess.run([sys.executable, "-m", "saver", "decrypt", "-i", str(identity), str(ciphertext), str(out)],
-                          cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "saver", "decrypt", "-i", str(identity), str(ciphertext), str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0 or sha256_of(out) != expected_sha:
         raise SystemExit(f"round trip failed: {done.stderr}")
     out.unlink()
@@ -113,8 +117,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-encrypt-", dir=args.dir))
     try:
         identity = work / "identity.txt"
-        public = subprocess.run([sys.executable, "-m", "saver", "keygen", "-o", str(identity)], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout.strip()
+        public = subprocess.run(
+            [sys.executable, "-m", "saver", "keygen", "-o", str(identity)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         base_mb, _ = measure("baseline")
         print(f"baseline (interpreter + saver imports): peak RSS {base_mb:.1f} MB")
         worst = 0.0
@@ -123,8 +132,10 @@ def main() -> int:
             make_file(plain, args.size_mb)
             size = plain.stat().st_size
             peak, secs = measure("file", str(plain), str(work / "plain.jsonl.age"), public)
-            print(f"encrypt_file  {size / 2**20:8.0f} MB: peak RSS {peak:6.1f} MB, {secs:6.2f} s, "
-                  f"{size / 2**20 / secs:6.0f} MB/s")
+            print(
+                f"encrypt_file  {size / 2**20:8.0f} MB: peak RSS {peak:6.1f} MB, {secs:6.2f} s, "
+                f"{size / 2**20 / secs:6.0f} MB/s"
+            )
             check(work / "plain.jsonl.age", identity, sha256_of(plain), work)
             plain.unlink()
             (work / "plain.jsonl.age").unlink()
@@ -137,8 +148,10 @@ def main() -> int:
             peak, secs = measure("db", str(db), str(work / "files"), public)
             out = work / "files" / "processed_users" / "p.jsonl.age"
             size = out.stat().st_size
-            print(f"SQLite -> age {size / 2**20:8.0f} MB: peak RSS {peak:6.1f} MB, {secs:6.2f} s, "
-                  f"{size / 2**20 / secs:6.0f} MB/s (write_run_files, rows streamed into the encryptor)")
+            print(
+                f"SQLite -> age {size / 2**20:8.0f} MB: peak RSS {peak:6.1f} MB, {secs:6.2f} s, "
+                f"{size / 2**20 / secs:6.0f} MB/s (write_run_files, rows streamed into the encryptor)"
+            )
             check(out, identity, _rows_sha(db), work)
             worst = max(worst, peak)
         verdict = "under" if worst < LIMIT_MB else "OVER"

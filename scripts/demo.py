@@ -55,16 +55,23 @@ def main() -> int:
         source_url = os.environ.get("ETL_SOURCE_URL")
         if not source_url:
             port = ls.free_port()
-            procs.append(ls.spawn("source", [ls.PYTHON, "-m", "dummyjson", "--port", str(port), "--count",
-                                             str(args.users)], logs))
+            procs.append(
+                ls.spawn(
+                    "source", [ls.PYTHON, "-m", "dummyjson", "--port", str(port), "--count", str(args.users)], logs
+                )
+            )
             ls.wait_port(port, proc=procs[-1].popen)
             source_url = f"http://127.0.0.1:{port}/users"
         token = os.environ.get("ETL_API_TOKEN") or secrets.token_urlsafe(24)
         api_port = int(os.environ.get("ETL_API_PORT", "8000"))
         env = {
-            "ETL_REDIS_URL": redis.url, "ETL_SOURCE_URL": source_url,
-            "ETL_DB_PATH": str(ROOT / "database" / "data.db"), "ETL_DATA_DIR": str(ROOT / "data"),
-            "ETL_API_TOKEN": token, "ETL_API_PORT": str(api_port), "ETL_API_AUTH": "token",
+            "ETL_REDIS_URL": redis.url,
+            "ETL_SOURCE_URL": source_url,
+            "ETL_DB_PATH": str(ROOT / "database" / "data.db"),
+            "ETL_DATA_DIR": str(ROOT / "data"),
+            "ETL_API_TOKEN": token,
+            "ETL_API_PORT": str(api_port),
+            "ETL_API_AUTH": "token",
             **sftp.env(),
         }
         env.update({k: v for k, v in os.environ.items() if k.startswith("ETL_") and k not in env})
@@ -81,8 +88,8 @@ def main() -> int:
         run = wait_run(ROOT / "database" / "data.db", 120)
         if run is None or run["status"] != "succeeded":
             reason = (run["error"] if run is not None else None) or "the run did not finish in time"
-            print(f"run {run['run_id'] if run is not None else '?'} is {run['status'] if run is not None else 'missing'}: {reason}",
-                  file=sys.stderr)
+            run_id, status = (run["run_id"], run["status"]) if run is not None else ("?", "missing")
+            print(f"run {run_id} is {status}: {reason}", file=sys.stderr)
             return 1
         api = f"http://127.0.0.1:{api_port}"
         runs = httpx.get(f"{api}/etl_runs", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()

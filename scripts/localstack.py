@@ -77,8 +77,9 @@ def spawn(name: str, args: list[str], logdir: Path, env: dict[str, str] | None =
     logdir.mkdir(parents=True, exist_ok=True)
     log = logdir / f"{name}.log"
     fh = log.open("ab")
-    popen = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd or ROOT,
-                             start_new_session=True)
+    popen = subprocess.Popen(
+        args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd or ROOT, start_new_session=True
+    )
     fh.close()
     return Proc(name, popen, log)
 
@@ -106,9 +107,25 @@ def _redis_proc(port: int, d: Path, aof: bool) -> Proc:
     exe = which("redis-server")
     if not exe:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-    args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d), "--save", "",
-            "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
-            "--maxmemory-policy", "noeviction", "--protected-mode", "yes"]
+    args = [
+        exe,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(d),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if aof else "no",
+        "--appendfsync",
+        "everysec",
+        "--maxmemory-policy",
+        "noeviction",
+        "--protected-mode",
+        "yes",
+    ]
     return spawn(f"redis-{port}", args, d)
 
 
@@ -123,8 +140,12 @@ def start_redis(d: Path, port: int | None = None, aof: bool = True) -> Redis:
 def gen_keys(keys_dir: Path, port: int, passphrase: str = "") -> None:
     """Client key, host keys and a known_hosts pinned to 127.0.0.1:port (scripts/gen-keys.sh)."""
     env = {**os.environ, "SFTP_KEY_PASSPHRASE": passphrase}
-    subprocess.run([str(ROOT / "scripts" / "gen-keys.sh"), str(keys_dir), "127.0.0.1", str(port)],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(ROOT / "scripts" / "gen-keys.sh"), str(keys_dir), "127.0.0.1", str(port)],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 @dataclass
@@ -168,7 +189,9 @@ class Sftp:
     def env(self) -> dict[str, str]:
         """The saver's settings for this server."""
         return {
-            "ETL_SFTP_HOST": "127.0.0.1", "ETL_SFTP_PORT": str(self.port), "ETL_SFTP_USER": self.user,
+            "ETL_SFTP_HOST": "127.0.0.1",
+            "ETL_SFTP_PORT": str(self.port),
+            "ETL_SFTP_USER": self.user,
             "ETL_SFTP_KEY_PATH": str(self.keys_dir / "id_ed25519"),
             "ETL_SFTP_KNOWN_HOSTS": str(self.keys_dir / "known_hosts"),
             "ETL_SFTP_REMOTE_DIR": str(self.upload_dir),

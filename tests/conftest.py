@@ -13,7 +13,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
 import localstack as ls  # noqa: E402
-
 from dummyjson.server import Source  # noqa: E402
 from tests.support import Pipeline, SourceServer  # noqa: E402
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import localstack as ls
 import redis
 
+import localstack as ls
 from dummyjson.server import Source, build
 from etl_common.keys import Keys
 
@@ -80,13 +80,23 @@ class Pipeline:
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = {
-            "ETL_REDIS_URL": self.redis_url, "ETL_KEY_PREFIX": self.prefix, "ETL_SOURCE_URL": self.source_url,
-            "ETL_DB_PATH": str(self.db_path), "ETL_DATA_DIR": str(self.data_dir),
-            "ETL_RETRY_DELAYS": "0.05,0.1,0.2", "ETL_BLOCK_MS": "200", "ETL_CLAIM_IDLE_MS": "1500",
-            "ETL_SCHEDULE": "0 3 * * *", "ETL_SFTP_BACKOFF_S": "0.1", "ETL_UPLOAD_RETRY_S": "1",
-            "ETL_UPLOAD_RETRY_MAX_S": "2", "ETL_API_AUTH": "token", "ETL_API_TOKEN": "test-token",
+            "ETL_REDIS_URL": self.redis_url,
+            "ETL_KEY_PREFIX": self.prefix,
+            "ETL_SOURCE_URL": self.source_url,
+            "ETL_DB_PATH": str(self.db_path),
+            "ETL_DATA_DIR": str(self.data_dir),
+            "ETL_RETRY_DELAYS": "0.05,0.1,0.2",
+            "ETL_BLOCK_MS": "200",
+            "ETL_CLAIM_IDLE_MS": "1500",
+            "ETL_SCHEDULE": "0 3 * * *",
+            "ETL_SFTP_BACKOFF_S": "0.1",
+            "ETL_UPLOAD_RETRY_S": "1",
+            "ETL_UPLOAD_RETRY_MAX_S": "2",
+            "ETL_API_AUTH": "token",
+            "ETL_API_TOKEN": "test-token",
             "ETL_REQUEST_TIMEOUT_S": "5",
-            **self.sftp_env, **self.extra,
+            **self.sftp_env,
+            **self.extra,
         }
         env.update(overrides)
         return env
@@ -103,8 +113,14 @@ class Pipeline:
     def extract(self, timeout_s: float = 60, **overrides: str) -> subprocess.CompletedProcess:
         env = {k: v for k, v in ls.os.environ.items() if not k.startswith("ETL_")} | self.env(**overrides)
         self.logdir.mkdir(parents=True, exist_ok=True)
-        return subprocess.run([ls.PYTHON, "-m", "extractor", "once"], env=env, capture_output=True, text=True,
-                              timeout=timeout_s, cwd=self.logdir)
+        return subprocess.run(
+            [ls.PYTHON, "-m", "extractor", "once"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=self.logdir,
+        )
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -124,7 +140,9 @@ class Pipeline:
             except sqlite3.OperationalError:
                 return []
 
-    def wait_run(self, statuses: tuple[str, ...] = ("succeeded",), timeout_s: float = 60, run_id: str | None = None) -> sqlite3.Row:
+    def wait_run(
+        self, statuses: tuple[str, ...] = ("succeeded",), timeout_s: float = 60, run_id: str | None = None
+    ) -> sqlite3.Row:
         """Wait until the (latest or given) run reaches one of ``statuses``; fail with the logs otherwise."""
         deadline = time.monotonic() + timeout_s
         last = None
@@ -144,7 +162,10 @@ class Pipeline:
 
     def user_ids(self, table: str, run_id: str) -> list[int]:
         with self.db() as conn:
-            return [r[0] for r in conn.execute(f"SELECT user_id FROM {table} WHERE run_id=? ORDER BY page, position", (run_id,))]
+            return [
+                r[0]
+                for r in conn.execute(f"SELECT user_id FROM {table} WHERE run_id=? ORDER BY page, position", (run_id,))
+            ]
 
     def checkpoint(self) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.redis.hgetall(self.keys.checkpoint).items()}

@@ -23,8 +23,15 @@ def main() -> int:
     if settings.api_auth == "token" and not settings.api_token:
         print("ETL_API_TOKEN is required (or set ETL_API_AUTH=none for local use)", file=sys.stderr)
         return 2
-    uvicorn.run("api.__main__:worker_app", factory=True, host=settings.api_host, port=settings.api_port,
-                workers=settings.api_workers, log_config=None, access_log=False)
+    uvicorn.run(
+        "api.__main__:worker_app",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=settings.api_workers,
+        log_config=None,
+        access_log=False,
+    )
     return 0
 
 

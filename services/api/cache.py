@@ -13,9 +13,7 @@ from api.db import Database, NotReady
 from api.deps import token_ok
 from api.settings import ApiSettings
 
-CACHED_PATHS = frozenset(
-    ("/etl_runs", "/summary", "/data/raw_users", "/data/processed_users", "/data/invalid_users")
-)
+CACHED_PATHS = frozenset(("/etl_runs", "/summary", "/data/raw_users", "/data/processed_users", "/data/invalid_users"))
 MAX_ENTRIES = 1024
 MAX_BODY_BYTES = 256 * 1024  # a 50-row page is ~95 KB; bigger answers are not worth keeping
 MAX_TOTAL_BYTES = 48 * 1024 * 1024  # per worker process

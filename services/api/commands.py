@@ -32,8 +32,9 @@ class CommandQueue:
     @cached_property
     def client(self) -> redis.Redis:
         # Short timeouts and no retries: a request should fail fast with 503, not hang.
-        return redis.Redis.from_url(self.redis_url, socket_timeout=self.timeout_s,
-                                    socket_connect_timeout=self.timeout_s)
+        return redis.Redis.from_url(
+            self.redis_url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
+        )
 
     def dead_letters(self, run_id: str) -> int | None:
         """Entries of ``run_id`` in the dead-letter stream; None when Redis cannot tell now."""
@@ -48,7 +49,9 @@ class CommandQueue:
         request_id = uuid.uuid4().hex
         fields = streams.encode(
             {
-                "type": "run_now", "request_id": request_id, "trigger": "api",
+                "type": "run_now",
+                "request_id": request_id,
+                "trigger": "api",
                 "requested_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
                 # The extractor skips a request that a run started after it already satisfies.
                 "requested_at_epoch": time.time(),

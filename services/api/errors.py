@@ -18,8 +18,9 @@ async def _not_ready(_request: Request, exc: Exception) -> JSONResponse:
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     # Busy or I/O trouble of the moment: worth a retry; the detail stays generic on purpose.
     log.warning("database error", path=request.url.path, error=str(exc))
-    return JSONResponse({"detail": "the database could not be read; try again"}, status_code=503,
-                        headers={"Retry-After": "1"})
+    return JSONResponse(
+        {"detail": "the database could not be read; try again"}, status_code=503, headers={"Retry-After": "1"}
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

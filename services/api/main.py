@@ -3,8 +3,8 @@
 import os
 
 from fastapi import FastAPI
-from fastapi.telemetry import TelemetryConfig
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 
 from api import errors, openapi
 from api.cache import ResponseCache
@@ -45,9 +45,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     if origins:
         app.add_middleware(
             # Credentials (the bearer token) are never allowed together with a wildcard origin.
-            CORSMiddleware, allow_origins=origins, allow_credentials="*" not in origins,
-            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["X-Total-Count"], max_age=600,
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials="*" not in origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["X-Total-Count"],
+            max_age=600,
         )
     install_observability(app)
     for module in (health, runs, data, summary, sql):

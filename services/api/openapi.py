@@ -13,8 +13,11 @@ def install(app: FastAPI) -> None:
         if app.openapi_schema is None:
             doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             doc.setdefault("components", {})["securitySchemes"] = {
-                SCHEME: {"type": "http", "scheme": "bearer",
-                         "description": "ETL_API_TOKEN; not needed when ETL_API_AUTH=none"},
+                SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "ETL_API_TOKEN; not needed when ETL_API_AUTH=none",
+                },
             }
             for item in doc["paths"].values():
                 for operation in item.values():

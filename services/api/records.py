@@ -8,8 +8,7 @@ import orjson
 
 from api.db import Database
 
-_COMMON = ("id", "run_id", "user_id", "first_name", "last_name", "email", "username", "age", "gender",
-           "department")
+_COMMON = ("id", "run_id", "user_id", "first_name", "last_name", "email", "username", "age", "gender", "department")
 
 
 @dataclass(frozen=True)
@@ -28,10 +27,15 @@ TABLES = {
     "processed_users": Table(
         "processed_users",
         (*_COMMON, "department_code", "title", "role", "city", "state", "user_agent", "inserted_at"),
-        ("source", "id", *_COMMON[2:], "department_code", "title", "role", "city", "state"), True, "valid_count",
+        ("source", "id", *_COMMON[2:], "department_code", "title", "role", "city", "state"),
+        True,
+        "valid_count",
     ),
     "invalid_users": Table(
-        "invalid_users", (*_COMMON, "error_reason", "inserted_at"), ("source", "id", *_COMMON[2:]), False,
+        "invalid_users",
+        (*_COMMON, "error_reason", "inserted_at"),
+        ("source", "id", *_COMMON[2:]),
+        False,
         "invalid_count",
     ),
 }
@@ -74,8 +78,11 @@ def _where(table: Table, query: Query) -> tuple[str, list[Any]]:
 def page(db: Database, table: Table, query: Query, version: int) -> dict[str, Any]:
     """One page of records and the total matching; the total is cached per data version."""
     where, args = _where(table, query)
-    total = db.cached(("count", table.name, where, tuple(args)), version,
-                      lambda: db.scalar(f"SELECT count(*) FROM {table.name} {where}", args))
+    total = db.cached(
+        ("count", table.name, where, tuple(args)),
+        version,
+        lambda: db.scalar(f"SELECT count(*) FROM {table.name} {where}", args),
+    )
     direction = "DESC" if query.descending else "ASC"
     # Source order (run, page, position) is unique and served by the (run_id, page, position) index;
     # other sorts break ties on id, so paging is stable either way.

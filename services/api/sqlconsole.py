@@ -15,31 +15,89 @@ from typing import Any
 from etl_common.db import connect_reader
 
 _COMMON = (
-    "id", "run_id", "page", "position", "user_id", "first_name", "last_name", "email", "username",
-    "age", "gender", "department", "inserted_at",
+    "id",
+    "run_id",
+    "page",
+    "position",
+    "user_id",
+    "first_name",
+    "last_name",
+    "email",
+    "username",
+    "age",
+    "gender",
+    "department",
+    "inserted_at",
 )
 # Typed columns only: the ``record`` JSON holds masked secrets, ``raw_line`` unparsed text.
 ALLOWED: dict[str, frozenset[str]] = {
-    "etl_runs": frozenset((
-        "id", "run_id", "run_timestamp", "raw_file", "processed_file", "dlq_file", "valid_count",
-        "invalid_count", "status", "trigger", "started_at", "finished_at", "total_expected",
-        "raw_count", "pages_expected", "error", "updated_at",
-    )),
+    "etl_runs": frozenset(
+        (
+            "id",
+            "run_id",
+            "run_timestamp",
+            "raw_file",
+            "processed_file",
+            "dlq_file",
+            "valid_count",
+            "invalid_count",
+            "status",
+            "trigger",
+            "started_at",
+            "finished_at",
+            "total_expected",
+            "raw_count",
+            "pages_expected",
+            "error",
+            "updated_at",
+        )
+    ),
     "raw_users": frozenset(_COMMON),
-    "processed_users": frozenset((
-        *_COMMON, "department_code", "title", "role", "city", "state", "user_agent",
-    )),
+    "processed_users": frozenset(
+        (
+            *_COMMON,
+            "department_code",
+            "title",
+            "role",
+            "city",
+            "state",
+            "user_agent",
+        )
+    ),
     "invalid_users": frozenset((*_COMMON, "error_reason")),
 }
 # Functions that read files, expose pointers or are not needed for reporting.
 _DENIED_FUNCTIONS = frozenset(("load_extension", "fts3_tokenizer", "readfile", "writefile", "edit"))
 _ACTION_NAMES = {
-    1: "create index", 2: "create table", 3: "create temp index", 4: "create temp table",
-    5: "create temp trigger", 6: "create temp view", 7: "create trigger", 8: "create view", 9: "delete",
-    10: "drop index", 11: "drop table", 12: "drop temp index", 13: "drop temp table", 14: "drop temp trigger",
-    15: "drop temp view", 16: "drop trigger", 17: "drop view", 18: "insert", 19: "pragma", 22: "transaction",
-    23: "update", 24: "attach", 25: "detach", 26: "alter table", 27: "reindex", 28: "analyze",
-    29: "create virtual table", 30: "drop virtual table", 32: "savepoint",
+    1: "create index",
+    2: "create table",
+    3: "create temp index",
+    4: "create temp table",
+    5: "create temp trigger",
+    6: "create temp view",
+    7: "create trigger",
+    8: "create view",
+    9: "delete",
+    10: "drop index",
+    11: "drop table",
+    12: "drop temp index",
+    13: "drop temp table",
+    14: "drop temp trigger",
+    15: "drop temp view",
+    16: "drop trigger",
+    17: "drop view",
+    18: "insert",
+    19: "pragma",
+    22: "transaction",
+    23: "update",
+    24: "attach",
+    25: "detach",
+    26: "alter table",
+    27: "reindex",
+    28: "analyze",
+    29: "create virtual table",
+    30: "drop virtual table",
+    32: "savepoint",
 }
 # Table-valued functions over values the query already has.
 _TABLE_FUNCTIONS = frozenset(("json_each", "json_tree"))

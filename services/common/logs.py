@@ -2,6 +2,7 @@
 
 import logging
 import sys
+from typing import Any
 
 import structlog
 from opentelemetry import trace
@@ -21,13 +22,11 @@ def configure(service: str, level: str = "INFO", fmt: str = "auto") -> None:
         structlog.processors.JSONRenderer()
         if json_out
         # Plain tracebacks: a rich one prints local variables, which may hold secrets.
-        else structlog.dev.ConsoleRenderer(
-            colors=False, exception_formatter=structlog.dev.plain_traceback
-        )
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
     # JSON needs the traceback as text; the console renderer formats exceptions itself.
     exc = [structlog.processors.format_exc_info] if json_out else []
-    shared = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -6,8 +6,7 @@ _PAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 
 RECORDS = Counter(
     "etl_records_total",
-    "Records by stage (extract, transform, load, upload) and outcome "
-    "(fetched, valid, invalid, loaded, uploaded).",
+    "Records by stage (extract, transform, load, upload) and outcome (fetched, valid, invalid, loaded, uploaded).",
     ["stage", "outcome"],
 )
 PAGES = Counter("etl_pages_total", "Pages handled by stage and outcome.", ["stage", "outcome"])
@@ -34,9 +33,7 @@ RUNS = Counter(
     "Runs finished by the reporting stage and their outcome.",
     ["stage", "outcome"],
 )
-STREAM_RECLAIMED = Counter(
-    "etl_stream_reclaimed_total", "Entries claimed from dead consumers, by group.", ["group"]
-)
+STREAM_RECLAIMED = Counter("etl_stream_reclaimed_total", "Entries claimed from dead consumers, by group.", ["group"])
 STREAM_DEAD_LETTERED = Counter(
     "etl_stream_dead_lettered_total",
     "Entries moved to the dead-letter stream, by group.",
@@ -50,9 +47,7 @@ BACKPRESSURE_WAITS = Counter(
 )
 SFTP_UPLOADS = Counter("etl_sftp_uploads_total", "SFTP upload attempts by outcome.", ["outcome"])
 SFTP_BYTES = Counter("etl_sftp_uploaded_bytes_total", "Bytes uploaded over SFTP.")
-LAST_SUCCESS = Gauge(
-    "etl_last_success_timestamp_seconds", "Unix time at which the last run succeeded (saver)."
-)
+LAST_SUCCESS = Gauge("etl_last_success_timestamp_seconds", "Unix time at which the last run succeeded (saver).")
 LAST_RUN_DURATION = Gauge(
     "etl_last_run_duration_seconds",
     "Duration of the last succeeded run, from its start to its upload (saver).",
@@ -61,15 +56,9 @@ RUN_STARTED = Gauge(
     "etl_last_run_start_timestamp_seconds",
     "Unix time at which the extractor started or resumed its latest run.",
 )
-RUN_PROGRESS = Gauge(
-    "etl_run_progress_records", "Records of the current run handled so far, by stage.", ["stage"]
-)
-RUN_EXPECTED = Gauge(
-    "etl_run_expected_records", "Records the source announced for the current run."
-)
-ERRORS = Counter(
-    "etl_errors_total", "Unexpected errors (bugs or dependency failures), by stage.", ["stage"]
-)
+RUN_PROGRESS = Gauge("etl_run_progress_records", "Records of the current run handled so far, by stage.", ["stage"])
+RUN_EXPECTED = Gauge("etl_run_expected_records", "Records the source announced for the current run.")
+ERRORS = Counter("etl_errors_total", "Unexpected errors (bugs or dependency failures), by stage.", ["stage"])
 API_REQUESTS = Counter(
     "etl_api_requests_total",
     "API requests by method, route template and status code.",

@@ -7,9 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class BaseEtlSettings(BaseSettings):
     """What every service needs: Redis, key prefix, logs and the ops port."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ETL_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="ETL_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "etl:"

@@ -95,7 +95,7 @@ class GroupReader:
     def _forget_idle_consumers(self, stream: str, idle_ms: int = 3_600_000) -> None:
         """Remove consumers gone for an hour with nothing pending, so the group does not grow forever."""
         for c in self.client.xinfo_consumers(stream, self.group):
-            if c["pending"] == 0 and c.get("idle", 0) > idle_ms and _s(c["name"]) != self.consumer:
+            if c["pending"] == 0 and c.get("idle", 0) > idle_ms and text(c["name"]) != self.consumer:
                 self.client.xgroup_delconsumer(stream, self.group, c["name"])
 
     def read(self, count: int) -> list[Entry]:
@@ -117,13 +117,11 @@ class GroupReader:
         return self._xread(">", count, block=self.block_ms)
 
     def _xread(self, start: str, count: int, block: int | None) -> list[Entry]:
-        got = self.client.xreadgroup(
+        got: Any = self.client.xreadgroup(
             self.group, self.consumer, dict.fromkeys(self.streams, start), count=count, block=block
         )
         entries = [
-            Entry(_s(stream), _s(entry_id), fields)
-            for stream, items in got or []
-            for entry_id, fields in items
+            Entry(text(stream), text(entry_id), fields) for stream, items in got or [] for entry_id, fields in items
         ]
         if start == "0":
             for stream in {e.stream for e in entries}:
@@ -138,15 +136,17 @@ class GroupReader:
         """Take over entries idle longer than ``claim_idle_ms`` in other consumers' pending lists."""
         claimed: list[Entry] = []
         for stream in self.streams:
-            _next, items, deleted = _autoclaim(self.client, stream, self.group, self.consumer, self.claim_idle_ms, count)
+            _next, items, deleted = _autoclaim(
+                self.client, stream, self.group, self.consumer, self.claim_idle_ms, count
+            )
             for entry_id in deleted:
                 # Deleted while pending: nothing to process, drop it from the PEL.
                 self.client.xack(stream, self.group, entry_id)
             if not items:
                 continue
-            counts = _delivery_counts(self.client, stream, self.group, [_s(i) for i, _ in items])
+            counts = _delivery_counts(self.client, stream, self.group, [text(i) for i, _ in items])
             for entry_id, fields in items:
-                eid = _s(entry_id)
+                eid = text(entry_id)
                 claimed.append(Entry(stream, eid, fields, deliveries=counts.get(eid, 1)))
                 metrics.STREAM_RECLAIMED.labels(group=self.group).inc()
             log.warning("claimed idle entries", stream=stream, group=self.group, count=len(items))
@@ -168,7 +168,7 @@ class GroupReader:
 
     def dead_letter(self, entry: Entry, reason: str, delete: bool = True) -> None:
         """Copy the entry with its reason to the dead-letter stream, then ack it (copy first: a crash loses nothing)."""
-        fields: dict[str, Any] = {
+        fields: dict[Any, Any] = {
             "run_id": _run_id(entry.fields),
             "stream": entry.stream,
             "id": entry.id,
@@ -177,7 +177,7 @@ class GroupReader:
             "deliveries": str(entry.deliveries),
         }
         for k, v in (entry.fields or {}).items():
-            fields[f"f:{_s(k)}"] = v
+            fields[f"f:{text(k)}"] = v
         pipe = self.client.pipeline(transaction=True)
         pipe.xadd(self.dead_stream, fields, maxlen=100_000, approximate=True)
         # Per-run tally for the API's run detail (the stream itself is trimmed).
@@ -216,7 +216,7 @@ def _delivery_counts(client: redis.Redis, stream: str, group: str, ids: list[str
     counts: dict[str, int] = {}
     for rows in pipe.execute():
         for r in rows:
-            counts[_s(r["message_id"])] = int(r["times_delivered"])
+            counts[text(r["message_id"])] = int(r["times_delivered"])
     return counts
 
 
@@ -229,5 +229,6 @@ def _run_id(fields: dict[bytes, bytes] | None) -> str:
     return str(payload.get("run_id", ""))
 
 
-def _s(v: bytes | str) -> str:
+def text(v: bytes | str) -> str:
+    """A Redis reply as text (clients may or may not decode responses)."""
     return v.decode() if isinstance(v, bytes) else v

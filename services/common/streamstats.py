@@ -46,13 +46,8 @@ class StreamCollector(Collector):
         return []
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        up = GaugeMetricFamily(
-            "etl_redis_up", "1 when this scrape could read the streams from Redis."
-        )
-        fams = {
-            name: GaugeMetricFamily(f"etl_stream_{name}", doc, labels=labels)
-            for name, doc, labels in _FAMILIES
-        }
+        up = GaugeMetricFamily("etl_redis_up", "1 when this scrape could read the streams from Redis.")
+        fams = {name: GaugeMetricFamily(f"etl_stream_{name}", doc, labels=labels) for name, doc, labels in _FAMILIES}
         with self.lock:
             watched = sorted(self.watched)
         try:

@@ -13,12 +13,9 @@ from etl_common import __version__
 
 def configure(service: str, exporter: SpanExporter | None = None) -> TracerProvider:
     """Install a tracer provider; export over OTLP only when an endpoint is configured."""
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": service, "service.version": __version__})
-    )
+    provider = TracerProvider(resource=Resource.create({"service.name": service, "service.version": __version__}))
     if exporter is None and (
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     ):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

@@ -15,8 +15,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bad-every", type=int, default=0, help="every Nth user is broken")
     p.add_argument("--data", help="serve this JSON array of users instead of generated ones")
-    p.add_argument("--pool", type=int, default=0,
-                   help="generate only this many users and clone the rest from them (fast, for benchmarks)")
+    p.add_argument(
+        "--pool",
+        type=int,
+        default=0,
+        help="generate only this many users and clone the rest from them (fast, for benchmarks)",
+    )
     args = p.parse_args(argv)
     users = None
     if args.data:

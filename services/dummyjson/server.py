@@ -15,8 +15,7 @@ from dummyjson.users import break_user, clone_user, make_bad_user, make_user
 class Source:
     """The data set and the faults; shared by the request threads under one lock."""
 
-    def __init__(self, count: int, seed: int = 0, bad_every: int = 0, users: list[Any] | None = None,
-                 pool: int = 0):
+    def __init__(self, count: int, seed: int = 0, bad_every: int = 0, users: list[Any] | None = None, pool: int = 0):
         self.users = users
         # With a pool, users past the first ``pool`` are cloned from them (cheap; for large benchmarks).
         self.pool = [make_user(i + 1, seed) for i in range(min(pool, count))] if pool > 0 else []
@@ -97,8 +96,11 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
             if source.total_delta and n_requests > source.total_delta_after:
                 total += source.total_delta
             # orjson: serialising a page of 100 users with json.dumps costs more than the pipeline's work on it.
-            self._raw(200, orjson.dumps({"users": users, "total": total, "skip": skip, "limit": len(users)}),
-                      "application/json")
+            self._raw(
+                200,
+                orjson.dumps({"users": users, "total": total, "skip": skip, "limit": len(users)}),
+                "application/json",
+            )
 
         def do_POST(self) -> None:
             if urlparse(self.path).path != "/_faults":

@@ -4,15 +4,67 @@ import random
 from typing import Any
 
 DEPARTMENTS = [
-    "Accounting", "Business Development", "Engineering", "Human Resources", "Legal", "Marketing",
-    "Product Management", "Research and Development", "Sales", "Services", "Support", "Training",
+    "Accounting",
+    "Business Development",
+    "Engineering",
+    "Human Resources",
+    "Legal",
+    "Marketing",
+    "Product Management",
+    "Research and Development",
+    "Sales",
+    "Services",
+    "Support",
+    "Training",
 ]
-_FIRST = ["Emily", "Michael", "Sophia", "James", "Emma", "Olivia", "Alexander", "Ava", "Ethan",
-          "Isabella", "Liam", "Mia", "Noah", "Chloe", "Lucas", "Zoé", "Mateo", "Aiko", "Omar", "Léa"]
-_LAST = ["Johnson", "Williams", "Brown", "Miller", "Davis", "Garcia", "Rodriguez", "Wilson",
-         "Martinez", "Anderson", "Taylor", "Thomas", "Moore", "Jackson", "Martin", "Lee", "Müller"]
-_CITIES = [("Phoenix", "Mississippi", "MS"), ("Denver", "Colorado", "CO"), ("Austin", "Texas", "TX"),
-           ("Seattle", "Washington", "WA"), ("Boston", "Massachusetts", "MA")]
+_FIRST = [
+    "Emily",
+    "Michael",
+    "Sophia",
+    "James",
+    "Emma",
+    "Olivia",
+    "Alexander",
+    "Ava",
+    "Ethan",
+    "Isabella",
+    "Liam",
+    "Mia",
+    "Noah",
+    "Chloe",
+    "Lucas",
+    "Zoé",
+    "Mateo",
+    "Aiko",
+    "Omar",
+    "Léa",
+]
+_LAST = [
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Miller",
+    "Davis",
+    "Garcia",
+    "Rodriguez",
+    "Wilson",
+    "Martinez",
+    "Anderson",
+    "Taylor",
+    "Thomas",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Müller",
+]
+_CITIES = [
+    ("Phoenix", "Mississippi", "MS"),
+    ("Denver", "Colorado", "CO"),
+    ("Austin", "Texas", "TX"),
+    ("Seattle", "Washington", "WA"),
+    ("Boston", "Massachusetts", "MA"),
+]
 _AGENTS = [
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/96.0.4664.93 Safari/537.36",
@@ -63,13 +115,16 @@ def make_user(user_id: int, seed: int = 0) -> dict[str, Any]:
         "height": round(rng.uniform(150, 200), 2),
         "weight": round(rng.uniform(45, 110), 2),
         "eyeColor": rng.choice(["Green", "Brown", "Blue", "Gray", "Amber"]),
-        "hair": {"color": rng.choice(["Brown", "Black", "Blond", "Red"]),
-                 "type": rng.choice(["Curly", "Straight", "Wavy", "Kinky"])},
+        "hair": {
+            "color": rng.choice(["Brown", "Black", "Blond", "Red"]),
+            "type": rng.choice(["Curly", "Straight", "Wavy", "Kinky"]),
+        },
         "ip": ".".join(str(rng.randint(1, 254)) for _ in range(4)),
         "address": _address(rng),
         "macAddress": ":".join(f"{rng.randint(0, 255):02x}" for _ in range(6)),
-        "university": rng.choice(["University of Wisconsin--Madison", "Ohio State University",
-                                  "University of Arizona"]),
+        "university": rng.choice(
+            ["University of Wisconsin--Madison", "Ohio State University", "University of Arizona"]
+        ),
         "bank": {
             "cardExpire": f"{rng.randint(1, 12):02d}/{rng.randint(26, 32)}",
             "cardNumber": "".join(str(rng.randint(0, 9)) for _ in range(16)),
@@ -86,8 +141,11 @@ def make_user(user_id: int, seed: int = 0) -> dict[str, Any]:
         "ein": f"{rng.randint(100, 999)}-{rng.randint(100, 999)}",
         "ssn": f"{rng.randint(100, 999)}-{rng.randint(100, 999)}-{rng.randint(100, 999)}",
         "userAgent": rng.choice(_AGENTS),
-        "crypto": {"coin": "Bitcoin", "wallet": "0x" + "".join(rng.choice("0123456789abcdef") for _ in range(40)),
-                   "network": "Ethereum (ERC20)"},
+        "crypto": {
+            "coin": "Bitcoin",
+            "wallet": "0x" + "".join(rng.choice("0123456789abcdef") for _ in range(40)),
+            "network": "Ethereum (ERC20)",
+        },
         "role": rng.choice(["user", "user", "user", "moderator", "admin"]),
     }
 

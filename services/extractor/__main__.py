@@ -1,4 +1,4 @@
-"""Entry point: ``python -m extractor`` serves (schedule + commands); ``python -m extractor once`` runs one extraction."""
+"""Entry point: `python -m extractor` serves (schedule, commands); `python -m extractor once` runs one extraction."""
 
 import argparse
 import sys

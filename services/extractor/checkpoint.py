@@ -4,6 +4,8 @@ from dataclasses import asdict, dataclass, fields
 
 import redis
 
+from etl_common.streams import text
+
 
 @dataclass
 class Checkpoint:
@@ -28,7 +30,7 @@ class Checkpoint:
         raw = client.hgetall(key)
         if not raw:
             return None
-        data = {k.decode(): v.decode() for k, v in raw.items()}
+        data = {text(k): text(v) for k, v in raw.items()}
         kwargs: dict[str, object] = {}
         for f in fields(cls):
             if f.name in data:

@@ -39,7 +39,7 @@ def _new_run(client: redis.Redis, keys: Keys, trigger: str) -> Checkpoint:
     # File names carry the start second: never reuse the previous run's.
     last = client.get(f"{keys.prefix}last_run_ts")
     if last:
-        prev = datetime.strptime(last.decode(), TS_FORMAT).replace(tzinfo=timezone.utc)
+        prev = datetime.strptime(streams.text(last), TS_FORMAT).replace(tzinfo=timezone.utc)
         now = max(now, prev + timedelta(seconds=1))
     run_ts = now.strftime(TS_FORMAT)
     client.set(f"{keys.prefix}last_run_ts", run_ts)
@@ -59,8 +59,9 @@ def emit(pipe: Any, keys: Keys, event: dict[str, Any], traceparent: str | None) 
     pipe.xadd(keys.events_stream, streams.encode(event, traceparent), maxlen=100_000, approximate=True)
 
 
-def _wait_for_backlog(client: redis.Redis, keys: Keys, limit: int, beat: Callable[[], None], lock: Any,
-                      lease_s: float) -> None:
+def _wait_for_backlog(
+    client: redis.Redis, keys: Keys, limit: int, beat: Callable[[], None], lock: Any, lease_s: float
+) -> None:
     """Backpressure: consumed entries are deleted, so the stream lengths are the backlog.
 
     The processed stream counts too: when the saver is the slow stage, its backlog would otherwise grow
@@ -136,8 +137,14 @@ def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat
         emit(pipe, keys, {"type": "run_resumed", "run_id": cp.run_id, "trigger": trigger}, None)
     else:
         cp.traceparent = tracing.current_traceparent() or ""
-        event = {"type": "run_started", "run_id": cp.run_id, "run_ts": cp.run_ts, "trigger": cp.trigger,
-                 "started_at": cp.started_at, **names}
+        event = {
+            "type": "run_started",
+            "run_id": cp.run_id,
+            "run_ts": cp.run_ts,
+            "trigger": cp.trigger,
+            "started_at": cp.started_at,
+            **names,
+        }
         emit(pipe, keys, event, cp.traceparent)
         pipe.hset(keys.checkpoint, mapping=cp.mapping())
         log.info("run started", trigger=trigger)
@@ -153,8 +160,14 @@ def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat
             t0 = time.monotonic()
             with tracer.start_as_current_span("extract.page", attributes={"etl.page": cp.next_page}):
                 try:
-                    page = fetch_page(http, settings.source_url, cp.next_skip, settings.page_size,
-                                      settings.retry_delays, settings.retry_after_max_s)
+                    page = fetch_page(
+                        http,
+                        settings.source_url,
+                        cp.next_skip,
+                        settings.page_size,
+                        settings.retry_delays,
+                        settings.retry_after_max_s,
+                    )
                 except SourceFailed as exc:
                     _fail(client, keys, cp, str(exc))
                     raise
@@ -163,8 +176,15 @@ def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat
                 cp.total = page.total
                 if not page.users:
                     break
-                entry = {"kind": "page", "run_id": cp.run_id, "run_ts": cp.run_ts, "page": cp.next_page,
-                         "skip": cp.next_skip, "total": cp.total, "records": page.users}
+                entry = {
+                    "kind": "page",
+                    "run_id": cp.run_id,
+                    "run_ts": cp.run_ts,
+                    "page": cp.next_page,
+                    "skip": cp.next_skip,
+                    "total": cp.total,
+                    "records": page.users,
+                }
                 cp.next_skip += len(page.users)
                 cp.next_page += 1
                 cp.records += len(page.users)
@@ -180,9 +200,14 @@ def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat
             metrics.PAGE_DURATION.labels(stage="extract").observe(time.monotonic() - t0)
             metrics.RUN_EXPECTED.set(cp.total)
             metrics.RUN_PROGRESS.labels(stage="extract").set(cp.records)
-            log.info("page handed on", page=cp.next_page - 1, records=len(page.users),
-                     progress=f"{cp.records}/{cp.total}", outcome="ok",
-                     duration_ms=round((time.monotonic() - t0) * 1000, 1))
+            log.info(
+                "page handed on",
+                page=cp.next_page - 1,
+                records=len(page.users),
+                progress=f"{cp.records}/{cp.total}",
+                outcome="ok",
+                duration_ms=round((time.monotonic() - t0) * 1000, 1),
+            )
             if cp.next_skip >= cp.total:
                 break
     return _finish(client, keys, cp, names, time.monotonic() - run_started)

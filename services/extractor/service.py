@@ -31,9 +31,13 @@ class Service:
         self.stopper = stopper
         self.keys = Keys(settings.key_prefix)
         self.reader = streams.GroupReader(
-            client, GROUP_EXTRACTOR, streams.consumer_name(settings.consumer_name),
-            [self.keys.commands_stream], block_ms=settings.block_ms,
-            claim_idle_ms=settings.claim_idle_ms, max_deliveries=settings.max_deliveries,
+            client,
+            GROUP_EXTRACTOR,
+            streams.consumer_name(settings.consumer_name),
+            [self.keys.commands_stream],
+            block_ms=settings.block_ms,
+            claim_idle_ms=settings.claim_idle_ms,
+            max_deliveries=settings.max_deliveries,
             dead_stream=self.keys.dead_stream,
         )
         self.next_fire = self._next_fire()
@@ -49,8 +53,15 @@ class Service:
     def run_once(self, trigger: str, lock_wait_s: float = 0.0, resume_only: bool = False) -> bool:
         """One extraction (or the resume of the unfinished one); False when it failed."""
         try:
-            extract(self.settings, self.client, trigger, lambda: self.stopper.stopping, self.heartbeat.beat,
-                    lock_wait_s, resume_only)
+            extract(
+                self.settings,
+                self.client,
+                trigger,
+                lambda: self.stopper.stopping,
+                self.heartbeat.beat,
+                lock_wait_s,
+                resume_only,
+            )
             self.retry_at = None
             return True
         except AlreadyRunning:
@@ -66,8 +77,11 @@ class Service:
 
     def serve(self) -> None:
         self.reader.setup()
-        log.info("extractor ready", schedule=self.settings.schedule,
-                 next_run=datetime.fromtimestamp(self.next_fire, timezone.utc).isoformat())
+        log.info(
+            "extractor ready",
+            schedule=self.settings.schedule,
+            next_run=datetime.fromtimestamp(self.next_fire, timezone.utc).isoformat(),
+        )
         if Checkpoint.load(self.client, self.keys.checkpoint) is not None:
             # A predecessor died mid-run: wait out its lease, then resume the same run.
             self.run_once("resume", lock_wait_s=self.settings.lock_ttl_s + 1, resume_only=True)

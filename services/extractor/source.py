@@ -1,8 +1,8 @@
 """The source client: one page per call, retried with exponential backoff and Retry-After."""
 
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -115,6 +115,4 @@ def fetch_page(
     try:
         return retrying(fetch_once, client, url, skip, limit)
     except SourceUnavailable as exc:
-        raise SourceFailed(
-            f"source failed for the page at skip={skip} after {len(delays)} retries: {exc}"
-        ) from exc
+        raise SourceFailed(f"source failed for the page at skip={skip} after {len(delays)} retries: {exc}") from exc

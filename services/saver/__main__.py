@@ -5,7 +5,6 @@ import sys
 
 from etl_common import runtime
 from etl_common.redis_client import connect, wait_for_redis
-
 from saver import crypto
 from saver.settings import SaverSettings
 from saver.store import Store
@@ -54,8 +53,10 @@ def _age_command(args: argparse.Namespace) -> int:
         if args.command == "keygen":
             public = crypto.keygen(args.output)
             print(public)
-            print(f"identity written to {args.output}; keep it secret, give the public key above to the saver",
-                  file=sys.stderr)
+            print(
+                f"identity written to {args.output}; keep it secret, give the public key above to the saver",
+                file=sys.stderr,
+            )
         else:
             size = crypto.decrypt_file(args.input, args.output, crypto.load_identities(args.identity))
             print(f"decrypted {args.input} -> {args.output} ({size} bytes)", file=sys.stderr)

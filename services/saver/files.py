@@ -70,6 +70,12 @@ def write_run_files(
         # A copy left by an earlier write in the other mode must not linger (plaintext beside its .age).
         other = Path(data_dir) / (plain_name if recipients else plain_name + crypto.SUFFIX)
         other.unlink(missing_ok=True)
-        out[kind] = {"path": path, "name": name, "bytes": size, "sha256": sha256,
-                     "records": counter[0], "encrypted": bool(recipients)}
+        out[kind] = {
+            "path": path,
+            "name": name,
+            "bytes": size,
+            "sha256": sha256,
+            "records": counter[0],
+            "encrypted": bool(recipients),
+        }
     return out

@@ -10,7 +10,8 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply the migrations not yet recorded, each in its own transaction; return their names."""
     conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
     done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
     applied = []

@@ -42,6 +42,8 @@ class SaverSettings(BaseEtlSettings):
     def _encryption_has_recipients(self) -> "SaverSettings":
         # Fail at start-up, not at the first upload: encryption on without a recipient is a broken deployment.
         if self.encryption_enabled and not (self.encryption_recipients.strip() or self.encryption_recipients_file):
-            raise ValueError("ETL_ENCRYPTION_ENABLED is on but neither ETL_ENCRYPTION_RECIPIENTS "
-                             "nor ETL_ENCRYPTION_RECIPIENTS_FILE is set")
+            raise ValueError(
+                "ETL_ENCRYPTION_ENABLED is on but neither ETL_ENCRYPTION_RECIPIENTS "
+                "nor ETL_ENCRYPTION_RECIPIENTS_FILE is set"
+            )
         return self

@@ -9,8 +9,6 @@ import structlog
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from etl_common import metrics
-from etl_common.errors import TransientError
 from tenacity import (
     Retrying,
     retry_if_exception_type,
@@ -19,6 +17,8 @@ from tenacity import (
     wait_exponential,
 )
 
+from etl_common import metrics
+from etl_common.errors import TransientError
 from saver.settings import SaverSettings
 
 log = structlog.get_logger(__name__)
@@ -32,8 +32,11 @@ class UploadRefused(UploadFailed):
     """A key or trust problem (wrong passphrase, refused key, unknown or changed host key): not retried at once."""
 
 
-_KEY_CLASSES = ((rsa.RSAPrivateKey, paramiko.RSAKey), (ed25519.Ed25519PrivateKey, paramiko.Ed25519Key),
-                (ec.EllipticCurvePrivateKey, paramiko.ECDSAKey))
+_KEY_CLASSES = (
+    (rsa.RSAPrivateKey, paramiko.RSAKey),
+    (ed25519.Ed25519PrivateKey, paramiko.Ed25519Key),
+    (ec.EllipticCurvePrivateKey, paramiko.ECDSAKey),
+)
 
 
 def load_key(data: bytes, passphrase: str | None, origin: str) -> paramiko.PKey:
@@ -93,9 +96,15 @@ def _connect(s: SaverSettings) -> paramiko.SSHClient:
     where = f"{s.sftp_host}:{s.sftp_port}"
     try:
         client.connect(
-            s.sftp_host, port=s.sftp_port, username=s.sftp_user, pkey=key, timeout=s.sftp_timeout_s,
-            banner_timeout=s.sftp_timeout_s, auth_timeout=s.sftp_timeout_s,
-            look_for_keys=False, allow_agent=False,
+            s.sftp_host,
+            port=s.sftp_port,
+            username=s.sftp_user,
+            pkey=key,
+            timeout=s.sftp_timeout_s,
+            banner_timeout=s.sftp_timeout_s,
+            auth_timeout=s.sftp_timeout_s,
+            look_for_keys=False,
+            allow_agent=False,
         )
     except paramiko.BadHostKeyException as exc:
         client.close()
@@ -105,8 +114,10 @@ def _connect(s: SaverSettings) -> paramiko.SSHClient:
         ) from None
     except paramiko.AuthenticationException:
         client.close()
-        raise UploadRefused(f"SFTP server {where} refused the key of user {s.sftp_user!r} "
-                            "(is its public key in the server's authorized keys?)") from None
+        raise UploadRefused(
+            f"SFTP server {where} refused the key of user {s.sftp_user!r} "
+            "(is its public key in the server's authorized keys?)"
+        ) from None
     except paramiko.SSHException as exc:
         client.close()
         msg = str(exc)
@@ -167,7 +178,8 @@ def upload(s: SaverSettings, files: dict[str, tuple[Path, str]]) -> dict[str, st
         retry=retry_if_exception_type(UploadFailed) & retry_if_not_exception_type(UploadRefused),
         reraise=True,
         before_sleep=lambda st: log.warning(
-            "sftp upload failed, retrying", attempt=st.attempt_number,
+            "sftp upload failed, retrying",
+            attempt=st.attempt_number,
             error=str(st.outcome.exception()) if st.outcome else "",
         ),
     )

@@ -45,29 +45,47 @@ def _common(record: Any) -> tuple:
     if type(record) is dict:
         return _common_dict(record)
     return (
-        _int(_get(record, "id")), _str(_get(record, "firstName")), _str(_get(record, "lastName")),
-        _str(_get(record, "email")), _str(_get(record, "username")), _num(_get(record, "age")),
-        _str(_get(record, "gender")), _str(_get(record, "company", "department")),
+        _int(_get(record, "id")),
+        _str(_get(record, "firstName")),
+        _str(_get(record, "lastName")),
+        _str(_get(record, "email")),
+        _str(_get(record, "username")),
+        _num(_get(record, "age")),
+        _str(_get(record, "gender")),
+        _str(_get(record, "company", "department")),
     )
 
 
 def _common_dict(r: dict) -> tuple:
     """``_common`` for a dict record with the helpers inlined: it runs for every row the saver writes."""
     g, company = r.get, r.get("company")
-    uid, first, last, email, user, age, gender = (g("id"), g("firstName"), g("lastName"), g("email"),
-                                                  g("username"), g("age"), g("gender"))
+    uid, first, last, email, user, age, gender = (
+        g("id"),
+        g("firstName"),
+        g("lastName"),
+        g("email"),
+        g("username"),
+        g("age"),
+        g("gender"),
+    )
     dept = company.get("department") if type(company) is dict else None
     return (
         uid if type(uid) is int and abs(uid) < 2**63 else None,
-        first if type(first) is str else None, last if type(last) is str else None,
-        email if type(email) is str else None, user if type(user) is str else None,
+        first if type(first) is str else None,
+        last if type(last) is str else None,
+        email if type(email) is str else None,
+        user if type(user) is str else None,
         float(age) if isinstance(age, (int, float)) and not isinstance(age, bool) and abs(age) < 1e300 else None,
-        gender if type(gender) is str else None, dept if type(dept) is str else None,
+        gender if type(gender) is str else None,
+        dept if type(dept) is str else None,
     )
 
 
 _COMMON_COLS = "user_id, first_name, last_name, email, username, age, gender, department"
-_INSERT_RAW = f"INSERT OR IGNORE INTO raw_users (run_id, page, position, {_COMMON_COLS}, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_RAW = (
+    f"INSERT OR IGNORE INTO raw_users (run_id, page, position, {_COMMON_COLS}, inserted_at, record) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
 _INSERT_VALID = (
     f"INSERT OR IGNORE INTO processed_users (run_id, page, position, {_COMMON_COLS}, department_code, title, role, "
     "city, state, user_agent, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -97,9 +115,17 @@ class Store:
     def _ensure_run(self, run_id: str, run_ts: str) -> None:
         names = file_names(run_ts)
         self.conn.execute(
-            "INSERT OR IGNORE INTO etl_runs (run_id, run_timestamp, raw_file, processed_file, dlq_file, started_at, updated_at) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (run_id, ts_iso(run_ts), names["raw_file"], names["processed_file"], names["dlq_file"], ts_iso(run_ts), now_iso()),
+            "INSERT OR IGNORE INTO etl_runs (run_id, run_timestamp, raw_file, processed_file, dlq_file, "
+            "started_at, updated_at) VALUES (?,?,?,?,?,?,?)",
+            (
+                run_id,
+                ts_iso(run_ts),
+                names["raw_file"],
+                names["processed_file"],
+                names["dlq_file"],
+                ts_iso(run_ts),
+                now_iso(),
+            ),
         )
 
     def apply_event(self, event: dict[str, Any]) -> None:
@@ -163,9 +189,20 @@ class Store:
         self.conn.executemany(
             _INSERT_VALID,
             [
-                (run_id, page, v["pos"], *_common(r), _str(r.get("department_code")),
-                 _str(_get(r, "company", "title")), _str(r.get("role")), _str(_get(r, "address", "city")),
-                 _str(_get(r, "address", "state")), _str(r.get("userAgent")), at, dumps(r).decode())
+                (
+                    run_id,
+                    page,
+                    v["pos"],
+                    *_common(r),
+                    _str(r.get("department_code")),
+                    _str(_get(r, "company", "title")),
+                    _str(r.get("role")),
+                    _str(_get(r, "address", "city")),
+                    _str(_get(r, "address", "state")),
+                    _str(r.get("userAgent")),
+                    at,
+                    dumps(r).decode(),
+                )
                 for v in valid
                 for r in [v["record"]]
             ],
@@ -173,8 +210,16 @@ class Store:
         self.conn.executemany(
             _INSERT_INVALID,
             [
-                (run_id, page, i["pos"], *_common(i.get("record")), str(i["error_reason"]), i.get("raw_line"), at,
-                 dumps(i["record"]).decode() if i.get("record") is not None else None)
+                (
+                    run_id,
+                    page,
+                    i["pos"],
+                    *_common(i.get("record")),
+                    str(i["error_reason"]),
+                    i.get("raw_line"),
+                    at,
+                    dumps(i["record"]).decode() if i.get("record") is not None else None,
+                )
                 for i in invalid
             ],
         )
@@ -197,7 +242,9 @@ class Store:
         return [r[0] for r in self.conn.execute("SELECT run_id FROM etl_runs WHERE status='loaded' ORDER BY id")]
 
     def runs_owing_upload(self) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT run_id FROM etl_runs WHERE status='upload_pending' ORDER BY id")]
+        return [
+            r[0] for r in self.conn.execute("SELECT run_id FROM etl_runs WHERE status='upload_pending' ORDER BY id")
+        ]
 
     def run(self, run_id: str) -> sqlite3.Row | None:
         return self.conn.execute("SELECT * FROM etl_runs WHERE run_id=?", (run_id,)).fetchone()
@@ -209,7 +256,16 @@ class Store:
                 "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (run_id, kind) DO UPDATE SET name=excluded.name, "
                 "bytes=excluded.bytes, sha256=excluded.sha256, records=excluded.records, "
                 "encrypted=excluded.encrypted, written_at=excluded.written_at, remote_path=NULL, uploaded_at=NULL",
-                (run_id, kind, info["name"], info["bytes"], info["sha256"], info["records"], int(info["encrypted"]), now_iso()),
+                (
+                    run_id,
+                    kind,
+                    info["name"],
+                    info["bytes"],
+                    info["sha256"],
+                    info["records"],
+                    int(info["encrypted"]),
+                    now_iso(),
+                ),
             )
 
     def files(self, run_id: str) -> list[sqlite3.Row]:
@@ -220,7 +276,8 @@ class Store:
         with self._tx():
             for kind, path in remote.items():
                 self.conn.execute(
-                    "UPDATE uploaded_files SET remote_path=?, uploaded_at=? WHERE run_id=? AND kind=?", (path, at, run_id, kind)
+                    "UPDATE uploaded_files SET remote_path=?, uploaded_at=? WHERE run_id=? AND kind=?",
+                    (path, at, run_id, kind),
                 )
             self._finish(run_id, "succeeded", None)
 

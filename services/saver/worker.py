@@ -29,8 +29,9 @@ tracer = trace.get_tracer("saver")
 class Worker:
     """Consumes the processed-pages and events streams as the 'saver' group; the only database writer."""
 
-    def __init__(self, settings: SaverSettings, client: redis.Redis, store: Store, heartbeat: Heartbeat,
-                 stopper: Stopper) -> None:
+    def __init__(
+        self, settings: SaverSettings, client: redis.Redis, store: Store, heartbeat: Heartbeat, stopper: Stopper
+    ) -> None:
         self.settings = settings
         self.client = client
         self.store = store
@@ -38,9 +39,13 @@ class Worker:
         self.stopper = stopper
         self.keys = Keys(settings.key_prefix)
         self.reader = streams.GroupReader(
-            client, GROUP_SAVER, streams.consumer_name(settings.consumer_name),
-            [self.keys.processed_stream, self.keys.events_stream], block_ms=settings.block_ms,
-            claim_idle_ms=settings.claim_idle_ms, max_deliveries=settings.max_deliveries,
+            client,
+            GROUP_SAVER,
+            streams.consumer_name(settings.consumer_name),
+            [self.keys.processed_stream, self.keys.events_stream],
+            block_ms=settings.block_ms,
+            claim_idle_ms=settings.claim_idle_ms,
+            max_deliveries=settings.max_deliveries,
             dead_stream=self.keys.dead_stream,
         )
         # run_id -> (monotonic time of the next upload try, current delay)
@@ -92,7 +97,9 @@ class Worker:
         pages: list[tuple[streams.Entry, dict[str, Any], str | None]] = []
         for entry in entries:
             if self.reader.too_many_deliveries(entry):
-                self.reader.dead_letter(entry, f"delivered {entry.deliveries} times without success", delete=self._owned(entry))
+                self.reader.dead_letter(
+                    entry, f"delivered {entry.deliveries} times without success", delete=self._owned(entry)
+                )
                 continue
             try:
                 payload, tp = streams.decode(entry.fields)
@@ -107,7 +114,9 @@ class Worker:
             except PermanentError as exc:
                 self.reader.dead_letter(entry, str(exc), delete=self._owned(entry))
             except (KeyError, TypeError, ValueError) as exc:
-                self.reader.dead_letter(entry, f"malformed entry: {type(exc).__name__}: {exc}", delete=self._owned(entry))
+                self.reader.dead_letter(
+                    entry, f"malformed entry: {type(exc).__name__}: {exc}", delete=self._owned(entry)
+                )
         if pages:
             self._load(pages)
         if entries:
@@ -127,8 +136,14 @@ class Worker:
             try:
                 with tracer.start_as_current_span("sqlite.transaction"):
                     loaded = self.store.load_pages(p for _, p, _ in pages)
-            except (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, KeyError, TypeError,
-                    ValueError) as exc:
+            except (
+                sqlite3.IntegrityError,
+                sqlite3.DataError,
+                sqlite3.InterfaceError,
+                KeyError,
+                TypeError,
+                ValueError,
+            ) as exc:
                 # One bad page must not block the batch: load them one by one, dead-letter the culprit.
                 log.warning("batch failed; loading its pages one by one", error=str(exc))
                 pages, loaded = self._load_one_by_one(pages)
@@ -144,9 +159,16 @@ class Worker:
                 metrics.RECORDS.labels(stage="load", outcome="loaded").inc(len(p["valid"]))
                 metrics.RECORDS.labels(stage="load", outcome="invalid").inc(len(p["invalid"]))
             metrics.PAGE_DURATION.labels(stage="load").observe(elapsed / len(pages))
-            log.info("page loaded" if fresh else "page already loaded", run_id=p["run_id"], page=p["page"],
-                     valid=len(p["valid"]), invalid=len(p["invalid"]), outcome="loaded" if fresh else "duplicate",
-                     duration_ms=round(elapsed * 1000 / len(pages), 2), trace_id=tracing.trace_id_of(page_tp))
+            log.info(
+                "page loaded" if fresh else "page already loaded",
+                run_id=p["run_id"],
+                page=p["page"],
+                valid=len(p["valid"]),
+                invalid=len(p["invalid"]),
+                outcome="loaded" if fresh else "duplicate",
+                duration_ms=round(elapsed * 1000 / len(pages), 2),
+                trace_id=tracing.trace_id_of(page_tp),
+            )
         for run_id in {str(p["run_id"]) for _, p, _ in pages}:
             run = self.store.run(run_id)
             if run is not None:
@@ -158,8 +180,14 @@ class Worker:
             try:
                 loaded += self.store.load_pages([payload])
                 kept.append((entry, payload, tp))
-            except (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, KeyError, TypeError,
-                    ValueError) as exc:
+            except (
+                sqlite3.IntegrityError,
+                sqlite3.DataError,
+                sqlite3.InterfaceError,
+                KeyError,
+                TypeError,
+                ValueError,
+            ) as exc:
                 self.reader.dead_letter(entry, f"page cannot be loaded: {type(exc).__name__}: {exc}")
         return kept, loaded
 
@@ -218,8 +246,9 @@ class Worker:
         """age recipients when encryption is on (the recipients file is re-read, so a rotation needs no restart)."""
         if not self.settings.encryption_enabled:
             return None
-        recipients = crypto.load_recipients(self.settings.encryption_recipients,
-                                            self.settings.encryption_recipients_file)
+        recipients = crypto.load_recipients(
+            self.settings.encryption_recipients, self.settings.encryption_recipients_file
+        )
         if not recipients:
             raise crypto.CryptoError("encryption is on but the configured recipients list is empty")
         return recipients
@@ -239,8 +268,11 @@ class Worker:
                 if len(files) < 3 or mode_changed or not all(p.exists() for p, _ in files.values()):
                     self._write_and_upload(run_id)
                 else:
-                    with tracer.start_as_current_span("save.retry_upload", context=tracing.context_from(
-                            self.run_traces.get(run_id)), attributes={"etl.run_id": run_id}):
+                    with tracer.start_as_current_span(
+                        "save.retry_upload",
+                        context=tracing.context_from(self.run_traces.get(run_id)),
+                        attributes={"etl.run_id": run_id},
+                    ):
                         self._upload(run_id, files)
 
     def _local(self, name: str) -> Path:
@@ -252,9 +284,12 @@ class Worker:
         payload = {"run_id": run_id, "status": "succeeded", "files": files}
         pipe = self.client.pipeline(transaction=True)
         pipe.publish(CHANNEL_PHASE3, orjson.dumps(payload))
-        pipe.xadd(self.keys.events_stream, streams.encode({"type": "phase3_complete", **payload},
-                                                          tracing.current_traceparent()),
-                  maxlen=100_000, approximate=True)
+        pipe.xadd(
+            self.keys.events_stream,
+            streams.encode({"type": "phase3_complete", **payload}, tracing.current_traceparent()),
+            maxlen=100_000,
+            approximate=True,
+        )
         pipe.execute()
         self.run_traces.pop(run_id, None)
         metrics.RUNS.labels(stage="save", outcome="succeeded").inc()
@@ -264,8 +299,13 @@ class Worker:
             seconds = (_parse_iso(run["finished_at"]) - _parse_iso(run["started_at"])).total_seconds()
             metrics.LAST_RUN_DURATION.set(seconds)
             metrics.STAGE_DURATION.labels(stage="run").observe(seconds)
-        log.info("run succeeded", run_id=run_id, valid=run["valid_count"] if run else None,
-                 invalid=run["invalid_count"] if run else None, files=files)
+        log.info(
+            "run succeeded",
+            run_id=run_id,
+            valid=run["valid_count"] if run else None,
+            invalid=run["invalid_count"] if run else None,
+            files=files,
+        )
 
 
 def _parse_iso(value: str) -> datetime:

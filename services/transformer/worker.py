@@ -52,8 +52,14 @@ def _names(run_ts: str) -> tuple[str, str, str]:
 class Worker:
     """Consumes the raw stream until stopped."""
 
-    def __init__(self, settings: TransformerSettings, client: redis.Redis, departments: dict[str, str],
-                 heartbeat: Heartbeat, stopper: Stopper) -> None:
+    def __init__(
+        self,
+        settings: TransformerSettings,
+        client: redis.Redis,
+        departments: dict[str, str],
+        heartbeat: Heartbeat,
+        stopper: Stopper,
+    ) -> None:
         self.settings = settings
         self.client = client
         self.departments = departments
@@ -61,9 +67,14 @@ class Worker:
         self.stopper = stopper
         self.keys = Keys(settings.key_prefix)
         self.reader = streams.GroupReader(
-            client, GROUP_TRANSFORMER, streams.consumer_name(settings.consumer_name),
-            [self.keys.raw_stream], block_ms=settings.block_ms, claim_idle_ms=settings.claim_idle_ms,
-            max_deliveries=settings.max_deliveries, dead_stream=self.keys.dead_stream,
+            client,
+            GROUP_TRANSFORMER,
+            streams.consumer_name(settings.consumer_name),
+            [self.keys.raw_stream],
+            block_ms=settings.block_ms,
+            claim_idle_ms=settings.claim_idle_ms,
+            max_deliveries=settings.max_deliveries,
+            dead_stream=self.keys.dead_stream,
         )
         self.complete = client.register_script(_COMPLETE)
         streamstats.watch(settings.redis_url, self.keys, GROUP_TRANSFORMER, self.reader.streams)
@@ -127,10 +138,18 @@ class Worker:
         with tracer.start_as_current_span(
             "transform.page", context=tracing.context_from(tp), attributes={"etl.run_id": run_id, "etl.page": page}
         ) as span:
-            out = transform_page(records, self.departments, self.settings.pii_policy,
-                                 self.settings.unknown_department == "reject")
-            processed = {"kind": "page", "run_id": run_id, "run_ts": payload["run_ts"], "page": page,
-                         "skip": payload.get("skip", 0), "total": payload.get("total"), **out}
+            out = transform_page(
+                records, self.departments, self.settings.pii_policy, self.settings.unknown_department == "reject"
+            )
+            processed = {
+                "kind": "page",
+                "run_id": run_id,
+                "run_ts": payload["run_ts"],
+                "page": page,
+                "skip": payload.get("skip", 0),
+                "total": payload.get("total"),
+                **out,
+            }
             n_valid, n_invalid = len(out["valid"]), len(out["invalid"])
             pipe = self.client.pipeline(transaction=True)
             # Output, ack and tally in one transaction: a crash repeats the page or nothing.
@@ -143,9 +162,16 @@ class Worker:
         metrics.RECORDS.labels(stage="transform", outcome="valid").inc(n_valid)
         metrics.RECORDS.labels(stage="transform", outcome="invalid").inc(n_invalid)
         metrics.PAGE_DURATION.labels(stage="transform").observe(time.monotonic() - t0)
-        log.info("page transformed", run_id=run_id, page=page, valid=n_valid, invalid=n_invalid,
-                 outcome="ok", duration_ms=round((time.monotonic() - t0) * 1000, 2),
-                 trace_id=tracing.trace_id_hex(span))
+        log.info(
+            "page transformed",
+            run_id=run_id,
+            page=page,
+            valid=n_valid,
+            invalid=n_invalid,
+            outcome="ok",
+            duration_ms=round((time.monotonic() - t0) * 1000, 2),
+            trace_id=tracing.trace_id_hex(span),
+        )
 
     def _end(self, entry: streams.Entry, payload: dict[str, Any], tp: str | None) -> None:
         with tracer.start_as_current_span("transform.end", context=tracing.context_from(tp)):
@@ -160,7 +186,17 @@ class Worker:
         raw_file, processed_file, dlq_file = _names(str(payload["run_ts"]))
         self.complete(
             keys=[self.keys.run_pages(run_id), self.keys.run_meta(run_id), self.keys.events_stream],
-            args=[mode, number, counts, self.settings.run_state_ttl_s, CHANNEL_PHASE2, run_id,
-                  raw_file, processed_file, dlq_file, tracing.current_traceparent() or ""],
+            args=[
+                mode,
+                number,
+                counts,
+                self.settings.run_state_ttl_s,
+                CHANNEL_PHASE2,
+                run_id,
+                raw_file,
+                processed_file,
+                dlq_file,
+                tracing.current_traceparent() or "",
+            ],
             client=pipe,
         )

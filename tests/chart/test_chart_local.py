@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import chart  # scripts/chart.py
 import httpx
-import localstack as ls
 import pytest
-from saver import crypto
 
+import localstack as ls
+from saver import crypto
 from tests.chart import k8s
 from tests.chart.localrun import Cluster, Pod
 

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from pydantic import ValidationError
+
 from api.settings import ApiSettings
 from extractor.settings import ExtractorSettings
-from pydantic import ValidationError
 from saver.settings import SaverSettings
-from transformer.settings import TransformerSettings
-
 from tests.compose.composefile import (
     ROOT,
     SERVICES,
@@ -25,6 +24,7 @@ from tests.compose.composefile import (
     parse_dotenv,
     service_env,
 )
+from transformer.settings import TransformerSettings
 
 SETTINGS = {
     "extractor": ExtractorSettings,

@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import localstack as ls
 import pytest
 
+import localstack as ls
 from tests.compose.composefile import SERVICES, Mount, dockerfile, example_env, load, mounts, service_env
 
 pytestmark = pytest.mark.slow
@@ -210,8 +210,20 @@ def test_compose_services_complete_a_run_as_local_processes(tmp_path, sftp_serve
         uploaded = sorted(str(p.relative_to(upload)) for p in upload.rglob("*.jsonl*"))
         assert uploaded == sorted(run[k] + ".age" for k in ("raw_file", "processed_file", "dlq_file"))
         plain = tmp_path / "processed.jsonl"
-        subprocess.run([ls.PYTHON, "-m", "saver", "decrypt", "--identity", str(sftp_server.keys_dir / "age_identity.txt"),
-                        str(upload / (run["processed_file"] + ".age")), str(plain)], check=True, cwd=workdir)
+        subprocess.run(
+            [
+                ls.PYTHON,
+                "-m",
+                "saver",
+                "decrypt",
+                "--identity",
+                str(sftp_server.keys_dir / "age_identity.txt"),
+                str(upload / (run["processed_file"] + ".age")),
+                str(plain),
+            ],
+            check=True,
+            cwd=workdir,
+        )
         assert len(plain.read_text().splitlines()) == run["valid_count"]
         assert db.parent == tmp_path / "database" and not any((tmp_path / "data").glob("*.part"))
 

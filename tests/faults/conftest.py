@@ -54,8 +54,10 @@ def assert_exact(p: Pipeline, run, valid_ids: list[int], invalid_count: int = 0,
             total / page_size
         )
         for key, table in (("raw_file", "raw_users"), ("processed_file", "processed_users")):
-            rows = [orjson.loads(r[0]) for r in db.execute(
-                f"SELECT record FROM {table} WHERE run_id=? ORDER BY page, position", (rid,))]
+            rows = [
+                orjson.loads(r[0])
+                for r in db.execute(f"SELECT record FROM {table} WHERE run_id=? ORDER BY page, position", (rid,))
+            ]
             assert lines(p.data_dir / run[key]) == rows
         assert len(lines(p.data_dir / run["dlq_file"])) == invalid_count
     for key in ("raw_file", "processed_file", "dlq_file"):

@@ -47,8 +47,10 @@ CORPUS = [
     (user("18"), "id: '18' is not an integer"),
     (user(19.0), "id: 19.0 is not an integer"),
     (user(None), "id: missing"),
-    (user(21, age=12, email="nope", firstName=" ", company=None),
-     "firstName: is blank; email: 'nope' is not a valid address"),
+    (
+        user(21, age=12, email="nope", firstName=" ", company=None),
+        "firstName: is blank; email: 'nope' is not a valid address",
+    ),
     (user(22, firstName=HUGE), None),
     (user(23, firstName="Zoë 李 😀", lastName="Ñandú"), None),
     (user(24, firstName=SQL, username=SQL), None),
@@ -74,15 +76,25 @@ def test_hostile_corpus_is_sorted_exactly(make_source, make_pipeline):
     expected_valid = [i for i, (_, reason) in enumerate(CORPUS) if reason is None]
     expected_invalid = {i: reason for i, (_, reason) in enumerate(CORPUS) if reason is not None}
     assert (run["valid_count"], run["invalid_count"], run["raw_count"]) == (
-        len(expected_valid), len(expected_invalid), len(CORPUS))
+        len(expected_valid),
+        len(expected_invalid),
+        len(CORPUS),
+    )
     with p.db() as db:
-        valid_pos = [r["page"] * 10 + r["position"] for r in db.execute(
-            "SELECT page, position FROM processed_users WHERE run_id=? ORDER BY page, position", (rid,))]
-        invalid = {r["page"] * 10 + r["position"]: r for r in db.execute(
-            "SELECT * FROM invalid_users WHERE run_id=?", (rid,))}
+        valid_pos = [
+            r["page"] * 10 + r["position"]
+            for r in db.execute(
+                "SELECT page, position FROM processed_users WHERE run_id=? ORDER BY page, position", (rid,)
+            )
+        ]
+        invalid = {
+            r["page"] * 10 + r["position"]: r for r in db.execute("SELECT * FROM invalid_users WHERE run_id=?", (rid,))
+        }
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        stored = {r["position"] + 10 * r["page"]: r for r in db.execute(
-            "SELECT * FROM processed_users WHERE run_id=?", (rid,))}
+        stored = {
+            r["position"] + 10 * r["page"]: r
+            for r in db.execute("SELECT * FROM processed_users WHERE run_id=?", (rid,))
+        }
     assert valid_pos == expected_valid
     assert set(invalid) == set(expected_invalid)
     for pos, reason in expected_invalid.items():

@@ -3,7 +3,6 @@
 import time
 
 import localstack as ls
-
 from tests.faults.conftest import assert_exact, transformed_pages, wait_for
 
 PAGE = {"ETL_PAGE_SIZE": "50"}
@@ -63,11 +62,13 @@ def test_source_503_three_times_then_200(make_source, make_pipeline, stopwatch):
 
 def test_source_429_with_retry_after_timeouts_and_a_page_that_is_not_json(make_source, make_pipeline, stopwatch):
     src = make_source(count=250)
-    src.faults([
-        {"skip": 0, "status": 429, "times": 1, "retry_after": 1},
-        {"skip": 100, "delay_s": 2, "status": 200, "times": 1},
-        {"skip": 200, "body": "notjson", "status": 200, "times": 1},
-    ])
+    src.faults(
+        [
+            {"skip": 0, "status": 429, "times": 1, "retry_after": 1},
+            {"skip": 100, "delay_s": 2, "status": 200, "times": 1},
+            {"skip": 200, "body": "notjson", "status": 200, "times": 1},
+        ]
+    )
     p = make_pipeline(src, ETL_REQUEST_TIMEOUT_S="0.5")
     p.start_workers()
     done = p.extract()

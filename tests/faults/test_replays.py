@@ -27,8 +27,10 @@ def test_same_pages_and_whole_run_replayed_nothing_doubles(make_source, make_pip
         p.redis.xadd(p.keys.raw_stream, fields)
     for _, fields in p.redis.xrange(p.keys.events_stream):
         p.redis.xadd(p.keys.events_stream, fields)
-    wait_for(lambda: p.redis.xlen(p.keys.raw_stream) == 0 and p.redis.xlen(p.keys.processed_stream) == 0,
-             what="replay consumed")
+    wait_for(
+        lambda: p.redis.xlen(p.keys.raw_stream) == 0 and p.redis.xlen(p.keys.processed_stream) == 0,
+        what="replay consumed",
+    )
     time.sleep(1.0)
     again = p.wait_run()
     assert_exact(p, again, list(range(1, 251)))
@@ -50,8 +52,14 @@ def test_poison_entries_are_dead_lettered_not_retried_forever(make_source, make_
     p.redis.xadd(p.keys.raw_stream, {"nodata": b"x"})
     p.redis.xadd(p.keys.raw_stream, {"data": orjson.dumps({"kind": "page", "run_id": "r1"})})
     p.redis.xadd(p.keys.processed_stream, {"data": orjson.dumps({"run_id": "r2", "page": 0})})
-    p.redis.xadd(p.keys.processed_stream, {"data": orjson.dumps(
-        {"run_id": "r3", "run_ts": "not-a-timestamp", "page": 0, "raw": [], "valid": [], "invalid": []})})
+    p.redis.xadd(
+        p.keys.processed_stream,
+        {
+            "data": orjson.dumps(
+                {"run_id": "r3", "run_ts": "not-a-timestamp", "page": 0, "raw": [], "valid": [], "invalid": []}
+            )
+        },
+    )
     assert p.extract().returncode == 0
     run = p.wait_run()
     assert_exact(p, run, list(range(1, 121)))

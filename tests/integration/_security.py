@@ -4,16 +4,15 @@ import secrets
 import subprocess
 from pathlib import Path
 
-import localstack as ls
 import orjson
 
+import localstack as ls
 from tests.support import Pipeline
 
 
 def saver_cli(*args: str) -> subprocess.CompletedProcess:
     """``python -m saver ...`` as the operator runs it."""
-    return subprocess.run([ls.PYTHON, "-m", "saver", *args], capture_output=True, text=True, cwd=ls.ROOT,
-                          timeout=60)
+    return subprocess.run([ls.PYTHON, "-m", "saver", *args], capture_output=True, text=True, cwd=ls.ROOT, timeout=60)
 
 
 def age_keygen(path: Path) -> str:
@@ -40,14 +39,18 @@ def table_lines(p: Pipeline, run_id: str, kind: str) -> list[dict]:
     with p.db() as db:
         if kind == "dlq":
             out = []
-            for r in db.execute("SELECT record, raw_line, error_reason FROM invalid_users WHERE run_id=? "
-                                "ORDER BY page, position", (run_id,)):
+            for r in db.execute(
+                "SELECT record, raw_line, error_reason FROM invalid_users WHERE run_id=? ORDER BY page, position",
+                (run_id,),
+            ):
                 base = orjson.loads(r["record"]) if r["record"] is not None else {"raw_line": r["raw_line"]}
                 out.append({**base, "error_reason": r["error_reason"]})
             return out
         table = {"raw": "raw_users", "processed": "processed_users"}[kind]
-        return [orjson.loads(r[0]) for r in
-                db.execute(f"SELECT record FROM {table} WHERE run_id=? ORDER BY page, position", (run_id,))]
+        return [
+            orjson.loads(r[0])
+            for r in db.execute(f"SELECT record FROM {table} WHERE run_id=? ORDER BY page, position", (run_id,))
+        ]
 
 
 def parse_lines(data: bytes) -> list[dict]:

@@ -4,10 +4,10 @@ import threading
 import time
 
 import httpx
-import localstack as ls
 import orjson
 import pytest
 
+import localstack as ls
 from dummyjson.server import Source
 from tests.support import Pipeline, SourceServer, real_users
 
@@ -42,8 +42,7 @@ def stack(tmp_path_factory, redis_server, sftp_server):
     upload = tmp / "upload"
     upload.mkdir()
     sources = [SourceServer(Source(208, 0, 0, real_users())).start(), SourceServer(Source(150, 1, 10)).start()]
-    p = Pipeline(tmp / "p", redis_server.url, {**sftp_server.env(), "ETL_SFTP_REMOTE_DIR": str(upload)},
-                 sources[0].url)
+    p = Pipeline(tmp / "p", redis_server.url, {**sftp_server.env(), "ETL_SFTP_REMOTE_DIR": str(upload)}, sources[0].url)
     p.start_workers()
     runs = []
     try:
@@ -56,8 +55,13 @@ def stack(tmp_path_factory, redis_server, sftp_server):
             runs.append(p.wait_run(("succeeded",), run_id=p.runs()[i]["run_id"]))
             time.sleep(1.1)  # run timestamps have one-second resolution
         apis = {
-            "token": Api(p, "api-token", ETL_API_CORS_ORIGINS="http://front.example", ETL_API_SQL_TIMEOUT_MS="500",
-                         ETL_API_SQL_MAX_ROWS="100"),
+            "token": Api(
+                p,
+                "api-token",
+                ETL_API_CORS_ORIGINS="http://front.example",
+                ETL_API_SQL_TIMEOUT_MS="500",
+                ETL_API_SQL_MAX_ROWS="100",
+            ),
             "open": Api(p, "api-open", ETL_API_AUTH="none"),
             "nodb": Api(p, "api-nodb", ETL_DB_PATH=str(tmp / "missing" / "data.db")),
         }
@@ -93,18 +97,36 @@ class TestRuns:
         assert r.status_code == 200 and r.headers["X-Total-Count"] == "2"
         body = r.json()
         assert [b["run_id"] for b in body] == [runs[1]["run_id"], runs[0]["run_id"]]
-        for field in ("id", "run_timestamp", "processed_file", "valid_count", "invalid_count", "run_id", "status",
-                      "trigger", "started_at", "finished_at", "raw_count", "files"):
+        for field in (
+            "id",
+            "run_timestamp",
+            "processed_file",
+            "valid_count",
+            "invalid_count",
+            "run_id",
+            "status",
+            "trigger",
+            "started_at",
+            "finished_at",
+            "raw_count",
+            "files",
+        ):
             assert field in body[0]
         assert (body[0]["valid_count"], body[0]["invalid_count"], body[0]["raw_count"]) == (135, 15, 150)
         assert (body[1]["valid_count"], body[1]["invalid_count"]) == (208, 0)
         assert {f["kind"] for f in body[0]["files"]} == {"raw", "processed", "dlq"}
         assert all(f["uploaded_at"] and isinstance(f["encrypted"], bool) for f in body[0]["files"])
 
-    @pytest.mark.parametrize(("query", "expected"), [
-        ("limit=1", [1]), ("limit=1&offset=1", [0]), ("limit=2&offset=2", []), ("offset=5000", []),
-        ("limit=1000", [1, 0]),
-    ])
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            ("limit=1", [1]),
+            ("limit=1&offset=1", [0]),
+            ("limit=2&offset=2", []),
+            ("offset=5000", []),
+            ("limit=1000", [1, 0]),
+        ],
+    )
     def test_paging_edges(self, api, runs, query, expected):
         r = api.get(f"/etl_runs?{query}")
         assert r.status_code == 200 and r.headers["X-Total-Count"] == "2"
@@ -169,15 +191,20 @@ class TestRecords:
         for order, want in (("asc", expected), ("desc", expected[::-1])):
             got = []
             for offset in range(0, len(expected) + limit, limit):
-                got += [i["user_id"] for i in api.get(f"/data/{table}", params={
-                    "run_id": run_id, "limit": limit, "offset": offset, "order": order}).json()["items"]]
+                got += [
+                    i["user_id"]
+                    for i in api.get(
+                        f"/data/{table}", params={"run_id": run_id, "limit": limit, "offset": offset, "order": order}
+                    ).json()["items"]
+                ]
             assert got == want
 
     @pytest.mark.parametrize("order", ["asc", "desc"])
     @pytest.mark.parametrize("column", ["age", "last_name", "department_code", "user_id"])
     def test_sorting(self, api, runs, column, order):
-        items = api.get("/data/processed_users", params={
-            "run_id": runs[0]["run_id"], "sort": column, "order": order, "limit": 500}).json()["items"]
+        items = api.get(
+            "/data/processed_users", params={"run_id": runs[0]["run_id"], "sort": column, "order": order, "limit": 500}
+        ).json()["items"]
         values = [i[column] for i in items]
         assert values == sorted(values, reverse=order == "desc") and len(values) == 208
 
@@ -189,7 +216,7 @@ class TestRecords:
     def test_search_on_name_email_username(self, api, runs):
         user = real_users()[4] if real_users() else None
         run_id = runs[0]["run_id"]
-        needle = (user["email"] if user else api.get("/data/processed_users?limit=1").json()["items"][0]["email"])
+        needle = user["email"] if user else api.get("/data/processed_users?limit=1").json()["items"][0]["email"]
         found = api.get("/data/processed_users", params={"run_id": run_id, "q": needle[2:9].upper()}).json()
         assert found["total"] >= 1 and any(i["email"] == needle for i in found["items"])
         for item in found["items"]:
@@ -200,8 +227,9 @@ class TestRecords:
     def test_department_filters(self, api, pipeline, runs):
         run_id = runs[0]["run_id"]
         with pipeline.db() as db:
-            expected = db.execute("SELECT count(*) FROM processed_users WHERE run_id=? AND department_code='ENG'",
-                                  (run_id,)).fetchone()[0]
+            expected = db.execute(
+                "SELECT count(*) FROM processed_users WHERE run_id=? AND department_code='ENG'", (run_id,)
+            ).fetchone()[0]
         by_code = api.get("/data/processed_users", params={"run_id": run_id, "department_code": "eng"}).json()
         by_name = api.get("/data/processed_users", params={"run_id": run_id, "department": "engineering"}).json()
         assert by_code["total"] == by_name["total"] == expected > 0
@@ -239,12 +267,19 @@ class TestSummary:
         run_id = runs[0]["run_id"]
         s = api.get("/summary", params={"run_id": run_id}).json()
         with pipeline.db() as db:
-            depts = dict(db.execute("SELECT department_code, count(*) FROM processed_users WHERE run_id=? "
-                                    "GROUP BY 1", (run_id,)).fetchall())
-            genders = dict(db.execute("SELECT gender, count(*) FROM processed_users WHERE run_id=? GROUP BY 1",
-                                      (run_id,)).fetchall())
-            young = db.execute("SELECT count(*) FROM processed_users WHERE run_id=? AND age < 25",
-                               (run_id,)).fetchone()[0]
+            depts = dict(
+                db.execute(
+                    "SELECT department_code, count(*) FROM processed_users WHERE run_id=? GROUP BY 1", (run_id,)
+                ).fetchall()
+            )
+            genders = dict(
+                db.execute(
+                    "SELECT gender, count(*) FROM processed_users WHERE run_id=? GROUP BY 1", (run_id,)
+                ).fetchall()
+            )
+            young = db.execute(
+                "SELECT count(*) FROM processed_users WHERE run_id=? AND age < 25", (run_id,)
+            ).fetchone()[0]
         assert s["total"] == 208
         assert {d["department_code"]: d["count"] for d in s["by_department"]} == depts
         assert {g["gender"]: g["count"] for g in s["by_gender"]} == genders
@@ -267,8 +302,10 @@ class TestSqlConsole:
     """POST /query_sql: one read-only statement over typed columns, limited in rows and time."""
 
     def test_select_returns_columns_and_rows(self, api, runs):
-        r = api.sql("SELECT department_code AS code, count(*) AS n FROM processed_users WHERE run_id = "
-                    f"'{runs[0]['run_id']}' GROUP BY 1 ORDER BY 2 DESC, 1")
+        r = api.sql(
+            "SELECT department_code AS code, count(*) AS n FROM processed_users WHERE run_id = "
+            f"'{runs[0]['run_id']}' GROUP BY 1 ORDER BY 2 DESC, 1"
+        )
         body = r.json()
         assert r.status_code == 200 and body["columns"] == ["code", "n"]
         assert sum(n for _, n in body["rows"]) == 208 and body["truncated"] is False
@@ -277,35 +314,38 @@ class TestSqlConsole:
         body = api.sql("SELECT id, email FROM raw_users").json()
         assert len(body["rows"]) == 100 and body["truncated"] is True
 
-    @pytest.mark.parametrize(("query", "reason"), [
-        ("DELETE FROM etl_runs", "delete"),
-        ("INSERT INTO etl_runs (run_id, run_timestamp) VALUES ('x', 'y')", "insert"),
-        ("UPDATE processed_users SET email = 'x'", "update"),
-        ("DROP TABLE raw_users", "drop"),
-        ("ATTACH DATABASE '/tmp/x.db' AS x", "attach"),
-        ("VACUUM INTO '/tmp/copy.db'", "refused"),
-        ("PRAGMA journal_mode = DELETE", "pragma"),
-        ("PRAGMA query_only = 0", "pragma"),
-        ("SELECT 1; SELECT 2", "one statement"),
-        ("SELECT 1; DELETE FROM etl_runs", "one statement"),
-        ("SELECT name, sql FROM sqlite_master", "sqlite_master"),
-        ("SELECT count(*) FROM sqlite_schema", "sqlite_schema"),
-        ("SELECT * FROM schema_migrations", "schema_migrations"),
-        ("SELECT * FROM loaded_pages", "loaded_pages"),
-        ("SELECT * FROM pragma_table_info('raw_users')", "refused"),
-        ("SELECT * FROM processed_users", "processed_users.record"),
-        ("SELECT password FROM raw_users", "password"),
-        ("SELECT record FROM raw_users", "raw_users.record"),
-        ("SELECT r.record AS harmless FROM processed_users AS r", "record"),
-        ("SELECT x FROM (SELECT record AS x FROM invalid_users)", "invalid_users.record"),
-        ("SELECT raw_line FROM invalid_users", "raw_line"),
-        ("WITH c AS (SELECT * FROM raw_users) SELECT id FROM c", "raw_users.record"),
-        ("SELECT json_extract(record, '$.ssn') FROM processed_users", "record"),
-        ("SELECT id FROM processed_users WHERE record LIKE '%123%'", "record"),
-        ("CREATE TEMP VIEW v AS SELECT record FROM raw_users", "refused"),
-        ("SELECT load_extension('x')", "load_extension"),
-        ("SELECT nonsense FROM", "SQL error"),
-    ])
+    @pytest.mark.parametrize(
+        ("query", "reason"),
+        [
+            ("DELETE FROM etl_runs", "delete"),
+            ("INSERT INTO etl_runs (run_id, run_timestamp) VALUES ('x', 'y')", "insert"),
+            ("UPDATE processed_users SET email = 'x'", "update"),
+            ("DROP TABLE raw_users", "drop"),
+            ("ATTACH DATABASE '/tmp/x.db' AS x", "attach"),
+            ("VACUUM INTO '/tmp/copy.db'", "refused"),
+            ("PRAGMA journal_mode = DELETE", "pragma"),
+            ("PRAGMA query_only = 0", "pragma"),
+            ("SELECT 1; SELECT 2", "one statement"),
+            ("SELECT 1; DELETE FROM etl_runs", "one statement"),
+            ("SELECT name, sql FROM sqlite_master", "sqlite_master"),
+            ("SELECT count(*) FROM sqlite_schema", "sqlite_schema"),
+            ("SELECT * FROM schema_migrations", "schema_migrations"),
+            ("SELECT * FROM loaded_pages", "loaded_pages"),
+            ("SELECT * FROM pragma_table_info('raw_users')", "refused"),
+            ("SELECT * FROM processed_users", "processed_users.record"),
+            ("SELECT password FROM raw_users", "password"),
+            ("SELECT record FROM raw_users", "raw_users.record"),
+            ("SELECT r.record AS harmless FROM processed_users AS r", "record"),
+            ("SELECT x FROM (SELECT record AS x FROM invalid_users)", "invalid_users.record"),
+            ("SELECT raw_line FROM invalid_users", "raw_line"),
+            ("WITH c AS (SELECT * FROM raw_users) SELECT id FROM c", "raw_users.record"),
+            ("SELECT json_extract(record, '$.ssn') FROM processed_users", "record"),
+            ("SELECT id FROM processed_users WHERE record LIKE '%123%'", "record"),
+            ("CREATE TEMP VIEW v AS SELECT record FROM raw_users", "refused"),
+            ("SELECT load_extension('x')", "load_extension"),
+            ("SELECT nonsense FROM", "SQL error"),
+        ],
+    )
     def test_refused_with_a_clear_400(self, api, query, reason):
         r = api.sql(query)
         assert r.status_code == 400, r.text
@@ -329,11 +369,12 @@ class TestSqlConsole:
 
 
 class TestAuthAndCors:
-    ROUTES = ("/etl_runs", "/etl_runs/1", "/data/raw_users", "/data/processed_users", "/data/invalid_users",
-              "/summary")
+    ROUTES = ("/etl_runs", "/etl_runs/1", "/data/raw_users", "/data/processed_users", "/data/invalid_users", "/summary")
 
-    @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
-                                         {"Authorization": f"Basic {TOKEN}"}])
+    @pytest.mark.parametrize(
+        "headers",
+        [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}],
+    )
     def test_data_and_command_routes_need_the_token(self, api, headers):
         for route in self.ROUTES:
             r = api.client.get(route, headers=headers)

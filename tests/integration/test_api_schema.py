@@ -32,8 +32,9 @@ def api_url(tmp_path_factory, redis_server, sftp_server):
     tmp = tmp_path_factory.mktemp("api-schema")
     (tmp / "upload").mkdir()
     source = SourceServer(Source(60, 2, 7)).start()
-    p = Pipeline(tmp / "p", redis_server.url, {**sftp_server.env(), "ETL_SFTP_REMOTE_DIR": str(tmp / "upload")},
-                 source.url)
+    p = Pipeline(
+        tmp / "p", redis_server.url, {**sftp_server.env(), "ETL_SFTP_REMOTE_DIR": str(tmp / "upload")}, source.url
+    )
     try:
         p.start_workers()
         done = p.extract()
@@ -62,8 +63,12 @@ def test_no_server_error_and_every_answer_matches_the_schema(api_schema, path, m
     excluded = [positive_data_acceptance] if path == "/query_sql" else []
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
     def check(case):
         case.call_and_validate(headers=AUTH, excluded_checks=excluded)
 

@@ -23,11 +23,17 @@ def test_run_now_command_with_two_replicas_makes_exactly_one_run(make_source, ma
     p.start_workers()
     p.start("extractor", tag="e1", ETL_CONSUMER_NAME="e1")
     p.start("extractor", tag="e2", ETL_CONSUMER_NAME="e2")
-    wait_for(lambda: "extractor ready" in p.procs["e1"].output() and "extractor ready" in p.procs["e2"].output(),
-             what="both extractors ready")
+    wait_for(
+        lambda: "extractor ready" in p.procs["e1"].output() and "extractor ready" in p.procs["e2"].output(),
+        what="both extractors ready",
+    )
     for i in range(2):
-        p.redis.xadd(p.keys.commands_stream, streams.encode(
-            {"type": "run_now", "request_id": f"r{i}", "trigger": "api", "requested_at_epoch": time.time()}))
+        p.redis.xadd(
+            p.keys.commands_stream,
+            streams.encode(
+                {"type": "run_now", "request_id": f"r{i}", "trigger": "api", "requested_at_epoch": time.time()}
+            ),
+        )
     run = p.wait_run(timeout_s=30)
     time.sleep(1.0)
     assert len(p.runs()) == 1

@@ -4,11 +4,11 @@ import time
 import uuid
 
 import httpx
-import localstack as ls
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import localstack as ls
 from etl_common.keys import Keys
 from etl_common.streamstats import StreamCollector
 from tests.unit.test_dashboard import queried_metrics, sample_names

@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 import httpx
-import localstack as ls
 import pytest
 import yaml
 
+import localstack as ls
 from tests.unit.test_dashboard import ALERTS, dashboard_exprs
 
 PROMETHEUS = ls.which("prometheus")

@@ -34,14 +34,19 @@ class TestRealDataSet:
 
     def test_files_match_tables_and_upload_equals_local(self, make_source, make_pipeline):
         _, p, run = _run(make_source, make_pipeline, users=real_users())
-        for key, table in (("raw_file", "raw_users"), ("processed_file", "processed_users"), ("dlq_file", "invalid_users")):
+        for key, table in (
+            ("raw_file", "raw_users"),
+            ("processed_file", "processed_users"),
+            ("dlq_file", "invalid_users"),
+        ):
             local = p.data_dir / run[key]
             remote = p.upload_dir / run[key]
             assert local.read_bytes() == remote.read_bytes()
             assert len(lines(local)) == p.count(table, run["run_id"])
         with p.db() as db:
-            files = db.execute("SELECT kind, bytes, remote_path, uploaded_at FROM uploaded_files WHERE run_id=?",
-                               (run["run_id"],)).fetchall()
+            files = db.execute(
+                "SELECT kind, bytes, remote_path, uploaded_at FROM uploaded_files WHERE run_id=?", (run["run_id"],)
+            ).fetchall()
         assert {f["kind"] for f in files} == {"raw", "processed", "dlq"}
         assert all(f["uploaded_at"] for f in files)
         assert not list(p.upload_dir.rglob("*.part"))
@@ -69,8 +74,10 @@ def test_bad_records_go_to_invalid_users_and_dlq_with_every_reason(make_source, 
     _, p, run = _run(make_source, make_pipeline, count=90, bad_every=10)
     assert (run["valid_count"], run["invalid_count"]) == (81, 9)
     with p.db() as db:
-        rows = {r["position"] + 100 * r["page"]: r["error_reason"]
-                for r in db.execute("SELECT * FROM invalid_users WHERE run_id=?", (run["run_id"],))}
+        rows = {
+            r["position"] + 100 * r["page"]: r["error_reason"]
+            for r in db.execute("SELECT * FROM invalid_users WHERE run_id=?", (run["run_id"],))
+        }
     assert rows[9] == "age: 17 is below 18"
     assert rows[19] == "age: 66 is above 65"
     assert rows[29] == "email: missing"
@@ -94,8 +101,7 @@ def test_pages_until_total_with_an_odd_last_page(make_source, make_pipeline):
 
 def test_retries_5xx_and_honours_retry_after_on_429(make_source, make_pipeline):
     source = make_source(count=208)
-    source.faults([{"skip": 0, "status": 429, "times": 1, "retry_after": 1},
-                   {"skip": 100, "status": 503, "times": 2}])
+    source.faults([{"skip": 0, "status": 429, "times": 1, "retry_after": 1}, {"skip": 100, "status": 503, "times": 2}])
     p = make_pipeline(source)
     p.start_workers()
     done = p.extract()
@@ -179,14 +185,20 @@ def test_pubsub_channels_carry_the_seed_keys_and_run_id(make_source, make_pipeli
     rid = run["run_id"]
     assert got["channel:phase1_complete"] == {"run_id": rid, "raw_file": run["raw_file"], "records": 120, "pages": 2}
     assert got["channel:phase2_complete"] == {
-        "run_id": rid, "raw_file": run["raw_file"], "processed_file": run["processed_file"],
-        "dlq_file": run["dlq_file"], "valid_count": 120, "invalid_count": 0}
+        "run_id": rid,
+        "raw_file": run["raw_file"],
+        "processed_file": run["processed_file"],
+        "dlq_file": run["dlq_file"],
+        "valid_count": 120,
+        "invalid_count": 0,
+    }
     assert got["channel:phase3_complete"]["status"] == "succeeded"
 
 
 def test_sftp_host_key_mismatch_is_refused(make_source, make_pipeline, tmp_path):
     other = tmp_path / "other_known_hosts"
     import subprocess
+
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "impostor")], check=True)
     p0 = make_source(count=10)
     p = make_pipeline(p0)

@@ -6,9 +6,9 @@ import sqlite3
 import subprocess
 
 import pytest
+
 from etl_common import streams
 from saver.files import write_run_files
-
 from tests.integration._security import (
     age_keygen,
     parse_lines,
@@ -34,8 +34,12 @@ def encrypted_run(tmp_path, make_source, make_pipeline, locked_sftp):
     identity = tmp_path / "identity.txt"
     public = age_keygen(identity)
     source = make_source(count=120, bad_every=7)
-    p = make_pipeline(source, **sftp_env(server, ETL_SFTP_KEY_PASSPHRASE=passphrase),
-                      ETL_ENCRYPTION_ENABLED="true", ETL_ENCRYPTION_RECIPIENTS=public)
+    p = make_pipeline(
+        source,
+        **sftp_env(server, ETL_SFTP_KEY_PASSPHRASE=passphrase),
+        ETL_ENCRYPTION_ENABLED="true",
+        ETL_ENCRYPTION_RECIPIENTS=public,
+    )
     p.start_workers()
     done = p.extract()
     assert done.returncode == 0, done.stdout + done.stderr
@@ -124,8 +128,13 @@ def test_files_written_before_encryption_was_switched_on_are_never_uploaded(tmp_
     assert "known_hosts" in pending["error"]
     assert len(list(p.data_dir.rglob("*.jsonl"))) == 3
     p.procs["saver"].stop()
-    p.start("saver", tag="saver-encrypting", ETL_SFTP_KNOWN_HOSTS=known_hosts, ETL_ENCRYPTION_ENABLED="true",
-            ETL_ENCRYPTION_RECIPIENTS=public)
+    p.start(
+        "saver",
+        tag="saver-encrypting",
+        ETL_SFTP_KNOWN_HOSTS=known_hosts,
+        ETL_ENCRYPTION_ENABLED="true",
+        ETL_ENCRYPTION_RECIPIENTS=public,
+    )
     run = p.wait_run(("succeeded",), run_id=pending["run_id"])
     for folder in (p.data_dir, p.upload_dir):
         names = sorted(x.name for x in folder.rglob("*") if x.is_file())

@@ -3,8 +3,8 @@
 import secrets
 
 import httpx
-import localstack as ls
 
+import localstack as ls
 from tests.integration._security import age_keygen, sftp_env, start_locked_sftp
 from tests.support import real_users
 
@@ -50,10 +50,17 @@ def _scenario(tmp_path, make_source, make_pipeline, server, passphrase):
     identity_secret = identity.read_text().strip().splitlines()[-1]
     key_text = (server.keys_dir / "id_ed25519").read_text()
     key_body = [line for line in key_text.splitlines() if len(line) >= 20 and "PRIVATE KEY" not in line]
-    env = sftp_env(server, ETL_SFTP_KEY=key_text, ETL_SFTP_KEY_PATH="/nonexistent",
-                   ETL_SFTP_KEY_PASSPHRASE=wrong_passphrase)
-    p = make_pipeline(source, **env, ETL_ENCRYPTION_ENABLED="true", ETL_ENCRYPTION_RECIPIENTS=public,
-                      ETL_API_TOKEN=token, ETL_LOG_LEVEL="DEBUG")
+    env = sftp_env(
+        server, ETL_SFTP_KEY=key_text, ETL_SFTP_KEY_PATH="/nonexistent", ETL_SFTP_KEY_PASSPHRASE=wrong_passphrase
+    )
+    p = make_pipeline(
+        source,
+        **env,
+        ETL_ENCRYPTION_ENABLED="true",
+        ETL_ENCRYPTION_RECIPIENTS=public,
+        ETL_API_TOKEN=token,
+        ETL_LOG_LEVEL="DEBUG",
+    )
     ports = {name: ls.free_port() for name in ("transformer", "saver", "api")}
     p.start("transformer", ETL_OPS_PORT=str(ports["transformer"]))
     p.start("saver", ETL_OPS_PORT=str(ports["saver"]))
@@ -70,9 +77,11 @@ def _scenario(tmp_path, make_source, make_pipeline, server, passphrase):
 
     base = f"http://127.0.0.1:{ports['api']}"
     ls.wait_port(ports["api"])
-    answers = [httpx.get(f"{base}/etl_runs", headers={"Authorization": f"Bearer {token}"}, timeout=10),
-               httpx.get(f"{base}/etl_runs", headers={"Authorization": f"Bearer {token}x"}, timeout=10),
-               httpx.get(f"{base}/metrics", timeout=10)]
+    answers = [
+        httpx.get(f"{base}/etl_runs", headers={"Authorization": f"Bearer {token}"}, timeout=10),
+        httpx.get(f"{base}/etl_runs", headers={"Authorization": f"Bearer {token}x"}, timeout=10),
+        httpx.get(f"{base}/metrics", timeout=10),
+    ]
     assert answers[0].status_code == 200 and answers[1].status_code == 401
     answers += [httpx.get(f"http://127.0.0.1:{ports[n]}/metrics", timeout=10) for n in ("transformer", "saver")]
 
@@ -85,8 +94,12 @@ def _scenario(tmp_path, make_source, make_pipeline, server, passphrase):
     # The scan must look at real output: error lines and the run's own lines are there.
     assert "wrong passphrase" in texts["log:saver"] and run["run_id"] in texts["log:saver-fixed"]
 
-    secret_values = {"api token": token, "key passphrase": passphrase, "wrong passphrase": wrong_passphrase,
-                     "age identity": identity_secret} | {f"private key line {i}": b for i, b in enumerate(key_body)}
+    secret_values = {
+        "api token": token,
+        "key passphrase": passphrase,
+        "wrong passphrase": wrong_passphrase,
+        "age identity": identity_secret,
+    } | {f"private key line {i}": b for i, b in enumerate(key_body)}
     pii = _raw_pii(users if users is not None else _source_users(source, 150))
     assert len(pii) > 100
     leaks = [(where, what) for where, text in texts.items() for what, value in secret_values.items() if value in text]

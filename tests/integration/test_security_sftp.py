@@ -59,7 +59,8 @@ def _assert_recovered(p, run):
 
 
 def test_wrong_passphrase_leaves_the_run_pending_until_restarted_with_the_right_one(
-        make_source, make_pipeline, locked_sftp):
+    make_source, make_pipeline, locked_sftp
+):
     server, passphrase = locked_sftp
     p = _start(make_source, make_pipeline, server, ETL_SFTP_KEY_PASSPHRASE="not-" + passphrase)
     run = _assert_pending(p, "wrong passphrase", "ETL_SFTP_KEY_PASSPHRASE", secrets=(passphrase,))
@@ -76,7 +77,8 @@ def test_missing_passphrase_is_named(make_source, make_pipeline, locked_sftp):
 
 
 def test_key_the_server_does_not_know_is_refused_until_the_key_file_is_replaced(
-        tmp_path, make_source, make_pipeline, locked_sftp):
+    tmp_path, make_source, make_pipeline, locked_sftp
+):
     server, passphrase = locked_sftp
     key = _keygen(tmp_path / "client_key", "ed25519", passphrase)
     p = _start(make_source, make_pipeline, server, ETL_SFTP_KEY_PATH=str(key), ETL_SFTP_KEY_PASSPHRASE=passphrase)
@@ -93,8 +95,7 @@ def test_unknown_host_is_refused_until_known_hosts_pins_it(tmp_path, make_source
     known = tmp_path / "known_hosts"
     # Pinned keys for some other port only: this server is unknown.
     known.write_text(pinned.replace(f"[127.0.0.1]:{server.port}", "[127.0.0.1]:2"))
-    p = _start(make_source, make_pipeline, server, ETL_SFTP_KNOWN_HOSTS=str(known),
-               ETL_SFTP_KEY_PASSPHRASE=passphrase)
+    p = _start(make_source, make_pipeline, server, ETL_SFTP_KNOWN_HOSTS=str(known), ETL_SFTP_KEY_PASSPHRASE=passphrase)
     run = _assert_pending(p, "not in known_hosts", "refusing an unknown host key")
     _replace(known, pinned.encode())
     _assert_recovered(p, run)
@@ -111,8 +112,7 @@ def test_changed_host_key_is_refused_until_the_pin_is_updated(tmp_path, make_sou
         pub = _keygen(tmp_path / f"impostor_{kind}", kind, "").with_suffix(".pub").read_text().split()
         lines.append(f"{entry} {pub[0]} {pub[1]}\n")
     known.write_text("".join(lines))
-    p = _start(make_source, make_pipeline, server, ETL_SFTP_KNOWN_HOSTS=str(known),
-               ETL_SFTP_KEY_PASSPHRASE=passphrase)
+    p = _start(make_source, make_pipeline, server, ETL_SFTP_KNOWN_HOSTS=str(known), ETL_SFTP_KEY_PASSPHRASE=passphrase)
     run = _assert_pending(p, "does not match known_hosts", "refusing to connect")
     _replace(known, pinned.encode())
     _assert_recovered(p, run)

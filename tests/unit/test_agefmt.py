@@ -8,6 +8,7 @@ import subprocess
 import pyrage
 import pytest
 from pyrage import x25519 as ref
+
 from saver import agefmt, bech32
 from saver.agefmt import x25519
 

@@ -14,10 +14,25 @@ RUN = {"run_id": "r1", "run_ts": "20260101_000000", "page": 0}
 def db(tmp_path):
     path = tmp_path / "data.db"
     store = Store(str(path))
-    user = {"id": 1, "firstName": "Ada", "email": "ada@example.com", "age": 30, "ssn": "***-**-1234",
-            "company": {"department": "Engineering"}, "userAgent": "Mozilla/5.0 (Windows NT 10.0)"}
-    store.load_pages([{**RUN, "raw": [user], "valid": [{"pos": 0, "record": {**user, "department_code": "ENG"}}],
-                       "invalid": [{"pos": 1, "record": None, "raw_line": "{secret", "error_reason": "not JSON"}]}])
+    user = {
+        "id": 1,
+        "firstName": "Ada",
+        "email": "ada@example.com",
+        "age": 30,
+        "ssn": "***-**-1234",
+        "company": {"department": "Engineering"},
+        "userAgent": "Mozilla/5.0 (Windows NT 10.0)",
+    }
+    store.load_pages(
+        [
+            {
+                **RUN,
+                "raw": [user],
+                "valid": [{"pos": 0, "record": {**user, "department_code": "ENG"}}],
+                "invalid": [{"pos": 1, "record": None, "raw_line": "{secret", "error_reason": "not JSON"}],
+            }
+        ]
+    )
     store.close()
     return path
 
@@ -38,25 +53,28 @@ def test_every_allowed_column_exists_in_the_schema(db):
         assert result.columns == sorted(columns)
 
 
-@pytest.mark.parametrize("query", [
-    "SELECT * FROM processed_users",
-    "SELECT upper(record) FROM raw_users",
-    "SELECT (SELECT raw_line FROM invalid_users)",
-    "WITH x AS (SELECT record AS r FROM processed_users) SELECT length(r) FROM x",
-    "SELECT id FROM raw_users ORDER BY record",
-    "SELECT id FROM raw_users GROUP BY record",
-    "SELECT count(*) FROM loaded_pages",
-    "SELECT sql FROM sqlite_master",
-    "SELECT count(*) FROM main.uploaded_files",
-    "INSERT INTO etl_runs (run_id, run_timestamp) VALUES ('a', 'b')",
-    "REPLACE INTO etl_runs (run_id, run_timestamp) VALUES ('a', 'b')",
-    "ATTACH ':memory:' AS m",
-    "PRAGMA writable_schema = 1",
-    "SELECT 1; SELECT 2",
-    "SELECT load_extension('/tmp/x.so')",
-    "SAVEPOINT s",
-    "ANALYZE",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM processed_users",
+        "SELECT upper(record) FROM raw_users",
+        "SELECT (SELECT raw_line FROM invalid_users)",
+        "WITH x AS (SELECT record AS r FROM processed_users) SELECT length(r) FROM x",
+        "SELECT id FROM raw_users ORDER BY record",
+        "SELECT id FROM raw_users GROUP BY record",
+        "SELECT count(*) FROM loaded_pages",
+        "SELECT sql FROM sqlite_master",
+        "SELECT count(*) FROM main.uploaded_files",
+        "INSERT INTO etl_runs (run_id, run_timestamp) VALUES ('a', 'b')",
+        "REPLACE INTO etl_runs (run_id, run_timestamp) VALUES ('a', 'b')",
+        "ATTACH ':memory:' AS m",
+        "PRAGMA writable_schema = 1",
+        "SELECT 1; SELECT 2",
+        "SELECT load_extension('/tmp/x.so')",
+        "SAVEPOINT s",
+        "ANALYZE",
+    ],
+)
 def test_refused(db, query):
     with pytest.raises(QueryRefused):
         run(db, query)
@@ -65,8 +83,11 @@ def test_refused(db, query):
 def test_rows_and_size_are_capped(db):
     r = run(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 50) SELECT i FROM n", rows=10)
     assert len(r.rows) == 10 and r.truncated
-    r = run(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 50) "
-                "SELECT printf('%.100c', 'x') FROM n", size=1000)
+    r = run(
+        db,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 50) SELECT printf('%.100c', 'x') FROM n",
+        size=1000,
+    )
     assert len(r.rows) < 10 and r.truncated
 
 
@@ -78,8 +99,7 @@ def test_huge_values_are_refused(db):
 def test_runaway_query_is_interrupted_near_the_limit(db):
     started = time.monotonic()
     with pytest.raises(QueryRefused, match="200 ms time limit"):
-        run(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n",
-            timeout_ms=200)
+        run(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n", timeout_ms=200)
     assert time.monotonic() - started < 3
 
 

@@ -5,6 +5,7 @@ import os
 import stat
 
 import pytest
+
 from saver import crypto
 from saver.__main__ import main as saver_main
 from saver.agefmt import x25519
@@ -131,6 +132,7 @@ class TestKeys:
 
     def test_settings_refuse_encryption_without_recipients(self):
         from pydantic import ValidationError
+
         from saver.settings import SaverSettings
 
         with pytest.raises(ValidationError, match="ETL_ENCRYPTION_RECIPIENTS"):

@@ -3,6 +3,7 @@
 import subprocess
 
 import pytest
+
 from saver import sftp
 from saver.settings import SaverSettings
 
@@ -51,8 +52,12 @@ def test_not_a_key_is_refused(tmp_path):
 def test_key_text_from_a_secret_wins_over_the_path(tmp_path):
     data = _keygen(tmp_path / "k", "ed25519", "pw")
     # The variable often loses its trailing new line; the path points nowhere.
-    s = SaverSettings(sftp_key=data.decode().rstrip("\n"), sftp_key_passphrase="pw",
-                      sftp_key_path=str(tmp_path / "missing"), _env_file=None)
+    s = SaverSettings(
+        sftp_key=data.decode().rstrip("\n"),
+        sftp_key_passphrase="pw",
+        sftp_key_path=str(tmp_path / "missing"),
+        _env_file=None,
+    )
     assert sftp._client_key(s).get_name() == "ssh-ed25519"
     s = SaverSettings(sftp_key_path=str(tmp_path / "missing"), _env_file=None)
     with pytest.raises(sftp.UploadRefused, match="unreadable"):

@@ -2,6 +2,7 @@
 
 import pytest
 from email_validator import EmailNotValidError, validate_email
+
 from transformer.validate import email_problem
 
 ADDRESSES = [

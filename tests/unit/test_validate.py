@@ -36,8 +36,13 @@ def test_single_rules(changes, expected):
 
 def test_every_rule_reported_together():
     got = problems({"id": "x", "firstName": "", "email": None, "age": 10, "company": {}})
-    assert got == ["id: 'x' is not an integer", "firstName: is blank", "email: missing",
-                   "age: 10 is below 18", "company.department: missing"]
+    assert got == [
+        "id: 'x' is not an integer",
+        "firstName: is blank",
+        "email: missing",
+        "age: 10 is below 18",
+        "company.department: missing",
+    ]
 
 
 def test_long_values_are_shortened_in_reasons():

@@ -33,8 +33,12 @@ class _Params(BaseModel):
 def _params_model(table: records.Table) -> type[_Params]:
     """The table's own parameters: its sortable columns, and department_code where it exists."""
     fields: dict[str, Any] = {
-        "sort": (Literal[table.sortable], Field(  # type: ignore[valid-type]
-            "source", description="`source`: the order the source returned the records in")),
+        "sort": (
+            Literal[table.sortable],
+            Field(  # type: ignore[valid-type]
+                "source", description="`source`: the order the source returned the records in"
+            ),
+        ),
     }
     if table.has_code:
         fields["department_code"] = (str | None, Field(None, max_length=20, description="e.g. ENG (any case)"))
@@ -45,8 +49,13 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     """The OpenAPI query parameters of a model, for the document (the handler validates the model itself)."""
     schema = model.model_json_schema()
     return [
-        {"name": name, "in": "query", "required": False, "schema": prop,
-         **({"description": prop["description"]} if "description" in prop else {})}
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": prop,
+            **({"description": prop["description"]} if "description" in prop else {}),
+        }
         for name, prop in schema["properties"].items()
     ]
 
@@ -63,8 +72,16 @@ def _serve(table: records.Table):
             errors = exc.errors(include_url=False, include_context=False)
             raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in errors]) from None
         db: Database = request.app.state.db
-        query = records.Query(params.run_id, params.q, params.department, getattr(params, "department_code", None),
-                              params.sort, params.order == "desc", params.limit, params.offset)
+        query = records.Query(
+            params.run_id,
+            params.q,
+            params.department,
+            getattr(params, "department_code", None),
+            params.sort,
+            params.order == "desc",
+            params.limit,
+            params.offset,
+        )
         version = db.version()
         if records.is_cheap(query):
             # An index walk of well under a millisecond: cheaper here than a hop to a thread.
@@ -85,7 +102,12 @@ def _page(db: Database, table: records.Table, query: records.Query, version: int
 for _table in records.TABLES.values():
     _handler, _model = _serve(_table)
     router.add_api_route(
-        f"/data/{_table.name}", _handler, methods=["GET"], response_model=RecordPage,
-        summary=f"Records of {_table.name}, paged", name=f"data_{_table.name}",
-        responses={200: {"headers": _TOTAL}}, openapi_extra={"parameters": _query_parameters(_model)},
+        f"/data/{_table.name}",
+        _handler,
+        methods=["GET"],
+        response_model=RecordPage,
+        summary=f"Records of {_table.name}, paged",
+        name=f"data_{_table.name}",
+        responses={200: {"headers": _TOTAL}},
+        openapi_extra={"parameters": _query_parameters(_model)},
     )

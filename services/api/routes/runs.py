@@ -22,8 +22,7 @@ _COLUMNS = (
 _TOTAL = {"X-Total-Count": {"description": "runs matching the filter", "schema": {"type": "integer"}}}
 
 
-@router.get("/etl_runs", summary="Runs, newest first", response_model=list[Run],
-            responses={200: {"headers": _TOTAL}})
+@router.get("/etl_runs", summary="Runs, newest first", response_model=list[Run], responses={200: {"headers": _TOTAL}})
 async def list_runs(
     db: DbDep,
     status: Status | None = None,
@@ -38,8 +37,9 @@ async def list_runs(
 def _runs(db: Database, status: str | None, limit: int, offset: int) -> tuple[bytes, int]:
     where, args = ("WHERE status = ?", [status]) if status else ("", [])
     total = db.scalar(f"SELECT count(*) FROM etl_runs {where}", args)
-    runs = db.dicts(f"SELECT {_COLUMNS} FROM etl_runs {where} ORDER BY id DESC LIMIT ? OFFSET ?",
-                    [*args, limit, offset])
+    runs = db.dicts(
+        f"SELECT {_COLUMNS} FROM etl_runs {where} ORDER BY id DESC LIMIT ? OFFSET ?", [*args, limit, offset]
+    )
     _attach_files(db, runs)
     return orjson.dumps(runs), total
 
@@ -50,7 +50,8 @@ def _attach_files(db: Database, runs: list[dict]) -> None:
         marks = ",".join("?" * len(by_run))
         for f in db.dicts(
             "SELECT run_id, kind, name, bytes, sha256, records, encrypted, remote_path, uploaded_at "
-            f"FROM uploaded_files WHERE run_id IN ({marks}) ORDER BY kind", list(by_run),
+            f"FROM uploaded_files WHERE run_id IN ({marks}) ORDER BY kind",
+            list(by_run),
         ):
             f["encrypted"] = bool(f["encrypted"])
             by_run[f.pop("run_id")].append(f)
@@ -58,8 +59,12 @@ def _attach_files(db: Database, runs: list[dict]) -> None:
         r["files"] = by_run[r["run_id"]]
 
 
-@router.get("/etl_runs/{run}", summary="One run with counts, timings, error and files", response_model=RunDetail,
-            responses=error(404, "No such run"))
+@router.get(
+    "/etl_runs/{run}",
+    summary="One run with counts, timings, error and files",
+    response_model=RunDetail,
+    responses=error(404, "No such run"),
+)
 async def get_run(
     db: DbDep,
     request: Request,
@@ -82,9 +87,13 @@ async def get_run(
     return json_response(rows[0])
 
 
-@router.post("/etl_runs", summary="Ask the extractor to start a run now", status_code=202,
-             response_model=RunRequested,
-             responses={**error(409, "A run is already going"), **error(503, "Redis is not reachable")})
+@router.post(
+    "/etl_runs",
+    summary="Ask the extractor to start a run now",
+    status_code=202,
+    response_model=RunRequested,
+    responses={**error(409, "A run is already going"), **error(503, "Redis is not reachable")},
+)
 def start_run(request: Request) -> Response:
     queue: commands.CommandQueue = request.app.state.commands
     try:
@@ -93,5 +102,6 @@ def start_run(request: Request) -> Response:
         raise HTTPException(409, "a run is already going; try again when it has finished") from exc
     except redis.RedisError as exc:
         raise HTTPException(503, "the command queue (Redis) is not reachable") from exc
-    return json_response({"request_id": request_id, "status": "accepted",
-                          "detail": "the extractor will start the run"}, 202)
+    return json_response(
+        {"request_id": request_id, "status": "accepted", "detail": "the extractor will start the run"}, 202
+    )

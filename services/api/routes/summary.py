@@ -15,8 +15,7 @@ from api.models import Summary
 router = APIRouter(tags=["summary"], dependencies=[AuthDep], responses=AUTH_ERRORS)
 
 
-@router.get("/summary", summary="Counts for the charts", response_model=Summary,
-            responses=error(404, "No such run"))
+@router.get("/summary", summary="Counts for the charts", response_model=Summary, responses=error(404, "No such run"))
 async def get_summary(
     db: DbDep,
     run_id: Annotated[str | None, Query(max_length=200, description="default: the latest run with data")] = None,
