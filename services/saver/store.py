@@ -41,6 +41,12 @@ def _get(record: Any, *path: str) -> Any:
     return record
 
 
+def _with_code(record_json: bytes, code: Any) -> str:
+    """``{...}`` + ``department_code``, spliced into the record's JSON instead of serialising it again."""
+    tail = b',"department_code":' + orjson.dumps(code) + b"}"
+    return (record_json[:-1] + (tail[1:] if record_json == b"{}" else tail)).decode()
+
+
 def _common(record: Any) -> tuple:
     if type(record) is dict:
         return _common_dict(record)
@@ -182,9 +188,11 @@ class Store:
         )
         if cur.rowcount == 0:
             return False
-        dumps = orjson.dumps
+        # Each record is serialised once; the processed copy is that JSON with the code appended.
+        raw_json = [orjson.dumps(r) for r in raw]
+        common = [_common(r) for r in raw]
         self.conn.executemany(
-            _INSERT_RAW, [(run_id, page, pos, *_common(r), at, dumps(r).decode()) for pos, r in enumerate(raw)]
+            _INSERT_RAW, [(run_id, page, pos, *common[pos], at, raw_json[pos].decode()) for pos in range(len(raw))]
         )
         self.conn.executemany(
             _INSERT_VALID,
@@ -192,19 +200,20 @@ class Store:
                 (
                     run_id,
                     page,
-                    v["pos"],
-                    *_common(r),
-                    _str(r.get("department_code")),
+                    pos,
+                    *common[pos],
+                    _str(v["department_code"]),
                     _str(_get(r, "company", "title")),
                     _str(r.get("role")),
                     _str(_get(r, "address", "city")),
                     _str(_get(r, "address", "state")),
                     _str(r.get("userAgent")),
                     at,
-                    dumps(r).decode(),
+                    _with_code(raw_json[pos], v["department_code"]),
                 )
                 for v in valid
-                for r in [v["record"]]
+                for pos in [int(v["pos"])]
+                for r in [raw[pos]]
             ],
         )
         self.conn.executemany(
@@ -213,14 +222,15 @@ class Store:
                 (
                     run_id,
                     page,
-                    i["pos"],
-                    *_common(i.get("record")),
+                    pos,
+                    *common[pos],
                     str(i["error_reason"]),
                     i.get("raw_line"),
                     at,
-                    dumps(i["record"]).decode() if i.get("record") is not None else None,
+                    raw_json[pos].decode() if isinstance(raw[pos], dict) else None,
                 )
                 for i in invalid
+                for pos in [int(i["pos"])]
             ],
         )
         self.conn.execute(

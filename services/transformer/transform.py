@@ -12,7 +12,12 @@ from transformer.validate import problems
 def transform_page(
     records: list[Any], departments: dict[str, str], pii_policy: str = "mask", reject_unknown: bool = False
 ) -> dict[str, list[Any]]:
-    """``{raw, valid, invalid}`` for a page; positions are the records' places in the source page."""
+    """``{raw, valid, invalid}`` for a page; positions are the records' places in the source page.
+
+    ``raw`` holds every record once (protected); ``valid`` and ``invalid`` refer to it by position,
+    so a page crosses Redis with each record once: ``valid`` adds the department code, ``invalid``
+    the reason (and the text of a record that is not an object).
+    """
     raw: list[Any] = []
     valid: list[dict[str, Any]] = []
     invalid: list[dict[str, Any]] = []
@@ -25,13 +30,11 @@ def transform_page(
             if code == UNKNOWN and reject_unknown:
                 errors.append(f"company.department: {record['company']['department']!r} is not a known department")
             else:
-                valid.append({"pos": pos, "record": {**safe, "department_code": code}})
+                valid.append({"pos": pos, "department_code": code})
                 continue
-        if isinstance(record, dict):
-            invalid.append({"pos": pos, "record": safe, "raw_line": None, "error_reason": "; ".join(errors)})
-        else:
-            # Not an object: kept verbatim as text so nothing is lost.
-            invalid.append({"pos": pos, "record": None, "raw_line": _text(record), "error_reason": "; ".join(errors)})
+        # Not an object: also kept verbatim as text, so nothing is lost.
+        raw_line = None if isinstance(record, dict) else _text(record)
+        invalid.append({"pos": pos, "raw_line": raw_line, "error_reason": "; ".join(errors)})
     return {"raw": raw, "valid": valid, "invalid": invalid}
 
 

@@ -27,9 +27,9 @@ def db(tmp_path):
         [
             {
                 **RUN,
-                "raw": [user],
-                "valid": [{"pos": 0, "record": {**user, "department_code": "ENG"}}],
-                "invalid": [{"pos": 1, "record": None, "raw_line": "{secret", "error_reason": "not JSON"}],
+                "raw": [user, "{secret"],
+                "valid": [{"pos": 0, "department_code": "ENG"}],
+                "invalid": [{"pos": 1, "raw_line": "{secret", "error_reason": "not JSON"}],
             }
         ]
     )
