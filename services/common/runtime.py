@@ -2,10 +2,17 @@
 
 import signal
 import threading
+from collections.abc import Callable
+
+import redis
+import structlog
 
 from etl_common import logs, tracing
 from etl_common.ops import Heartbeat, serve
+from etl_common.redis_client import RETRYABLE_ERRORS
 from etl_common.settings import BaseEtlSettings
+
+log = structlog.get_logger(__name__)
 
 
 class Stopper:
@@ -39,3 +46,27 @@ def start(service: str, settings: BaseEtlSettings, ready) -> tuple[Heartbeat, St
     if settings.ops_port:
         serve(settings.ops_host, settings.ops_port, heartbeat, ready)
     return heartbeat, Stopper().install()
+
+
+def serve_loop(turn: Callable[[], None], setup: Callable[[], None], heartbeat: Heartbeat, stopper: Stopper) -> None:
+    """Call ``turn`` until SIGTERM; a Redis outage backs off and re-creates the groups instead of crashing."""
+    while not stopper.stopping:
+        heartbeat.beat()
+        try:
+            turn()
+        except RETRYABLE_ERRORS as exc:
+            log.warning("redis unavailable; retrying", error=str(exc))
+            stopper.sleep(1.0)
+            _setup_quietly(setup)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            log.warning("stream or group missing (redis lost its data?); recreating")
+            _setup_quietly(setup)
+
+
+def _setup_quietly(setup: Callable[[], None]) -> None:
+    try:
+        setup()
+    except RETRYABLE_ERRORS:
+        pass  # still down: the next turn fails the same way and we come back here

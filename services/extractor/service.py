@@ -11,8 +11,7 @@ from etl_common import streams, streamstats
 from etl_common.errors import EtlError
 from etl_common.keys import GROUP_EXTRACTOR, Keys
 from etl_common.ops import Heartbeat
-from etl_common.redis_client import RETRYABLE_ERRORS
-from etl_common.runtime import Stopper
+from etl_common.runtime import Stopper, serve_loop
 from extractor.checkpoint import Checkpoint
 from extractor.run import AlreadyRunning, Interrupted, extract
 from extractor.settings import ExtractorSettings
@@ -87,26 +86,8 @@ class Service:
             self.run_once("resume", lock_wait_s=self.settings.lock_ttl_s + 1, resume_only=True)
         elif self.settings.run_on_start:
             self.run_once("startup")
-        while not self.stopper.stopping:
-            self.heartbeat.beat()
-            try:
-                self._turn()
-            except RETRYABLE_ERRORS as exc:
-                log.warning("redis unavailable; retrying", error=str(exc))
-                self.stopper.sleep(1.0)
-                self._reconnect()
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.warning("commands stream or group missing (redis lost its data?); recreating")
-                self._reconnect()
+        serve_loop(self._turn, self.reader.setup, self.heartbeat, self.stopper)
         log.info("extractor stopped")
-
-    def _reconnect(self) -> None:
-        try:
-            self.reader.setup()
-        except RETRYABLE_ERRORS:
-            pass
 
     def _satisfied(self, command: dict) -> bool:
         """True when a run started after the request was made (so a burst of requests makes one run)."""

@@ -15,8 +15,7 @@ from etl_common import metrics, streams, streamstats, tracing
 from etl_common.errors import PermanentError
 from etl_common.keys import CHANNEL_PHASE3, GROUP_SAVER, Keys
 from etl_common.ops import Heartbeat
-from etl_common.redis_client import RETRYABLE_ERRORS
-from etl_common.runtime import Stopper
+from etl_common.runtime import Stopper, serve_loop
 from saver import crypto, sftp
 from saver.files import write_run_files
 from saver.settings import SaverSettings
@@ -60,19 +59,7 @@ class Worker:
         for run_id in self.store.runs_owing_upload():
             self.upload_due[run_id] = (0.0, self.settings.upload_retry_s)
         self.finish_runs()
-        while not self.stopper.stopping:
-            self.heartbeat.beat()
-            try:
-                self.turn()
-            except RETRYABLE_ERRORS as exc:
-                log.warning("redis unavailable; retrying", error=str(exc))
-                self.stopper.sleep(1.0)
-                self._setup_quietly()
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.warning("stream or group missing (redis lost its data?); recreating")
-                self._setup_quietly()
+        serve_loop(self.turn, self.reader.setup, self.heartbeat, self.stopper)
         log.info("saver stopped")
 
     def _restore_last_run(self) -> None:
@@ -85,12 +72,6 @@ class Worker:
             finished, started = _parse_iso(row[1]), _parse_iso(row[0])
             metrics.LAST_SUCCESS.set(finished.timestamp())
             metrics.LAST_RUN_DURATION.set((finished - started).total_seconds())
-
-    def _setup_quietly(self) -> None:
-        try:
-            self.reader.setup()
-        except RETRYABLE_ERRORS:
-            pass
 
     def turn(self) -> None:
         entries = self.reader.read(self.settings.batch_pages)

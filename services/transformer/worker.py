@@ -13,7 +13,7 @@ from etl_common.files import file_names
 from etl_common.keys import CHANNEL_PHASE2, GROUP_TRANSFORMER, Keys
 from etl_common.ops import Heartbeat
 from etl_common.redis_client import RETRYABLE_ERRORS
-from etl_common.runtime import Stopper
+from etl_common.runtime import Stopper, serve_loop
 from transformer.settings import TransformerSettings
 from transformer.transform import transform_page
 
@@ -82,28 +82,13 @@ class Worker:
     def serve(self) -> None:
         self.reader.setup()
         log.info("transformer ready", consumer=self.reader.consumer)
-        while not self.stopper.stopping:
-            self.heartbeat.beat()
-            try:
-                for entry in self.reader.read(self.settings.batch_pages):
-                    self.handle(entry)
-                    self.heartbeat.beat()
-            except RETRYABLE_ERRORS as exc:
-                log.warning("redis unavailable; retrying", error=str(exc))
-                self.stopper.sleep(1.0)
-                self._setup_quietly()
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.warning("stream or group missing (redis lost its data?); recreating")
-                self._setup_quietly()
+        serve_loop(self.turn, self.reader.setup, self.heartbeat, self.stopper)
         log.info("transformer stopped")
 
-    def _setup_quietly(self) -> None:
-        try:
-            self.reader.setup()
-        except RETRYABLE_ERRORS:
-            pass
+    def turn(self) -> None:
+        for entry in self.reader.read(self.settings.batch_pages):
+            self.handle(entry)
+            self.heartbeat.beat()
 
     def handle(self, entry: streams.Entry) -> None:
         """Process one entry; only what cannot succeed is dead-lettered, the rest stays pending."""
