@@ -13,6 +13,7 @@ import structlog
 
 from etl_common import metrics
 from etl_common.errors import PermanentError
+from etl_common.keys import Keys
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +85,20 @@ class GroupReader:
     dead_stream: str = "etl:stream:dead"
     _backlog_done: set[str] = field(default_factory=set)
     _next_claim_at: float = 0.0
+
+    @classmethod
+    def for_settings(cls, client: redis.Redis, group: str, streams: list[str], settings: Any) -> "GroupReader":
+        """A reader configured from a service's settings (block, claim idle, deliveries, key prefix)."""
+        return cls(
+            client,
+            group,
+            consumer_name(settings.consumer_name),
+            streams,
+            block_ms=settings.block_ms,
+            claim_idle_ms=settings.claim_idle_ms,
+            max_deliveries=settings.max_deliveries,
+            dead_stream=Keys(settings.key_prefix).dead_stream,
+        )
 
     def setup(self) -> None:
         for stream in self.streams:

@@ -29,16 +29,7 @@ class Service:
         self.heartbeat = heartbeat
         self.stopper = stopper
         self.keys = Keys(settings.key_prefix)
-        self.reader = streams.GroupReader(
-            client,
-            GROUP_EXTRACTOR,
-            streams.consumer_name(settings.consumer_name),
-            [self.keys.commands_stream],
-            block_ms=settings.block_ms,
-            claim_idle_ms=settings.claim_idle_ms,
-            max_deliveries=settings.max_deliveries,
-            dead_stream=self.keys.dead_stream,
-        )
+        self.reader = streams.GroupReader.for_settings(client, GROUP_EXTRACTOR, [self.keys.commands_stream], settings)
         self.next_fire = self._next_fire()
         self.retry_at: float | None = None
         # Commands as this group, and the raw stream's length that drives the backpressure.

@@ -37,15 +37,8 @@ class Worker:
         self.heartbeat = heartbeat
         self.stopper = stopper
         self.keys = Keys(settings.key_prefix)
-        self.reader = streams.GroupReader(
-            client,
-            GROUP_SAVER,
-            streams.consumer_name(settings.consumer_name),
-            [self.keys.processed_stream, self.keys.events_stream],
-            block_ms=settings.block_ms,
-            claim_idle_ms=settings.claim_idle_ms,
-            max_deliveries=settings.max_deliveries,
-            dead_stream=self.keys.dead_stream,
+        self.reader = streams.GroupReader.for_settings(
+            client, GROUP_SAVER, [self.keys.processed_stream, self.keys.events_stream], settings
         )
         # run_id -> (monotonic time of the next upload try, current delay)
         self.upload_due: dict[str, tuple[float, float]] = {}

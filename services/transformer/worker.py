@@ -66,16 +66,7 @@ class Worker:
         self.heartbeat = heartbeat
         self.stopper = stopper
         self.keys = Keys(settings.key_prefix)
-        self.reader = streams.GroupReader(
-            client,
-            GROUP_TRANSFORMER,
-            streams.consumer_name(settings.consumer_name),
-            [self.keys.raw_stream],
-            block_ms=settings.block_ms,
-            claim_idle_ms=settings.claim_idle_ms,
-            max_deliveries=settings.max_deliveries,
-            dead_stream=self.keys.dead_stream,
-        )
+        self.reader = streams.GroupReader.for_settings(client, GROUP_TRANSFORMER, [self.keys.raw_stream], settings)
         self.complete = client.register_script(_COMPLETE)
         streamstats.watch(settings.redis_url, self.keys, GROUP_TRANSFORMER, self.reader.streams)
 
