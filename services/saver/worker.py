@@ -25,6 +25,18 @@ log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("saver")
 
 
+# What a page the database refuses, or a page of the wrong shape, raises: the page is poison, not the database.
+_UNLOADABLE = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+)
+
+
 class Worker:
     """Consumes the processed-pages and events streams as the 'saver' group; the only database writer."""
 
@@ -110,14 +122,7 @@ class Worker:
             try:
                 with tracer.start_as_current_span("sqlite.transaction"):
                     loaded = self.store.load_pages(p for _, p, _ in pages)
-            except (
-                sqlite3.IntegrityError,
-                sqlite3.DataError,
-                sqlite3.InterfaceError,
-                KeyError,
-                TypeError,
-                ValueError,
-            ) as exc:
+            except _UNLOADABLE as exc:
                 # One bad page must not block the batch: load them one by one, dead-letter the culprit.
                 log.warning("batch failed; loading its pages one by one", error=str(exc))
                 pages, loaded = self._load_one_by_one(pages)
@@ -154,14 +159,7 @@ class Worker:
             try:
                 loaded += self.store.load_pages([payload])
                 kept.append((entry, payload, tp))
-            except (
-                sqlite3.IntegrityError,
-                sqlite3.DataError,
-                sqlite3.InterfaceError,
-                KeyError,
-                TypeError,
-                ValueError,
-            ) as exc:
+            except _UNLOADABLE as exc:
                 self.reader.dead_letter(entry, f"page cannot be loaded: {type(exc).__name__}: {exc}")
         return kept, loaded
 

@@ -60,17 +60,28 @@ def test_poison_entries_are_dead_lettered_not_retried_forever(make_source, make_
             )
         },
     )
+    # A valid record pointing past the page's raw records.
+    bad_pos = {
+        "run_id": "r4",
+        "run_ts": "20261125_030000",
+        "page": 0,
+        "raw": [],
+        "invalid": [],
+        "valid": [{"pos": 5, "department_code": "ENG"}],
+    }
+    p.redis.xadd(p.keys.processed_stream, {"data": orjson.dumps(bad_pos)})
     assert p.extract().returncode == 0
     run = p.wait_run()
     assert_exact(p, run, list(range(1, 121)))
-    dead = wait_for(lambda: (d := p.redis.xrange(p.keys.dead_stream)) and len(d) >= 5 and d, what="5 dead letters")
+    dead = wait_for(lambda: (d := p.redis.xrange(p.keys.dead_stream)) and len(d) >= 6 and d, what="6 dead letters")
     reasons = sorted(f[b"reason"].decode() for _, f in dead)
     assert any("not JSON" in r for r in reasons)
     assert any("no 'data' field" in r for r in reasons)
     assert any("malformed entry: KeyError" in r for r in reasons)
     assert any("lacks 'run_ts'" in r for r in reasons)
     assert any("page cannot be loaded" in r or "malformed entry: ValueError" in r for r in reasons)
+    assert any("page cannot be loaded: IndexError" in r for r in reasons)
     assert p.redis.xlen(p.keys.raw_stream) == 0 and p.redis.xlen(p.keys.processed_stream) == 0
     assert p.procs["transformer"].alive() and p.procs["saver"].alive()
     counts = {k.decode(): int(v) for k, v in p.redis.hgetall(p.keys.dead_counts).items()}
-    assert counts.get("r2") == 1 and counts.get("r3") == 1 and sum(counts.values()) == 5
+    assert counts.get("r2") == 1 and counts.get("r3") == 1 and counts.get("r4") == 1 and sum(counts.values()) == 6
