@@ -144,15 +144,9 @@ class Stack:
     def wait_run(self, after: float, timeout_s: float) -> sqlite3.Row:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.db.exists():
-                try:
-                    with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
-                        conn.row_factory = sqlite3.Row
-                        row = conn.execute("SELECT * FROM etl_runs ORDER BY id DESC LIMIT 1").fetchone()
-                except sqlite3.OperationalError:
-                    row = None
-                if row is not None and row["status"] in FINAL and (_ts(row["started_at"]) or 0) >= after - 1:
-                    return row
+            row = ls.latest_run(self.db)
+            if row is not None and row["status"] in FINAL and (_ts(row["started_at"]) or 0) >= after - 1:
+                return row
             time.sleep(0.005)
         raise TimeoutError(f"no finished run after {timeout_s}s; logs in {self.base / 'logs'}")
 

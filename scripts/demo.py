@@ -22,15 +22,9 @@ def wait_run(db: Path, timeout_s: float) -> sqlite3.Row | None:
     deadline = time.monotonic() + timeout_s
     row = None
     while time.monotonic() < deadline:
-        if db.exists():
-            try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-                    conn.row_factory = sqlite3.Row
-                    row = conn.execute("SELECT * FROM etl_runs ORDER BY id DESC LIMIT 1").fetchone()
-            except sqlite3.OperationalError:
-                row = None
-            if row is not None and row["status"] in FINAL:
-                return row
+        row = ls.latest_run(db)
+        if row is not None and row["status"] in FINAL:
+            return row
         time.sleep(0.2)
     return row
 

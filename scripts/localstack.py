@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -223,3 +224,15 @@ def start_service(name: str, env: dict[str, str], logdir: Path, *args: str, log_
     # Run outside the checkout so a developer's .env (read by pydantic-settings from the cwd) cannot leak in.
     logdir.mkdir(parents=True, exist_ok=True)
     return spawn(label, [PYTHON, "-m", name, *args], logdir, full, cwd=logdir)
+
+
+def latest_run(db: Path) -> "sqlite3.Row | None":
+    """The newest row of ``etl_runs``, read-only; None while the saver has not created it."""
+    if not db.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            conn.row_factory = sqlite3.Row
+            return conn.execute("SELECT * FROM etl_runs ORDER BY id DESC LIMIT 1").fetchone()
+    except sqlite3.OperationalError:
+        return None
