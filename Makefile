@@ -20,13 +20,13 @@ test-unit: env ## Only the pure-logic tests
 	@$(PY) -m pytest tests/unit
 
 lint: env ## ruff and mypy
-	@$(PY) -m ruff check services scripts tests
-	@$(PY) -m ruff format --check services scripts tests
+	@$(PY) -m ruff check services scripts tests testbed
+	@$(PY) -m ruff format --check services scripts tests testbed
 	@$(PY) -m mypy services
 
 format: env ## Format the code
-	@$(PY) -m ruff format services scripts tests
-	@$(PY) -m ruff check --fix services scripts tests
+	@$(PY) -m ruff format services scripts tests testbed
+	@$(PY) -m ruff check --fix services scripts tests testbed
 
 bench-encrypt: env ## Benchmark: peak memory of the saver's age encryption on 1 GB (SIZE_MB=...)
 	@$(PY) scripts/bench_encrypt.py --size-mb $(or $(SIZE_MB),1024)
@@ -55,8 +55,8 @@ kind-down: ## Delete the kind cluster (and everything in it)
 	@scripts/kind.sh down
 
 helm-lint: env ## Lint charts/etl (Helm's engine, strict) with the default and every ci/*-values.yaml
-	@$(PY) scripts/chart.py lint
-	@$(PY) scripts/chart.py lint $(foreach f,$(wildcard charts/etl/ci/*-values.yaml),-f $(f))
+	@$(PY) -m testbed.chart lint
+	@$(PY) -m testbed.chart lint $(foreach f,$(wildcard charts/etl/ci/*-values.yaml),-f $(f))
 
 helm-template: env ## Render charts/etl to stdout (VALUES=charts/etl/ci/kind-values.yaml to pick values)
-	@$(PY) scripts/chart.py template $(if $(VALUES),-f $(VALUES),)
+	@$(PY) -m testbed.chart template $(if $(VALUES),-f $(VALUES),)

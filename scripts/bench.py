@@ -1,7 +1,7 @@
 """`make bench`: end-to-end throughput and memory of the real pipeline at several sizes, against an in-run ceiling.
 
 A benchmark, not a test: it prints figures and asserts nothing. Each run starts its own Redis, source server,
-transformer(s), saver and extractor as processes (scripts/localstack.py; one OpenSSH SFTP server for all), asks
+transformer(s), saver and extractor as processes (package testbed; one OpenSSH SFTP server for all), asks
 for a run on the commands stream and waits for `succeeded` in etl_runs. Environment: BENCH_SIZES ("10000,100000"),
 BENCH_REPEAT (1), BENCH_TRANSFORMERS (1), BENCH_PAGE_SIZE (100), BENCH_POOL (1000: users the source really
 generates, the rest are cloned from them), BENCH_SMALL (3: timed 208-user runs on a warm stack; 0 skips them).
@@ -21,16 +21,14 @@ import httpx
 import orjson
 import redis
 
-import localstack as ls
+import testbed as tb
+from etl_common import streams
+from etl_common.keys import Keys
+from saver.store import Store
+from transformer.enrich import load_departments
+from transformer.transform import transform_page
 
-sys.path[:0] = [str(ls.ROOT / "services" / d) for d in ("common", "transformer", "saver")]
-from etl_common import streams  # noqa: E402
-from etl_common.keys import Keys  # noqa: E402
-from saver.store import Store  # noqa: E402
-from transformer.enrich import load_departments  # noqa: E402
-from transformer.transform import transform_page  # noqa: E402
-
-REAL_USERS = ls.ROOT.parent / "shared" / "data" / "dummyjson" / "users.json"
+REAL_USERS = tb.ROOT.parent / "shared" / "data" / "dummyjson" / "users.json"
 FINAL = ("succeeded", "failed", "upload_pending")
 BAD_EVERY = 10  # one user in ten breaks a rule, so the invalid path is exercised too
 
@@ -80,20 +78,20 @@ class Stack:
     """Redis, a source, the workers and the extractor service, up until ``stop``."""
 
     def __init__(
-        self, base: Path, sftp: ls.Sftp, count: int, transformers: int, page_size: int, pool: int, real: bool = False
+        self, base: Path, sftp: tb.Sftp, count: int, transformers: int, page_size: int, pool: int, real: bool = False
     ) -> None:
         self.base, self.procs, self.roles = base, [], {}
-        self.redis = ls.start_redis(base / "redis", aof=True)
+        self.redis = tb.start_redis(base / "redis", aof=True)
         self.roles["redis"] = self.redis.proc
-        port = ls.free_port()
+        port = tb.free_port()
         args = (
             ["--data", str(REAL_USERS)]
             if real and REAL_USERS.exists()
             else ["--count", str(count), "--bad-every", str(0 if real else BAD_EVERY), "--pool", str(pool)]
         )
-        src = ls.spawn("source", [ls.PYTHON, "-m", "dummyjson", "--port", str(port), *args], base / "logs")
+        src = tb.spawn("source", [tb.PYTHON, "-m", "dummyjson", "--port", str(port), *args], base / "logs")
         self.roles["source"] = src
-        ls.wait_port(port, proc=src.popen)
+        tb.wait_port(port, proc=src.popen)
         self.source_url = f"http://127.0.0.1:{port}/users"
         self.keys = Keys("bench:")
         self.db = base / "data.db"
@@ -110,14 +108,14 @@ class Stack:
         }
         self.env.update({k: v for k, v in os.environ.items() if k.startswith("ETL_") and k not in self.env})
         for i in range(transformers):
-            self.roles[f"transformer-{i + 1}"] = ls.start_service(
+            self.roles[f"transformer-{i + 1}"] = tb.start_service(
                 "transformer",
                 {**self.env, "ETL_CONSUMER_NAME": f"transformer-{i + 1}"},
                 base / "logs",
                 log_name=f"transformer-{i + 1}",
             )
-        self.roles["saver"] = ls.start_service("saver", self.env, base / "logs")
-        self.roles["extractor"] = ls.start_service("extractor", self.env, base / "logs")
+        self.roles["saver"] = tb.start_service("saver", self.env, base / "logs")
+        self.roles["extractor"] = tb.start_service("extractor", self.env, base / "logs")
         self.client = redis.Redis.from_url(self.redis.url)
         self._wait_ready()
 
@@ -144,7 +142,7 @@ class Stack:
     def wait_run(self, after: float, timeout_s: float) -> sqlite3.Row:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            row = ls.latest_run(self.db)
+            row = tb.latest_run(self.db)
             if row is not None and row["status"] in FINAL and (_ts(row["started_at"]) or 0) >= after - 1:
                 return row
             time.sleep(0.005)
@@ -216,7 +214,7 @@ def ceiling(source_url: str, total: int, page_size: int, base: Path, batch_pages
     return total / busy
 
 
-def bench_size(n: int, sftp: ls.Sftp, work: Path, transformers: int, page_size: int, pool: int) -> dict:
+def bench_size(n: int, sftp: tb.Sftp, work: Path, transformers: int, page_size: int, pool: int) -> dict:
     base = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=work))
     stack = Stack(base, sftp, n, transformers, page_size, pool)
     profilers = profile(stack) if os.environ.get("BENCH_PROFILE") else []
@@ -250,18 +248,18 @@ def bench_size(n: int, sftp: ls.Sftp, work: Path, transformers: int, page_size: 
     return result
 
 
-def _clean(base: Path, sftp: ls.Sftp) -> None:
+def _clean(base: Path, sftp: tb.Sftp) -> None:
     """Drop the run's databases and files (gigabytes at 1M users); logs and profiles stay."""
     for path in [*base.glob("*.db*"), *(base / "files").rglob("*"), *sftp.upload_dir.rglob("*")]:
         if path.is_file():
             path.unlink()
 
 
-def profile(stack: Stack) -> list[ls.Proc]:
+def profile(stack: Stack) -> list[tb.Proc]:
     """py-spy on every Python service (BENCH_PROFILE=1): collapsed stacks in <work>/n*/prof/<role>.txt."""
-    spy = Path(ls.PYTHON).with_name("py-spy")
+    spy = Path(tb.PYTHON).with_name("py-spy")
     return [
-        ls.spawn(
+        tb.spawn(
             f"py-spy-{role}",
             [
                 str(spy),
@@ -283,7 +281,7 @@ def profile(stack: Stack) -> list[ls.Proc]:
     ]
 
 
-def small_runs(sftp: ls.Sftp, work: Path, times: int) -> list[float]:
+def small_runs(sftp: tb.Sftp, work: Path, times: int) -> list[float]:
     """The 208-user run from trigger to `succeeded` with the services already up (one warm-up first)."""
     stack = Stack(Path(tempfile.mkdtemp(prefix="n208-", dir=work)), sftp, 208, 1, 100, 0, real=True)
     out = []
@@ -324,7 +322,7 @@ def main() -> int:
         flush=True,
     )
     work = Path(tempfile.mkdtemp(prefix="etl-bench-"))
-    sftp = ls.start_sftp(work / "sshd", work / "ssh_keys", work / "upload")
+    sftp = tb.start_sftp(work / "sshd", work / "ssh_keys", work / "upload")
     summary = []
     try:
         if small:

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+import testbed as tb
+from dummyjson.users import make_user
+from saver.store import Store
+from transformer.enrich import load_departments
+from transformer.transform import transform_page
 
-import localstack as ls  # noqa: E402
-from dummyjson.users import make_user  # noqa: E402
-from saver.store import Store  # noqa: E402
-from transformer.enrich import load_departments  # noqa: E402
-from transformer.transform import transform_page  # noqa: E402
+ROOT = tb.ROOT
 
 TOKEN = "bench-token"  # noqa: S105 (a throwaway token of a local benchmark)
 RUN_TS = "20260101_030000"
@@ -94,8 +93,8 @@ def _ms(out: str, pct: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def serve(db: Path, workers: int, logdir: Path) -> tuple[ls.Proc, int]:
-    port = ls.free_port()
+def serve(db: Path, workers: int, logdir: Path) -> tuple[tb.Proc, int]:
+    port = tb.free_port()
     env = {
         "ETL_DB_PATH": str(db),
         "ETL_API_PORT": str(port),
@@ -104,8 +103,8 @@ def serve(db: Path, workers: int, logdir: Path) -> tuple[ls.Proc, int]:
         "ETL_API_AUTH": "token",
         "ETL_LOG_LEVEL": "WARNING",
     }
-    proc = ls.start_service("api", env, logdir)
-    ls.wait_port(port, proc=proc.popen)
+    proc = tb.start_service("api", env, logdir)
+    tb.wait_port(port, proc=proc.popen)
     return proc, port
 
 
@@ -117,7 +116,7 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--db", help="reuse this database file (built there first when missing)")
     args = parser.parse_args()
-    if not ls.which("wrk"):
+    if not tb.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:

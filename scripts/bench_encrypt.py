@@ -64,7 +64,6 @@ def make_file(path: Path, size_mb: int) -> None:
 
 def make_db(path: Path, size_mb: int) -> None:
     """A run whose processed records add up to ``size_mb``, through the saver's own migrations."""
-    sys.path.insert(0, str(ROOT / "services"))
     from saver.store import Store
 
     Store(str(path)).close()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-import localstack as ls
+import testbed as tb
 
-ROOT = ls.ROOT
+ROOT = tb.ROOT
 RUN = ROOT / ".run"
 FINAL = ("succeeded", "failed", "upload_pending")
 
@@ -22,7 +22,7 @@ def wait_run(db: Path, timeout_s: float) -> sqlite3.Row | None:
     deadline = time.monotonic() + timeout_s
     row = None
     while time.monotonic() < deadline:
-        row = ls.latest_run(db)
+        row = tb.latest_run(db)
         if row is not None and row["status"] in FINAL:
             return row
         time.sleep(0.2)
@@ -34,7 +34,7 @@ def main() -> int:
     parser.add_argument("--once", action="store_true", help="stop everything after the summary")
     parser.add_argument("--users", type=int, default=208, help="users served by the local source")
     args = parser.parse_args()
-    procs: list[ls.Proc] = []
+    procs: list[tb.Proc] = []
     logs = RUN / "logs"
 
     def stop_all(*_: object) -> None:
@@ -42,19 +42,19 @@ def main() -> int:
             p.stop()
 
     try:
-        redis = ls.start_redis(RUN / "redis", aof=True)
+        redis = tb.start_redis(RUN / "redis", aof=True)
         procs.append(redis.proc)
-        sftp = ls.start_sftp(RUN / "sshd", RUN / "ssh_keys", ROOT / "sftp_data")
+        sftp = tb.start_sftp(RUN / "sshd", RUN / "ssh_keys", ROOT / "sftp_data")
         procs.append(sftp.proc)
         source_url = os.environ.get("ETL_SOURCE_URL")
         if not source_url:
-            port = ls.free_port()
+            port = tb.free_port()
             procs.append(
-                ls.spawn(
-                    "source", [ls.PYTHON, "-m", "dummyjson", "--port", str(port), "--count", str(args.users)], logs
+                tb.spawn(
+                    "source", [tb.PYTHON, "-m", "dummyjson", "--port", str(port), "--count", str(args.users)], logs
                 )
             )
-            ls.wait_port(port, proc=procs[-1].popen)
+            tb.wait_port(port, proc=procs[-1].popen)
             source_url = f"http://127.0.0.1:{port}/users"
         token = os.environ.get("ETL_API_TOKEN") or secrets.token_urlsafe(24)
         api_port = int(os.environ.get("ETL_API_PORT", "8000"))
@@ -70,11 +70,11 @@ def main() -> int:
         }
         env.update({k: v for k, v in os.environ.items() if k.startswith("ETL_") and k not in env})
         for name in ("transformer", "saver", "api"):
-            procs.append(ls.start_service(name, env, logs))
-        ls.wait_port(api_port, proc=procs[-1].popen)
+            procs.append(tb.start_service(name, env, logs))
+        tb.wait_port(api_port, proc=procs[-1].popen)
         print(f"services up; logs in {logs}; extracting from {source_url}", flush=True)
         t0 = time.monotonic()
-        extract = ls.start_service("extractor", env, logs, "once")
+        extract = tb.start_service("extractor", env, logs, "once")
         code = extract.popen.wait()
         if code != 0:
             print(f"extraction failed (exit {code}):\n{extract.output()[-2000:]}", file=sys.stderr)
@@ -98,7 +98,7 @@ def main() -> int:
         )
         if args.once:
             return 0
-        procs.append(ls.start_service("extractor", env, logs))
+        procs.append(tb.start_service("extractor", env, logs))
         print("serving until Ctrl-C (the extractor also runs on its daily schedule)", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while all(p.alive() for p in procs):

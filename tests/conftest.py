@@ -3,22 +3,17 @@
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT))
-
-import localstack as ls  # noqa: E402
-from dummyjson.server import Source  # noqa: E402
-from tests.support import Pipeline, SourceServer  # noqa: E402
+import testbed as tb
+from dummyjson.server import Source
+from tests.support import Pipeline, SourceServer
 
 
 def _version(args: list[str]) -> str:
-    exe = ls.which(args[0])
+    exe = tb.which(args[0])
     if not exe:
         return "missing"
     out = subprocess.run([exe, *args[1:]], capture_output=True, text=True)
@@ -35,7 +30,7 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    server = ls.start_redis(tmp_path_factory.mktemp("redis"), aof=True)
+    server = tb.start_redis(tmp_path_factory.mktemp("redis"), aof=True)
     yield server
     server.proc.stop()
 
@@ -43,7 +38,7 @@ def redis_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sftp_server(tmp_path_factory):
     base = tmp_path_factory.mktemp("sftp")
-    server = ls.start_sftp(base / "sshd", base / "keys", base / "upload")
+    server = tb.start_sftp(base / "sshd", base / "keys", base / "upload")
     yield server
     server.stop()
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import redis
 
-import localstack as ls
+import testbed as tb
 from dummyjson.server import Source, build
 from etl_common.keys import Keys
 
@@ -68,7 +68,7 @@ class Pipeline:
     sftp_env: dict[str, str]
     source_url: str
     extra: dict[str, str] = field(default_factory=dict)
-    procs: dict[str, ls.Proc] = field(default_factory=dict)
+    procs: dict[str, tb.Proc] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:10]}:"
@@ -101,8 +101,8 @@ class Pipeline:
         env.update(overrides)
         return env
 
-    def start(self, name: str, *args: str, tag: str = "", **overrides: str) -> ls.Proc:
-        proc = ls.start_service(name, self.env(**overrides), self.logdir, *args, log_name=tag)
+    def start(self, name: str, *args: str, tag: str = "", **overrides: str) -> tb.Proc:
+        proc = tb.start_service(name, self.env(**overrides), self.logdir, *args, log_name=tag)
         self.procs[tag or name] = proc
         return proc
 
@@ -111,10 +111,10 @@ class Pipeline:
         self.start("saver", **overrides)
 
     def extract(self, timeout_s: float = 60, **overrides: str) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in ls.os.environ.items() if not k.startswith("ETL_")} | self.env(**overrides)
+        env = {k: v for k, v in tb.os.environ.items() if not k.startswith("ETL_")} | self.env(**overrides)
         self.logdir.mkdir(parents=True, exist_ok=True)
         return subprocess.run(
-            [ls.PYTHON, "-m", "extractor", "once"],
+            [tb.PYTHON, "-m", "extractor", "once"],
             env=env,
             capture_output=True,
             text=True,

@@ -1,4 +1,4 @@
-"""Chart tests render charts/etl with Helm's own engine (scripts/chart.py); the renders are cached per value set."""
+"""Chart tests render charts/etl with Helm's own engine (testbed/chart.py); the renders are cached per value set."""
 
 import functools
 

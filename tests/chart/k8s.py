@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import chart  # scripts/chart.py
+from testbed import chart
 
 CI_VALUES = sorted((chart.CHART / "ci").glob("*-values.yaml"))
 # Every value set the chart is checked with: the defaults and each ci/*-values.yaml.

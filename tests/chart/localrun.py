@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import localstack as ls
+import testbed as tb
 from tests.chart import k8s
 
 VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -71,7 +71,7 @@ class Cluster:
             pod = Pod(name, workload, self.tmp / "pods" / name)
             for c in pod.spec["containers"]:
                 for p in c.get("ports", []):
-                    pod.ports[p["containerPort"]] = ls.free_port()
+                    pod.ports[p["containerPort"]] = tb.free_port()
             self.pods[name] = pod
         return self.pods[name]
 

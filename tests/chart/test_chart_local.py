@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import chart  # scripts/chart.py
 import httpx
 import pytest
 
-import localstack as ls
+import testbed as tb
 from saver import crypto
+from testbed import chart
 from tests.chart import k8s
 from tests.chart.localrun import Cluster, Pod
 
@@ -66,11 +66,11 @@ def _probe_ok(cluster: Cluster, pod: Pod, container: dict, probe: dict) -> bool:
             r = httpx.get(f"http://127.0.0.1:{port}{probe['httpGet']['path']}", timeout=3)
             return 200 <= r.status_code < 400
         if "tcpSocket" in probe:
-            ls.wait_port(pod.ports[ports[probe["tcpSocket"]["port"]]], timeout_s=0.5)
+            tb.wait_port(pod.ports[ports[probe["tcpSocket"]["port"]]], timeout_s=0.5)
             return True
         cmd = list(probe["exec"]["command"])
         if cmd[0] == "redis-cli":  # the pod's loopback port of Redis
-            cmd = [ls.which("redis-cli") or "redis-cli", "-p", str(pod.ports[6379]), *cmd[1:]]
+            cmd = [tb.which("redis-cli") or "redis-cli", "-p", str(pod.ports[6379]), *cmd[1:]]
         env = cluster.process_env(cluster.env(pod, container))
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=5)
         return out.returncode == 0 and "PONG" in out.stdout
@@ -78,7 +78,7 @@ def _probe_ok(cluster: Cluster, pod: Pod, container: dict, probe: dict) -> bool:
         return False
 
 
-def _wait_probe(cluster: Cluster, pod: Pod, proc: ls.Proc, kind: str, timeout_s: float = 40) -> None:
+def _wait_probe(cluster: Cluster, pod: Pod, proc: tb.Proc, kind: str, timeout_s: float = 40) -> None:
     container = pod.container()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -129,7 +129,7 @@ def test_chart_pods_complete_a_run_as_local_processes(tmp_path, sftp_server, mak
     workdir = tmp_path / "workdir"  # the images' WORKDIR: no .env, settings only from the environment
     workdir.mkdir()
     logs = tmp_path / "logs"
-    procs: dict[str, ls.Proc] = {}
+    procs: dict[str, tb.Proc] = {}
     pods: list[Pod] = []
     try:
         for name in ("redis", "saver", "transformer", "extractor", "api"):
@@ -201,7 +201,7 @@ def test_chart_pods_complete_a_run_as_local_processes(tmp_path, sftp_server, mak
             proc.stop()
 
 
-def _start_pod(cluster: Cluster, pod: Pod, workdir: Path, logs: Path, source_url: str, upload: Path) -> ls.Proc:
+def _start_pod(cluster: Cluster, pod: Pod, workdir: Path, logs: Path, source_url: str, upload: Path) -> tb.Proc:
     """Start one pod; what only the cluster provides (the internet source, the chroot) is swapped here."""
     container = pod.container()
     env = cluster.env(pod, container)
@@ -212,14 +212,14 @@ def _start_pod(cluster: Cluster, pod: Pod, workdir: Path, logs: Path, source_url
     argv = cluster.argv(pod, container, env)
     if container["name"] == "redis":
         argv = [
-            ls.which("redis-server") or "redis-server",
+            tb.which("redis-server") or "redis-server",
             *[cluster.local_path(pod, container, a) for a in argv[1:]],
             "--port",
             str(pod.ports[6379]),
             "--bind",
             "127.0.0.1",
         ]
-    return ls.spawn(pod.name, argv, logs, cluster.process_env(env), cwd=workdir)
+    return tb.spawn(pod.name, argv, logs, cluster.process_env(env), cwd=workdir)
 
 
 def _run_helm_test(cluster: Cluster, objs: list[dict], workdir: Path) -> None:

@@ -1,10 +1,10 @@
 """The chart renders and lints cleanly for every value set, and every object is valid Kubernetes."""
 
-import chart  # scripts/chart.py
 import kubernetes_validate
 import pytest
 import yaml
 
+from testbed import chart
 from tests.chart import k8s
 
 KUBE_VERSIONS = ["1.29.0", kubernetes_validate.utils.latest_version()]

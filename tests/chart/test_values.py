@@ -2,12 +2,12 @@
 
 import json
 
-import chart  # scripts/chart.py
 import helm_python
 import jsonschema
 import pytest
 import yaml
 
+from testbed import chart
 from tests.chart import k8s
 
 SCHEMA = json.loads((chart.CHART / "values.schema.json").read_text())

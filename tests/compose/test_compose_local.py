@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
-import localstack as ls
+import testbed as tb
 from tests.compose.composefile import SERVICES, Mount, dockerfile, example_env, load, mounts, service_env
 
 pytestmark = pytest.mark.slow
@@ -87,7 +87,7 @@ class LocalCompose:
         # The internet source is replaced by the local DummyJSON-compatible server.
         env["ETL_SOURCE_URL"] = self.source_url
         # Each container has its own network namespace; here each gets its own loopback port.
-        port = self.ports.setdefault(container or name, ls.free_port())
+        port = self.ports.setdefault(container or name, tb.free_port())
         for host_var, port_var in (("ETL_OPS_HOST", "ETL_OPS_PORT"), ("ETL_API_HOST", "ETL_API_PORT")):
             if env.get(host_var) == "0.0.0.0":
                 env[host_var] = "127.0.0.1"
@@ -113,7 +113,7 @@ class LocalCompose:
 
     def argv(self, name: str) -> list[str]:
         cmd = list(self.model["services"][name]["command"])
-        argv = [ls.PYTHON if cmd[0] == "python" else cmd[0], *cmd[1:]]
+        argv = [tb.PYTHON if cmd[0] == "python" else cmd[0], *cmd[1:]]
         self.env(name)  # resolves the mounts, read-only binds included
         for host, seen in self.binds.get(name, {}).items():
             argv = [*_RO_BIND, str(host), str(seen), *argv]
@@ -126,7 +126,7 @@ class LocalCompose:
     def healthy(self, name: str) -> bool:
         """The image's HEALTHCHECK command, run with the service's environment."""
         cmd = dockerfile(name).exec_form("HEALTHCHECK")
-        argv = [ls.PYTHON if cmd[0] == "python" else cmd[0], *cmd[1:]]
+        argv = [tb.PYTHON if cmd[0] == "python" else cmd[0], *cmd[1:]]
         return subprocess.run(argv, env=self.process_env(name), capture_output=True, timeout=10).returncode == 0
 
 
@@ -149,18 +149,18 @@ def _can_bind_read_only(tmp: Path) -> bool:
     return done.returncode == 0 and not (probe_a / "x").exists()
 
 
-def _start_redis_as_compose_does(model: dict, d: Path) -> ls.Proc:
+def _start_redis_as_compose_does(model: dict, d: Path) -> tb.Proc:
     cmd = model["services"]["redis"]["command"]
-    port = ls.free_port()
-    proc = ls.spawn(
-        "redis", [ls.which(cmd[0]) or cmd[0], *cmd[1:], "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d)], d
+    port = tb.free_port()
+    proc = tb.spawn(
+        "redis", [tb.which(cmd[0]) or cmd[0], *cmd[1:], "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d)], d
     )
-    ls.wait_port(port, proc=proc.popen)
+    tb.wait_port(port, proc=proc.popen)
     proc.port = port  # type: ignore[attr-defined]
     return proc
 
 
-def _wait_healthy(stack: LocalCompose, name: str, proc: ls.Proc, timeout_s: float = 40) -> None:
+def _wait_healthy(stack: LocalCompose, name: str, proc: tb.Proc, timeout_s: float = 40) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert proc.alive(), f"{name} exited with {proc.popen.returncode}:\n{proc.output()[-3000:]}"
@@ -195,10 +195,10 @@ def test_compose_services_complete_a_run_as_local_processes(tmp_path, sftp_serve
     stack = LocalCompose(tmp_path, redis.port, sftp_server, source.url)  # type: ignore[attr-defined]
     workdir = tmp_path / "workdir"  # the image's WORKDIR: no .env there, settings come from the environment
     workdir.mkdir()
-    procs: dict[str, ls.Proc] = {}
+    procs: dict[str, tb.Proc] = {}
     try:
         for name in _start_order(model):
-            procs[name] = ls.spawn(name, stack.argv(name), tmp_path / "logs", stack.process_env(name), cwd=workdir)
+            procs[name] = tb.spawn(name, stack.argv(name), tmp_path / "logs", stack.process_env(name), cwd=workdir)
             _wait_healthy(stack, name, procs[name])
 
         # ETL_RUN_ON_START=true in .env.example: `docker compose up` alone performs the first run.
@@ -212,7 +212,7 @@ def test_compose_services_complete_a_run_as_local_processes(tmp_path, sftp_serve
         plain = tmp_path / "processed.jsonl"
         subprocess.run(
             [
-                ls.PYTHON,
+                tb.PYTHON,
                 "-m",
                 "saver",
                 "decrypt",

@@ -52,7 +52,7 @@ def test_dockerfile_is_multistage_non_root_and_healthchecked(name):
     assert "--only-binary=:all:" in df.text and "-r /tmp/requirements.txt" in df.text
     assert "apk add" not in df.text, "the images install no system packages (and so no compiler)"
     copies = [arg for w, arg in df.instructions if w == "COPY" and "--from" not in arg]
-    assert "services/common /app/etl_common" in copies and f"services/{name} /app/{name}" in copies
+    assert "services/etl_common /app/etl_common" in copies and f"services/{name} /app/{name}" in copies
 
 
 def test_dockerfiles_differ_only_by_service():
@@ -79,13 +79,13 @@ def test_dockerignore_keeps_secrets_data_and_caches_out():
         ".run/demo/redis.log",
         ".venv/bin/python",
         ".git/HEAD",
-        "services/common/__pycache__/settings.cpython-312.pyc",
+        "services/etl_common/__pycache__/settings.cpython-312.pyc",
         "services/saver/Dockerfile",
         "x.db",
     ]
     needed = [
         "requirements.txt",
-        "services/common/settings.py",
+        "services/etl_common/settings.py",
         "services/extractor/__main__.py",
         "services/saver/migrations/0001_init.sql",
         "services/transformer/departments.csv",

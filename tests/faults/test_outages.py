@@ -2,7 +2,7 @@
 
 import time
 
-import localstack as ls
+import testbed as tb
 from tests.faults.conftest import assert_exact, transformed_pages, wait_for
 
 PAGE = {"ETL_PAGE_SIZE": "50"}
@@ -25,7 +25,7 @@ def test_redis_restarted_mid_run(slow_source, make_pipeline, redis_server, stopw
 
 
 def test_sftp_down_before_upload_then_back_20s_later(make_source, make_pipeline, tmp_path, stopwatch):
-    sftp = ls.start_sftp(tmp_path / "sshd", tmp_path / "keys", tmp_path / "upload")
+    sftp = tb.start_sftp(tmp_path / "sshd", tmp_path / "keys", tmp_path / "upload")
     src = make_source(count=250)
     p = make_pipeline(src, upload_dir=sftp.upload_dir)
     p.sftp_env.update(sftp.env())

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import orjson
 
-import localstack as ls
+import testbed as tb
 from tests.support import Pipeline
 
 
 def saver_cli(*args: str) -> subprocess.CompletedProcess:
     """``python -m saver ...`` as the operator runs it."""
-    return subprocess.run([ls.PYTHON, "-m", "saver", *args], capture_output=True, text=True, cwd=ls.ROOT, timeout=60)
+    return subprocess.run([tb.PYTHON, "-m", "saver", *args], capture_output=True, text=True, cwd=tb.ROOT, timeout=60)
 
 
 def age_keygen(path: Path) -> str:
@@ -21,14 +21,14 @@ def age_keygen(path: Path) -> str:
     return done.stdout.strip()
 
 
-def start_locked_sftp(base: Path) -> tuple[ls.Sftp, str]:
+def start_locked_sftp(base: Path) -> tuple[tb.Sftp, str]:
     """Our own OpenSSH server whose (ed25519) client key is protected by a random passphrase."""
     passphrase = "pp-" + secrets.token_urlsafe(18)
-    server = ls.start_sftp(base / "sshd", base / "keys", base / "upload", passphrase=passphrase)
+    server = tb.start_sftp(base / "sshd", base / "keys", base / "upload", passphrase=passphrase)
     return server, passphrase
 
 
-def sftp_env(server: ls.Sftp, **extra: str) -> dict[str, str]:
+def sftp_env(server: tb.Sftp, **extra: str) -> dict[str, str]:
     """The saver's SFTP settings for ``server``, leaving the pipeline's own upload folder in place."""
     env = {k: v for k, v in server.env().items() if k != "ETL_SFTP_REMOTE_DIR"}
     return {**env, **extra}

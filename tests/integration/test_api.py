@@ -7,7 +7,7 @@ import httpx
 import orjson
 import pytest
 
-import localstack as ls
+import testbed as tb
 from dummyjson.server import Source
 from tests.support import Pipeline, SourceServer, real_users
 
@@ -20,9 +20,9 @@ class Api:
     """An API process and a client for it."""
 
     def __init__(self, pipeline: Pipeline, tag: str, **env: str) -> None:
-        self.port = ls.free_port()
+        self.port = tb.free_port()
         self.proc = pipeline.start("api", tag=tag, ETL_API_PORT=str(self.port), **env)
-        ls.wait_port(self.port, proc=self.proc.popen)
+        tb.wait_port(self.port, proc=self.proc.popen)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
 
     def get(self, url: str, auth: bool = True, headers: dict | None = None, **kw) -> httpx.Response:

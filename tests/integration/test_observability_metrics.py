@@ -8,7 +8,7 @@ import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-import localstack as ls
+import testbed as tb
 from etl_common.keys import Keys
 from etl_common.streamstats import StreamCollector
 from tests.unit.test_dashboard import queried_metrics, sample_names
@@ -57,7 +57,7 @@ def test_every_service_exports_counts_that_match_the_database(make_source, make_
     # One 503 on the second page: one retry, and the request counter by status shows it.
     source.faults([{"skip": 100, "status": 503, "times": 1}])
     p = make_pipeline(source)
-    ports = {name: ls.free_port() for name in SERVICES}
+    ports = {name: tb.free_port() for name in SERVICES}
     ops = {"ETL_OPS_HOST": "127.0.0.1"}
     p.start("transformer", ETL_OPS_PORT=str(ports["transformer"]), **ops)
     p.start("saver", ETL_OPS_PORT=str(ports["saver"]), **ops)
@@ -67,7 +67,7 @@ def test_every_service_exports_counts_that_match_the_database(make_source, make_
     run = p.wait_run(("succeeded",))
     run_id = run["run_id"]
     for name, port in ports.items():
-        ls.wait_port(port, proc=p.procs[name].popen)
+        tb.wait_port(port, proc=p.procs[name].popen)
 
     # The saver sets its gauges just after the status change the test waits for.
     saver = wait_for(lambda: (s := scrape(ports["saver"])).get("etl_last_run_duration_seconds") > 0 and s)
@@ -183,7 +183,7 @@ class TestStreamCollector:
 
     def test_answers_quickly_when_redis_is_down(self):
         registry = CollectorRegistry()
-        collector = StreamCollector(f"redis://127.0.0.1:{ls.free_port()}/0", Keys())
+        collector = StreamCollector(f"redis://127.0.0.1:{tb.free_port()}/0", Keys())
         collector.watch("saver", ["etl:stream:processed"])
         registry.register(collector)
         started = time.monotonic()

@@ -9,11 +9,11 @@ import httpx
 import pytest
 import yaml
 
-import localstack as ls
+import testbed as tb
 from tests.unit.test_dashboard import ALERTS, dashboard_exprs
 
-PROMETHEUS = ls.which("prometheus")
-PROMTOOL = ls.which("promtool")
+PROMETHEUS = tb.which("prometheus")
+PROMTOOL = tb.which("promtool")
 RULE_TESTS = Path(__file__).resolve().parents[2] / "observability" / "prometheus" / "alert-rules.test.yml"
 
 # Panels that only show something after a failure: an empty answer is right for a clean run.
@@ -36,14 +36,14 @@ def test_alert_rules_fire_when_they_should():
 def test_dashboard_queries_answer_from_a_real_prometheus(make_source, make_pipeline, tmp_path):
     source = make_source(count=250, bad_every=10)
     p = make_pipeline(source)
-    ports = {name: ls.free_port() for name in ("extractor", "transformer", "saver", "api")}
+    ports = {name: tb.free_port() for name in ("extractor", "transformer", "saver", "api")}
     ops = {"ETL_OPS_HOST": "127.0.0.1"}
     p.start("transformer", ETL_OPS_PORT=str(ports["transformer"]), **ops)
     p.start("saver", ETL_OPS_PORT=str(ports["saver"]), **ops)
     p.start("extractor", ETL_OPS_PORT=str(ports["extractor"]), ETL_RUN_ON_START="true", **ops)
     p.start("api", ETL_API_PORT=str(ports["api"]), ETL_API_HOST="127.0.0.1")
     p.wait_run(("succeeded",))
-    ls.wait_port(ports["api"], proc=p.procs["api"].popen)
+    tb.wait_port(ports["api"], proc=p.procs["api"].popen)
     for path in ("/etl_runs", "/healthz", "/no/such/route"):
         httpx.get(f"http://127.0.0.1:{ports['api']}{path}", headers={"Authorization": "Bearer test-token"})
 
@@ -57,8 +57,8 @@ def test_dashboard_queries_answer_from_a_real_prometheus(make_source, make_pipel
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    prom_port = ls.free_port()
-    prom = ls.spawn(
+    prom_port = tb.free_port()
+    prom = tb.spawn(
         "prometheus",
         [
             PROMETHEUS,
@@ -69,7 +69,7 @@ def test_dashboard_queries_answer_from_a_real_prometheus(make_source, make_pipel
         tmp_path,
     )
     try:
-        ls.wait_port(prom_port, proc=prom.popen)
+        tb.wait_port(prom_port, proc=prom.popen)
         api = f"http://127.0.0.1:{prom_port}/api/v1"
 
         def query(expr: str) -> dict:

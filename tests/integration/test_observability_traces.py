@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-import localstack as ls
+import testbed as tb
 
 
 @dataclass
@@ -99,9 +99,9 @@ def test_one_run_is_one_trace_with_correct_parents(make_source, make_pipeline):
         done = p.extract(**otel)
         assert done.returncode == 0, done.stdout + done.stderr
         run_id = p.wait_run(("succeeded",))["run_id"]
-        api_port = ls.free_port()
+        api_port = tb.free_port()
         p.start("api", ETL_API_PORT=str(api_port), ETL_API_HOST="127.0.0.1", **otel)
-        ls.wait_port(api_port, proc=p.procs["api"].popen)
+        tb.wait_port(api_port, proc=p.procs["api"].popen)
         # A caller's W3C trace context is continued by the API's request span.
         caller = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
         resp = httpx.get(

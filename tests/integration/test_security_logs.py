@@ -4,7 +4,7 @@ import secrets
 
 import httpx
 
-import localstack as ls
+import testbed as tb
 from tests.integration._security import age_keygen, sftp_env, start_locked_sftp
 from tests.support import real_users
 
@@ -61,7 +61,7 @@ def _scenario(tmp_path, make_source, make_pipeline, server, passphrase):
         ETL_API_TOKEN=token,
         ETL_LOG_LEVEL="DEBUG",
     )
-    ports = {name: ls.free_port() for name in ("transformer", "saver", "api")}
+    ports = {name: tb.free_port() for name in ("transformer", "saver", "api")}
     p.start("transformer", ETL_OPS_PORT=str(ports["transformer"]))
     p.start("saver", ETL_OPS_PORT=str(ports["saver"]))
     p.start("api", ETL_API_PORT=str(ports["api"]), ETL_API_HOST="127.0.0.1")
@@ -76,7 +76,7 @@ def _scenario(tmp_path, make_source, make_pipeline, server, passphrase):
     assert run["invalid_count"] > 0
 
     base = f"http://127.0.0.1:{ports['api']}"
-    ls.wait_port(ports["api"])
+    tb.wait_port(ports["api"])
     answers = [
         httpx.get(f"{base}/etl_runs", headers={"Authorization": f"Bearer {token}"}, timeout=10),
         httpx.get(f"{base}/etl_runs", headers={"Authorization": f"Bearer {token}x"}, timeout=10),

@@ -1,7 +1,7 @@
 """Renders and lints charts/etl with Helm's own engine (helm-python-sdk), so no helm binary is needed.
 
-python scripts/chart.py lint [-f VALUES]...           # helm lint --strict, per values file
-python scripts/chart.py template [-f VALUES]... [--name N] [--namespace NS]
+python -m testbed.chart lint [-f VALUES]...           # helm lint --strict, per values file
+python -m testbed.chart template [-f VALUES]... [--name N] [--namespace NS]
 """
 
 import argparse

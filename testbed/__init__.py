@@ -1,4 +1,4 @@
-"""Starts the real parts on loopback for the demo, the tests and the benchmarks: Redis, OpenSSH SFTP, services."""
+"""Real parts on loopback for the tests, the demo and the benchmarks: Redis, OpenSSH SFTP and the services."""
 
 import os
 import shutil
