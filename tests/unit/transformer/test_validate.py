@@ -23,6 +23,9 @@ def test_generated_users_are_valid():
         ({"id": True}, ["id: True is not an integer"]),
         ({"firstName": "\t "}, ["firstName: is blank"]),
         ({"company": {"department": ""}}, ["company.department: is empty"]),
+        ({"firstName": 5}, ["firstName: 5 is not a string"]),
+        ({"company": {"department": 7}}, ["company.department: 7 is not a string"]),
+        ({"company": "acme"}, ["company: 'acme' is not an object"]),
     ],
 )
 def test_single_rules(changes, expected):
