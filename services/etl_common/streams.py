@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import redis
 import structlog
+from redis.typing import EncodableT, FieldT
 
 from etl_common import metrics
 from etl_common.errors import PermanentError
@@ -18,9 +19,9 @@ from etl_common.keys import Keys
 log = structlog.get_logger(__name__)
 
 
-def encode(payload: dict[str, Any], traceparent: str | None = None) -> dict[str, bytes]:
+def encode(payload: dict[str, Any], traceparent: str | None = None) -> dict[FieldT, EncodableT]:
     """The fields of a stream entry: the payload as JSON and the W3C trace context."""
-    fields = {"data": orjson.dumps(payload)}
+    fields: dict[FieldT, EncodableT] = {"data": orjson.dumps(payload)}
     if traceparent:
         fields["traceparent"] = traceparent.encode()
     return fields
