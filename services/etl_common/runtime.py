@@ -22,6 +22,7 @@ class Stopper:
         self.event = threading.Event()
 
     def install(self) -> "Stopper":
+        """Trap SIGTERM and SIGINT (main thread only, as ``signal.signal`` requires); returns self."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         return self
@@ -31,6 +32,7 @@ class Stopper:
 
     @property
     def stopping(self) -> bool:
+        """True once a stop was asked."""
         return self.event.is_set()
 
     def sleep(self, seconds: float) -> bool:
@@ -38,7 +40,7 @@ class Stopper:
         return self.event.wait(seconds)
 
 
-def start(service: str, settings: BaseEtlSettings, ready) -> tuple[Heartbeat, Stopper]:
+def start(service: str, settings: BaseEtlSettings, ready: Callable[[], bool]) -> tuple[Heartbeat, Stopper]:
     """Configure logs and tracing, start the ops endpoint, trap signals."""
     logs.configure(service, settings.log_level, settings.log_format)
     tracing.configure(service)
