@@ -12,6 +12,7 @@ from extractor.settings import ExtractorSettings
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve, or run one extraction; the exit status is 1 when that extraction failed."""
     parser = argparse.ArgumentParser(prog="python -m extractor", description=__doc__)
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "once"])
     parser.add_argument("--trigger", default=None, help="recorded as the run's trigger")

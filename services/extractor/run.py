@@ -11,6 +11,7 @@ import orjson
 import redis
 import structlog
 from opentelemetry import trace
+from redis.lock import Lock
 
 from etl_common import metrics, streams, tracing
 from etl_common.errors import TransientError
@@ -60,7 +61,7 @@ def emit(pipe: Any, keys: Keys, event: dict[str, Any], traceparent: str | None) 
 
 
 def _wait_for_backlog(
-    client: redis.Redis, keys: Keys, limit: int, beat: Callable[[], None], lock: Any, lease_s: float
+    client: redis.Redis, keys: Keys, limit: int, beat: Callable[[], None], lock: Lock, lease_s: float
 ) -> None:
     """Backpressure: consumed entries are deleted, so the stream lengths are the backlog.
 
@@ -129,7 +130,17 @@ def extract(
             log.warning("run lock had already expired")
 
 
-def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat) -> dict[str, Any]:
+def _pages(
+    settings: ExtractorSettings,
+    client: redis.Redis,
+    keys: Keys,
+    cp: Checkpoint,
+    resumed: bool,
+    trigger: str,
+    lock: Lock,
+    should_stop: Callable[[], bool],
+    beat: Callable[[], None],
+) -> dict[str, Any]:
     names = file_names(cp.run_ts)
     pipe = client.pipeline(transaction=True)
     if resumed:
@@ -221,7 +232,7 @@ def _fail(client: redis.Redis, keys: Keys, cp: Checkpoint, error: str) -> None:
     pipe.execute()
 
 
-def _finish(client, keys, cp: Checkpoint, names: dict[str, str], seconds: float) -> dict[str, Any]:
+def _finish(client: redis.Redis, keys: Keys, cp: Checkpoint, names: dict[str, str], seconds: float) -> dict[str, Any]:
     phase1 = {"run_id": cp.run_id, "raw_file": names["raw_file"], "records": cp.records, "pages": cp.next_page}
     tp = tracing.current_traceparent()
     pipe = client.pipeline(transaction=True)
