@@ -10,6 +10,7 @@ from transformer.worker import Worker
 
 
 def main() -> int:
+    """Load the departments, wait for Redis, consume until SIGTERM; exit status 0."""
     settings = TransformerSettings()
     departments = load_departments(settings.departments_csv)
     client = connect(settings.redis_url)

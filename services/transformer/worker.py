@@ -66,12 +66,14 @@ class Worker(StreamWorker[TransformerSettings]):
         self.complete = client.register_script(_COMPLETE)
 
     def serve(self) -> None:
+        """Create the group, then handle raw pages until SIGTERM (a Redis outage is waited out)."""
         self.reader.setup()
         log.info("transformer ready", consumer=self.reader.consumer)
         serve_loop(self.turn, self.reader.setup, self.heartbeat, self.stopper)
         log.info("transformer stopped")
 
     def turn(self) -> None:
+        """Read and handle up to ``batch_pages`` entries (blocks up to ``block_ms`` when there are none)."""
         for entry in self.reader.read(self.settings.batch_pages):
             self.handle(entry)
             self.heartbeat.beat()
