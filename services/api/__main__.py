@@ -19,6 +19,7 @@ def worker_app() -> FastAPI:
 
 
 def main() -> int:
+    """Serve until stopped (exit status 0); 2 when token auth is on and ``ETL_API_TOKEN`` is missing."""
     settings = get_settings()
     if settings.api_auth == "token" and not settings.api_token:
         print("ETL_API_TOKEN is required (or set ETL_API_AUTH=none for local use)", file=sys.stderr)

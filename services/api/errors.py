@@ -29,6 +29,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    """Answer NotReady with 503 (Retry-After 5), other SQLite errors with 503 (Retry-After 1), anything else 500."""
     app.add_exception_handler(NotReady, _not_ready)
     app.add_exception_handler(sqlite3.Error, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -33,6 +33,7 @@ def _telemetry() -> TelemetryConfig:
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """The API over ``settings.db_path`` (default: ``get_settings()``); opens nothing until the first request."""
     settings = settings or get_settings()
     app = FastAPI(title="ETL users API", version=__version__, description=DESCRIPTION, telemetry=_telemetry())
     app.state.settings = settings

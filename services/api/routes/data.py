@@ -1,5 +1,6 @@
 """Records of a run: ``/data/raw_users``, ``/data/processed_users`` and ``/data/invalid_users``."""
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import orjson
@@ -35,9 +36,7 @@ def _params_model(table: records.Table) -> type[_Params]:
     fields: dict[str, Any] = {
         "sort": (
             Literal[table.sortable],
-            Field(  # type: ignore[valid-type]
-                "source", description="`source`: the order the source returned the records in"
-            ),
+            Field("source", description="`source`: the order the source returned the records in"),
         ),
     }
     if table.has_code:
@@ -60,7 +59,7 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     ]
 
 
-def _serve(table: records.Table):
+def _serve(table: records.Table) -> tuple[Callable[[Request], Awaitable[Response]], type[_Params]]:
     model = _params_model(table)
 
     async def handler(request: Request) -> Response:
