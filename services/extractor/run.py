@@ -11,6 +11,7 @@ import orjson
 import redis
 import structlog
 from opentelemetry import trace
+from redis.client import Pipeline
 from redis.lock import Lock
 
 from etl_common import metrics, streams, tracing
@@ -55,7 +56,7 @@ def _new_run(client: redis.Redis, keys: Keys, trigger: str) -> Checkpoint:
     )
 
 
-def emit(pipe: Any, keys: Keys, event: dict[str, Any], traceparent: str | None) -> None:
+def emit(pipe: Pipeline, keys: Keys, event: dict[str, Any], traceparent: str | None) -> None:
     """Add a run-lifecycle event to the events stream (trimmed to the recent past)."""
     pipe.xadd(keys.events_stream, streams.encode(event, traceparent), maxlen=100_000, approximate=True)
 
