@@ -6,6 +6,7 @@ from typing import Any
 import redis
 import structlog
 from opentelemetry import trace
+from redis.client import Pipeline
 
 from etl_common import metrics, streams, tracing
 from etl_common.errors import PermanentError
@@ -154,7 +155,7 @@ class Worker(StreamWorker[TransformerSettings]):
             self._tally(pipe, payload, "end", int(payload["pages"]), "")
             pipe.execute()
 
-    def _tally(self, pipe: Any, payload: dict[str, Any], mode: str, number: int, counts: str) -> None:
+    def _tally(self, pipe: Pipeline, payload: dict[str, Any], mode: str, number: int, counts: str) -> None:
         run_id = str(payload["run_id"])
         raw_file, processed_file, dlq_file = _names(str(payload["run_ts"]))
         self.complete(
