@@ -40,7 +40,7 @@ class Keys:
 
     @property
     def dead_stream(self) -> str:
-        """Dead-letter stream: entries that failed delivery ``max_deliveries`` times, with the reason."""
+        """Dead-letter stream: entries that cannot be handled (malformed, or over ``max_deliveries``) and why."""
         return f"{self.prefix}stream:dead"
 
     @property
