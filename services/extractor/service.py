@@ -62,7 +62,7 @@ class Service(StreamWorker[ExtractorSettings]):
             return False
 
     def serve(self) -> None:
-        """Resume an unfinished run (or run at start when configured), then loop until SIGTERM."""
+        """Resume an unfinished run (or run at start if so set), then follow schedule and commands until SIGTERM."""
         self.reader.setup()
         log.info(
             "extractor ready",
