@@ -124,9 +124,9 @@
     const figure = el("figure", { id });
     const captionId = `${id}-title`;
     figure.append(el("figcaption", { id: captionId }, title));
-    const width = 460;
+    const width = 520;
     const rowHeight = 22;
-    const labelWidth = 170;
+    const labelWidth = 200;
     const countWidth = 50;
     const height = Math.max(rowHeight, rowHeight * items.length) + 4;
     const max = Math.max(1, ...items.map((i) => i.count));
@@ -142,7 +142,7 @@
     if (!items.length) chart.append(svg("text", { x: 0, y: 15 }, "nothing to show"));
     items.forEach((item, i) => {
       const y = i * rowHeight;
-      const label = item.label.length > 24 ? `${item.label.slice(0, 23)}…` : item.label;
+      const label = item.label.length > 28 ? `${item.label.slice(0, 27)}…` : item.label;
       chart.append(svg("text", { x: labelWidth - 6, y: y + 15, "text-anchor": "end" }, label));
       const barWidth = item.count ? Math.max(2, Math.round(((width - labelWidth - countWidth) * item.count) / max)) : 0;
       const bar = svg("rect", { class: "bar", x: labelWidth, y: y + 3, width: barWidth, height: rowHeight - 6 });
@@ -541,8 +541,15 @@
   async function start() {
     wire();
     // /ui/#token=... signs in (the link `make demo` prints); the token then leaves the address bar.
-    const fromLink = new URLSearchParams(location.hash.slice(1)).get("token");
-    if (fromLink) history.replaceState(null, "", location.pathname + location.search);
+    // Read by hand, not with URLSearchParams, so a "+" in a token stays a "+".
+    const match = /(?:^|&)token=([^&]*)/.exec(location.hash.slice(1));
+    let fromLink = match ? match[1] : "";
+    try {
+      fromLink = decodeURIComponent(fromLink);
+    } catch {
+      // not percent-encoded: taken as it is
+    }
+    if (match) history.replaceState(null, "", location.pathname + location.search);
     const candidate = fromLink || token();
     if (candidate && (await signIn(candidate))) return;
     showSignedIn(false);
