@@ -77,8 +77,11 @@ class Console:
 
     def shot(self, name: str) -> None:
         OUTPUT.mkdir(parents=True, exist_ok=True)
-        height = self.driver.execute_script("return document.documentElement.scrollHeight")
-        self.driver.set_window_size(1280, max(800, min(height + 40, 6000)))
+        # The whole page: the window's height is the page's plus the browser's own frame.
+        height = self.driver.execute_script(
+            "return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight"
+        )
+        self.driver.set_window_size(1280, max(800, min(height + 20, 6000)))
         self.driver.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
         self.driver.save_screenshot(str(OUTPUT / f"{name}.png"))
 
