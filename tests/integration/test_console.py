@@ -121,6 +121,10 @@ def test_a_person_signs_in_browses_runs_charts_and_sql_and_starts_a_run(make_sou
         csp = page.headers["content-security-policy"]
         assert "default-src 'self'" in csp and "script-src 'self'" in csp and "'unsafe-inline'" not in csp
         assert "<script>" not in page.text and " style=" not in page.text and "http" not in page.text.split("<body")[1]
+        for f in CONSOLE.iterdir():
+            served = httpx.get(f"{proxy.url}/ui/{f.name}")
+            assert served.status_code == 200 and served.content == f.read_bytes(), f.name
+            assert served.headers["content-security-policy"] == csp and served.headers["x-content-type-options"]
 
         # -- sign-in with the form: a wrong token is refused, the right one opens the console -----------
         driver.get(f"{proxy.url}/ui")
@@ -251,6 +255,7 @@ def test_a_person_signs_in_browses_runs_charts_and_sql_and_starts_a_run(make_sou
         assert ui.rows("#sql-table") == []
 
         # -- run now: live progress until the run has succeeded, then the new run is shown ------------
+        assert not ui.find("#progress-box").is_displayed()  # only once a run is asked for
         ui.find("#run-now").click()
         ui.wait(lambda: ui.find("#progress-box").get_attribute("data-done"), timeout_s=120, what="the run's end")
         assert ui.find("#progress-box").get_attribute("data-done") == "succeeded"
