@@ -406,6 +406,7 @@
     button.disabled = true;
     setText("runs-error", "");
     state.following = true;
+    delete $("progress-box").dataset.done;
     try {
       let before = await newestRunId();
       progress("Asking the extractor for a run…", 0, 0);
@@ -457,9 +458,9 @@
         const took = detail.duration_s === null ? "" : ` in ${fmtSeconds(detail.duration_s)}`;
         const error = detail.error ? ` (${detail.error})` : "";
         progress(`Run ${detail.run_id} ${detail.status}${took}: ${counts}${error}.`, 1, 1);
-        $("progress-box").dataset.done = detail.status;
         state.run = detail.run_id;
         await refreshAll();
+        $("progress-box").dataset.done = detail.status; // the run has ended and every panel shows it
         return;
       }
       progress(`Run ${detail.run_id} ${detail.status}${pages}: ${counts}.`, detail.pages_loaded, detail.pages_expected);
