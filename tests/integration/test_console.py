@@ -177,7 +177,22 @@ def test_a_person_signs_in_browses_runs_charts_and_sql_and_starts_a_run(make_sou
                 )
             ]
         assert ui.column("#records-table", "Why invalid") == reasons and all(reasons)
-        ui.shot("02-invalid-records")
+        # -- the quality panel of the run: the report when the API has one, a clear message otherwise ---
+        quality = httpx.get(f"http://127.0.0.1:{port}/etl_runs/{second['run_id']}/quality", headers=AUTH)
+        if quality.status_code == 200:
+            report = quality.json()
+            ui.wait(lambda: ui.text("#quality-message") == f"Quality report of run {second['run_id']}.", what="it")
+            assert f"{report['invalid']}" in ui.text("#quality-figures") and report["invalid"] > 0
+            described = ui.find("#chart-rules svg").get_attribute("aria-description")
+            assert described == ", ".join(f"{rule}: {n}" for rule, n in report["rules"].items())
+            widths = [int(b.get_attribute("width")) for b in driver.find_elements(By.CSS_SELECTOR, "#chart-rules rect")]
+            assert [w > 0 for w in widths] == [n > 0 for n in report["rules"].values()]
+        else:
+            assert quality.status_code in (404, 409), quality.text
+            expected_failures.append(("/quality", quality.status_code))
+            ui.wait(lambda: ui.text("#quality-message") == "No quality report for this run.", what="no report")
+            assert ui.find("#quality-figures").text == "" and not driver.find_elements(By.ID, "chart-rules")
+        ui.shot("02-invalid-records-and-quality")
 
         # ... then the first run, chosen with the keyboard: its rows replace the others
         ui.find("input[name=table][value=processed_users]").click()
@@ -222,16 +237,6 @@ def test_a_person_signs_in_browses_runs_charts_and_sql_and_starts_a_run(make_sou
         age_counts = ui.find("#chart-age svg").get_attribute("aria-description")
         assert sum(int(part.rsplit(": ", 1)[1]) for part in age_counts.split(", ")) == first["valid_count"]
 
-        # -- the quality panel: the report when the API has one, a clear message otherwise ------------
-        quality = httpx.get(f"http://127.0.0.1:{port}/etl_runs/{first['run_id']}/quality", headers=AUTH)
-        if quality.status_code == 200:
-            ui.wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#chart-rules rect"), what="the rules chart")
-            rules = quality.json()["rules"]
-            assert len(driver.find_elements(By.CSS_SELECTOR, "#chart-rules rect.bar")) == len(rules)
-        else:
-            assert quality.status_code in (404, 409), quality.text
-            expected_failures.append(("/quality", quality.status_code))
-            ui.wait(lambda: ui.text("#quality-message") == "No quality report for this run.", what="no report")
         ui.shot("03-charts")
 
         # -- the SQL box: an answer, then the API's refusal shown as it is ----------------------------
