@@ -329,7 +329,8 @@
     if (report.age) rows.push(["Age min / median / max", `${report.age.min} / ${report.age.median} / ${report.age.max}`]);
     if (report.previous) {
       const change = report.previous.invalid_rate_change;
-      rows.push([`Invalid rate vs ${report.previous.run_id}`, `${change >= 0 ? "+" : ""}${pct(change)}`]);
+      const points = `${change >= 0 ? "+" : ""}${(100 * change).toFixed(2)} points`;
+      rows.push([`Invalid rate vs ${report.previous.run_id}`, change === null || change === undefined ? "" : points]);
     }
     for (const [term, value] of rows) {
       const div = el("div");
