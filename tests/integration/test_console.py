@@ -36,13 +36,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 def _load(p: Pipeline, **env: str):
     """One real run through the services; its etl_runs row once it succeeded."""
-    before = len(p.runs())
+    before = len(tb.runs(p.db_path))
     done = p.extract(**env)
     assert done.returncode == 0, done.stdout + done.stderr
-    deadline = time.monotonic() + 30
-    while len(p.runs()) <= before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    run = p.wait_run(("succeeded",), run_id=p.runs()[before]["run_id"])
+    run = tb.wait_for_run(p.db_path, ("succeeded",), count=before + 1, logs=p.logs)
     time.sleep(1.1)  # run timestamps (and file names) have one-second resolution
     return run
 
