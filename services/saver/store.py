@@ -162,6 +162,14 @@ class Store:
                     "UPDATE etl_runs SET status='failed', error=?, updated_at=? WHERE run_id=? AND status='running'",
                     (str(event.get("error", ""))[:2000], now_iso(), run_id),
                 )
+            elif kind == "run_warning":
+                self._ensure_run(run_id, event["run_ts"])
+                # Events may be delivered twice: a warning is added once.
+                self.conn.execute(
+                    "UPDATE etl_runs SET warnings=json_insert(COALESCE(warnings, '[]'), '$[#]', ?), updated_at=? "
+                    "WHERE run_id=? AND NOT EXISTS (SELECT 1 FROM json_each(COALESCE(warnings, '[]')) WHERE value=?)",
+                    (str(event["warning"])[:2000], now_iso(), run_id, str(event["warning"])[:2000]),
+                )
             elif kind == "run_resumed":
                 self.conn.execute(
                     "UPDATE etl_runs SET status='running', error=NULL, updated_at=? WHERE run_id=? AND status='failed'",
