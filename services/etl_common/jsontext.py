@@ -13,6 +13,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+# The raw-stream marker of a record that could not travel as JSON values: ``{QUARANTINE: {reason, text}}``.
+QUARANTINE = "$unreadable"
 # What a container cut out for being too deep is replaced by while parsing (a string no JSON producer writes).
 DEEP_MARK = "\x00etl-too-deep:"
 # A lone surrogate: what a cut emoji (``\ud83d``) or a byte that is not UTF-8 (read with surrogateescape) becomes.
@@ -45,6 +47,11 @@ class Number(float):
             return Decimal(self.text) == Decimal(repr(float(self)))
         except InvalidOperation:
             return False
+
+
+def quarantined(record: Any) -> bool:
+    """Whether ``record`` is the quarantine marker the extractor puts in place of an unreadable record."""
+    return isinstance(record, dict) and len(record) == 1 and isinstance(record.get(QUARANTINE), dict)
 
 
 class HugeInt(str):

@@ -12,8 +12,8 @@ import orjson
 
 from etl_common import jsontext
 
-# The marker key of a quarantined record (``$`` is not in DummyJSON's field names).
-QUARANTINE = "$unreadable"
+QUARANTINE = jsontext.QUARANTINE
+quarantined = jsontext.quarantined
 # Containers a record may nest (the record object is level 1); DummyJSON nests 3. Deeper ones are quarantined.
 RECORD_MAX_DEPTH = 64
 # orjson writes at most 254 nested containers: wrapping the users list in this many lists makes the
@@ -62,10 +62,6 @@ def checked(record: Any, cuts: list[str]) -> Any:
     if reason is None:
         return _plain(record)
     return {QUARANTINE: {"reason": reason, "text": jsontext.dumps_exact(record, cuts)}}
-
-
-def quarantined(record: Any) -> bool:
-    return isinstance(record, dict) and len(record) == 1 and isinstance(record.get(QUARANTINE), dict)
 
 
 def _problem(record: Any) -> str | None:
