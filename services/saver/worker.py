@@ -200,6 +200,12 @@ class Worker:
         except sftp.UploadFailed as exc:
             self._defer(run_id, str(exc))
             return
+        except Exception as exc:
+            # A bug or a library error nobody foresaw must not stop the saver: the run waits with the reason.
+            log.exception("unexpected error during the upload", run_id=run_id)
+            metrics.ERRORS.labels(stage="upload").inc()
+            self._defer(run_id, f"unexpected error during the upload: {type(exc).__name__}: {exc}"[:2000])
+            return
         metrics.STAGE_DURATION.labels(stage="upload").observe(time.monotonic() - t0)
         self.upload_due.pop(run_id, None)
         self.store.mark_uploaded(run_id, remote)
