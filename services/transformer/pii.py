@@ -12,7 +12,8 @@ KEEP_CHARS = 4
 # A record's own nesting limit (the extractor quarantines deeper ones); JSON text read here is cut below it.
 _MAX_DEPTH = 64
 # JSON text inside JSON text inside ...: how many encodings deep the policy still looks.
-_MAX_ENCODINGS = 4
+_MAX_ENCODINGS = 8
+WITHHELD = "[withheld: JSON encoded in strings more than 8 times]"
 
 
 def mask(value: Any) -> Any:
@@ -35,13 +36,18 @@ def protect(record: Any, policy: str = "mask", _encodings: int = 0) -> Any:
         return _protect_object(record, policy)
     if isinstance(record, list):
         return [protect(item, policy, _encodings) for item in record]
-    if isinstance(record, str) and _encodings < _MAX_ENCODINGS and record.lstrip()[:1] in ("{", "["):
+    if isinstance(record, str) and record.lstrip()[:1] in ("{", "[", '"'):
         try:
             value, cuts = jsontext.loads_tolerant(record, _MAX_DEPTH)
         except ValueError:
-            return record  # plain text that merely starts with a bracket
-        if isinstance(value, (dict, list)):
-            return jsontext.dumps_exact(protect(value, policy, _encodings + 1), cuts)
+            return record  # plain text that merely starts like JSON
+        if not isinstance(value, (dict, list, str)):
+            return record
+        if _encodings >= _MAX_ENCODINGS:
+            # Deeper than anyone encodes by mistake: withheld rather than searched further.
+            return WITHHELD
+        protected = protect(value, policy, _encodings + 1)
+        return record if protected == value else jsontext.dumps_exact(protected, cuts)
     return record
 
 

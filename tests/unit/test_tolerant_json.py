@@ -1,0 +1,153 @@
+"""The extractor's tolerant page reader and the PII policy on records of any shape."""
+
+import json
+
+import orjson
+import pytest
+
+from etl_common import jsontext
+from extractor.pagejson import QUARANTINE, RECORD_MAX_DEPTH, SECRET_FIELDS, read_page
+from transformer import pii
+from transformer.validate import problems
+
+
+def _page(*records: bytes) -> bytes:
+    return b'{"users":[' + b",".join(records) + b'],"total":%d}' % len(records)
+
+
+def _nested(depth: int) -> bytes:
+    """A record whose nesting is ``depth`` levels, the record object included."""
+    return b'{"id":1,"meta":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+def _reason(record) -> str | None:
+    return record[QUARANTINE]["reason"] if isinstance(record, dict) and QUARANTINE in record else None
+
+
+@pytest.mark.parametrize("depth", [RECORD_MAX_DEPTH - 1, RECORD_MAX_DEPTH, RECORD_MAX_DEPTH + 1, 254, 255, 1100])
+def test_the_depth_rule_is_the_same_on_the_fast_and_the_exact_reader(depth):
+    """orjson reads the first page, the standard library the second (NaN): the verdict on depth must agree."""
+    fast = read_page(_page(_nested(depth)))["users"][0]
+    exact = read_page(_page(_nested(depth), b'{"age":NaN}'))["users"][0]
+    too_deep = depth > RECORD_MAX_DEPTH
+    assert _reason(fast) == _reason(exact)
+    assert (_reason(fast) == f"meta: nested deeper than {RECORD_MAX_DEPTH} levels") is too_deep
+    if not too_deep:
+        assert fast == exact == json.loads(_nested(depth))
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"NaN", "age: NaN is not a number"),
+        (b"-Infinity", "age: -Infinity is not a number"),
+        (b"1e309", "age: 1e309 is beyond the range of a 64-bit float"),
+        (b"1e-400", "age: 1e-400 has more digits than a 64-bit float holds"),
+        (b"3.14159265358979323846", "age: 3.14159265358979323846 has more digits than a 64-bit float holds"),
+        (b"-9223372036854775809", "age: -9223372036854775809 is outside the 64-bit integer range"),
+        (b"18446744073709551616", "age: 18446744073709551616 is outside the 64-bit integer range"),
+        (b"1" * 5000, "age: an integer of 5000 digits is outside the 64-bit integer range"),
+        (b'"\\udbff"', "age: not valid Unicode (lone surrogate U+DBFF, half of a character)"),
+        (b'"\\udc80"', "age: not valid Unicode (byte 0x80 is not UTF-8, or a lone surrogate U+DC80)"),
+        (b'"a\xe2\x82"', "age: not valid Unicode (byte 0xE2 is not UTF-8, or a lone surrogate U+DCE2)"),
+        (b'{"ok": [1, {"x": NaN}]}', "age.ok[1].x: NaN is not a number"),
+    ],
+)
+def test_a_value_no_strict_reader_takes_quarantines_its_record_with_the_field(value, reason):
+    users = read_page(_page(b'{"id":1,"age":' + value + b"}", b'{"id":2,"age":30.5,"big":18446744073709551615}'))[
+        "users"
+    ]
+    assert _reason(users[0]) == reason
+    assert users[1] == {"id": 2, "age": 30.5, "big": 2**64 - 1}
+    orjson.dumps(users)  # what the extractor hands on is always writable
+
+
+@pytest.mark.parametrize("value", [b"1e2", b"2.5E1", b"0.30000000000000004", b"9223372036854775808", b"12345678901234567"])
+def test_numbers_a_double_or_64_bits_hold_exactly_pass(value):
+    (user,) = read_page(_page(b'{"n":' + value + b"}"))["users"]
+    assert user == {"n": json.loads(value)}
+
+
+def test_the_quarantined_text_keeps_numbers_and_escapes_as_written():
+    text = b'{"id":18446744073709551616,"h":0.1000000000000000055511151231257827,"n":"Dana \\ud83d","x":NaN}'
+    (user,) = read_page(_page(text))["users"]
+    kept = user[QUARANTINE]["text"]
+    assert kept.isascii()
+    assert kept == text.decode()
+
+
+def test_a_secret_field_never_shows_its_value_in_a_reason():
+    for field in SECRET_FIELDS:
+        (user,) = read_page(_page(b'{"%s":123456789012345678901234567}' % field.encode()))["users"]
+        assert "123456789" not in _reason(user) and "the value" in _reason(user)
+    assert {p.rpartition(".")[2] for p in pii.SENSITIVE} | set(pii.DROPPED) == SECRET_FIELDS
+
+
+def test_a_page_that_is_not_json_even_so_is_refused():
+    for body in (b"<html>502</html>", b'{"users":[1,2', b""):
+        with pytest.raises(ValueError):
+            read_page(body)
+
+
+def test_cut_deep_puts_the_text_back():
+    value, cuts = jsontext.loads_tolerant('{"a":[[[["x"]]]],"b":1}', 2)
+    assert value["a"] == [jsontext.DEEP_MARK + "0"] and cuts == ['[[["x"]]]']
+    assert jsontext.dumps_exact(value, cuts) == '{"a":[[[["x"]]]],"b":1}'
+
+
+class TestPolicyOnEveryShape:
+    """The password goes and the sensitive fields are masked whatever shape the record has."""
+
+    USER = {"id": 1, "password": "hunter2-secret", "ssn": "123-45-6789", "bank": {"iban": "DE89370400440532013000"}}
+
+    def _clean(self, out) -> None:
+        text = out if isinstance(out, str) else json.dumps(out)
+        assert "hunter2-secret" not in text and "123-45-6789" not in text and "DE8937040044" not in text
+        assert "6789" in text and "3000" in text
+
+    def test_object_array_and_double_encoded(self):
+        self._clean(pii.protect(self.USER))
+        self._clean(pii.protect([self.USER, [self.USER]]))
+        self._clean(pii.protect(json.dumps(self.USER)))
+        self._clean(pii.protect(json.dumps(json.dumps([self.USER]))))
+        self._clean(pii.protect([json.dumps(json.dumps(json.dumps(self.USER)))]))
+
+    def test_text_encoded_too_many_times_is_withheld(self):
+        text = json.dumps(self.USER)
+        for _ in range(10):
+            text = json.dumps(text)
+        out = pii.protect(text)
+        assert "hunter2-secret" not in out and "withheld: JSON encoded in strings" in out
+
+    def test_text_with_non_standard_values(self):
+        text = json.dumps(self.USER)[:-1] + ', "age": NaN, "n": "\\ud83d", "big": 18446744073709551616}'
+        out = pii.protect_text(text)
+        self._clean(out)
+        assert "NaN" in out and "\\ud83d" in out and "18446744073709551616" in out
+
+    def test_text_that_cannot_be_read_is_withheld(self):
+        assert pii.protect_text('{"password": "hunter2-secret", ') is None
+
+    def test_other_values_pass(self):
+        for value in (1, None, True, 1.5, "plain text", "{not json"):
+            assert pii.protect(value) == value
+
+
+@pytest.mark.parametrize(
+    ("uid", "reason"),
+    [
+        (2**63, "id: 9223372036854775808 is outside the 64-bit integer range"),
+        (-(2**63) - 1, "id: -9223372036854775809 is outside the 64-bit integer range"),
+        (2**63 - 1, None),
+        (-(2**63), None),
+    ],
+)
+def test_an_id_outside_sqlites_integers_is_invalid(uid, reason):
+    record = {"id": uid, "firstName": "A", "email": "a@example.com", "age": 30, "company": {"department": "Sales"}}
+    assert problems(record) == ([reason] if reason else [])
+
+
+def test_a_string_holding_json_is_named_double_encoded():
+    assert problems('{"id": 1}') == ["record: expected a JSON object, got a string holding an object (double-encoded JSON)"]
+    assert problems("[1]") == ["record: expected a JSON object, got a string holding an array (double-encoded JSON)"]
+    assert problems("{nope") == ["record: expected a JSON object, got str"]
