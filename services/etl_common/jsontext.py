@@ -67,7 +67,9 @@ def cut_deep(text: str, max_depth: int) -> tuple[str, list[str]]:
 
     Returns the new text and the cut-out texts (index ``i`` for the mark ``DEEP_MARK + str(i)``).
     """
-    depth, start, pieces, cuts, last = 0, -1, [], [], 0
+    depth, start, last = 0, -1, 0
+    pieces: list[str] = []
+    cuts: list[str] = []
     for m in _TOKENS.finditer(text):
         tok = m.group()
         if tok[0] == '"':

@@ -1,4 +1,4 @@
-"""known_hosts as people keep it: every line paramiko can use is trusted, the rest skipped with a warning, revoked keys never.
+"""known_hosts as people keep it: usable lines trusted, the rest skipped with a warning, revoked keys never.
 
 paramiko's own loader raises on a line it cannot parse (``@cert-authority``, ``@revoked``, bad
 base64), which would stop the saver, and it knows nothing of ``@revoked``.

@@ -1,4 +1,4 @@
-"""Inputs taken from public bug reports: each record of a bad shape is accounted for, the run goes on, no secret leaks."""
+"""Inputs from public bug reports: every record of a bad shape is accounted for, the run goes on, no secret leaks."""
 
 import base64
 import secrets
@@ -52,7 +52,11 @@ def corpus() -> tuple[list[tuple[bytes, str | None]], list[str]]:
         u, s = _user(uid)
         add(orjson.dumps(u), None, s)
     u, s = _user(10)
-    add(_text(u, firstName=r'"Dana \ud83d"'), "firstName: not valid Unicode (lone surrogate U+D83D, half of a character)", s)
+    add(
+        _text(u, firstName=r'"Dana \ud83d"'),
+        "firstName: not valid Unicode (lone surrogate U+D83D, half of a character)",
+        s,
+    )
     u, s = _user(11)
     add(_text(u, lastName=r'"x\ude00y"'), "lastName: not valid Unicode (lone surrogate U+DE00, half of a character)", s)
     u, s = _user(12)
@@ -100,9 +104,9 @@ def corpus() -> tuple[list[tuple[bytes, str | None]], list[str]]:
     u, s = _user(34)
     card = "123456789012345678901234"
     add(
-        _text(u, bank='{"cardNumber": %s}' % card),
+        _text(u, bank=f'{{"cardNumber": {card}}}'),
         "bank.cardNumber: the value is outside the 64-bit integer range",
-        s + [card],
+        [*s, card],
     )
     u, s = _user(35)
     add(_text(u, age="2.5e1"), None, s)  # an exponent takes the exact reader; the record stays valid
@@ -154,8 +158,12 @@ def test_every_bad_value_shape_is_accounted_for_and_no_secret_leaks(make_source,
         len(expected_invalid),
     )
     with p.db() as db:
-        invalid = {r["position"]: r for r in db.execute("SELECT * FROM invalid_users WHERE run_id=? AND page=0", (rid,))}
-        raw = {r["position"]: r["record"] for r in db.execute("SELECT * FROM raw_users WHERE run_id=? AND page=0", (rid,))}
+        invalid = {
+            r["position"]: r for r in db.execute("SELECT * FROM invalid_users WHERE run_id=? AND page=0", (rid,))
+        }
+        raw = {
+            r["position"]: r["record"] for r in db.execute("SELECT * FROM raw_users WHERE run_id=? AND page=0", (rid,))
+        }
         max_id = db.execute("SELECT user_id FROM processed_users WHERE user_id > 2147483647").fetchall()
     assert set(invalid) == set(expected_invalid)
     for pos, reason in expected_invalid.items():

@@ -112,9 +112,11 @@ def test_no_hostile_path_query_or_body_gets_a_server_error(served, path, method)
     operation = doc["paths"][path][method]
     params = operation.get("parameters", [])
     body_props = list(
-        operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {}).get(
-            "properties", {"query": {}}
-        )
+        operation.get("requestBody", {})
+        .get("content", {})
+        .get("application/json", {})
+        .get("schema", {})
+        .get("properties", {"query": {}})
     )
     if "$ref" in str(operation.get("requestBody", {})):
         ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]

@@ -62,7 +62,9 @@ def test_a_value_no_strict_reader_takes_quarantines_its_record_with_the_field(va
     orjson.dumps(users)  # what the extractor hands on is always writable
 
 
-@pytest.mark.parametrize("value", [b"1e2", b"2.5E1", b"0.30000000000000004", b"9223372036854775808", b"12345678901234567"])
+@pytest.mark.parametrize(
+    "value", [b"1e2", b"2.5E1", b"0.30000000000000004", b"9223372036854775808", b"12345678901234567"]
+)
 def test_numbers_a_double_or_64_bits_hold_exactly_pass(value):
     (user,) = read_page(_page(b'{"n":' + value + b"}"))["users"]
     assert user == {"n": json.loads(value)}
@@ -148,6 +150,8 @@ def test_an_id_outside_sqlites_integers_is_invalid(uid, reason):
 
 
 def test_a_string_holding_json_is_named_double_encoded():
-    assert problems('{"id": 1}') == ["record: expected a JSON object, got a string holding an object (double-encoded JSON)"]
+    assert problems('{"id": 1}') == [
+        "record: expected a JSON object, got a string holding an object (double-encoded JSON)"
+    ]
     assert problems("[1]") == ["record: expected a JSON object, got a string holding an array (double-encoded JSON)"]
     assert problems("{nope") == ["record: expected a JSON object, got str"]
