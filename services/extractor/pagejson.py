@@ -82,7 +82,7 @@ def _problem(record: Any) -> str | None:
             return f"{where or 'record'}: an integer of {len(value)} digits is outside the 64-bit integer range"
         elif isinstance(value, str):
             if value.startswith(jsontext.DEEP_MARK):
-                top = path[0] if path else "record"
+                top = path[0] if path and not path[0].startswith("[") else "record"
                 return f"{_path((top,))}: nested deeper than {RECORD_MAX_DEPTH} levels"
             if jsontext.BAD_UNICODE.search(value):
                 return f"{where or 'record'}: not valid Unicode ({_bad_char(value)})"

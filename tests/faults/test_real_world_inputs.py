@@ -262,3 +262,18 @@ def test_source_total_changing_is_a_run_warning(make_source, make_pipeline):
     assert clean["run_id"] != run["run_id"] and clean["warnings"] is None
     assert api.get(f"/etl_runs/{clean['run_id']}").json()["warnings"] == []
     api.client.close()
+
+
+def test_an_entry_a_stage_gives_up_on_fails_its_run_with_the_reason(make_source, make_pipeline):
+    """A raw-stream entry of the run that no transformer can handle: the run is failed with why, not left waiting."""
+    p = make_pipeline(make_source(count=150))
+    p.start("saver")
+    assert p.extract().returncode == 0
+    run = p.wait_run(("extracted",))
+    p.redis.xadd(p.keys.raw_stream, {"data": orjson.dumps({"kind": "page", "run_id": run["run_id"], "page": 7})})
+    p.start("transformer")
+    failed = p.wait_run(("failed",), run_id=run["run_id"])
+    assert failed["error"] == (
+        "transform: a raw-stream entry was dead-lettered: malformed entry: KeyError: 'records'"
+    ), failed["error"]
+    assert p.procs["transformer"].alive() and p.procs["saver"].alive()

@@ -85,6 +85,16 @@ def test_a_secret_field_never_shows_its_value_in_a_reason():
     assert {p.rpartition(".")[2] for p in pii.SENSITIVE} | set(pii.DROPPED) == SECRET_FIELDS
 
 
+def test_items_that_are_not_objects_are_checked_too():
+    users = read_page(_page(b"NaN", b"[" * 100 + b"]" * 100, rb'["\\ud800", "\ud800"]', b"[1, 2]"))["users"]
+    assert [_reason(u) for u in users] == [
+        "record: NaN is not a number",
+        "record: nested deeper than 64 levels",
+        "[1]: not valid Unicode (lone surrogate U+D800, half of a character)",
+        None,
+    ]
+
+
 def test_a_page_that_is_not_json_even_so_is_refused():
     for body in (b"<html>502</html>", b'{"users":[1,2', b""):
         with pytest.raises(ValueError):
