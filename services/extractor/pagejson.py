@@ -5,7 +5,6 @@ reason names the field and the fault, the text is the record's JSON as the sourc
 numbers exact). The transformer masks the text and sends the record to the DLQ; the run goes on.
 """
 
-import re
 from typing import Any
 
 import orjson
@@ -19,8 +18,26 @@ RECORD_MAX_DEPTH = 64
 # orjson writes at most 254 nested containers: wrapping the users list in this many lists makes the
 # write fail exactly when a record nests deeper than RECORD_MAX_DEPTH (one C call for a whole page).
 _DEPTH_PROBE_WRAPS = 253 - RECORD_MAX_DEPTH
-# Number tokens orjson may read inexactly (16+ digits, or an exponent): such pages take the exact reader.
-_RISKY_NUMBER = re.compile(rb"[:\[,]\s*-?(?:\d[\d.]{15,}|\d[\d.]*[eE])")
+# Number tokens orjson may read inexactly (16+ digits, or an exponent) send a page to the exact reader. Found
+# on the page's bytes mapped to a few classes ("0" digit or dot, "e", "+" sign, " " space, the delimiters
+# ":[,", "x" anything else) with C-speed substring searches: a regex over the page cost 2-5 ms per page.
+
+
+def _byte_class(b: int) -> int:
+    c = chr(b)
+    if c in "0123456789.":
+        return ord("0")
+    if c in "eE":
+        return ord("e")
+    if c in "+-":
+        return ord("+")
+    if c in " :[,":
+        return b
+    return ord(" ") if c in "\t\r\n" else ord("x")
+
+
+_CLASSES = bytes(_byte_class(b) for b in range(256))
+_SUSPECTS = (b"0" * 16, b"0e0", b"0e+0")
 # Never shown in a reason: their values are secrets (the transformer's PII policy covers the same fields).
 SECRET_FIELDS = frozenset({"password", "ssn", "ein", "cardNumber", "iban", "wallet"})
 
@@ -30,7 +47,7 @@ def read_page(content: bytes) -> Any:
 
     ValueError when the bytes are not JSON even to the tolerant reader (the page is then retried).
     """
-    if not _RISKY_NUMBER.search(content):
+    if not _inexact_numbers(content):
         try:
             body = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -43,6 +60,22 @@ def read_page(content: bytes) -> Any:
     if isinstance(body, dict) and isinstance(body.get("users"), list):
         body["users"] = [checked(record, cuts) for record in body["users"]]
     return body
+
+
+def _inexact_numbers(content: bytes) -> bool:
+    """Whether a number token (after ``:``, ``[`` or ``,``) has 16+ digits or an exponent; strings may match too."""
+    classes = content.translate(_CLASSES)
+    for suspect in _SUSPECTS:
+        at = classes.find(suspect)
+        while at >= 0:
+            # Back to the token's start, then over the spaces between it and its delimiter.
+            start = max(classes.rfind(c, 0, at) for c in (b"x", b" ", b":", b"[", b",")) + 1
+            while start > 0 and classes[start - 1] == 32:
+                start -= 1
+            if start > 0 and classes[start - 1] in b":[,":
+                return True
+            at = classes.find(suspect, at + len(suspect))
+    return False
 
 
 def _depth_ok(users: list[Any]) -> bool:
