@@ -118,12 +118,8 @@ class Worker:
         if not run_id:
             return
         event = {"type": kind, "run_id": run_id, "stage": "transform", "error": error[:2000]}
-        self.client.xadd(
-            self.keys.events_stream,
-            streams.encode(event, tracing.current_traceparent()),
-            maxlen=100_000,
-            approximate=True,
-        )
+        fields: dict[Any, Any] = streams.encode(event, tracing.current_traceparent())
+        self.client.xadd(self.keys.events_stream, fields, maxlen=100_000, approximate=True)
 
     def _page(self, entry: streams.Entry, payload: dict[str, Any], tp: str | None) -> None:
         run_id, page, records = str(payload["run_id"]), int(payload["page"]), payload["records"]
