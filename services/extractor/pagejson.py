@@ -18,12 +18,10 @@ RECORD_MAX_DEPTH = 64
 # orjson writes at most 254 nested containers: wrapping the users list in this many lists makes the
 # write fail exactly when a record nests deeper than RECORD_MAX_DEPTH (one C call for a whole page).
 _DEPTH_PROBE_WRAPS = 253 - RECORD_MAX_DEPTH
-# Number tokens orjson may read inexactly (16+ digits, or an exponent) send a page to the exact reader. Found
-# on the page's bytes mapped to a few classes ("0" digit or dot, "e", "+" sign, " " space, the delimiters
-# ":[,", "x" anything else) with C-speed substring searches: a regex over the page cost 2-5 ms per page.
 
 
 def _byte_class(b: int) -> int:
+    """The class of a byte for ``_inexact_numbers``."""
     c = chr(b)
     if c in "0123456789.":
         return ord("0")
@@ -36,6 +34,9 @@ def _byte_class(b: int) -> int:
     return ord(" ") if c in "\t\r\n" else ord("x")
 
 
+# Number tokens orjson may read inexactly (16+ digits, or an exponent) send a page to the exact reader. Found
+# on the page's bytes mapped to a few classes ("0" digit or dot, "e", "+" sign, " " space, the delimiters
+# ":[,", "x" anything else) with C-speed substring searches: a regex over the page cost 2-5 ms per page.
 _CLASSES = bytes(_byte_class(b) for b in range(256))
 _SUSPECTS = (b"0" * 16, b"0e0", b"0e+0")
 # Never shown in a reason: their values are secrets (the transformer's PII policy covers the same fields).
