@@ -56,7 +56,8 @@ def parse(text: str, path: str) -> KnownHosts:
     """Every entry of ``text`` (a known_hosts file's content) that can be used; never raises on a line."""
     kh = KnownHosts()
     entries: list[HostKeyEntry] = []
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    # A byte-order mark (files saved by some Windows editors) would become part of the first host name.
+    for lineno, raw in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -47,3 +47,11 @@ def test_every_line_shape_is_kept_or_skipped_with_its_number():
 def test_a_file_with_nothing_usable_parses_to_nothing():
     kh = knownhosts.parse("@cert-authority * ssh-rsa AAAA\nhost ssh-rsa !!!\n", "kh")
     assert kh.usable == 0 and [n for n, _ in kh.skipped] == [1, 2]
+
+
+def test_a_byte_order_mark_and_windows_line_ends_do_not_hide_the_first_line():
+    key = _key()
+    kh = knownhosts.parse(f"\ufeffa.example {key}\r\nb.example {key}\r\n", "kh")
+    client = paramiko.SSHClient()
+    knownhosts.pin(client, kh)
+    assert client.get_host_keys().lookup("a.example") and client.get_host_keys().lookup("b.example")
