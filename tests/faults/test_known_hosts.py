@@ -5,6 +5,8 @@ import time
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from tests.faults.test_real_world_inputs import scan, source_secrets
+
 
 def _other_key() -> str:
     """``ssh-ed25519 AAAA...`` of a key no server here has."""
@@ -48,17 +50,19 @@ def test_unusable_lines_are_skipped_with_their_line_numbers(tmp_path, make_sourc
         "\n"
         f"{host} {keys['ed25519']}\n"
     )
-    p = make_pipeline(make_source(count=30), ETL_SFTP_KNOWN_HOSTS=str(known))
+    src = make_source(count=30)
+    p = make_pipeline(src, ETL_SFTP_KNOWN_HOSTS=str(known))
     p.start_workers()
     assert p.extract().returncode == 0
     run = p.wait_run()
-    assert (run["status"], run["error"], run["valid_count"]) == ("succeeded", None, 30)
+    assert (run["status"], run["error"], run["valid_count"], run["raw_count"]) == ("succeeded", None, 30, 30)
     saver_log = p.procs["saver"].output()
     skipped = [line for line in saver_log.splitlines() if "known_hosts line skipped" in line]
     for number in (2, 4, 5, 6, 7, 8, 9):
         assert sum(f'"line": {number},' in s or f"line={number} " in s for s in skipped) == 1, (number, skipped)
     assert len(skipped) == 7
     assert p.procs["saver"].alive()
+    assert not scan(p, {"log:saver": saver_log}, source_secrets(src, 30))
 
 
 def test_revoked_or_no_usable_key_leaves_the_run_upload_pending(tmp_path, make_source, make_pipeline, sftp_server):
@@ -67,7 +71,8 @@ def test_revoked_or_no_usable_key_leaves_the_run_upload_pending(tmp_path, make_s
     known = tmp_path / "known_hosts"
     # The server's ed25519 key is revoked: listed for its host or not, it is never trusted.
     known.write_text(f"@revoked * {keys['ed25519']}\n{host} {keys['ed25519']}\nother.example {_other_key()}\n")
-    p = make_pipeline(make_source(count=30), ETL_SFTP_KNOWN_HOSTS=str(known))
+    src = make_source(count=30)
+    p = make_pipeline(src, ETL_SFTP_KNOWN_HOSTS=str(known))
     p.start_workers()
     assert p.extract().returncode == 0
     run = _wait_error(p, "marked @revoked in known_hosts")
@@ -85,3 +90,5 @@ def test_revoked_or_no_usable_key_leaves_the_run_upload_pending(tmp_path, make_s
     assert (run["status"], run["error"]) == ("succeeded", None)
     assert len(list(p.upload_dir.rglob("*.jsonl"))) == 3
     assert p.procs["saver"].alive() and p.procs["saver"].popen.returncode is None
+    assert (p.count("processed_users", run["run_id"]), p.count("invalid_users", run["run_id"])) == (30, 0)
+    assert not scan(p, {"log:saver": p.procs["saver"].output()}, source_secrets(src, 30))

@@ -129,6 +129,12 @@ def scan(p: Pipeline, extra_texts: dict[str, str], found: list[str]) -> list[tup
     return [(where, value[:6] + "...") for where, data in places.items() for value in found if value.encode() in data]
 
 
+def source_secrets(src, count: int) -> list[str]:
+    """The passwords and unmasked SSNs of a generated source's users."""
+    users = [src.source.user(i) for i in range(count)]
+    return [u["password"] for u in users] + [u["ssn"] for u in users]
+
+
 def test_every_bad_value_shape_is_accounted_for_and_no_secret_leaks(make_source, make_pipeline):
     items, found = corpus()
     tail = 10  # a normal page after the bad one: the run goes on
@@ -193,6 +199,10 @@ def test_every_bad_value_shape_is_accounted_for_and_no_secret_leaks(make_source,
     logs = {f"log:{n}": proc.output() for n, proc in p.procs.items()} | {"log:extract": done.stdout + done.stderr}
     assert "record quarantined" in logs["log:extract"]
     assert not scan(p, answers | logs, found)
+    # The scan does read every place: a value that is kept shows in the database, files, uploads and API.
+    hits = [where for where, _ in scan(p, answers, ["Dana"])]
+    assert any(w.startswith("db:") for w in hits) and any(w.startswith("/data/") for w in hits)
+    assert any(w.startswith(str(p.data_dir)) for w in hits) and any(w.startswith(str(p.upload_dir)) for w in hits)
     api.client.close()
 
 
@@ -229,7 +239,10 @@ def test_an_unexpected_error_fails_the_run_with_its_reason(make_source, make_pip
     p.start("transformer")
     assert p.extract().returncode == 0
     done = p.wait_run(run_id=run["run_id"])
-    assert (done["raw_count"], done["error"]) == (250, None)
+    assert (done["status"], done["raw_count"], done["valid_count"], done["error"]) == ("succeeded", 250, 250, None)
+    assert (p.count("raw_users", run["run_id"]), p.count("invalid_users", run["run_id"])) == (250, 0)
+    logs = {f"log:{n}": proc.output() for n, proc in p.procs.items()}
+    assert not scan(p, logs, source_secrets(src, 250))
 
 
 def test_source_total_changing_is_a_run_warning(make_source, make_pipeline):
@@ -261,12 +274,16 @@ def test_source_total_changing_is_a_run_warning(make_source, make_pipeline):
     clean = p.wait_run(run_id=p.runs()[-1]["run_id"])
     assert clean["run_id"] != run["run_id"] and clean["warnings"] is None
     assert api.get(f"/etl_runs/{clean['run_id']}").json()["warnings"] == []
+    detail = api.get(f"/etl_runs/{run['run_id']}").text
     api.client.close()
+    logs = {f"log:{n}": proc.output() for n, proc in p.procs.items()}
+    assert not scan(p, {"api": detail, **logs}, source_secrets(src, 350))
 
 
 def test_an_entry_a_stage_gives_up_on_fails_its_run_with_the_reason(make_source, make_pipeline):
     """A raw-stream entry of the run that no transformer can handle: the run is failed with why, not left waiting."""
-    p = make_pipeline(make_source(count=150))
+    src = make_source(count=150)
+    p = make_pipeline(src)
     p.start("saver")
     assert p.extract().returncode == 0
     run = p.wait_run(("extracted",))
@@ -277,3 +294,4 @@ def test_an_entry_a_stage_gives_up_on_fails_its_run_with_the_reason(make_source,
         "transform: a raw-stream entry was dead-lettered: malformed entry: KeyError: 'records'"
     ), failed["error"]
     assert p.procs["transformer"].alive() and p.procs["saver"].alive()
+    assert (failed["raw_count"], p.count("raw_users", run["run_id"])) == (150, 150)
