@@ -20,24 +20,13 @@ RECORD_MAX_DEPTH = 64
 _DEPTH_PROBE_WRAPS = 253 - RECORD_MAX_DEPTH
 
 
-def _byte_class(b: int) -> int:
-    """The class of a byte for ``_inexact_numbers``."""
-    c = chr(b)
-    if c in "0123456789.":
-        return ord("0")
-    if c in "eE":
-        return ord("e")
-    if c in "+-":
-        return ord("+")
-    if c in " :[,":
-        return b
-    return ord(" ") if c in "\t\r\n" else ord("x")
-
-
-# Number tokens orjson may read inexactly (16+ digits, or an exponent) send a page to the exact reader. Found
-# on the page's bytes mapped to a few classes ("0" digit or dot, "e", "+" sign, " " space, the delimiters
-# ":[,", "x" anything else) with C-speed substring searches: a regex over the page cost 2-5 ms per page.
-_CLASSES = bytes(_byte_class(b) for b in range(256))
+# Number tokens orjson may read inexactly (16+ digits, or an exponent) send a page to the exact reader. They
+# are found on the page's bytes mapped to number classes ("0" digit or dot, "e", "+" sign, " " anything else)
+# with C-speed substring searches: a regex over the page cost 2-5 ms per page.
+_CLASSES = bytes(
+    ord("0") if chr(b) in "0123456789." else ord("e") if chr(b) in "eE" else ord("+") if chr(b) in "+-" else 32
+    for b in range(256)
+)
 _SUSPECTS = (b"0" * 16, b"0e0", b"0e+0")
 # Never shown in a reason: their values are secrets (the transformer's PII policy covers the same fields).
 SECRET_FIELDS = frozenset({"password", "ssn", "ein", "cardNumber", "iban", "wallet"})
@@ -69,11 +58,11 @@ def _inexact_numbers(content: bytes) -> bool:
     for suspect in _SUSPECTS:
         at = classes.find(suspect)
         while at >= 0:
-            # Back to the token's start, then over the spaces between it and its delimiter.
-            start = max(classes.rfind(c, 0, at) for c in (b"x", b" ", b":", b"[", b",")) + 1
-            while start > 0 and classes[start - 1] == 32:
+            # Back to the token's start, then over the white space between it and its delimiter.
+            start = classes.rfind(b" ", 0, at) + 1
+            while start > 0 and content[start - 1] in b" \t\r\n":
                 start -= 1
-            if start > 0 and classes[start - 1] in b":[,":
+            if start > 0 and content[start - 1] in b":[,":
                 return True
             at = classes.find(suspect, at + len(suspect))
     return False
