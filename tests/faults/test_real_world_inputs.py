@@ -9,6 +9,7 @@ import orjson
 
 import testbed as tb
 from dummyjson.users import make_user
+from tests.faults.conftest import wait_for
 from tests.integration.test_api import Api
 from tests.support import Pipeline, lines
 
@@ -287,11 +288,16 @@ def test_an_entry_a_stage_gives_up_on_fails_its_run_with_the_reason(make_source,
     p.start("saver")
     assert p.extract().returncode == 0
     run = p.wait_run(("extracted",))
-    p.redis.xadd(p.keys.raw_stream, {"data": orjson.dumps({"kind": "page", "run_id": run["run_id"], "page": 7})})
+    # Page 1 of the run as an entry no transformer can handle (no records): without it the run cannot complete.
+    (page1,) = [i for i, f in p.redis.xrange(p.keys.raw_stream) if orjson.loads(f[b"data"]).get("page") == 1]
+    p.redis.xdel(p.keys.raw_stream, page1)
+    p.redis.xadd(p.keys.raw_stream, {"data": orjson.dumps({"kind": "page", "run_id": run["run_id"], "page": 1})})
     p.start("transformer")
     failed = p.wait_run(("failed",), run_id=run["run_id"])
     assert failed["error"] == (
         "transform: a raw-stream entry was dead-lettered: malformed entry: KeyError: 'records'"
     ), failed["error"]
     assert p.procs["transformer"].alive() and p.procs["saver"].alive()
-    assert (failed["raw_count"], p.count("raw_users", run["run_id"])) == (150, 150)
+    wait_for(lambda: p.redis.xlen(p.keys.raw_stream) == 0 and p.redis.xlen(p.keys.processed_stream) == 0)
+    final = p.wait_run(("failed",), run_id=run["run_id"])
+    assert (final["raw_count"], p.count("raw_users", run["run_id"]), final["error"]) == (100, 100, failed["error"])
