@@ -1,14 +1,12 @@
-"""The extractor's tolerant page reader and the PII policy on records of any shape."""
+"""The extractor's tolerant page reader: what passes as it is, what is quarantined with which reason."""
 
 import json
 
 import orjson
 import pytest
 
-from etl_common import jsontext
 from extractor.pagejson import QUARANTINE, RECORD_MAX_DEPTH, SECRET_FIELDS, read_page
 from transformer import pii
-from transformer.validate import problems
 
 
 def _page(*records: bytes) -> bytes:
@@ -99,69 +97,3 @@ def test_a_page_that_is_not_json_even_so_is_refused():
     for body in (b"<html>502</html>", b'{"users":[1,2', b""):
         with pytest.raises(ValueError):
             read_page(body)
-
-
-def test_cut_deep_puts_the_text_back():
-    value, cuts = jsontext.loads_tolerant('{"a":[[[["x"]]]],"b":1}', 2)
-    assert value["a"] == [jsontext.DEEP_MARK + "0"] and cuts == ['[[["x"]]]']
-    assert jsontext.dumps_exact(value, cuts) == '{"a":[[[["x"]]]],"b":1}'
-
-
-class TestPolicyOnEveryShape:
-    """The password goes and the sensitive fields are masked whatever shape the record has."""
-
-    USER = {"id": 1, "password": "hunter2-secret", "ssn": "123-45-6789", "bank": {"iban": "DE89370400440532013000"}}
-
-    def _clean(self, out) -> None:
-        text = out if isinstance(out, str) else json.dumps(out)
-        assert "hunter2-secret" not in text and "123-45-6789" not in text and "DE8937040044" not in text
-        assert "6789" in text and "3000" in text
-
-    def test_object_array_and_double_encoded(self):
-        self._clean(pii.protect(self.USER))
-        self._clean(pii.protect([self.USER, [self.USER]]))
-        self._clean(pii.protect(json.dumps(self.USER)))
-        self._clean(pii.protect(json.dumps(json.dumps([self.USER]))))
-        self._clean(pii.protect([json.dumps(json.dumps(json.dumps(self.USER)))]))
-
-    def test_text_encoded_too_many_times_is_withheld(self):
-        text = json.dumps(self.USER)
-        for _ in range(10):
-            text = json.dumps(text)
-        out = pii.protect(text)
-        assert "hunter2-secret" not in out and "withheld: JSON encoded in strings" in out
-
-    def test_text_with_non_standard_values(self):
-        text = json.dumps(self.USER)[:-1] + ', "age": NaN, "n": "\\ud83d", "big": 18446744073709551616}'
-        out = pii.protect_text(text)
-        self._clean(out)
-        assert "NaN" in out and "\\ud83d" in out and "18446744073709551616" in out
-
-    def test_text_that_cannot_be_read_is_withheld(self):
-        assert pii.protect_text('{"password": "hunter2-secret", ') is None
-
-    def test_other_values_pass(self):
-        for value in (1, None, True, 1.5, "plain text", "{not json"):
-            assert pii.protect(value) == value
-
-
-@pytest.mark.parametrize(
-    ("uid", "reason"),
-    [
-        (2**63, "id: 9223372036854775808 is outside the 64-bit integer range"),
-        (-(2**63) - 1, "id: -9223372036854775809 is outside the 64-bit integer range"),
-        (2**63 - 1, None),
-        (-(2**63), None),
-    ],
-)
-def test_an_id_outside_sqlites_integers_is_invalid(uid, reason):
-    record = {"id": uid, "firstName": "A", "email": "a@example.com", "age": 30, "company": {"department": "Sales"}}
-    assert problems(record) == ([reason] if reason else [])
-
-
-def test_a_string_holding_json_is_named_double_encoded():
-    assert problems('{"id": 1}') == [
-        "record: expected a JSON object, got a string holding an object (double-encoded JSON)"
-    ]
-    assert problems("[1]") == ["record: expected a JSON object, got a string holding an array (double-encoded JSON)"]
-    assert problems("{nope") == ["record: expected a JSON object, got str"]
