@@ -92,6 +92,7 @@ def main() -> int:
             f"  token: Authorization: Bearer {token}",
             flush=True,
         )
+        print(f"  console: {api}/ui/#token={token}", flush=True)  # the web console; this link signs in
         if args.once:
             return 0
         procs.append(tb.start_service("extractor", env, logs))
