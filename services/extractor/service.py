@@ -14,7 +14,7 @@ from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
 from extractor.checkpoint import Checkpoint
-from extractor.run import AlreadyRunning, Interrupted, extract
+from extractor.run import AlreadyRunning, Interrupted, RunFailed, extract
 from extractor.settings import ExtractorSettings
 from extractor.source import SourceFailed
 
@@ -55,7 +55,7 @@ class Service(StreamWorker[ExtractorSettings]):
         except Interrupted:
             log.info("run interrupted; the checkpoint keeps its place")
             return False
-        except SourceFailed as exc:
+        except (SourceFailed, RunFailed) as exc:
             self.retry_at = time.time() + self.settings.resume_delay_s
             log.error("run failed; will resume", error=str(exc), resume_in_s=self.settings.resume_delay_s)
             return False

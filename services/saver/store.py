@@ -142,6 +142,26 @@ class Store:
                     "UPDATE etl_runs SET status='failed', error=?, updated_at=? WHERE run_id=? AND status='running'",
                     (str(event.get("error", ""))[:2000], now_iso(), run_id),
                 )
+            elif kind == "run_warning":
+                self._ensure_run(run_id, event["run_ts"])
+                # Events may be delivered twice: a warning is added once.
+                self.conn.execute(
+                    "UPDATE etl_runs SET warnings=json_insert(COALESCE(warnings, '[]'), '$[#]', ?), updated_at=? "
+                    "WHERE run_id=? AND NOT EXISTS (SELECT 1 FROM json_each(COALESCE(warnings, '[]')) WHERE value=?)",
+                    (str(event["warning"])[:2000], now_iso(), run_id, str(event["warning"])[:2000]),
+                )
+            elif kind == "run_failed":
+                # A stage gave up on part of the run (an entry dead-lettered): it can never complete.
+                self.conn.execute(
+                    "UPDATE etl_runs SET status='failed', error=?, updated_at=? WHERE run_id=? AND status<>'succeeded'",
+                    (str(event.get("error", ""))[:2000], now_iso(), run_id),
+                )
+            elif kind == "run_error":
+                # An unexpected error the stage will retry: shown on the run, whose status stays as it is.
+                self.conn.execute(
+                    "UPDATE etl_runs SET error=?, updated_at=? WHERE run_id=? AND status NOT IN ('succeeded','failed')",
+                    (str(event.get("error", ""))[:2000], now_iso(), run_id),
+                )
             elif kind == "run_resumed":
                 self.conn.execute(
                     "UPDATE etl_runs SET status='running', error=NULL, updated_at=? WHERE run_id=? AND status='failed'",
@@ -270,6 +290,10 @@ class Store:
                     (path, at, run_id, kind),
                 )
             self._finish(run_id, "succeeded", None)
+
+    def fail(self, run_id: str, error: str) -> None:
+        """The run can never complete (a page of it is poison): failed with ``error``, unless it already succeeded."""
+        self.apply_event({"type": "run_failed", "run_id": run_id, "error": error})
 
     def mark(self, run_id: str, status: str, error: str | None = None) -> None:
         with self._tx():

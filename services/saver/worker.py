@@ -78,9 +78,7 @@ class Worker(StreamWorker[SaverSettings]):
         pages: list[tuple[streams.Entry, dict[str, Any], str | None]] = []
         for entry in entries:
             if self.reader.too_many_deliveries(entry):
-                self.reader.dead_letter(
-                    entry, f"delivered {entry.deliveries} times without success", delete=self._owned(entry)
-                )
+                self._dead(entry, f"delivered {entry.deliveries} times without success")
                 continue
             try:
                 payload, tp = streams.decode(entry.fields)
@@ -93,16 +91,21 @@ class Worker(StreamWorker[SaverSettings]):
                         self.run_traces[str(payload["run_id"])] = tp
                     self.reader.ack([entry], delete=False)
             except PermanentError as exc:
-                self.reader.dead_letter(entry, str(exc), delete=self._owned(entry))
+                self._dead(entry, str(exc))
             except (KeyError, TypeError, ValueError) as exc:
-                self.reader.dead_letter(
-                    entry, f"malformed entry: {type(exc).__name__}: {exc}", delete=self._owned(entry)
-                )
+                self._dead(entry, f"malformed entry: {type(exc).__name__}: {exc}")
         if pages:
             self._load(pages)
         if entries:
             self.finish_runs()
         self._retry_uploads()
+
+    def _dead(self, entry: streams.Entry, reason: str) -> None:
+        """Dead-letter the entry; a processed page lost so fails its run (it can never complete), with the reason."""
+        self.reader.dead_letter(entry, reason, delete=self._owned(entry))
+        run_id = streams.run_id_of(entry.fields)
+        if entry.stream == self.keys.processed_stream and run_id:
+            self.store.fail(run_id, f"save: a processed page was dead-lettered: {reason}")
 
     def _owned(self, entry: streams.Entry) -> bool:
         # The events stream has other readers: only the processed stream is deleted on ack.
@@ -155,7 +158,7 @@ class Worker(StreamWorker[SaverSettings]):
                 loaded += self.store.load_pages([payload])
                 kept.append((entry, payload, tp))
             except _UNLOADABLE as exc:
-                self.reader.dead_letter(entry, f"page cannot be loaded: {type(exc).__name__}: {exc}")
+                self._dead(entry, f"page cannot be loaded: {type(exc).__name__}: {exc}")
         return kept, loaded
 
     def finish_runs(self) -> None:
@@ -177,6 +180,12 @@ class Worker(StreamWorker[SaverSettings]):
                     # A bad recipients file must not stop the saver: the run waits, like for an SFTP outage.
                     self._defer(run_id, str(exc))
                     return
+                except Exception as exc:
+                    # A full disk or a bug: the run waits with the reason and the files are written again later.
+                    log.exception("unexpected error writing the files", run_id=run_id)
+                    metrics.ERRORS.labels(stage="files").inc()
+                    self._defer(run_id, f"unexpected error writing the files: {type(exc).__name__}: {exc}"[:2000])
+                    return
             for kind, info in written.items():
                 self.store.record_file(run_id, kind, info)
             metrics.STAGE_DURATION.labels(stage="files").observe(time.monotonic() - t0)
@@ -194,6 +203,12 @@ class Worker(StreamWorker[SaverSettings]):
                 remote = sftp.upload(self.settings, files)
         except sftp.UploadFailed as exc:
             self._defer(run_id, str(exc))
+            return
+        except Exception as exc:
+            # A bug or a library error nobody foresaw must not stop the saver: the run waits with the reason.
+            log.exception("unexpected error during the upload", run_id=run_id)
+            metrics.ERRORS.labels(stage="upload").inc()
+            self._defer(run_id, f"unexpected error during the upload: {type(exc).__name__}: {exc}"[:2000])
             return
         metrics.STAGE_DURATION.labels(stage="upload").observe(time.monotonic() - t0)
         self.upload_due.pop(run_id, None)
