@@ -60,7 +60,13 @@ def emit(pipe: Any, keys: Keys, event: dict[str, Any], traceparent: str | None) 
 
 
 def _wait_for_backlog(
-    client: redis.Redis, keys: Keys, limit: int, beat: Callable[[], None], lock: Any, lease_s: float
+    client: redis.Redis,
+    keys: Keys,
+    limit: int,
+    beat: Callable[[], None],
+    lock: Any,
+    lease_s: float,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Backpressure: consumed entries are deleted, so the stream lengths are the backlog.
 
@@ -69,6 +75,8 @@ def _wait_for_backlog(
     """
     started = last_extend = time.monotonic()
     while _backlog(client, keys) > limit:
+        if should_stop():
+            raise Interrupted("stop requested while waiting on backpressure; the checkpoint keeps the run's place")
         beat()
         if time.monotonic() - last_extend > lease_s / 3:
             lock.extend(lease_s, replace_ttl=True)
@@ -156,7 +164,9 @@ def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat
         while True:
             if should_stop():
                 raise Interrupted("stop requested; the checkpoint keeps the run's place")
-            _wait_for_backlog(client, keys, settings.raw_backlog_max_pages, beat, lock, settings.lock_ttl_s)
+            _wait_for_backlog(
+                client, keys, settings.raw_backlog_max_pages, beat, lock, settings.lock_ttl_s, should_stop
+            )
             t0 = time.monotonic()
             with tracer.start_as_current_span("extract.page", attributes={"etl.page": cp.next_page}):
                 try:

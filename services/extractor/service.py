@@ -7,7 +7,7 @@ import redis
 import structlog
 from croniter import croniter
 
-from etl_common import streams, streamstats
+from etl_common import retry, streams, streamstats
 from etl_common.errors import EtlError
 from etl_common.keys import GROUP_EXTRACTOR, Keys
 from etl_common.ops import Heartbeat
@@ -23,8 +23,17 @@ log = structlog.get_logger(__name__)
 class Service:
     """Runs extractions when the schedule fires, when asked, and to finish an interrupted run."""
 
-    def __init__(self, settings: ExtractorSettings, client: redis.Redis, heartbeat: Heartbeat, stopper: Stopper):
+    def __init__(
+        self,
+        settings: ExtractorSettings,
+        client: redis.Redis,
+        heartbeat: Heartbeat,
+        stopper: Stopper,
+        serving: bool = True,
+    ) -> None:
         self.settings = settings
+        # Only a serving extractor resumes a failed run by itself; the one-shot command says so differently.
+        self.serving = serving
         self.client = client
         self.heartbeat = heartbeat
         self.stopper = stopper
@@ -57,12 +66,15 @@ class Service:
         except AlreadyRunning:
             log.warning("a run is already in progress elsewhere; request ignored", trigger=trigger)
             return lock_wait_s == 0
-        except Interrupted:
+        except (Interrupted, retry.Stopped):
             log.info("run interrupted; the checkpoint keeps its place")
             return False
         except SourceFailed as exc:
-            self.retry_at = time.time() + self.settings.resume_delay_s
-            log.error("run failed; will resume", error=str(exc), resume_in_s=self.settings.resume_delay_s)
+            if self.serving:
+                self.retry_at = time.time() + self.settings.resume_delay_s
+                log.error("run failed; will resume", error=str(exc), resume_in_s=self.settings.resume_delay_s)
+            else:
+                log.error("run failed; the checkpoint keeps its place", error=str(exc))
             return False
 
     def serve(self) -> None:
