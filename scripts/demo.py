@@ -34,6 +34,7 @@ from extractor.settings import ExtractorSettings
 from saver.settings import SaverSettings
 from transformer.settings import TransformerSettings
 
+# The demo's folder (the checkout; --home moves it, for the tests): .env, .run/, database/, data/, sftp_data/.
 ROOT = tb.ROOT
 RUN = ROOT / ".run"
 DB = ROOT / "database" / "data.db"
@@ -175,7 +176,7 @@ class Progress:
     def __init__(self, stream: IO[str] = sys.stderr, every_s: float = 5.0) -> None:
         self.stream, self.every_s = stream, every_s
         self.bar: Any = None
-        self.last_line = 0.0
+        self.last_line = time.monotonic()  # the first line after every_s: short runs print none
         self.t0 = time.monotonic()
 
     def update(self, loaded: int, total: int, pages: int) -> None:
@@ -296,7 +297,10 @@ def main() -> int:
     parser.add_argument(
         "--bad-every", type=int, default=25, help="every Nth user of the local source is broken (0: none)"
     )
+    parser.add_argument("--home", type=Path, default=tb.ROOT, help="folder of the demo's .env and state")
     args = parser.parse_args()
+    global ROOT, RUN, DB
+    ROOT, RUN, DB = args.home.resolve(), args.home.resolve() / ".run", args.home.resolve() / "database" / "data.db"
     procs: list[tb.Proc] = []
 
     def stop_all() -> None:

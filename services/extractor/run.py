@@ -13,6 +13,7 @@ import structlog
 from opentelemetry import trace
 
 from etl_common import metrics, streams, tracing
+from etl_common.clock import STAMP_FORMAT, utc_iso
 from etl_common.errors import TransientError
 from etl_common.files import file_names
 from etl_common.keys import CHANNEL_PHASE1, Keys
@@ -23,7 +24,7 @@ from extractor.source import SourceFailed, fetch_page
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("extractor")
 
-TS_FORMAT = "%Y%m%d_%H%M%S"
+TS_FORMAT = STAMP_FORMAT
 
 
 class AlreadyRunning(TransientError):
@@ -35,20 +36,21 @@ class Interrupted(TransientError):
 
 
 def _new_run(client: redis.Redis, keys: Keys, trigger: str) -> Checkpoint:
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    # File names carry the start second: never reuse the previous run's.
+    started = datetime.now(timezone.utc)
+    stamp = started.replace(microsecond=0)
+    # File names carry a second: never reuse the previous run's. Only the names move; started_at stays true.
     last = client.get(f"{keys.prefix}last_run_ts")
     if last:
         prev = datetime.strptime(streams.text(last), TS_FORMAT).replace(tzinfo=timezone.utc)
-        now = max(now, prev + timedelta(seconds=1))
-    run_ts = now.strftime(TS_FORMAT)
+        stamp = max(stamp, prev + timedelta(seconds=1))
+    run_ts = stamp.strftime(TS_FORMAT)
     client.set(f"{keys.prefix}last_run_ts", run_ts)
     # Run-now requests made before this moment are satisfied by this run.
     client.set(f"{keys.prefix}last_run_started", time.time())
     return Checkpoint(
         run_id=f"{run_ts}_{secrets.token_hex(3)}",
         run_ts=run_ts,
-        started_at=now.isoformat(),
+        started_at=utc_iso(started),
         trigger=trigger,
         raw_file=file_names(run_ts)["raw_file"],
     )
