@@ -76,7 +76,7 @@ def check_settings(env: dict[str, str]) -> None:
 
 def lock_checkout() -> IO[str]:
     """Hold `.run/demo.lock` for the demo's life (the kernel releases it however the demo ends)."""
-    RUN.mkdir(exist_ok=True)
+    RUN.mkdir(parents=True, exist_ok=True)
     fh = (RUN / "demo.lock").open("a+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -207,11 +207,15 @@ def wait_run(
 ) -> tuple[sqlite3.Row | None, int | None]:
     """Follow the run with a progress display until it is final or the extraction fails: (row, exit code)."""
     progress = Progress()
+    # A resumed run is already final (failed) before the extractor takes it up again: wait for a change.
+    earlier = run_row(run_id, after_id)
+    stale = earlier["updated_at"] if earlier is not None else None
     try:
         while True:
             row = run_row(run_id, after_id)
             code = extract.popen.poll()
-            if row is not None and (row["status"] in FINAL or code not in (None, 0)):
+            fresh = row is not None and row["updated_at"] != stale
+            if row is not None and ((fresh and row["status"] in FINAL) or code not in (None, 0)):
                 return row, code
             if code not in (None, 0):
                 time.sleep(1.0)  # the saver records the failure from the events stream
@@ -397,6 +401,7 @@ def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
         return 0
     extract.popen.wait()  # its ops port is the serving extractor's
     procs.append(tb.start_service("extractor", {**env, "ETL_OPS_PORT": str(ops["extractor"])}, logs))
+    tb.wait_port(ops["extractor"], proc=procs[-1].popen)
     print("serving until Ctrl-C (the extractor also runs on its daily schedule)", flush=True)
     while all(p.alive() for p in procs):
         time.sleep(1)
