@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import httpx
 import redis
@@ -32,6 +32,7 @@ from etl_common.settings import load
 from extractor.checkpoint import Checkpoint
 from extractor.settings import ExtractorSettings
 from saver.settings import SaverSettings
+from testbed.progress import Progress
 from transformer.settings import TransformerSettings
 
 # The demo's folder (the checkout; --home moves it, for the tests): .env, .run/, database/, data/, sftp_data/.
@@ -170,43 +171,11 @@ def last_row_id() -> int:
     return int(row["id"]) if row is not None else 0
 
 
-class Progress:
-    """Users loaded of the run's total: a bar (tqdm) on a terminal, a plain line every few seconds otherwise."""
-
-    def __init__(self, stream: IO[str] = sys.stderr, every_s: float = 5.0) -> None:
-        self.stream, self.every_s = stream, every_s
-        self.bar: Any = None
-        self.last_line = time.monotonic()  # the first line after every_s: short runs print none
-        self.t0 = time.monotonic()
-
-    def update(self, loaded: int, total: int, pages: int) -> None:
-        if self.stream.isatty():
-            from tqdm import tqdm
-
-            if self.bar is None:
-                self.bar = tqdm(total=max(total, 1), unit="users", desc="loading", file=self.stream)
-            self.bar.total = max(total, loaded, 1)
-            self.bar.n = loaded
-            self.bar.set_postfix(pages=pages, refresh=False)
-            self.bar.refresh()
-        elif time.monotonic() - self.last_line >= self.every_s:
-            self.last_line = time.monotonic()
-            rate = loaded / max(time.monotonic() - self.t0, 1e-3)
-            left = f", about {(total - loaded) / rate:.0f}s left" if rate > 0 and total > loaded else ""
-            of = f"/{total:,}" if total > 0 else ""
-            print(f"loaded {loaded:,}{of} users in {pages} page(s), {rate:,.0f} users/s{left}", file=self.stream)
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def wait_run(
     extract: tb.Proc, run_id: str | None, after_id: int, client: redis.Redis, prefix: str
 ) -> tuple[sqlite3.Row | None, int | None]:
     """Follow the run with a progress display until it is final or the extraction fails: (row, exit code)."""
-    progress = Progress()
+    progress = Progress(sys.stderr)
     # A resumed run is already final (failed) before the extractor takes it up again: wait for a change.
     earlier = run_row(run_id, after_id)
     stale = earlier["updated_at"] if earlier is not None else None

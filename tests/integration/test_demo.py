@@ -253,3 +253,19 @@ def test_keygen_note_matches_where_the_public_key_goes(tmp_path):
     )
     assert keys.returncode == 0 and "above" not in keys.stdout + keys.stderr
     assert (tmp_path / "keys" / "age_recipients.txt").read_text().startswith("age1")
+
+
+@pytest.mark.parametrize(("service", "variable"), [("transformer", "ETL_OPS_PORT"), ("api", "ETL_API_PORT")])
+def test_a_service_on_a_busy_port_says_which_variable_moves_it(tmp_path, service, variable):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+        env.update({variable: str(port), "ETL_API_TOKEN": "t", "ETL_REDIS_URL": f"redis://127.0.0.1:{tb.free_port()}"})
+        out = subprocess.run(
+            [tb.PYTHON, "-m", service], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60
+        )
+    assert out.returncode == 2
+    line = one_line(out.stderr)
+    assert str(port) in line and variable in line
