@@ -126,7 +126,8 @@ def log_dir() -> Path:
     base.mkdir(parents=True, exist_ok=True)
     for old in sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink())[: -(KEEP_LOG_DIRS - 1)]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in base.glob("*.log"):  # the appended-forever files of earlier versions
+    # Earlier demos' Redis and sshd logs (named by their port) and the appended-forever files of older versions.
+    for stale in [*base.glob("*.log"), *(RUN / "redis").glob("*.log"), *(RUN / "sshd").glob("*.log")]:
         stale.unlink()
     here = base / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     here.mkdir(exist_ok=True)
