@@ -1,5 +1,6 @@
 """Progress of a long run on the console: a bar (tqdm) on a terminal, a plain line every few seconds otherwise."""
 
+import shutil
 import time
 from typing import IO, Any
 
@@ -19,10 +20,19 @@ class Progress:
         """Show ``loaded`` users of ``total`` (unknown: -1) in ``pages`` pages, with the rate and the time left."""
         if self.stream.isatty():
             if self.bar is None:
-                self.bar = tqdm(total=max(total, 1), unit="users", desc="loading", file=self.stream)
+                # A terminal that reports no size (0x0, e.g. under `script`) would hide the bar: assume 80x24 then.
+                size = shutil.get_terminal_size()
+                self.bar = tqdm(
+                    total=max(total, 1),
+                    unit="users",
+                    desc="loading",
+                    file=self.stream,
+                    ncols=size.columns,
+                    nrows=size.lines,
+                )
             self.bar.total = max(total, loaded, 1)
-            self.bar.n = loaded
             self.bar.set_postfix(pages=pages, refresh=False)
+            self.bar.update(loaded - self.bar.n)  # through update() so tqdm's rate and time left follow
             self.bar.refresh()
         elif time.monotonic() - self.last_line >= self.every_s:
             self.last_line = time.monotonic()
