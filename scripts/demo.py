@@ -8,6 +8,7 @@ however it ends; one demo at a time per checkout. Exit codes: 0 done, 1 the run 
 import argparse
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -173,9 +174,12 @@ def last_row_id() -> int:
 
 
 def wait_run(
-    extract: tb.Proc, run_id: str | None, after_id: int, client: redis.Redis, prefix: str
+    extract: tb.Proc, services: list[tb.Proc], run_id: str | None, after_id: int, client: redis.Redis, prefix: str
 ) -> tuple[sqlite3.Row | None, int | None]:
-    """Follow the run with a progress display until it is final or the extraction fails: (row, exit code)."""
+    """Follow the run with a progress display until it is final or the extraction fails: (row, exit code).
+
+    RuntimeError when one of ``services`` exits meanwhile.
+    """
     progress = Progress(sys.stderr)
     # A resumed run is already final (failed) before the extractor takes it up again: wait for a change.
     earlier = run_row(run_id, after_id)
@@ -190,6 +194,9 @@ def wait_run(
             if code not in (None, 0):
                 time.sleep(1.0)  # the saver records the failure from the events stream
                 return run_row(run_id, after_id), code
+            dead = next((p for p in services if not p.alive()), None)
+            if dead is not None:
+                raise RuntimeError(f"{dead.name} exited during the run: {last_words(dead)}")
             cp = Checkpoint.load(client, Keys(prefix).checkpoint)
             total = (cp.total if cp else -1) if row is None or row["total_expected"] is None else row["total_expected"]
             pages = _pages_loaded(row["run_id"]) if row is not None else 0
@@ -221,8 +228,6 @@ def failure_line(row: sqlite3.Row | None, extract: tb.Proc, env: dict[str, str])
 
 
 def _last_error(proc: tb.Proc) -> str:
-    import json
-
     for line in reversed(proc.output().splitlines()):
         with contextlib.suppress(ValueError):
             record = json.loads(line)
@@ -347,14 +352,13 @@ def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
     for name in ("transformer", "saver"):
         procs.append(tb.start_service(name, {**env, "ETL_OPS_PORT": str(ops[name])}, logs))
     procs.append(tb.start_service("api", env, logs))
-    tb.wait_port(api_port, proc=procs[-1].popen)
-    for name in ("transformer", "saver"):
-        tb.wait_port(ops[name], proc=next(p for p in procs if p.name == name).popen)
+    for proc, port in zip(procs[-3:], (ops["transformer"], ops["saver"], api_port), strict=True):
+        listening(proc, port)
     print(f"services up; logs in {logs}; extracting from {env['ETL_SOURCE_URL']}", flush=True)
     t0 = time.monotonic()
     after_id = last_row_id()
     extract = tb.start_service("extractor", {**env, "ETL_OPS_PORT": str(ops["extractor"])}, logs, "once", "--ops")
-    run, code = wait_run(extract, resume_id, after_id, client, prefix)
+    run, code = wait_run(extract, list(procs), resume_id, after_id, client, prefix)
     if code not in (None, 0) or run is None or run["status"] != "succeeded":
         print(failure_line(run, extract, env), file=sys.stderr)
         return 1
@@ -371,13 +375,36 @@ def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
         return 0
     extract.popen.wait()  # its ops port is the serving extractor's
     procs.append(tb.start_service("extractor", {**env, "ETL_OPS_PORT": str(ops["extractor"])}, logs))
-    tb.wait_port(ops["extractor"], proc=procs[-1].popen)
+    listening(procs[-1], ops["extractor"])
     print("serving until Ctrl-C (the extractor also runs on its daily schedule)", flush=True)
     while all(p.alive() for p in procs):
         time.sleep(1)
-    dead = [p for p in procs if not p.alive()]
-    print(f"stopped: {', '.join(p.name for p in dead)} exited; see {dead[0].log}", file=sys.stderr)
+    dead = next(p for p in procs if not p.alive())
+    print(f"stopped: {dead.name} exited: {last_words(dead)}; see {dead.log}", file=sys.stderr)
     return 1
+
+
+def listening(proc: tb.Proc, port: int) -> None:
+    """Wait until ``proc`` listens on ``port``; RuntimeError naming it and its last words if it exits first."""
+    try:
+        tb.wait_port(port, proc=proc.popen)
+    except RuntimeError:
+        raise RuntimeError(f"{proc.name} exited at start: {last_words(proc)}") from None
+
+
+def last_words(proc: tb.Proc) -> str:
+    """The last line a process logged: a JSON line's event and error, else the text."""
+    for line in reversed(proc.output().splitlines()):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return line.strip()
+        if isinstance(record, dict):
+            return "; ".join(str(record[k]) for k in ("event", "error") if record.get(k)) or line.strip()
+        return line.strip()
+    return "no output"
 
 
 if __name__ == "__main__":

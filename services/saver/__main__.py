@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = load(SaverSettings)
     if settings.encryption_enabled:
         # Fail at start-up on a malformed recipient, not at the end of the first run.
-        crypto.load_recipients(settings.encryption_recipients, settings.encryption_recipients_file)
+        try:
+            crypto.load_recipients(settings.encryption_recipients, settings.encryption_recipients_file)
+        except crypto.CryptoError as exc:
+            print(f"invalid setting: {exc}", file=sys.stderr)
+            return 2
     store = Store(settings.db_path)
     if args.command == "migrate":
         store.close()

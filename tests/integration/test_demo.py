@@ -142,11 +142,12 @@ def test_a_typo_in_a_setting_is_one_line_with_exit_code_2(demo, variable, value,
         ("saver", "ETL_SFTP_PORT", "99999"),
         ("api", "ETL_API_PORT", "abc"),
         ("api", "ETL_BLOCK_MS", "-1"),
+        ("saver", "ETL_ENCRYPTION_RECIPIENTS", "garbage"),
     ],
 )
 def test_every_service_reports_a_bad_setting_in_one_line(tmp_path, service, variable, value):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    env.update({variable: value, "ETL_API_TOKEN": "t"})
+    env.update({variable: value, "ETL_API_TOKEN": "t", "ETL_ENCRYPTION_ENABLED": "true"})
     out = subprocess.run([tb.PYTHON, "-m", service], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert out.returncode == 2
     line = one_line(out.stderr)
