@@ -28,6 +28,7 @@ from dotenv import dotenv_values
 
 import testbed as tb
 from api.settings import ApiSettings
+from etl_common.db import connect_reader
 from etl_common.keys import Keys
 from etl_common.settings import load
 from extractor.checkpoint import Checkpoint
@@ -40,7 +41,7 @@ from transformer.settings import TransformerSettings
 ROOT = tb.ROOT
 RUN = ROOT / ".run"
 DB = ROOT / "database" / "data.db"
-FINAL = ("succeeded", "failed", "upload_pending")
+FINAL = tb.FINAL_STATUSES
 # Dev servers of the usual frontend stacks: React/Next (3000), Vite (5173), Angular (4200), Vue CLI (8080).
 CORS_ORIGINS = ",".join(
     f"http://{host}:{port}" for port in (3000, 5173, 4200, 8080) for host in ("localhost", "127.0.0.1")
@@ -142,7 +143,7 @@ def earlier_state(client: redis.Redis, prefix: str) -> tuple[list[str], str | No
     """Notes on what earlier demos left (database runs, an unfinished run) and the run id to resume, if any."""
     notes = []
     if DB.exists():
-        with contextlib.closing(sqlite3.connect(f"file:{DB}?mode=ro", uri=True)) as conn:
+        with contextlib.closing(connect_reader(DB)) as conn:
             with contextlib.suppress(sqlite3.Error):
                 (count,) = conn.execute("SELECT count(*) FROM etl_runs").fetchone()
                 if count:
@@ -158,7 +159,7 @@ def run_row(run_id: str | None, after_id: int) -> sqlite3.Row | None:
     """The demo's run: ``run_id`` when resuming, else the first run created after row ``after_id``."""
     if not DB.exists():
         return None
-    with contextlib.closing(sqlite3.connect(f"file:{DB}?mode=ro", uri=True)) as conn:
+    with contextlib.closing(connect_reader(DB)) as conn:
         conn.row_factory = sqlite3.Row
         try:
             if run_id:
@@ -207,7 +208,7 @@ def wait_run(
 
 
 def _pages_loaded(run_id: str) -> int:
-    with contextlib.closing(sqlite3.connect(f"file:{DB}?mode=ro", uri=True)) as conn:
+    with contextlib.closing(connect_reader(DB)) as conn:
         return int(conn.execute("SELECT count(*) FROM loaded_pages WHERE run_id=?", (run_id,)).fetchone()[0])
 
 
