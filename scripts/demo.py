@@ -246,8 +246,8 @@ def summary(run: sqlite3.Row, seconds: float, api: str, runs: int, token: tuple[
         f"  database: {DB}",
         f"  files in sftp_data/: {run['raw_file']}, {run['processed_file']}, {run['dlq_file']}",
         f"  API: {api}/etl_runs ({runs} run(s)), docs at {api}/docs (offline)",
-        # A web console served by the API adds its line here.
         f"  token: Authorization: Bearer {token[0]} ({token[1]})",
+        f"  console: {api}/ui/#token={token[0]} (the web console; this link signs in)",
         f"  CORS: {facts['cors']} (ETL_API_CORS_ORIGINS)",
         "  metrics: " + ", ".join(f"{name} {url}" for name, url in facts["metrics"].items()),
         f"  logs: {facts['logs']}",
