@@ -13,6 +13,7 @@ import structlog
 from opentelemetry import trace
 
 from etl_common import metrics, streams, tracing
+from etl_common.clock import STAMP_FORMAT, utc_iso
 from etl_common.errors import PermanentError, TransientError
 from etl_common.files import file_names
 from etl_common.keys import CHANNEL_PHASE1, Keys
@@ -24,7 +25,7 @@ from extractor.source import SourceFailed, fetch_page
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("extractor")
 
-TS_FORMAT = "%Y%m%d_%H%M%S"
+TS_FORMAT = STAMP_FORMAT
 
 
 class AlreadyRunning(TransientError):
@@ -40,20 +41,21 @@ class RunFailed(PermanentError):
 
 
 def _new_run(client: redis.Redis, keys: Keys, trigger: str) -> Checkpoint:
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    # File names carry the start second: never reuse the previous run's.
+    started = datetime.now(timezone.utc)
+    stamp = started.replace(microsecond=0)
+    # File names carry a second: never reuse the previous run's. Only the names move; started_at stays true.
     last = client.get(f"{keys.prefix}last_run_ts")
     if last:
         prev = datetime.strptime(streams.text(last), TS_FORMAT).replace(tzinfo=timezone.utc)
-        now = max(now, prev + timedelta(seconds=1))
-    run_ts = now.strftime(TS_FORMAT)
+        stamp = max(stamp, prev + timedelta(seconds=1))
+    run_ts = stamp.strftime(TS_FORMAT)
     client.set(f"{keys.prefix}last_run_ts", run_ts)
     # Run-now requests made before this moment are satisfied by this run.
     client.set(f"{keys.prefix}last_run_started", time.time())
     return Checkpoint(
         run_id=f"{run_ts}_{secrets.token_hex(3)}",
         run_ts=run_ts,
-        started_at=now.isoformat(),
+        started_at=utc_iso(started),
         trigger=trigger,
         raw_file=file_names(run_ts)["raw_file"],
     )
@@ -65,7 +67,13 @@ def emit(pipe: Any, keys: Keys, event: dict[str, Any], traceparent: str | None) 
 
 
 def _wait_for_backlog(
-    client: redis.Redis, keys: Keys, limit: int, beat: Callable[[], None], lock: Any, lease_s: float
+    client: redis.Redis,
+    keys: Keys,
+    limit: int,
+    beat: Callable[[], None],
+    lock: Any,
+    lease_s: float,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Backpressure: consumed entries are deleted, so the stream lengths are the backlog.
 
@@ -74,6 +82,8 @@ def _wait_for_backlog(
     """
     started = last_extend = time.monotonic()
     while _backlog(client, keys) > limit:
+        if should_stop():
+            raise Interrupted("stop requested while waiting on backpressure; the checkpoint keeps the run's place")
         beat()
         if time.monotonic() - last_extend > lease_s / 3:
             lock.extend(lease_s, replace_ttl=True)
@@ -170,7 +180,9 @@ def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat
         while True:
             if should_stop():
                 raise Interrupted("stop requested; the checkpoint keeps the run's place")
-            _wait_for_backlog(client, keys, settings.raw_backlog_max_pages, beat, lock, settings.lock_ttl_s)
+            _wait_for_backlog(
+                client, keys, settings.raw_backlog_max_pages, beat, lock, settings.lock_ttl_s, should_stop
+            )
             t0 = time.monotonic()
             with tracer.start_as_current_span("extract.page", attributes={"etl.page": cp.next_page}):
                 try:

@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 import structlog
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from etl_common import metrics
+from etl_common import metrics, retry
 from etl_common.errors import PermanentError, TransientError
 from extractor.pagejson import QUARANTINE, quarantined, read_page
 
@@ -110,7 +110,7 @@ def fetch_page(
             error=str(exc),
         )
 
-    retrying = Retrying(
+    retrying = retry.retrying(
         stop=stop_after_attempt(len(delays) + 1),
         wait=_Wait(delays, retry_after_max_s),
         retry=retry_if_exception_type(SourceUnavailable),

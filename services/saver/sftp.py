@@ -10,14 +10,13 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from tenacity import (
-    Retrying,
     retry_if_exception_type,
     retry_if_not_exception_type,
     stop_after_attempt,
     wait_exponential,
 )
 
-from etl_common import metrics
+from etl_common import metrics, retry
 from etl_common.errors import TransientError
 from saver import knownhosts
 from saver.settings import SaverSettings
@@ -178,7 +177,7 @@ def _upload_once(s: SaverSettings, files: dict[str, tuple[Path, str]]) -> dict[s
 
 def upload(s: SaverSettings, files: dict[str, tuple[Path, str]]) -> dict[str, str]:
     """Upload ``kind -> (local path, remote name)``; retried with backoff, UploadFailed when all tries fail."""
-    retrying = Retrying(
+    retrying = retry.retrying(
         stop=stop_after_attempt(s.sftp_attempts),
         wait=wait_exponential(multiplier=s.sftp_backoff_s, max=60),
         # A key or trust problem will not fix itself in seconds: leave it to the run's own retry.

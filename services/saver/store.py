@@ -2,23 +2,24 @@
 
 import sqlite3
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
+from etl_common.clock import stamp_iso, utc_iso
 from etl_common.db import connect_writer
 from etl_common.files import file_names
 from saver.migrate import migrate
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now in the project's one timestamp format (etl_common.clock)."""
+    return utc_iso()
 
 
 def ts_iso(run_ts: str) -> str:
-    """``20261125_204033`` -> ``2026-11-25T20:40:33Z``."""
-    return datetime.strptime(run_ts, "%Y%m%d_%H%M%S").strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``20261125_204033`` -> ``2026-11-25T20:40:33.000Z``."""
+    return stamp_iso(run_ts)
 
 
 def _str(v: Any) -> str | None:
@@ -301,9 +302,11 @@ class Store:
 
     def _finish(self, run_id: str, status: str, error: str | None) -> None:
         finished = now_iso() if status == "succeeded" else None
+        # Never before the start, even when the extractor's clock runs ahead of this host's (one format: text order).
         self.conn.execute(
-            "UPDATE etl_runs SET status=?, error=?, finished_at=COALESCE(?, finished_at), updated_at=? WHERE run_id=?",
-            (status, error, finished, now_iso(), run_id),
+            "UPDATE etl_runs SET status=?, error=?, updated_at=?, finished_at=COALESCE("
+            "CASE WHEN started_at > ? THEN started_at ELSE ? END, finished_at) WHERE run_id=?",
+            (status, error, now_iso(), finished, finished, run_id),
         )
 
 

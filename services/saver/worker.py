@@ -10,6 +10,7 @@ import orjson
 import redis
 import structlog
 from opentelemetry import trace
+from tenacity import RetryCallState, wait_exponential
 
 from etl_common import metrics, streams, tracing
 from etl_common.errors import PermanentError
@@ -48,8 +49,10 @@ class Worker(StreamWorker[SaverSettings]):
             settings, client, heartbeat, stopper, GROUP_SAVER, lambda keys: [keys.processed_stream, keys.events_stream]
         )
         self.store = store
-        # run_id -> (monotonic time of the next upload try, current delay)
-        self.upload_due: dict[str, tuple[float, float]] = {}
+        # run_id -> (monotonic time of the next upload try, failed tries so far)
+        self.upload_due: dict[str, tuple[float, int]] = {}
+        # The same tenacity strategy as every other retry, spread over turns instead of slept in one.
+        self.upload_wait = wait_exponential(multiplier=settings.upload_retry_s, max=settings.upload_retry_max_s)
         self.run_traces: dict[str, str] = {}
 
     def serve(self) -> None:
@@ -57,7 +60,7 @@ class Worker(StreamWorker[SaverSettings]):
         log.info("saver ready", db=self.settings.db_path, consumer=self.reader.consumer)
         self._restore_last_run()
         for run_id in self.store.runs_owing_upload():
-            self.upload_due[run_id] = (0.0, self.settings.upload_retry_s)
+            self.upload_due[run_id] = (0.0, 0)
         self.finish_runs()
         serve_loop(self.turn, self.reader.setup, self.heartbeat, self.stopper)
         log.info("saver stopped")
@@ -216,10 +219,17 @@ class Worker(StreamWorker[SaverSettings]):
         self._succeeded(run_id, remote)
 
     def _defer(self, run_id: str, error: str) -> None:
-        """The run stays upload_pending with ``error`` shown; the next try is due after a doubling delay."""
-        _, delay = self.upload_due.get(run_id, (0.0, self.settings.upload_retry_s / 2))
-        delay = min(delay * 2, self.settings.upload_retry_max_s)
-        self.upload_due[run_id] = (time.monotonic() + delay, delay)
+        """The run stays upload_pending with ``error`` shown; the next try is due after a doubling delay.
+
+        The delay is ``ETL_UPLOAD_RETRY_S`` doubled at each failure up to ``ETL_UPLOAD_RETRY_MAX_S``
+        (tenacity's ``wait_exponential``); the saver keeps serving meanwhile.
+        """
+        _, failures = self.upload_due.get(run_id, (0.0, 0))
+        failures += 1
+        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = failures
+        delay = self.upload_wait(state)
+        self.upload_due[run_id] = (time.monotonic() + delay, failures)
         self.store.mark(run_id, "upload_pending", error)
         metrics.RUNS.labels(stage="save", outcome="upload_pending").inc()
         log.error("upload failed; run is upload_pending", run_id=run_id, error=error, retry_in_s=delay)
