@@ -139,12 +139,16 @@ class Stack:
         )
         return t0
 
-    def wait_run(self, after: float, timeout_s: float) -> sqlite3.Row:
+    def wait_run(self, after: float, timeout_s: float, seen: dict | None = None) -> sqlite3.Row:
+        """The run started after ``after`` once final; ``seen`` gets status -> (time, CPU per role) when first seen."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             row = tb.latest_run(self.db)
-            if row is not None and row["status"] in FINAL and (_ts(row["started_at"]) or 0) >= after - 1:
-                return row
+            if row is not None and (_ts(row["started_at"]) or 0) >= after - 1:
+                if seen is not None and row["status"] not in seen:
+                    seen[row["status"]] = (time.time(), self.cpu())
+                if row["status"] in FINAL:
+                    return row
             time.sleep(0.005)
         raise TimeoutError(f"no finished run after {timeout_s}s; logs in {self.base / 'logs'}")
 
@@ -214,28 +218,46 @@ def ceiling(source_url: str, total: int, page_size: int, base: Path, batch_pages
     return total / busy
 
 
+def measure(stack: Stack, n: int) -> dict:
+    """Trigger one run of ``n`` users on a started stack and wait for it: rate, stages, tail, CPU and RSS."""
+    load0 = os.getloadavg()[0]
+    cpu0 = stack.cpu()
+    t0 = stack.trigger()
+    seen: dict = {}
+    run = stack.wait_run(t0, timeout_s=max(120.0, n / 500), seen=seen)
+    cpu1 = stack.cpu()
+    cpu = {k: (v - cpu0[k]) * 1e6 / n for k, v in cpu1.items()}
+    elapsed = (_ts(run["finished_at"]) or time.time()) - t0
+    st = stages(stack, run, t0)
+    # The tail: from the last page loaded (loaded_pages) to `succeeded` (files written, then the SFTP upload).
+    tail_s = st["succeeded"] - st["loaded"] if "succeeded" in st and "loaded" in st else float("nan")
+    # CPU of the tail, from the moment the run was first seen 'loaded' (polled every 5 ms) to the end.
+    at_loaded = seen.get("loaded", (None, None))[1]
+    tail_cpu = {k: (v - at_loaded[k]) * 1e6 / n for k, v in cpu1.items()} if at_loaded else {}
+    return {
+        "n": n,
+        "status": run["status"],
+        "seconds": elapsed,
+        "rate": n / elapsed,
+        "valid": run["valid_count"],
+        "invalid": run["invalid_count"],
+        "stages": st,
+        "tail_s": tail_s,
+        "tail_share": tail_s / st["succeeded"] if "succeeded" in st else float("nan"),
+        "tail_cpu": tail_cpu,
+        "peaks": stack.peaks(),
+        "split": split(stack),
+        "cpu": cpu,
+        "load": (load0, os.getloadavg()[0]),
+    }
+
+
 def bench_size(n: int, sftp: tb.Sftp, work: Path, transformers: int, page_size: int, pool: int) -> dict:
     base = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=work))
     stack = Stack(base, sftp, n, transformers, page_size, pool)
     profilers = profile(stack) if os.environ.get("BENCH_PROFILE") else []
     try:
-        cpu0 = stack.cpu()
-        t0 = stack.trigger()
-        run = stack.wait_run(t0, timeout_s=max(120.0, n / 500))
-        cpu = {k: (v - cpu0[k]) * 1e6 / n for k, v in stack.cpu().items()}
-        elapsed = (_ts(run["finished_at"]) or time.time()) - t0
-        result = {
-            "n": n,
-            "status": run["status"],
-            "seconds": elapsed,
-            "rate": n / elapsed,
-            "valid": run["valid_count"],
-            "invalid": run["invalid_count"],
-            "stages": stages(stack, run, t0),
-            "peaks": stack.peaks(),
-            "split": split(stack),
-            "cpu": cpu,
-        }
+        result = measure(stack, n)
         # The ceiling runs with the workers stopped, on the same source and data.
         for role in [r for r in stack.roles if r != "source"]:
             stack.roles[role].stop()
@@ -298,16 +320,30 @@ def small_runs(sftp: tb.Sftp, work: Path, times: int) -> list[float]:
 
 
 def report(r: dict) -> None:
-    frac = r["rate"] / r["ceiling"] if r["ceiling"] else float("nan")
+    frac = r["rate"] / r["ceiling"] if r.get("ceiling") else float("nan")
     print(
         f"  N={r['n']:,}: {r['status']} in {r['seconds']:.2f} s = {r['rate']:,.0f} users/s "
-        f"({r['valid']:,} valid, {r['invalid']:,} invalid); ceiling {r['ceiling']:,.0f} users/s -> {frac:.0%}"
+        f"({r['valid']:,} valid, {r['invalid']:,} invalid); ceiling {r.get('ceiling', 0):,.0f} users/s -> {frac:.0%}"
+        f"; load average {r['load'][0]:.2f} -> {r['load'][1]:.2f}"
     )
     print("    stage ends (s after trigger): " + ", ".join(f"{k} {v}" for k, v in r["stages"].items()))
+    tail_cpu = r["tail_cpu"]
+    print(
+        f"    tail (last page loaded -> succeeded: files, upload): {r['tail_s']:.2f} s = "
+        f"{r['tail_share']:.0%} of the run"
+        + (
+            f"; its CPU per user (us): {sum(tail_cpu.values()):.0f} = "
+            + ", ".join(f"{k} {v:.0f}" for k, v in tail_cpu.items() if v >= 0.5)
+            if tail_cpu
+            else ""
+        )
+    )
     print("    peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in r["peaks"].items()))
+    stack_cpu = sum(v for k, v in r["cpu"].items() if k != "source")
     print(
         f"    CPU per user (us): {sum(r['cpu'].values()):.0f} = "
         + ", ".join(f"{k} {v:.0f}" for k, v in r["cpu"].items())
+        + f" (pipeline without the source: {stack_cpu:.0f})"
     )
     print("    pages per transformer: " + ", ".join(f"{k} {v}" for k, v in r["split"].items()), flush=True)
 
@@ -350,7 +386,9 @@ def main() -> int:
                 f"N={n:,} x{transformers} transformer(s), page {page_size}: median {statistics.median(rates):,.0f} "
                 f"users/s ({', '.join(f'{x:,.0f}' for x in rates)}), ceiling {ceil:,.0f} users/s "
                 f"({statistics.median(rates) / ceil:.0%}), max service peak RSS {rss:.0f} MB, redis peak "
-                f"{max(r['peaks']['redis used_memory_peak'] for r in results):.0f} MB"
+                f"{max(r['peaks']['redis used_memory_peak'] for r in results):.0f} MB, tail "
+                f"{statistics.median(r['tail_share'] for r in results):.0%} of the run, CPU per user "
+                f"{statistics.median(sum(r['cpu'].values()) for r in results):.0f} us (median)"
             )
     finally:
         sftp.stop()
