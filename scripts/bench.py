@@ -48,13 +48,29 @@ def vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a live process has used: robust to other load on the machine."""
+def cpu_s(pid: int, children: bool = False) -> float:
+    """CPU seconds (user + system) a live process has used: robust to other load on the machine.
+
+    With ``children`` the CPU of its children that have exited and been waited for is added (sshd's sessions).
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+        return ticks / os.sysconf("SC_CLK_TCK")
     except OSError:
         return float("nan")
+
+
+def _wait_children_gone(pid: int, timeout_s: float = 3.0) -> None:
+    """Wait (bounded) until ``pid`` has no child left, so their CPU is in its cutime/cstime."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if not Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+                return
+        except OSError:
+            return
+        time.sleep(0.05)
 
 
 def _ts(iso: str | None) -> float | None:
@@ -80,7 +96,7 @@ class Stack:
     def __init__(
         self, base: Path, sftp: tb.Sftp, count: int, transformers: int, page_size: int, pool: int, real: bool = False
     ) -> None:
-        self.base, self.procs, self.roles = base, [], {}
+        self.base, self.procs, self.roles, self.sftp = base, [], {}, sftp
         self.redis = tb.start_redis(base / "redis", aof=True)
         self.roles["redis"] = self.redis.proc
         port = tb.free_port()
@@ -221,11 +237,15 @@ def ceiling(source_url: str, total: int, page_size: int, base: Path, batch_pages
 def measure(stack: Stack, n: int) -> dict:
     """Trigger one run of ``n`` users on a started stack and wait for it: rate, stages, tail, CPU and RSS."""
     load0 = os.getloadavg()[0]
-    cpu0 = stack.cpu()
+    sshd = stack.sftp.proc.popen.pid if stack.sftp.proc else 0
+    sshd0, cpu0 = cpu_s(sshd, children=True), stack.cpu()
     t0 = stack.trigger()
     seen: dict = {}
     run = stack.wait_run(t0, timeout_s=max(120.0, n / 500), seen=seen)
     cpu1 = stack.cpu()
+    # The SFTP server's share (its session processes, counted once reaped): the receiving end, not ours.
+    _wait_children_gone(sshd)
+    sshd_us = (cpu_s(sshd, children=True) - sshd0) * 1e6 / n
     cpu = {k: (v - cpu0[k]) * 1e6 / n for k, v in cpu1.items()}
     elapsed = (_ts(run["finished_at"]) or time.time()) - t0
     st = stages(stack, run, t0)
@@ -245,6 +265,7 @@ def measure(stack: Stack, n: int) -> dict:
         "tail_s": tail_s,
         "tail_share": tail_s / st["succeeded"] if "succeeded" in st else float("nan"),
         "tail_cpu": tail_cpu,
+        "sshd_cpu": sshd_us,
         "peaks": stack.peaks(),
         "split": split(stack),
         "cpu": cpu,
@@ -337,6 +358,7 @@ def report(r: dict) -> None:
             if tail_cpu
             else ""
         )
+        + f"; SFTP server (sshd) {r['sshd_cpu']:.0f} us per user, not counted above"
     )
     print("    peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in r["peaks"].items()))
     stack_cpu = sum(v for k, v in r["cpu"].items() if k != "source")
