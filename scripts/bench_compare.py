@@ -144,6 +144,13 @@ def main() -> int:
                     f"load {d['load'][0]:.1f}->{d['load'][1]:.1f}",
                     flush=True,
                 )
+                print(
+                    "    pipeline CPU per user by process (us): "
+                    + ", ".join(f"{k} {v:.0f}" for k, v in r["cpu"].items())
+                    + "; stage ends (s): "
+                    + ", ".join(f"{k} {v}" for k, v in r["stages"].items()),
+                    flush=True,
+                )
             redis = max(r["redis_mb"] for r in mine)
             table += [
                 _row(f"{n:,}: this pipeline", mine, f" per service (Redis {redis:.0f})"),
