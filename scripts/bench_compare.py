@@ -12,6 +12,7 @@ BENCH_PAGE_SIZE (100), BENCH_POOL (1000), BENCH_TRANSFORMERS (1).
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -83,8 +84,10 @@ def pair(py: str, sftp: tb.Sftp, work: Path, n: int, page_size: int, pool: int, 
     finally:
         stack.stop()
         bench._clean(base, sftp)
+        # dlt's database and its load packages are data (hundreds of MB at 1,000,000), not logs.
         for f in (base / "dlt").glob("*.db"):
             f.unlink()
+        shutil.rmtree(base / "dlt" / "pipelines", ignore_errors=True)
     return mine, theirs
 
 
