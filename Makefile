@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench kind-up kind-down helm-lint helm-template
+.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench bench-compare kind-up kind-down helm-lint helm-template
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ bench-encrypt: env ## Benchmark: peak memory of the saver's age encryption on 1 
 
 bench: env ## Benchmark: end-to-end users/s, stage times, peak RSS vs an in-run ceiling (BENCH_SIZES=10000,100000 ...)
 	@$(PY) scripts/bench.py
+
+bench-compare: env ## Benchmark: this pipeline vs dlt on the same source, alternating (BENCH_COMPARE_SIZES, BENCH_COMPARE_REPEAT)
+	@$(PY) scripts/bench_compare.py
 
 bench-api: env ## Benchmark: API req/s and p50/p99 on a 100,000-user database, 1 and 2 workers, wrk (USERS=...)
 	@$(PY) scripts/bench_api.py --users $(or $(USERS),100000)
