@@ -59,6 +59,8 @@ class Engine:
         self.pidfile = Path(f"/run/{name}.pid")
         self.log = Path(tempfile.gettempdir()) / f"{name}-dockerd.log"
         self.proc: subprocess.Popen | None = None
+        self.python_image = ""  # the stand-in Python image, once built
+        self.started = time.monotonic()
         # Debian's client matches its daemon; another client on PATH may be newer than the daemon.
         self.client = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
 
@@ -70,8 +72,19 @@ class Engine:
     def start(self, timeout_s: float = 90) -> None:
         self._stop_stale()
         self.exec_root.mkdir(parents=True, exist_ok=True)
-        log = self.log.open("w")
-        self.proc = subprocess.Popen(
+        with self.log.open("w") as log:
+            self.proc = self._spawn(log)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise EngineError(f"dockerd exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            if subprocess.run([self.client, "version"], env=self.env, capture_output=True).returncode == 0:
+                return
+            time.sleep(0.5)
+        raise EngineError(f"dockerd did not answer in {timeout_s}s:\n{self.log.read_text()[-3000:]}")
+
+    def _spawn(self, log) -> subprocess.Popen:
+        return subprocess.Popen(
             [
                 shutil.which("dockerd") or "/usr/sbin/dockerd",
                 "-H",
@@ -93,14 +106,6 @@ class Engine:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise EngineError(f"dockerd exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            if subprocess.run([self.client, "version"], env=self.env, capture_output=True).returncode == 0:
-                return
-            time.sleep(0.5)
-        raise EngineError(f"dockerd did not answer in {timeout_s}s:\n{self.log.read_text()[-3000:]}")
 
     def _stop_stale(self) -> None:
         """A daemon of this name left by a run that was killed: stop it by its pidfile."""
@@ -150,10 +155,10 @@ class Engine:
                     self.proc.kill()
                     self.proc.wait(10)
             self.proc = None
-            shutil.rmtree(self.exec_root, ignore_errors=True)
+            _remove_tree(self.exec_root)
             self.sock.unlink(missing_ok=True)
             if not self.keep_images:
-                _remove_data_root(self.data_root)
+                _remove_tree(self.data_root)
 
     # --- images ------------------------------------------------------------------------------------
     def build_base(self, workdir: Path) -> None:
@@ -193,8 +198,8 @@ class Engine:
         )  # fmt: skip
 
 
-def _remove_data_root(path: Path) -> None:
-    """The daemon's data root; overlay mounts left by a killed daemon are unmounted first."""
+def _remove_tree(path: Path) -> None:
+    """A folder of the daemon; mounts left under it (overlays, network namespaces) are unmounted first."""
     if not path.exists():
         return
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if str(path) in line]

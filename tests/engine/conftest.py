@@ -1,0 +1,66 @@
+"""The private Docker engine of the engine tests: started once, images built once, all of it removed at the end.
+
+ETL_ENGINE_KEEP_IMAGES=1 keeps the daemon's data root (stand-ins and images) for a faster next run;
+containers, networks and volumes are removed either way, and the daemon is always stopped.
+"""
+
+import atexit
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testbed import chart
+from testbed import engine as eng
+from tests.compose.composefile import COMPOSE, SERVICES, dockerfile
+
+# `make engine-test` prints this file last: one line per scenario (run id, counts, time taken).
+SUMMARY = Path(tempfile.gettempdir()) / "etl-engine-summary.txt"
+
+
+def standin_tags() -> dict[str, list[str]]:
+    """Stand-in kind -> every image name the Dockerfile, the compose file and the chart (defaults) use for it."""
+    compose = yaml.safe_load(COMPOSE.read_text())["services"]
+    values = yaml.safe_load((chart.CHART / "values.yaml").read_text())
+    redis = {compose["redis"]["image"], f"{values['redis']['image']['repository']}:{values['redis']['image']['tag']}"}
+    sftp = {compose["sftp"]["image"], f"{values['sftp']['image']['repository']}:{values['sftp']['image']['tag']}"}
+    python = {base.split()[0] for base in dockerfile("api").stages() if base.startswith("python:")}
+    return {"python": sorted(python), "redis": sorted(redis), "sftp": sorted(sftp)}
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory):
+    """A started private engine with the stand-ins and the four project images (etl-<service>:<tag>)."""
+    why = eng.usable()
+    if why:
+        pytest.skip(why)
+    started = time.monotonic()
+    SUMMARY.unlink(missing_ok=True)
+    eng.install_packages()
+    e = eng.Engine(keep_images=os.environ.get("ETL_ENGINE_KEEP_IMAGES") == "1")
+    atexit.register(e.close)  # also when the session is interrupted
+    try:
+        e.start()
+        work = tmp_path_factory.mktemp("engine")
+        e.build_base(work)
+        tags = standin_tags()
+        e.build_standins(work, {kind: names[0] for kind, names in tags.items()})
+        for names in tags.values():
+            for name in names[1:]:
+                e.docker("tag", names[0], name)
+        compose = yaml.safe_load(COMPOSE.read_text())["services"]
+        for name in SERVICES:
+            # The compose file's own build section: the one Dockerfile, SERVICE as the build argument.
+            assert compose[name]["build"]["args"] == {"SERVICE": name}
+            e.build_service(name, compose[name]["image"])
+        e.python_image = tags["python"][0]
+        e.started = started
+        yield e
+    finally:
+        e.close()
+        left = [p for p in (e.sock, e.exec_root) if p.exists()]
+        assert not left, f"the engine left {left}"
+
