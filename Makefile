@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench kind-up kind-down helm-lint helm-template
+.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench engine-test kind-up kind-down helm-lint helm-template
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ keys: env ## Generate the SFTP client key, host keys and known_hosts for compose
 
 compose-check: env ## Lint the Dockerfiles, validate docker-compose.yml, run it as local processes
 	@$(PY) -m pytest -q tests/compose
+
+engine-test: env ## Compose and the chart's pods on a private Docker engine (root): build, up, a run, checks, cleanup
+	@$(PY) -m pytest -q tests/engine
+	@cat .run/engine/summary.txt
 
 clean: ## Remove local data of the demo
 	rm -rf database sftp_data data .run

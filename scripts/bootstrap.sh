@@ -7,13 +7,18 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
+# tests/engine (root only): Debian's Docker engine and mmdebstrap for the stand-in base images.
+if [ "$(id -u)" = 0 ]; then
+  command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+  command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     # Packages start their daemons; the project runs its own on other ports.
-    systemctl disable --now redis-server ssh >/dev/null 2>&1 || true
+    systemctl disable --now redis-server ssh docker.socket docker containerd >/dev/null 2>&1 || true
   else
     echo "missing: ${need[*]}; install them with: sudo apt-get install -y ${need[*]}" >&2
     exit 1

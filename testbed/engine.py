@@ -123,11 +123,11 @@ class Engine:
 
     def docker(self, *args: str, check: bool = True, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
         """Run the docker client against this daemon; output captured as text; EngineError when check fails."""
-        out = subprocess.run(
-            [self.client, *args], env=self.env, capture_output=True, text=True, timeout=timeout, **kw
-        )
+        out = subprocess.run([self.client, *args], env=self.env, capture_output=True, text=True, timeout=timeout, **kw)
         if check and out.returncode != 0:
-            raise EngineError(f"docker {' '.join(args)} exited {out.returncode}:\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
+            raise EngineError(
+                f"docker {' '.join(args)} exited {out.returncode}:\n{out.stdout[-2000:]}{out.stderr[-3000:]}"
+            )
         return out
 
     def has_image(self, ref: str) -> bool:
@@ -188,7 +188,9 @@ class Engine:
             shutil.copytree(PIP_CONFIG[1], pip / "xdg" / "pip", dirs_exist_ok=True)
         for kind, tag in tags.items():
             if not self.has_image(tag):
-                self.docker("build", "--network", "host", "-q", "-f", str(ctx / f"{kind}.Dockerfile"), "-t", tag, str(ctx))
+                self.docker(
+                    "build", "--network", "host", "-q", "-f", str(ctx / f"{kind}.Dockerfile"), "-t", tag, str(ctx)
+                )
 
     def build_service(self, service: str, tag: str) -> None:
         """One project image from the project's Dockerfile as it is, SERVICE naming the service."""

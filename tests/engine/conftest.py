@@ -6,9 +6,7 @@ containers, networks and volumes are removed either way, and the daemon is alway
 
 import atexit
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,8 +15,14 @@ from testbed import chart
 from testbed import engine as eng
 from tests.compose.composefile import COMPOSE, SERVICES, dockerfile
 
-# `make engine-test` prints this file last: one line per scenario (run id, counts, time taken).
-SUMMARY = Path(tempfile.gettempdir()) / "etl-engine-summary.txt"
+# `make engine-test` prints this file: one line per scenario (run id, counts, time taken), then the total.
+SUMMARY = chart.ROOT / ".run" / "engine" / "summary.txt"
+
+
+def record(line: str) -> None:
+    """Add one scenario's line to the summary."""
+    with SUMMARY.open("a") as f:
+        f.write(line.rstrip("\n") + "\n")
 
 
 def standin_tags() -> dict[str, list[str]]:
@@ -38,6 +42,7 @@ def engine(tmp_path_factory):
     if why:
         pytest.skip(why)
     started = time.monotonic()
+    SUMMARY.parent.mkdir(parents=True, exist_ok=True)
     SUMMARY.unlink(missing_ok=True)
     eng.install_packages()
     e = eng.Engine(keep_images=os.environ.get("ETL_ENGINE_KEEP_IMAGES") == "1")
@@ -61,6 +66,10 @@ def engine(tmp_path_factory):
         yield e
     finally:
         e.close()
-        left = [p for p in (e.sock, e.exec_root) if p.exists()]
-        assert not left, f"the engine left {left}"
-
+    left = [p for p in (e.sock, e.exec_root, e.pidfile) if p.exists()]
+    assert not left, f"the engine left {left}"
+    scenarios = SUMMARY.read_text().splitlines() if SUMMARY.exists() else []
+    record(
+        f"engine-test: {len(scenarios)} scenarios on a private dockerd, images built and removed, "
+        f"daemon stopped; {time.monotonic() - started:.0f}s in all"
+    )

@@ -24,7 +24,7 @@ import yaml
 
 import testbed as tb
 from tests.compose.composefile import COMPOSE, ROOT, parse_dotenv
-from tests.engine.conftest import SUMMARY
+from tests.engine.conftest import record
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine, pytest.mark.timeout(900)]
 USERS = 6000
@@ -56,8 +56,8 @@ def _override(proj: Path, api_port: int) -> Path:
         "services": {
             "source": {
                 "image": "etl-api:1.0.0",
-                "command": ["python3", "-m", "dummyjson", "--host", "0.0.0.0", "--port", "8001",  # noqa: S104
-                            "--count", str(USERS), "--bad-every", str(BAD_EVERY), "--pool", "500"],  # fmt: skip
+                "command": f"python3 -m dummyjson --host 0.0.0.0 --port 8001 --count {USERS} "
+                f"--bad-every {BAD_EVERY} --pool 500".split(),
                 "environment": {"PYTHONPATH": "/src"},
                 "volumes": [f"{ROOT / 'services' / 'dummyjson'}:/src/dummyjson:ro"],
                 "user": "65534:65534",
@@ -218,9 +218,8 @@ def test_compose_up_runs_the_pipeline_on_the_engine(engine, tmp_path):
     }
     assert not any(left.values()), left
     took = time.monotonic() - started
-    SUMMARY.write_text(
-        (SUMMARY.read_text() if SUMMARY.exists() else "")
-        + f"compose: run {rid} succeeded, raw={raw} valid={valid} invalid={invalid}, 3 files decrypted, "
-        f"saver restarted mid-run, {took:.0f}s (engine total {time.monotonic() - engine.started:.0f}s)\n"
+    record(
+        f"compose: run {rid} succeeded, raw={raw} valid={valid} invalid={invalid}, 3 files decrypted, "
+        f"saver restarted mid-run, {took:.0f}s"
     )
     shutil.rmtree(proj, ignore_errors=True)
