@@ -122,12 +122,12 @@ class Engine:
                 time.sleep(0.1)
 
     def docker(self, *args: str, check: bool = True, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
-        """Run the docker client against this daemon; output captured as text; EngineError when check fails."""
-        out = subprocess.run([self.client, *args], env=self.env, capture_output=True, text=True, timeout=timeout, **kw)
+        """Run the docker client on this daemon; output captured (text unless text=False); EngineError on failure."""
+        kw.setdefault("text", True)
+        out = subprocess.run([self.client, *args], env=self.env, capture_output=True, timeout=timeout, **kw)
         if check and out.returncode != 0:
-            raise EngineError(
-                f"docker {' '.join(args)} exited {out.returncode}:\n{out.stdout[-2000:]}{out.stderr[-3000:]}"
-            )
+            stdout, stderr = (s if isinstance(s, str) else s.decode(errors="replace") for s in (out.stdout, out.stderr))
+            raise EngineError(f"docker {' '.join(args)} exited {out.returncode}:\n{stdout[-2000:]}{stderr[-3000:]}")
         return out
 
     def has_image(self, ref: str) -> bool:
