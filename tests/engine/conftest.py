@@ -73,3 +73,8 @@ def engine(tmp_path_factory):
         f"engine-test: {len(scenarios)} scenarios on a private dockerd, images built and removed, "
         f"daemon stopped; {time.monotonic() - started:.0f}s in all"
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    """The engine tests last, so the daemon (a session fixture) stops as soon as they are done."""
+    items.sort(key=lambda item: "tests/engine/" in item.nodeid.replace("\\", "/"))
