@@ -5,7 +5,8 @@ given inline (as `make kind-up` gives them in Secrets). What only a cluster prov
 source URL points at a DummyJSON-compatible server on the test's network. Each pod runs with its
 securityContext, env, mounted Secrets/ConfigMaps and volumes (tests/engine/podrun.py); Services are
 network names; the startup and readiness probes gate as the kubelet's do; then a run succeeds, every
-probe answers, no container restarted, and the `helm test` pod passes.
+probe answers, no container restarted, the `helm test` pod passes, the CronJob's pod performs a run,
+and every pod stops on SIGTERM within its grace period.
 """
 
 import json
@@ -156,6 +157,24 @@ def test_chart_pods_run_on_the_engine(engine, tmp_path, values_name):
         logs = engine.docker("logs", tester)
         assert code == 0, logs.stdout + logs.stderr
         assert "latest run:" in logs.stdout and "succeeded" in logs.stdout
+
+        # extractor.mode=cronjob: the Job's pod (its own rendering) performs a second run and exits 0.
+        cron_objs = k8s.render_objects(chart._merge(values, {"extractor": {"mode": "cronjob"}}))
+        (cronjob,) = [o for o in cron_objs if o["kind"] == "CronJob"]
+        job = runner.run(runner.cluster.pod(cronjob), restart="no")
+        code = int(engine.docker("wait", job, timeout=300).stdout.strip())
+        assert code == 0, engine.docker("logs", "--tail", "60", job).stderr
+        latest = httpx.get(f"{api}/etl_runs", headers=auth, timeout=10).json()
+        latest = (latest.get("items", latest) if isinstance(latest, dict) else latest)[0]
+        assert latest["run_id"] != run["run_id"] and latest["status"] == "succeeded", latest
+
+        # SIGTERM, as the kubelet sends it: every service ends within its grace period, by itself.
+        for c in reversed(containers):
+            grace = runner.started[c].spec.get("terminationGracePeriodSeconds", 30)
+            engine.docker("stop", "-t", str(grace), c, timeout=grace + 30)
+            code = int(engine.docker("inspect", "-f", "{{.State.ExitCode}}", c).stdout.strip())
+            # uvicorn re-raises SIGTERM after its graceful shutdown (143); 137 would be the SIGKILL.
+            assert code in (0, 143), f"{c} exited {code}\n{runner.logs()}"
     except BaseException:
         print(runner.logs())
         raise
@@ -166,5 +185,5 @@ def test_chart_pods_run_on_the_engine(engine, tmp_path, values_name):
     record(
         f"chart ({values_name}): run {run['run_id']} succeeded, valid={run['valid_count']} "
         f"invalid={run['invalid_count']}, {decrypted} files decrypted, helm test passed, "
-        f"{time.monotonic() - started:.0f}s"
+        f"cronjob run {latest['run_id']}, {time.monotonic() - started:.0f}s"
     )
