@@ -8,6 +8,7 @@ and compose file name (python:*-alpine, redis:*-alpine, atmoz/sftp) are local st
 Debian root filesystem made by mmdebstrap (testbed/standins/). Needs root.
 """
 
+import hashlib
 import os
 import shutil
 import signal
@@ -50,14 +51,15 @@ def install_packages() -> None:
 class Engine:
     """One private dockerd: start(), docker(...), then close() removes all it made and stops it."""
 
-    def __init__(self, name: str = "etl-engine", keep_images: bool = False) -> None:
-        self.name = name
+    def __init__(self, name: str = "", keep_images: bool = False) -> None:
+        # One daemon per checkout: engine tests of two checkouts on one machine never share or stop each other's.
+        self.name = name or f"etl-engine-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]}"
         self.keep_images = keep_images
-        self.sock = Path(f"/run/{name}.sock")
-        self.data_root = Path(f"/var/lib/{name}")
-        self.exec_root = Path(f"/run/{name}-exec")
-        self.pidfile = Path(f"/run/{name}.pid")
-        self.log = Path(tempfile.gettempdir()) / f"{name}-dockerd.log"
+        self.sock = Path(f"/run/{self.name}.sock")
+        self.data_root = Path(f"/var/lib/{self.name}")
+        self.exec_root = Path(f"/run/{self.name}-exec")
+        self.pidfile = Path(f"/run/{self.name}.pid")
+        self.log = Path(tempfile.gettempdir()) / f"{self.name}-dockerd.log"
         self.proc: subprocess.Popen | None = None
         self.python_image = ""  # the stand-in Python image, once built
         self.started = time.monotonic()

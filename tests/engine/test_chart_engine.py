@@ -76,7 +76,7 @@ def test_chart_pods_run_on_the_engine(engine, tmp_path, values_name):
         # Not part of the chart: the source every pod of the release would reach on the internet.
         engine.docker(
             "run", "-d", "--name", f"{runner.name}-source", "--network", runner.network, "--network-alias",
-            "source", "--read-only", "--user", "65534:65534", "-e", "PYTHONPATH=/src", "-v",
+            "source", "--read-only", "--no-healthcheck", "--user", "65534:65534", "-e", "PYTHONPATH=/src", "-v",
             f"{ROOT / 'services' / 'dummyjson'}:/src/dummyjson:ro", "--entrypoint", "python3", "etl-api:1.0.0",
             "-m", "dummyjson", "--host", "0.0.0.0", "--port", "8001", "--count", str(USERS),
             "--bad-every", str(BAD_EVERY),

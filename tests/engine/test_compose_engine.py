@@ -62,6 +62,7 @@ def _override(proj: Path, api_port: int) -> Path:
                 "volumes": [f"{ROOT / 'services' / 'dummyjson'}:/src/dummyjson:ro"],
                 "user": "65534:65534",
                 "read_only": True,
+                "healthcheck": {"disable": True},  # the API image's check is not this server's
             },
             "extractor": {"depends_on": {"source": {"condition": "service_started"}}},
             "api": {"ports": ["127.0.0.1:${ENGINE_API_PORT}:8000"]},
