@@ -70,7 +70,8 @@ def engine(tmp_path_factory):
     assert not left, f"the engine left {left}"
     scenarios = SUMMARY.read_text().splitlines() if SUMMARY.exists() else []
     record(
-        f"engine-test: {len(scenarios)} scenarios on a private dockerd, images built and removed, "
+        f"engine-test: {len(scenarios)} scenarios on a private dockerd, images built and "
+        f"{'kept' if e.keep_images else 'removed'}, "
         f"daemon stopped; {time.monotonic() - started:.0f}s in all"
     )
 

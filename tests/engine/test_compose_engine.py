@@ -5,7 +5,8 @@ the source is a DummyJSON-compatible server on the compose network (nothing outs
 reached) and the run starts from POST /etl_runs, not on start. An override file adds that server and
 publishes the API on a free loopback port. Checked from the host: the run succeeds after a restart of
 the saver in the middle of it, the tables' counts, the three encrypted files on the SFTP folder decrypt
-to the tables' rows, the API answers through its published port; `down -v` leaves nothing.
+to the tables' rows, the API answers through its published port, `stop` ends every service by SIGTERM;
+`down -v` leaves nothing.
 """
 
 import json
@@ -204,6 +205,13 @@ def test_compose_up_runs_the_pipeline_on_the_engine(engine, tmp_path):
         detail = httpx.get(f"{api}/etl_runs/{rid}", headers=auth, timeout=10)
         assert detail.status_code == 200 and detail.json()["status"] == "succeeded"
         assert detail.json()["valid_count"] == valid
+
+        # `docker compose stop`: SIGTERM through tini; each service ends by itself within stop_grace_period.
+        dc("stop", timeout=180)
+        for name in ("extractor", "transformer", "saver", "api"):
+            code = engine.docker("inspect", "-f", "{{.State.ExitCode}}", f"{PROJECT}-{name}-1").stdout.strip()
+            # uvicorn re-raises SIGTERM after its graceful shutdown (143); 137 would be the SIGKILL.
+            assert code in ("0", "143"), f"{name} exited {code}\n{logs()}"
     except BaseException:
         print(logs())
         raise
