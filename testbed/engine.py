@@ -159,6 +159,7 @@ class Engine:
             self.proc = None
             _remove_tree(self.exec_root)
             self.sock.unlink(missing_ok=True)
+            self.pidfile.unlink(missing_ok=True)
             if not self.keep_images:
                 _remove_tree(self.data_root)
 

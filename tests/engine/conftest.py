@@ -6,6 +6,7 @@ containers, networks and volumes are removed either way, and the daemon is alway
 
 import atexit
 import os
+import signal
 import time
 
 import pytest
@@ -19,10 +20,19 @@ from tests.compose.composefile import COMPOSE, SERVICES, dockerfile
 SUMMARY = chart.ROOT / ".run" / "engine" / "summary.txt"
 
 
-def record(line: str) -> None:
-    """Add one scenario's line to the summary."""
+# The short form of each scenario (run id and counts), joined into the summary's last line.
+_SHORT: list[str] = []
+
+
+def record(line: str, short: str) -> None:
+    """Add one scenario's line to the summary, and its short form to the last line."""
+    _SHORT.append(short)
     with SUMMARY.open("a") as f:
         f.write(line.rstrip("\n") + "\n")
+
+
+def _raise_exit(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def standin_tags() -> dict[str, list[str]]:
@@ -47,6 +57,8 @@ def engine(tmp_path_factory):
     eng.install_packages()
     e = eng.Engine(keep_images=os.environ.get("ETL_ENGINE_KEEP_IMAGES") == "1")
     atexit.register(e.close)  # also when the session is interrupted
+    # SIGTERM (a CI timeout, kill) unwinds through the finally below instead of ending the process on the spot.
+    previous = signal.signal(signal.SIGTERM, _raise_exit)
     try:
         e.start()
         work = tmp_path_factory.mktemp("engine")
@@ -65,15 +77,16 @@ def engine(tmp_path_factory):
         e.started = started
         yield e
     finally:
+        signal.signal(signal.SIGTERM, previous)
         e.close()
     left = [p for p in (e.sock, e.exec_root, e.pidfile) if p.exists()]
     assert not left, f"the engine left {left}"
-    scenarios = SUMMARY.read_text().splitlines() if SUMMARY.exists() else []
-    record(
-        f"engine-test: {len(scenarios)} scenarios on a private dockerd, images built and "
-        f"{'kept' if e.keep_images else 'removed'}, "
-        f"daemon stopped; {time.monotonic() - started:.0f}s in all"
-    )
+    kept = "images kept" if e.keep_images else "images removed"
+    with SUMMARY.open("a") as f:
+        f.write(
+            f"engine-test: {'; '.join(_SHORT) or 'no scenario ran'}; {time.monotonic() - started:.0f}s in all, "
+            f"daemon stopped, no container, network or volume left, {kept}\n"
+        )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -185,5 +185,6 @@ def test_chart_pods_run_on_the_engine(engine, tmp_path, values_name):
     record(
         f"chart ({values_name}): run {run['run_id']} succeeded, valid={run['valid_count']} "
         f"invalid={run['invalid_count']}, {decrypted} files decrypted, helm test passed, "
-        f"cronjob run {latest['run_id']}, {time.monotonic() - started:.0f}s"
+        f"cronjob run {latest['run_id']}, {time.monotonic() - started:.0f}s",
+        f"chart {values_name} run {run['run_id']} valid={run['valid_count']} invalid={run['invalid_count']}",
     )

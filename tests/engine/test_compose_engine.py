@@ -229,6 +229,7 @@ def test_compose_up_runs_the_pipeline_on_the_engine(engine, tmp_path):
     took = time.monotonic() - started
     record(
         f"compose: run {rid} succeeded, raw={raw} valid={valid} invalid={invalid}, 3 files decrypted, "
-        f"saver restarted mid-run, {took:.0f}s"
+        f"saver restarted mid-run, {took:.0f}s",
+        f"compose run {rid} raw={raw} valid={valid} invalid={invalid}",
     )
     shutil.rmtree(proj, ignore_errors=True)
