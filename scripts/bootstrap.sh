@@ -24,6 +24,19 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+# Headless Chromium and its WebDriver: only the web console's browser tests need them.
+browser=()
+command -v chromium >/dev/null 2>&1 || browser+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || browser+=(chromium-driver)
+if [ ${#browser[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${browser[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${browser[@]}" >/dev/null
+  else
+    echo "missing: ${browser[*]} (the browser tests need them): sudo apt-get install -y ${browser[*]}" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ] || [ requirements-dev.txt -nt .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt

@@ -1,4 +1,4 @@
-"""Builds the FastAPI application: state, error handlers, CORS and the routers."""
+"""Builds the FastAPI application: state, error handlers, CORS, the routers and the web console."""
 
 import os
 
@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
 
-from api import errors, openapi
+from api import errors, openapi, ui
 from api.cache import ResponseCache
 from api.commands import CommandQueue
 from api.db import Database
@@ -56,5 +56,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_observability(app)
     for module in (health, runs, data, summary, sql):
         app.include_router(module.router)
+    ui.install(app)
     openapi.install(app)
     return app

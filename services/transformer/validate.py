@@ -61,13 +61,8 @@ def problems(record: Any) -> list[str]:
     elif not _is_int(uid):
         errors.append(f"id: {_show(uid)} is not an integer")
 
-    first = record.get("firstName")
-    if first is None:
-        errors.append("firstName: missing")
-    elif not isinstance(first, str):
-        errors.append(f"firstName: {_show(first)} is not a string")
-    elif not first.strip():
-        errors.append("firstName: is blank")
+    if (problem := _text_problem("firstName", record.get("firstName"), "is blank")) is not None:
+        errors.append(problem)
 
     email = record.get("email")
     if email is None or email == "":
@@ -93,10 +88,17 @@ def problems(record: Any) -> list[str]:
     dept = company.get("department") if isinstance(company, dict) else None
     if company is not None and not isinstance(company, dict):
         errors.append(f"company: {_show(company)} is not an object")
-    elif dept is None:
-        errors.append("company.department: missing")
-    elif not isinstance(dept, str):
-        errors.append(f"company.department: {_show(dept)} is not a string")
-    elif not dept.strip():
-        errors.append("company.department: is empty")
+    elif (problem := _text_problem("company.department", dept, "is empty")) is not None:
+        errors.append(problem)
     return errors
+
+
+def _text_problem(name: str, value: Any, blank: str) -> str | None:
+    """Why a required text field fails (missing, not a string, only whitespace: ``blank`` words it), or None."""
+    if value is None:
+        return f"{name}: missing"
+    if not isinstance(value, str):
+        return f"{name}: {_show(value)} is not a string"
+    if not value.strip():
+        return f"{name}: {blank}"
+    return None
