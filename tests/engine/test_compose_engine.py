@@ -147,6 +147,9 @@ def test_compose_up_runs_the_pipeline_on_the_engine(engine, tmp_path):
         auth = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{api}/healthz", timeout=10).status_code == 200
         assert httpx.get(f"{api}/etl_runs", timeout=10).status_code == 401
+        # The web console's static files are package data of api: the image must carry them.
+        console = httpx.get(f"{api}/ui/", timeout=10)
+        assert console.status_code == 200 and "<html" in console.text.lower(), console.text[:300]
         requested = httpx.post(f"{api}/etl_runs", headers=auth, timeout=10)
         assert requested.status_code == 202, requested.text
 
