@@ -42,7 +42,7 @@ keys: env ## Generate the SFTP client key, host keys and known_hosts for compose
 	@# Made here, owned by you (HOST_UID in .env), so Docker does not create them as root.
 	@mkdir -p database data sftp_data
 
-compose-check: env ## Lint the Dockerfiles, validate docker-compose.yml, run it as local processes
+compose-check: env ## Lint the Dockerfile, validate docker-compose.yml, run it as local processes
 	@$(PY) -m pytest -q tests/compose
 
 engine-test: env ## Compose and the chart's pods on a private Docker engine (root): build, up, a run, checks, cleanup
