@@ -45,6 +45,7 @@ def install_packages() -> None:
     need = [p for p, tool in (("docker.io", "dockerd"), ("mmdebstrap", "mmdebstrap")) if not shutil.which(tool)]
     if need:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *need], check=True, env=env)
 
 
