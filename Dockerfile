@@ -10,10 +10,13 @@ FROM python:3.12.12-alpine3.22 AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 # The venv has no pip of its own: the base image's pip installs into it, and the final image runs none.
 RUN python -m venv --without-pip /opt/venv
-COPY requirements.txt /tmp/requirements.txt
+COPY pyproject.toml requirements.lock /tmp/
+# The runtime dependencies declared in pyproject.toml, at the exact versions of the lock (-c).
 # --only-binary: a dependency without a musllinux wheel fails the build instead of needing a compiler.
 # Before the service's own files, so the four images share this layer and it is built once.
-RUN pip --python /opt/venv/bin/python install --only-binary=:all: -r /tmp/requirements.txt
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/runtime.txt \
+    && pip --python /opt/venv/bin/python install --only-binary=:all: -c /tmp/requirements.lock -r /tmp/runtime.txt
 ARG SERVICE
 # The service and the shared package, laid out as the import names; compiled now because the
 # root filesystem is read-only at run time. An unknown SERVICE fails here (no such folder).

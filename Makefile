@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench bench-compare engine-test kind-up kind-down helm-lint helm-template
+.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench bench-compare engine-test lock kind-up kind-down helm-lint helm-template
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ lint: env ## ruff and mypy
 	@$(PY) -m ruff check services scripts tests testbed
 	@$(PY) -m ruff format --check services scripts tests testbed
 	@$(PY) -m mypy services
+
+lock: env ## Pin every dependency of pyproject.toml (runtime and dev) in requirements.lock (pip-compile)
+	@.venv/bin/pip-compile --quiet
 
 format: env ## Format the code
 	@$(PY) -m ruff format services scripts tests testbed

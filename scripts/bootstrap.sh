@@ -59,9 +59,9 @@ if [ ${#browser[@]} -gt 0 ]; then
     echo "missing: ${browser[*]} (the browser tests need them): sudo apt-get install -y ${browser[*]}" >&2
   fi
 fi
-if [ ! -x .venv/bin/python ] || [ requirements-dev.txt -nt .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+if [ ! -x .venv/bin/python ] || [ requirements.lock -nt .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+  # The project with its dev extra, every package at the version of the lock.
+  .venv/bin/pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
   touch .venv/.installed
 fi

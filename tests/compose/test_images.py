@@ -11,9 +11,15 @@ import pytest
 
 from tests.compose.composefile import DOCKERFILE, ROOT, SERVICES, dockerfile
 from tests.compose.dockerignore import DockerIgnore
+from tests.support import project
 
 HADOLINT = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
 ARCHES = ("x86_64", "aarch64")
+
+
+def runtime_dependencies() -> list[str]:
+    """The runtime requirements declared in pyproject.toml (what the Dockerfile installs)."""
+    return project()["dependencies"]
 
 
 def python_version() -> str:
@@ -48,7 +54,7 @@ def test_dockerfile_is_multistage_non_root_and_healthchecked(name):
     assert check[:2] == ["python", "-c"], "no curl in the image: the health check uses Python"
     compile(check[2], "<healthcheck>", "exec")
     # Only pinned wheels: a missing musllinux wheel must fail the build, never pull a compiler.
-    assert "--only-binary=:all:" in df.text and "-r /tmp/requirements.txt" in df.text
+    assert "--only-binary=:all:" in df.text and "-c /tmp/requirements.lock" in df.text
     assert "apk add" not in df.text, "the images install no system packages (and so no compiler)"
     copies = [arg for w, arg in df.instructions if w == "COPY" and "--from" not in arg]
     assert "services/etl_common /app/etl_common" in copies and f"services/{name} /app/{name}" in copies
@@ -79,7 +85,8 @@ def test_dockerignore_keeps_secrets_data_and_caches_out():
         "x.db",
     ]
     needed = [
-        "requirements.txt",
+        "pyproject.toml",
+        "requirements.lock",
         "services/etl_common/settings.py",
         "services/extractor/__main__.py",
         "services/saver/migrations/0001_init.sql",
@@ -103,7 +110,7 @@ def test_every_copied_path_is_in_the_build_context():
 @pytest.mark.pypi
 @pytest.mark.parametrize("arch", ARCHES)
 def test_every_requirement_has_a_musllinux_wheel(arch, tmp_path):
-    """pip resolves requirements.txt and all its dependencies for Alpine from wheels only (needs PyPI).
+    """pip resolves the runtime dependencies at the lock's versions for Alpine from wheels only (needs PyPI).
 
     The image's musl is 1.2, so its pip also takes musllinux_1_1 wheels (pydantic-core ships those);
     pip download does not widen --platform by itself, hence the explicit list.
@@ -125,8 +132,9 @@ def test_every_requirement_has_a_musllinux_wheel(arch, tmp_path):
         "cp",
         "-d",
         str(tmp_path),
-        "-r",
-        str(ROOT / "requirements.txt"),
+        "-c",
+        str(ROOT / "requirements.lock"),
+        *runtime_dependencies(),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     errors = "\n".join(line for line in out.stderr.splitlines() if "ERROR" in line)
