@@ -19,7 +19,7 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-if [ ! -x .venv/bin/python ] || [ requirements-dev.txt -nt .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+if [ ! -x .venv/bin/python ] || [ requirements.txt -nt .venv/.installed ] || [ requirements-dev.txt -nt .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .

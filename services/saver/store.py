@@ -33,6 +33,13 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e300 else None
 
 
+def _rules(rules: Any) -> str | None:
+    """The transformer's ``rules`` list as the ``failed_rules`` column (``"email,age"``); None when not given."""
+    if not isinstance(rules, list):
+        return None
+    return ",".join(dict.fromkeys(str(r) for r in rules))
+
+
 def _get(record: Any, *path: str) -> Any:
     for key in path:
         if not isinstance(record, dict):
@@ -97,8 +104,8 @@ _INSERT_VALID = (
     "city, state, user_agent, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _INSERT_INVALID = (
-    f"INSERT OR IGNORE INTO invalid_users (run_id, page, position, {_COMMON_COLS}, error_reason, raw_line, "
-    "inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    f"INSERT OR IGNORE INTO invalid_users (run_id, page, position, {_COMMON_COLS}, error_reason, failed_rules, "
+    "raw_line, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -225,6 +232,7 @@ class Store:
                     pos,
                     *common[pos],
                     str(i["error_reason"]),
+                    _rules(i.get("rules")),
                     i.get("raw_line"),
                     at,
                     raw_json[pos].decode() if isinstance(raw[pos], dict) else None,
@@ -258,6 +266,26 @@ class Store:
 
     def run(self, run_id: str) -> sqlite3.Row | None:
         return self.conn.execute("SELECT * FROM etl_runs WHERE run_id=?", (run_id,)).fetchone()
+
+    def has_quality(self, run_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM run_quality WHERE run_id=?", (run_id,)).fetchone() is not None
+
+    def save_quality(self, run_id: str, report: dict[str, Any]) -> None:
+        """Store (or replace) the run's data-quality report as JSON."""
+        with self._tx():
+            self.conn.execute(
+                "INSERT INTO run_quality (run_id, report, computed_at) VALUES (?,?,?) ON CONFLICT (run_id) "
+                "DO UPDATE SET report=excluded.report, computed_at=excluded.computed_at",
+                (run_id, orjson.dumps(report).decode(), now_iso()),
+            )
+
+    def latest_invalid_ratio(self) -> float | None:
+        """The invalid share of the newest run that has a quality report (for the gauge after a restart)."""
+        row = self.conn.execute(
+            "SELECT r.invalid_count, r.raw_count FROM run_quality q JOIN etl_runs r USING (run_id) "
+            "ORDER BY r.id DESC LIMIT 1"
+        ).fetchone()
+        return (row[0] / row[1] if row[1] else 0.0) if row else None
 
     def record_file(self, run_id: str, kind: str, info: dict[str, Any]) -> None:
         with self._tx():

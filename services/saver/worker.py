@@ -16,7 +16,7 @@ from etl_common.errors import PermanentError
 from etl_common.keys import CHANNEL_PHASE3, GROUP_SAVER, Keys
 from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
-from saver import crypto, sftp
+from saver import crypto, quality, sftp
 from saver.files import write_run_files
 from saver.settings import SaverSettings
 from saver.store import Store
@@ -77,6 +77,9 @@ class Worker:
             finished, started = _parse_iso(row[1]), _parse_iso(row[0])
             metrics.LAST_SUCCESS.set(finished.timestamp())
             metrics.LAST_RUN_DURATION.set((finished - started).total_seconds())
+        ratio = self.store.latest_invalid_ratio()
+        if ratio is not None:
+            metrics.LAST_RUN_INVALID_RATIO.set(ratio)
 
     def turn(self) -> None:
         entries = self.reader.read(self.settings.batch_pages)
@@ -174,6 +177,8 @@ class Worker:
             return
         ctx = tracing.context_from(self.run_traces.get(run_id))
         with tracer.start_as_current_span("save.finish", context=ctx, attributes={"etl.run_id": run_id}):
+            if not self.store.has_quality(run_id):
+                self._report(run_id)
             t0 = time.monotonic()
             with tracer.start_as_current_span("files.write"):
                 try:
@@ -187,6 +192,30 @@ class Worker:
             metrics.STAGE_DURATION.labels(stage="files").observe(time.monotonic() - t0)
             log.info("files written", run_id=run_id, **{k: v["records"] for k, v in written.items()})
             self._upload(run_id, {k: (v["path"], v["name"]) for k, v in written.items()})
+
+    def _report(self, run_id: str) -> None:
+        """Compute and store the run's data-quality report; a failure is logged and never holds the run back."""
+        t0 = time.monotonic()
+        try:
+            with tracer.start_as_current_span("quality.report"):
+                report = quality.compute(self.settings.db_path, run_id)
+            self.store.save_quality(run_id, report)
+        except Exception:
+            # A bug in the report must not keep the run's files from being written and uploaded.
+            metrics.ERRORS.labels(stage="quality").inc()
+            log.exception("quality report failed; the run goes on without one", run_id=run_id)
+            return
+        metrics.STAGE_DURATION.labels(stage="quality").observe(time.monotonic() - t0)
+        metrics.LAST_RUN_INVALID_RATIO.set(report["invalid_rate"])
+        log.info(
+            "quality report stored",
+            run_id=run_id,
+            records=report["records"],
+            invalid=report["invalid"],
+            invalid_rate=report["invalid_rate"],
+            rules=report["rules"],
+            duration_ms=round((time.monotonic() - t0) * 1000, 1),
+        )
 
     def _upload(self, run_id: str, files: dict) -> None:
         if not self.settings.sftp_enabled:

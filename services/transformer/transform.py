@@ -6,7 +6,7 @@ import orjson
 
 from transformer import pii
 from transformer.enrich import UNKNOWN, department_code
-from transformer.validate import problems
+from transformer.validate import Problem, problems
 
 
 def transform_page(
@@ -16,7 +16,8 @@ def transform_page(
 
     ``raw`` holds every record once (protected); ``valid`` and ``invalid`` refer to it by position,
     so a page crosses Redis with each record once: ``valid`` adds the department code, ``invalid``
-    the reason (and the text of a record that is not an object).
+    the reason, the names of the broken rules (``rules``, each once, e.g. ``["email", "age"]``) and
+    the text of a record that is not an object.
     """
     raw: list[Any] = []
     valid: list[dict[str, Any]] = []
@@ -28,13 +29,19 @@ def transform_page(
         if not errors:
             code = department_code(departments, record["company"]["department"])
             if code == UNKNOWN and reject_unknown:
-                errors.append(f"company.department: {record['company']['department']!r} is not a known department")
+                errors.append(
+                    Problem(
+                        "company.department",
+                        f"company.department: {record['company']['department']!r} is not a known department",
+                    )
+                )
             else:
                 valid.append({"pos": pos, "department_code": code})
                 continue
         # Not an object: also kept verbatim as text, so nothing is lost.
         raw_line = None if isinstance(record, dict) else _text(record)
-        invalid.append({"pos": pos, "raw_line": raw_line, "error_reason": "; ".join(errors)})
+        rules = list(dict.fromkeys(e.rule for e in errors))
+        invalid.append({"pos": pos, "raw_line": raw_line, "error_reason": "; ".join(errors), "rules": rules})
     return {"raw": raw, "valid": valid, "invalid": invalid}
 
 
