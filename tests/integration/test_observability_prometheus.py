@@ -99,6 +99,7 @@ def test_dashboard_queries_answer_from_a_real_prometheus(make_source, make_pipel
         assert len(evaluated) == len([r for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]])
         for r in evaluated:
             assert r["health"] in ("ok", "unknown"), (r["name"], r.get("lastError"))
-        assert not [r["name"] for r in evaluated if r["state"] == "firing"]
+        # The run is sound except that one record in ten is broken (bad_every=10): above the 5% threshold.
+        assert [r["name"] for r in evaluated if r["state"] in ("firing", "pending")] == ["EtlInvalidRateHigh"]
     finally:
         prom.stop()
