@@ -1,4 +1,4 @@
-"""Quality reports and exports of real runs: the services load runs with injected broken records, the API serves them."""
+"""Quality reports and exports of real runs: services load runs with injected broken records, the API serves them."""
 
 import csv
 import io
