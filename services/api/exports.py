@@ -1,4 +1,4 @@
-"""Exports of a table's selection as CSV (pandas) or Parquet (pyarrow), streamed chunk by chunk.
+"""Exports of a table's selection as CSV or Parquet (pyarrow), streamed chunk by chunk.
 
 Only the typed columns are exported (``records.Table.columns``): never ``record`` or ``raw_line``,
 which hold masked secrets and unparsed text. One cursor reads the selection in chunks of
@@ -6,28 +6,26 @@ which hold masked secrets and unparsed text. One cursor reads the selection in c
 as long as the client takes to download (the saver's WAL is checkpointed once it ends).
 """
 
+import csv
+import io
 import re
 from collections.abc import Iterator
 from typing import Any
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from api.db import Database
 from api.records import Query, Table, select
 
 CHUNK_ROWS = 5_000
-_ARROW = {"INTEGER": pa.int64(), "REAL": pa.float64(), "TEXT": pa.string()}
-_PANDAS = {"INTEGER": "Int64", "REAL": "Float64", "TEXT": "string"}
-
 FORMATS = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
 
 
 class Selection:
     """An open cursor over a selection's typed columns and the columns' SQLite types."""
 
-    def __init__(self, db: Database, table: Table, query: Query, limit: int | None = None) -> None:
+    def __init__(
+        self, db: Database, table: Table, query: Query, limit: int | None = None, chunk_rows: int = CHUNK_ROWS
+    ) -> None:
+        self.chunk_rows = chunk_rows
         conn = db.connect()  # its own connection: the chunks are read from the server's threads in turn
         try:
             declared = {row[1]: row[2].upper() for row in conn.execute(f"PRAGMA table_info({table.name})")}
@@ -39,25 +37,27 @@ class Selection:
             raise
         self.conn = conn
 
-    def chunks(self) -> Iterator[pd.DataFrame]:
-        """DataFrames of at most CHUNK_ROWS rows with nullable typed columns; closes the cursor at the end."""
+    def chunks(self) -> Iterator[list[tuple]]:
+        """Lists of at most ``chunk_rows`` rows; closes the connection at the end (or when dropped)."""
         try:
-            names = list(self.types)
-            dtypes = {c: _PANDAS[t] for c, t in self.types.items() if t in _PANDAS}
-            while rows := self.cursor.fetchmany(CHUNK_ROWS):
-                yield pd.DataFrame.from_records(rows, columns=names).astype(dtypes)
+            while rows := self.cursor.fetchmany(self.chunk_rows):
+                yield rows
         finally:
             self.conn.close()
 
 
 def csv_chunks(selection: Selection) -> Iterator[bytes]:
-    """The selection as CSV (a header line, then one line per row; NULL is an empty field)."""
-    header = True
-    for df in selection.chunks():
-        yield df.to_csv(index=False, header=header, lineterminator="\n").encode()
-        header = False
-    if header:  # no rows: the header alone
-        yield (",".join(selection.types) + "\n").encode()
+    """The selection as CSV: a header line, then one line per row; NULL is an empty field."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(selection.types)
+    for rows in selection.chunks():
+        writer.writerows(rows)
+        yield out.getvalue().encode()
+        out.seek(0)
+        out.truncate()
+    if out.tell():  # no rows: the header alone
+        yield out.getvalue().encode()
 
 
 class _Chunks:
@@ -90,11 +90,18 @@ class _Chunks:
 
 def parquet_chunks(selection: Selection) -> Iterator[bytes]:
     """The selection as one Parquet file, a row group per chunk, bytes handed over as each group is written."""
-    schema = pa.schema([(c, _ARROW.get(t, pa.string())) for c, t in selection.types.items()])
+    # Imported on first use: pyarrow adds ~50 MB to a process, which only the exports need.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = {"INTEGER": pa.int64(), "REAL": pa.float64()}
+    schema = pa.schema([(c, arrow.get(t, pa.string())) for c, t in selection.types.items()])
     sink = _Chunks()
     with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-        for df in selection.chunks():
-            writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
+        for rows in selection.chunks():
+            columns = zip(*rows, strict=True)
+            arrays = [pa.array(values, type=field.type) for values, field in zip(columns, schema, strict=True)]
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
             yield sink.take()
     yield sink.take()  # the footer, written on close
 

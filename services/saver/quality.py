@@ -1,10 +1,12 @@
 """The data-quality report of a loaded run, computed with pandas from the typed columns, chunk by chunk."""
 
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from etl_common.db import connect_reader
@@ -15,7 +17,7 @@ RULES = ("id", "firstName", "email", "age", "company.department")
 NOT_AN_OBJECT = "record"
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-65")
 _AGE_EDGES = (-np.inf, 25, 35, 45, 55, np.inf)  # left-closed: 24.5 is in 18-24, 25 in 25-34
-CHUNK_ROWS = 20_000
+CHUNK_ROWS = 5_000  # at 100,000 users: peak 128 MB with 5,000 rows a chunk, 149 MB with 20,000
 
 # Typed columns profiled: every record's (raw_users), then those only valid records have.
 RAW_COLUMNS = ("user_id", "first_name", "last_name", "email", "username", "age", "gender", "department")
@@ -187,3 +189,22 @@ def _previous(conn: sqlite3.Connection, row_id: int, report: dict[str, Any]) -> 
             code: now.get(code, 0) - before.get(code, 0) for code in sorted(set(now) | set(before), key=str)
         },
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m saver.quality DB_PATH RUN_ID``: the report as one JSON line on stdout (see ``saver.report``)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m saver.quality DB_PATH RUN_ID", file=sys.stderr)
+        return 2
+    try:
+        report = compute(args[0], args[1])
+    except LookupError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,7 +16,7 @@ from etl_common.errors import PermanentError
 from etl_common.keys import CHANNEL_PHASE3, GROUP_SAVER, Keys
 from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
-from saver import crypto, quality, sftp
+from saver import crypto, report, sftp
 from saver.files import write_run_files
 from saver.settings import SaverSettings
 from saver.store import Store
@@ -198,22 +198,22 @@ class Worker:
         t0 = time.monotonic()
         try:
             with tracer.start_as_current_span("quality.report"):
-                report = quality.compute(self.settings.db_path, run_id)
-            self.store.save_quality(run_id, report)
-        except Exception:
-            # A bug in the report must not keep the run's files from being written and uploaded.
+                result = report.compute(self.settings.db_path, run_id)
+            self.store.save_quality(run_id, result)
+        except (report.ReportFailed, OSError, sqlite3.Error, KeyError, TypeError) as exc:
+            # The report must not keep the run's files from being written and uploaded.
             metrics.ERRORS.labels(stage="quality").inc()
-            log.exception("quality report failed; the run goes on without one", run_id=run_id)
+            log.error("quality report failed; the run goes on without one", run_id=run_id, error=str(exc))
             return
         metrics.STAGE_DURATION.labels(stage="quality").observe(time.monotonic() - t0)
-        metrics.LAST_RUN_INVALID_RATIO.set(report["invalid_rate"])
+        metrics.LAST_RUN_INVALID_RATIO.set(result["invalid_rate"])
         log.info(
             "quality report stored",
             run_id=run_id,
-            records=report["records"],
-            invalid=report["invalid"],
-            invalid_rate=report["invalid_rate"],
-            rules=report["rules"],
+            records=result["records"],
+            invalid=result["invalid"],
+            invalid_rate=result["invalid_rate"],
+            rules=result["rules"],
             duration_ms=round((time.monotonic() - t0) * 1000, 1),
         )
 
