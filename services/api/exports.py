@@ -90,9 +90,14 @@ class _Chunks:
 
 def parquet_chunks(selection: Selection) -> Iterator[bytes]:
     """The selection as one Parquet file, a row group per chunk, bytes handed over as each group is written."""
-    # Imported on first use: pyarrow adds ~50 MB to a process, which only the exports need.
+    # Imported on first use: pyarrow adds ~105 MB to a process once it has built an array (a fixed
+    # cost, the same at any export size), which only Parquet exports need.
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    # The C allocator gives freed chunks back; pyarrow's default (mimalloc) kept ~17 MB more at the
+    # peak of a 100,000-row export (measured). Buffers here are small and short-lived.
+    pa.set_memory_pool(pa.system_memory_pool())
 
     arrow = {"INTEGER": pa.int64(), "REAL": pa.float64()}
     schema = pa.schema([(c, arrow.get(t, pa.string())) for c, t in selection.types.items()])
