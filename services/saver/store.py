@@ -279,6 +279,15 @@ class Store:
                 (run_id, orjson.dumps(report).decode(), now_iso()),
             )
 
+    def latest_run_without_quality(self) -> str | None:
+        """The newest run, when its pages are all loaded and it has no quality report."""
+        row = self.conn.execute(
+            "SELECT run_id FROM etl_runs r WHERE status IN ('loaded','upload_pending','succeeded') "
+            "AND NOT EXISTS (SELECT 1 FROM run_quality q WHERE q.run_id = r.run_id) "
+            "AND id = (SELECT max(id) FROM etl_runs)"
+        ).fetchone()
+        return row[0] if row else None
+
     def latest_invalid_ratio(self) -> float | None:
         """The invalid share of the newest run that has a quality report (for the gauge after a restart)."""
         row = self.conn.execute(

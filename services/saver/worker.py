@@ -55,6 +55,7 @@ class Worker:
         # run_id -> (monotonic time of the next upload try, current delay)
         self.upload_due: dict[str, tuple[float, float]] = {}
         self.run_traces: dict[str, str] = {}
+        self.reports: dict[str, report.Job] = {}  # run_id -> its quality report being computed
         streamstats.watch(settings.redis_url, self.keys, GROUP_SAVER, self.reader.streams)
 
     def serve(self) -> None:
@@ -64,7 +65,14 @@ class Worker:
         for run_id in self.store.runs_owing_upload():
             self.upload_due[run_id] = (0.0, self.settings.upload_retry_s)
         self.finish_runs()
-        serve_loop(self.turn, self.reader.setup, self.heartbeat, self.stopper)
+        latest = self.store.latest_run_without_quality()
+        if latest is not None:  # its report was under way when the saver stopped
+            self._start_report(latest)
+        try:
+            serve_loop(self.turn, self.reader.setup, self.heartbeat, self.stopper)
+        finally:
+            for job in self.reports.values():
+                job.kill()  # it only reads; the next start computes the report again
         log.info("saver stopped")
 
     def _restore_last_run(self) -> None:
@@ -111,6 +119,7 @@ class Worker:
         if entries:
             self.finish_runs()
         self._retry_uploads()
+        self._collect_reports()
 
     def _owned(self, entry: streams.Entry) -> bool:
         # The events stream has other readers: only the processed stream is deleted on ack.
@@ -177,8 +186,7 @@ class Worker:
             return
         ctx = tracing.context_from(self.run_traces.get(run_id))
         with tracer.start_as_current_span("save.finish", context=ctx, attributes={"etl.run_id": run_id}):
-            if not self.store.has_quality(run_id):
-                self._report(run_id)
+            self._start_report(run_id)
             t0 = time.monotonic()
             with tracer.start_as_current_span("files.write"):
                 try:
@@ -193,29 +201,42 @@ class Worker:
             log.info("files written", run_id=run_id, **{k: v["records"] for k, v in written.items()})
             self._upload(run_id, {k: (v["path"], v["name"]) for k, v in written.items()})
 
-    def _report(self, run_id: str) -> None:
-        """Compute and store the run's data-quality report; a failure is logged and never holds the run back."""
-        t0 = time.monotonic()
-        try:
-            with tracer.start_as_current_span("quality.report"):
-                result = report.compute(self.settings.db_path, run_id)
-            self.store.save_quality(run_id, result)
-        except (report.ReportFailed, OSError, sqlite3.Error, KeyError, TypeError) as exc:
-            # The report must not keep the run's files from being written and uploaded.
-            metrics.ERRORS.labels(stage="quality").inc()
-            log.error("quality report failed; the run goes on without one", run_id=run_id, error=str(exc))
+    def _start_report(self, run_id: str) -> None:
+        """Start computing the run's data-quality report in a child process, unless it exists or is under way."""
+        if run_id in self.reports or self.store.has_quality(run_id):
             return
-        metrics.STAGE_DURATION.labels(stage="quality").observe(time.monotonic() - t0)
-        metrics.LAST_RUN_INVALID_RATIO.set(result["invalid_rate"])
-        log.info(
-            "quality report stored",
-            run_id=run_id,
-            records=result["records"],
-            invalid=result["invalid"],
-            invalid_rate=result["invalid_rate"],
-            rules=result["rules"],
-            duration_ms=round((time.monotonic() - t0) * 1000, 1),
-        )
+        try:
+            self.reports[run_id] = report.Job(self.settings.db_path, run_id)
+        except OSError as exc:
+            metrics.ERRORS.labels(stage="quality").inc()
+            log.error("quality report not started; the run goes on without one", run_id=run_id, error=str(exc))
+
+    def _collect_reports(self) -> None:
+        """Store the reports whose child has ended; a failed one is logged and never holds a run back."""
+        for run_id, job in list(self.reports.items()):
+            if not job.done():
+                continue
+            del self.reports[run_id]
+            seconds = time.monotonic() - job.started
+            try:
+                result = job.result()
+                rate = float(result["invalid_rate"])
+                self.store.save_quality(run_id, result)
+            except (report.ReportFailed, sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+                metrics.ERRORS.labels(stage="quality").inc()
+                log.error("quality report failed; the run goes on without one", run_id=run_id, error=str(exc))
+                continue
+            metrics.STAGE_DURATION.labels(stage="quality").observe(seconds)
+            metrics.LAST_RUN_INVALID_RATIO.set(rate)
+            log.info(
+                "quality report stored",
+                run_id=run_id,
+                records=result["records"],
+                invalid=result["invalid"],
+                invalid_rate=rate,
+                rules=result["rules"],
+                duration_ms=round(seconds * 1000, 1),
+            )
 
     def _upload(self, run_id: str, files: dict) -> None:
         if not self.settings.sftp_enabled:

@@ -135,3 +135,14 @@ def test_an_empty_run_has_a_report(store, tmp_path):
 def test_unknown_run_is_a_lookup_error(store, tmp_path):
     with pytest.raises(LookupError):
         quality.compute(tmp_path / "data.db", "nope")
+
+
+def test_the_newest_loaded_run_without_a_report_is_found_again(store, tmp_path):
+    """What the saver resumes at start-up when it stopped while the report was being computed."""
+    load(store, "r1", "20261125_030000", users(20))
+    assert store.latest_run_without_quality() is None  # pages loaded, run not yet complete
+    store.complete_runs()
+    assert store.latest_run_without_quality() == "r1"
+    store.save_quality("r1", quality.compute(tmp_path / "data.db", "r1"))
+    assert store.latest_run_without_quality() is None and store.has_quality("r1")
+    assert store.latest_invalid_ratio() == 5 / 20

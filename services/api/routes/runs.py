@@ -114,11 +114,11 @@ async def get_quality(
         raise HTTPException(404, f"no run {run!r}")
     row = rows[0]
     if row["report"] is None:
-        raise HTTPException(
-            409,
-            f"run {row['run_id']} has no quality report yet (status {row['status']}); "
-            "the saver computes it once the run's pages are all loaded",
-        )
+        if row["status"] in ("loaded", "upload_pending", "succeeded"):
+            why = "the saver is computing it (a run loaded before reports existed has none)"
+        else:
+            why = f"the run is {row['status']}; the saver computes it once the run's pages are all loaded"
+        raise HTTPException(409, f"run {row['run_id']} has no quality report yet: {why}")
     report = orjson.loads(row["report"])  # a few KB, whatever the size of the run
     report["computed_at"] = row["computed_at"]
     return raw_json(orjson.dumps(report))
