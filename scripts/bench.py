@@ -14,6 +14,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 
@@ -23,13 +24,13 @@ import redis
 
 import testbed as tb
 from etl_common import streams
+from etl_common.db import connect_reader
 from etl_common.keys import Keys
 from saver.store import Store
 from transformer.enrich import load_departments
 from transformer.transform import transform_page
 
 REAL_USERS = tb.ROOT.parent / "shared" / "data" / "dummyjson" / "users.json"
-FINAL = ("succeeded", "failed", "upload_pending")
 BAD_EVERY = 10  # one user in ten breaks a rule, so the invalid path is exercised too
 
 
@@ -140,13 +141,14 @@ class Stack:
         return t0
 
     def wait_run(self, after: float, timeout_s: float) -> sqlite3.Row:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            row = tb.latest_run(self.db)
-            if row is not None and row["status"] in FINAL and (_ts(row["started_at"]) or 0) >= after - 1:
-                return row
-            time.sleep(0.005)
-        raise TimeoutError(f"no finished run after {timeout_s}s; logs in {self.base / 'logs'}")
+        """The first run started since ``after`` (epoch s) to finish; polled often, as its end time is measured."""
+        return tb.wait_for_run(
+            self.db,
+            timeout_s=timeout_s,
+            started_after=after,
+            step_s=0.005,
+            logs=lambda: f"logs in {self.base / 'logs'}",
+        )
 
     def cpu(self) -> dict[str, float]:
         return {role: cpu_s(p.popen.pid) for role, p in self.roles.items()}
@@ -164,7 +166,7 @@ class Stack:
 def stages(stack: Stack, run: sqlite3.Row, t0: float) -> dict[str, float]:
     """Seconds from the trigger to the end of each stage (logs and etl_runs/loaded_pages timestamps)."""
     logs = stack.base / "logs"
-    with sqlite3.connect(f"file:{stack.db}?mode=ro", uri=True) as conn:
+    with closing(connect_reader(stack.db)) as conn:
         first_load, last_load = conn.execute(
             "SELECT min(loaded_at), max(loaded_at) FROM loaded_pages WHERE run_id=?", (run["run_id"],)
         ).fetchone()

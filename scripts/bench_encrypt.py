@@ -16,7 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
+
+from etl_common.db import connect_reader
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT_MB = 100
@@ -87,10 +90,9 @@ def make_db(path: Path, size_mb: int) -> None:
 def _rows_sha(db: Path) -> str:
     """sha256 of the processed file as it must read once decrypted: one record per line, in load order."""
     digest = hashlib.sha256()
-    conn = sqlite3.connect(db)
-    for (record,) in conn.execute("SELECT record FROM processed_users ORDER BY page, position"):
-        digest.update(record.encode() + b"\n")
-    conn.close()
+    with closing(connect_reader(db)) as conn:
+        for (record,) in conn.execute("SELECT record FROM processed_users ORDER BY page, position"):
+            digest.update(record.encode() + b"\n")
     return digest.hexdigest()
 
 

@@ -15,18 +15,14 @@ import testbed as tb
 
 ROOT = tb.ROOT
 RUN = ROOT / ".run"
-FINAL = ("succeeded", "failed", "upload_pending")
 
 
 def wait_run(db: Path, timeout_s: float) -> sqlite3.Row | None:
-    deadline = time.monotonic() + timeout_s
-    row = None
-    while time.monotonic() < deadline:
-        row = tb.latest_run(db)
-        if row is not None and row["status"] in FINAL:
-            return row
-        time.sleep(0.2)
-    return row
+    """The newest run once it has finished; after ``timeout_s`` the newest row as it stands (None if none)."""
+    try:
+        return tb.wait_for_run(db, timeout_s=timeout_s, step_s=0.2)
+    except TimeoutError:
+        return tb.latest_run(db)
 
 
 def main() -> int:

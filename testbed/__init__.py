@@ -8,8 +8,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+from etl_common.db import connect_reader
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -226,13 +231,73 @@ def start_service(name: str, env: dict[str, str], logdir: Path, *args: str, log_
     return spawn(label, [PYTHON, "-m", name, *args], logdir, full, cwd=logdir)
 
 
+def output_tails(procs: "dict[str, Proc]", chars: int = 2500) -> str:
+    """The last ``chars`` characters of each process's log, headed by its name, for failure messages."""
+    return "\n".join(f"--- {name}\n{p.output()[-chars:]}" for name, p in procs.items())
+
+
+FINAL_STATUSES = ("succeeded", "failed", "upload_pending")
+"""Statuses of ``etl_runs`` after which a run changes no more unless something retries it."""
+
+
+def runs(db: Path) -> list[sqlite3.Row]:
+    """Every row of ``etl_runs``, oldest first, read-only; [] while the saver has not created the table."""
+    return _read_runs(db, "SELECT * FROM etl_runs ORDER BY id")
+
+
 def latest_run(db: Path) -> "sqlite3.Row | None":
     """The newest row of ``etl_runs``, read-only; None while the saver has not created it."""
+    rows = _read_runs(db, "SELECT * FROM etl_runs ORDER BY id DESC LIMIT 1")
+    return rows[0] if rows else None
+
+
+def _read_runs(db: Path, sql: str) -> list[sqlite3.Row]:
     if not db.exists():
-        return None
+        return []
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            conn.row_factory = sqlite3.Row
-            return conn.execute("SELECT * FROM etl_runs ORDER BY id DESC LIMIT 1").fetchone()
-    except sqlite3.OperationalError:
-        return None
+        with closing(connect_reader(db)) as conn:
+            return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # the saver has not created the table (or the file) yet
+        return []
+
+
+def wait_for_run(
+    db: Path,
+    statuses: tuple[str, ...] = FINAL_STATUSES,
+    timeout_s: float = 60.0,
+    *,
+    run_id: str | None = None,
+    count: int = 1,
+    started_after: float | None = None,
+    step_s: float = 0.1,
+    logs: Callable[[], str] | None = None,
+) -> sqlite3.Row:
+    """Poll ``etl_runs`` in ``db`` until a run is in one of ``statuses``; the newest such row.
+
+    Only runs with ``run_id`` (when given) and started at or after ``started_after`` (epoch seconds, when
+    given; a second of slack for the timestamp's rounding) count; at least ``count`` of them must exist and
+    the newest ``count`` must all be in ``statuses``. Raises TimeoutError after ``timeout_s`` seconds, naming
+    the last row seen and appending ``logs()`` (e.g. the services' output).
+    """
+    deadline = time.monotonic() + timeout_s
+    matching: list[sqlite3.Row] = []
+    while True:
+        matching = [
+            r
+            for r in runs(db)
+            if (run_id is None or r["run_id"] == run_id)
+            and (started_after is None or _epoch_s(r["started_at"]) >= started_after - 1)
+        ]
+        newest = matching[-count:]
+        if len(newest) == count and all(r["status"] in statuses for r in newest):
+            return newest[-1]
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(step_s)
+    last = dict(matching[-1]) if matching else None
+    extra = f"\n{logs()}" if logs is not None else ""
+    raise TimeoutError(f"no run in {statuses} (x{count}) after {timeout_s}s; last: {last}{extra}")
+
+
+def _epoch_s(iso: str | None) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else 0.0

@@ -4,7 +4,6 @@ import json
 import sqlite3
 import subprocess
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import redis
 
 import testbed as tb
 from dummyjson.server import Source, build
+from etl_common.db import connect_reader
 from etl_common.keys import Keys
 
 SHARED_USERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "dummyjson" / "users.json"
@@ -127,34 +127,20 @@ class Pipeline:
             proc.stop()
 
     def db(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
-        conn.row_factory = sqlite3.Row
-        return conn
+        return connect_reader(self.db_path)
 
     def runs(self) -> list[sqlite3.Row]:
-        if not self.db_path.exists():
-            return []
-        with self.db() as conn:
-            try:
-                return conn.execute("SELECT * FROM etl_runs ORDER BY id").fetchall()
-            except sqlite3.OperationalError:
-                return []
+        return tb.runs(self.db_path)
 
     def wait_run(
         self, statuses: tuple[str, ...] = ("succeeded",), timeout_s: float = 60, run_id: str | None = None
     ) -> sqlite3.Row:
         """Wait until the (latest or given) run reaches one of ``statuses``; fail with the logs otherwise."""
-        deadline = time.monotonic() + timeout_s
-        last = None
-        while time.monotonic() < deadline:
-            runs = [r for r in self.runs() if run_id is None or r["run_id"] == run_id]
-            if runs:
-                last = runs[-1]
-                if last["status"] in statuses:
-                    return last
-            time.sleep(0.1)
-        logs = "\n".join(f"--- {n}\n{p.output()[-3000:]}" for n, p in self.procs.items())
-        raise AssertionError(f"run not in {statuses} after {timeout_s}s: {dict(last) if last else None}\n{logs}")
+        return tb.wait_for_run(self.db_path, statuses, timeout_s, run_id=run_id, logs=self.logs)
+
+    def logs(self) -> str:
+        """The tail of every service's output, for failure messages."""
+        return tb.output_tails(self.procs, 3000)
 
     def count(self, table: str, run_id: str) -> int:
         with self.db() as conn:

@@ -1,5 +1,6 @@
 """Deterministic users with DummyJSON's full record shape, plus a catalogue of broken records."""
 
+import copy
 import random
 from typing import Any
 
@@ -155,20 +156,30 @@ def _set(user: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     *parents, leaf = path.split(".")
     for p in parents:
         node = node[p]
-    if value is _DELETE:
+    if value is DELETE:
         node.pop(leaf, None)
     else:
         node[leaf] = value
     return user
 
 
-_DELETE = object()
+DELETE = object()
+"""The value that removes a field, in ``changed`` and ``BREAKAGES``."""
+
+
+def changed(user: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``user`` with ``changes`` (dotted path -> value; ``DELETE`` removes the field) applied."""
+    out = copy.deepcopy(user)
+    for path, value in changes.items():
+        _set(out, path, value)
+    return out
+
 
 # Each breaks the named rules of a valid user; used by --bad-every and the fault tests.
 BREAKAGES: list[tuple[str, list[tuple[str, Any]]]] = [
     ("age below 18", [("age", 17)]),
     ("age above 65", [("age", 66)]),
-    ("email missing", [("email", _DELETE)]),
+    ("email missing", [("email", DELETE)]),
     ("email malformed", [("email", "not-an-email")]),
     ("first name blank", [("firstName", "   ")]),
     ("id not an integer", [("id", "abc")]),

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import redis
 import structlog
+from redis.typing import EncodableT, FieldT
 
 from etl_common import metrics
 from etl_common.errors import PermanentError
@@ -18,9 +19,9 @@ from etl_common.keys import Keys
 log = structlog.get_logger(__name__)
 
 
-def encode(payload: dict[str, Any], traceparent: str | None = None) -> dict[str, bytes]:
+def encode(payload: dict[str, Any], traceparent: str | None = None) -> dict[FieldT, EncodableT]:
     """The fields of a stream entry: the payload as JSON and the W3C trace context."""
-    fields = {"data": orjson.dumps(payload)}
+    fields: dict[FieldT, EncodableT] = {"data": orjson.dumps(payload)}
     if traceparent:
         fields["traceparent"] = traceparent.encode()
     return fields
@@ -82,7 +83,7 @@ class GroupReader:
     block_ms: int = 1000
     claim_idle_ms: int = 30_000
     max_deliveries: int = 5
-    dead_stream: str = "etl:stream:dead"
+    keys: Keys = field(default_factory=Keys)  # where dead letters and their per-run counts go
     _backlog_done: set[str] = field(default_factory=set)
     _next_claim_at: float = 0.0
 
@@ -97,7 +98,7 @@ class GroupReader:
             block_ms=settings.block_ms,
             claim_idle_ms=settings.claim_idle_ms,
             max_deliveries=settings.max_deliveries,
-            dead_stream=Keys(settings.key_prefix).dead_stream,
+            keys=Keys(settings.key_prefix),
         )
 
     def setup(self) -> None:
@@ -194,9 +195,9 @@ class GroupReader:
         for k, v in (entry.fields or {}).items():
             fields[f"f:{text(k)}"] = v
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.dead_stream, fields, maxlen=100_000, approximate=True)
+        pipe.xadd(self.keys.dead_stream, fields, maxlen=100_000, approximate=True)
         # Per-run tally for the API's run detail (the stream itself is trimmed).
-        pipe.hincrby(f"{self.dead_stream}:runs", fields["run_id"] or "unknown", 1)
+        pipe.hincrby(self.keys.dead_counts, fields["run_id"] or "unknown", 1)
         pipe.xack(entry.stream, self.group, entry.id)
         if delete:
             pipe.xdel(entry.stream, entry.id)

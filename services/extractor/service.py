@@ -9,9 +9,10 @@ from croniter import croniter
 
 from etl_common import streams, streamstats
 from etl_common.errors import EtlError
-from etl_common.keys import GROUP_EXTRACTOR, Keys
+from etl_common.keys import GROUP_EXTRACTOR
 from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
+from etl_common.worker import StreamWorker
 from extractor.checkpoint import Checkpoint
 from extractor.run import AlreadyRunning, Interrupted, extract
 from extractor.settings import ExtractorSettings
@@ -20,20 +21,14 @@ from extractor.source import SourceFailed
 log = structlog.get_logger(__name__)
 
 
-class Service:
+class Service(StreamWorker[ExtractorSettings]):
     """Runs extractions when the schedule fires, when asked, and to finish an interrupted run."""
 
     def __init__(self, settings: ExtractorSettings, client: redis.Redis, heartbeat: Heartbeat, stopper: Stopper):
-        self.settings = settings
-        self.client = client
-        self.heartbeat = heartbeat
-        self.stopper = stopper
-        self.keys = Keys(settings.key_prefix)
-        self.reader = streams.GroupReader.for_settings(client, GROUP_EXTRACTOR, [self.keys.commands_stream], settings)
+        super().__init__(settings, client, heartbeat, stopper, GROUP_EXTRACTOR, lambda keys: [keys.commands_stream])
         self.next_fire = self._next_fire()
         self.retry_at: float | None = None
-        # Commands as this group, and the raw stream's length that drives the backpressure.
-        streamstats.watch(settings.redis_url, self.keys, GROUP_EXTRACTOR, self.reader.streams)
+        # Also the raw stream's length, which drives the backpressure.
         streamstats.watch(settings.redis_url, self.keys, "", [self.keys.raw_stream])
 
     def _next_fire(self) -> float:

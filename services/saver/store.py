@@ -25,14 +25,6 @@ def _str(v: Any) -> str | None:
     return v if isinstance(v, str) else None
 
 
-def _int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63 else None
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e300 else None
-
-
 def _rules(rules: Any) -> str | None:
     """The transformer's ``rules`` list as the ``failed_rules`` column (``"email,age"``); None when not given."""
     if not isinstance(rules, list):
@@ -55,23 +47,11 @@ def _with_code(record_json: bytes, code: Any) -> str:
 
 
 def _common(record: Any) -> tuple:
-    if type(record) is dict:
-        return _common_dict(record)
-    return (
-        _int(_get(record, "id")),
-        _str(_get(record, "firstName")),
-        _str(_get(record, "lastName")),
-        _str(_get(record, "email")),
-        _str(_get(record, "username")),
-        _num(_get(record, "age")),
-        _str(_get(record, "gender")),
-        _str(_get(record, "company", "department")),
-    )
-
-
-def _common_dict(r: dict) -> tuple:
-    """``_common`` for a dict record with the helpers inlined: it runs for every row the saver writes."""
-    g, company = r.get, r.get("company")
+    """The eight columns every user table shares (``_COMMON_COLS``); None where the record has no value of the
+    column's JSON type. Runs for every row the saver writes, hence the inlined checks."""
+    if not isinstance(record, dict):
+        return (None,) * 8
+    g, company = record.get, record.get("company")
     uid, first, last, email, user, age, gender = (
         g("id"),
         g("firstName"),
@@ -81,16 +61,16 @@ def _common_dict(r: dict) -> tuple:
         g("age"),
         g("gender"),
     )
-    dept = company.get("department") if type(company) is dict else None
+    dept = company.get("department") if isinstance(company, dict) else None
     return (
         uid if type(uid) is int and abs(uid) < 2**63 else None,
-        first if type(first) is str else None,
-        last if type(last) is str else None,
-        email if type(email) is str else None,
-        user if type(user) is str else None,
+        first if isinstance(first, str) else None,
+        last if isinstance(last, str) else None,
+        email if isinstance(email, str) else None,
+        user if isinstance(user, str) else None,
         float(age) if isinstance(age, (int, float)) and not isinstance(age, bool) and abs(age) < 1e300 else None,
-        gender if type(gender) is str else None,
-        dept if type(dept) is str else None,
+        gender if isinstance(gender, str) else None,
+        dept if isinstance(dept, str) else None,
     )
 
 

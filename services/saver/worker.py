@@ -11,11 +11,12 @@ import redis
 import structlog
 from opentelemetry import trace
 
-from etl_common import metrics, streams, streamstats, tracing
+from etl_common import metrics, streams, tracing
 from etl_common.errors import PermanentError
-from etl_common.keys import CHANNEL_PHASE3, GROUP_SAVER, Keys
+from etl_common.keys import CHANNEL_PHASE3, GROUP_SAVER
 from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
+from etl_common.worker import StreamWorker
 from saver import crypto, report, sftp
 from saver.files import write_run_files
 from saver.settings import SaverSettings
@@ -37,26 +38,20 @@ _UNLOADABLE = (
 )
 
 
-class Worker:
+class Worker(StreamWorker[SaverSettings]):
     """Consumes the processed-pages and events streams as the 'saver' group; the only database writer."""
 
     def __init__(
         self, settings: SaverSettings, client: redis.Redis, store: Store, heartbeat: Heartbeat, stopper: Stopper
     ) -> None:
-        self.settings = settings
-        self.client = client
-        self.store = store
-        self.heartbeat = heartbeat
-        self.stopper = stopper
-        self.keys = Keys(settings.key_prefix)
-        self.reader = streams.GroupReader.for_settings(
-            client, GROUP_SAVER, [self.keys.processed_stream, self.keys.events_stream], settings
+        super().__init__(
+            settings, client, heartbeat, stopper, GROUP_SAVER, lambda keys: [keys.processed_stream, keys.events_stream]
         )
+        self.store = store
         # run_id -> (monotonic time of the next upload try, current delay)
         self.upload_due: dict[str, tuple[float, float]] = {}
         self.run_traces: dict[str, str] = {}
         self.reports: dict[str, report.Job] = {}  # run_id -> its quality report being computed
-        streamstats.watch(settings.redis_url, self.keys, GROUP_SAVER, self.reader.streams)
 
     def serve(self) -> None:
         self.reader.setup()

@@ -79,13 +79,8 @@ def problems(record: Any) -> list[Problem]:
     elif not _is_int(uid):
         errors.append(Problem("id", f"id: {_show(uid)} is not an integer"))
 
-    first = record.get("firstName")
-    if first is None:
-        errors.append(Problem("firstName", "firstName: missing"))
-    elif not isinstance(first, str):
-        errors.append(Problem("firstName", f"firstName: {_show(first)} is not a string"))
-    elif not first.strip():
-        errors.append(Problem("firstName", "firstName: is blank"))
+    if (problem := _text_problem("firstName", record.get("firstName"), "is blank")) is not None:
+        errors.append(problem)
 
     email = record.get("email")
     if email is None or email == "":
@@ -111,10 +106,17 @@ def problems(record: Any) -> list[Problem]:
     dept = company.get("department") if isinstance(company, dict) else None
     if company is not None and not isinstance(company, dict):
         errors.append(Problem("company.department", f"company: {_show(company)} is not an object"))
-    elif dept is None:
-        errors.append(Problem("company.department", "company.department: missing"))
-    elif not isinstance(dept, str):
-        errors.append(Problem("company.department", f"company.department: {_show(dept)} is not a string"))
-    elif not dept.strip():
-        errors.append(Problem("company.department", "company.department: is empty"))
+    elif (problem := _text_problem("company.department", dept, "is empty")) is not None:
+        errors.append(problem)
     return errors
+
+
+def _text_problem(name: str, value: Any, blank: str) -> Problem | None:
+    """Why a required text field fails (missing, not a string, only whitespace: ``blank`` words it), or None."""
+    if value is None:
+        return Problem(name, f"{name}: missing")
+    if not isinstance(value, str):
+        return Problem(name, f"{name}: {_show(value)} is not a string")
+    if not value.strip():
+        return Problem(name, f"{name}: {blank}")
+    return None

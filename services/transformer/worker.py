@@ -7,13 +7,14 @@ import redis
 import structlog
 from opentelemetry import trace
 
-from etl_common import metrics, streams, streamstats, tracing
+from etl_common import metrics, streams, tracing
 from etl_common.errors import PermanentError
 from etl_common.files import file_names
-from etl_common.keys import CHANNEL_PHASE2, GROUP_TRANSFORMER, Keys
+from etl_common.keys import CHANNEL_PHASE2, GROUP_TRANSFORMER
 from etl_common.ops import Heartbeat
 from etl_common.redis_client import RETRYABLE_ERRORS
 from etl_common.runtime import Stopper, serve_loop
+from etl_common.worker import StreamWorker
 from transformer.settings import TransformerSettings
 from transformer.transform import transform_page
 
@@ -49,7 +50,7 @@ def _names(run_ts: str) -> tuple[str, str, str]:
     return n["raw_file"], n["processed_file"], n["dlq_file"]
 
 
-class Worker:
+class Worker(StreamWorker[TransformerSettings]):
     """Consumes the raw stream until stopped."""
 
     def __init__(
@@ -60,15 +61,9 @@ class Worker:
         heartbeat: Heartbeat,
         stopper: Stopper,
     ) -> None:
-        self.settings = settings
-        self.client = client
+        super().__init__(settings, client, heartbeat, stopper, GROUP_TRANSFORMER, lambda keys: [keys.raw_stream])
         self.departments = departments
-        self.heartbeat = heartbeat
-        self.stopper = stopper
-        self.keys = Keys(settings.key_prefix)
-        self.reader = streams.GroupReader.for_settings(client, GROUP_TRANSFORMER, [self.keys.raw_stream], settings)
         self.complete = client.register_script(_COMPLETE)
-        streamstats.watch(settings.redis_url, self.keys, GROUP_TRANSFORMER, self.reader.streams)
 
     def serve(self) -> None:
         self.reader.setup()

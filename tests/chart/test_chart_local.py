@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 import testbed as tb
+from etl_common.db import connect_reader
 from saver import crypto
 from testbed import chart
 from tests.chart import k8s
@@ -89,26 +91,10 @@ def _wait_probe(cluster: Cluster, pod: Pod, proc: tb.Proc, kind: str, timeout_s:
     raise AssertionError(f"{pod.name} {kind} failing after {timeout_s}s:\n{proc.output()[-3000:]}")
 
 
-def _runs(db: Path) -> list[sqlite3.Row]:
-    if not db.exists():
-        return []
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        conn.row_factory = sqlite3.Row
-        try:
-            return conn.execute("SELECT * FROM etl_runs ORDER BY id").fetchall()
-        except sqlite3.OperationalError:
-            return []
-
-
 def _wait_runs(db: Path, count: int, procs: dict, timeout_s: float = 90) -> list[sqlite3.Row]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        runs = _runs(db)
-        if len(runs) >= count and all(r["status"] == "succeeded" for r in runs):
-            return runs
-        time.sleep(0.2)
-    logs = "\n".join(f"--- {n}\n{p.output()[-2500:]}" for n, p in procs.items())
-    raise AssertionError(f"runs: {[dict(r) for r in _runs(db)]}\n{logs}")
+    """Every run, once ``count`` of them have succeeded."""
+    tb.wait_for_run(db, ("succeeded",), timeout_s, count=count, step_s=0.2, logs=lambda: tb.output_tails(procs))
+    return tb.runs(db)
 
 
 def test_chart_pods_complete_a_run_as_local_processes(tmp_path, sftp_server, make_source):
@@ -156,7 +142,7 @@ def test_chart_pods_complete_a_run_as_local_processes(tmp_path, sftp_server, mak
         assert run["valid_count"] + run["invalid_count"] == 208 and run["invalid_count"] > 0
         uploaded = sorted(str(p.relative_to(upload)) for p in upload.rglob("*.age"))
         assert len(uploaded) == 3 and all(u.endswith(".jsonl.age") for u in uploaded)
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        with closing(connect_reader(db)) as conn:
             codes = conn.execute(
                 "SELECT DISTINCT department_code FROM processed_users WHERE department = 'Engineering'"
             )

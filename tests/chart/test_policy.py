@@ -85,16 +85,29 @@ def test_every_pod_has_no_service_account_token(rendered):
     assert sa["automountServiceAccountToken"] is False
 
 
-def test_every_long_running_container_has_liveness_readiness_and_resources(rendered):
+def test_every_long_running_container_has_liveness_and_readiness(rendered):
     for w, c in k8s.containers(rendered):
         name = f"{w['metadata']['name']}/{c['name']}"
-        res = c.get("resources", {})
-        assert res.get("requests", {}).get("memory") and res.get("limits", {}).get("memory"), name
-        assert res["requests"].get("cpu"), name
         if w["kind"] in ("Deployment", "StatefulSet"):
             assert c.get("livenessProbe") and c.get("readinessProbe"), name
         elif w["kind"] == "CronJob":
             assert c.get("livenessProbe"), name  # a Job is never "ready"; liveness catches a stuck run
+
+
+@pytest.mark.parametrize("name", sorted(set(k8s.VALUE_SETS) - {"default"}))
+def test_every_container_of_the_ci_values_has_requests_and_limits(name):
+    """values.yaml recommends resources in comments (none by default); the ci/ values set them."""
+    for w, c in k8s.containers(k8s.render_objects(k8s.VALUE_SETS[name])):
+        res = c.get("resources", {})
+        where = f"{w['metadata']['name']}/{c['name']}"
+        assert res.get("requests", {}).get("memory") and res.get("limits", {}).get("memory"), where
+        assert res["requests"].get("cpu"), where
+
+
+def test_resources_are_left_to_the_cluster_by_default():
+    """Helm's guidance: no resources unless asked (only the helm test pod, which the chart owns, sets them)."""
+    objs = k8s.render_objects()
+    assert [w["metadata"]["name"] for w, c in k8s.containers(objs) if "resources" in c and not k8s.is_hook(w)] == []
 
 
 def test_http_probes_name_a_declared_port(rendered):

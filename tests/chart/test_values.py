@@ -116,3 +116,19 @@ def test_validate_values_fails_with_a_clear_message(values, message):
     with pytest.raises(helm_python.HelmRenderError) as err:
         chart.render(values)
     assert "VALUES ERROR" in str(err.value) and message in str(err.value)
+
+
+def test_every_property_of_the_schema_has_a_description():
+    def undescribed(schema: dict, path: str) -> list[str]:
+        out = []
+        for key, sub in schema.get("properties", {}).items():
+            p = f"{path}.{key}".lstrip(".")
+            if not str(sub.get("description", "")).strip():
+                out.append(p)
+            out += undescribed(sub, p)
+        if isinstance(schema.get("items"), dict):
+            out += undescribed(schema["items"], path + "[]")
+        return out
+
+    assert undescribed(SCHEMA, "") == []
+    assert undescribed({"properties": {"x": {"properties": {"y": {}}}}}, "") == ["x", "x.y"]

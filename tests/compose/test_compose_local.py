@@ -171,21 +171,9 @@ def _wait_healthy(stack: LocalCompose, name: str, proc: tb.Proc, timeout_s: floa
 
 
 def _wait_runs(db: Path, count: int, timeout_s: float, procs: dict) -> list[sqlite3.Row]:
-    deadline = time.monotonic() + timeout_s
-    rows: list[sqlite3.Row] = []
-    while time.monotonic() < deadline:
-        if db.exists():
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-                conn.row_factory = sqlite3.Row
-                try:
-                    rows = conn.execute("SELECT * FROM etl_runs ORDER BY id").fetchall()
-                except sqlite3.OperationalError:
-                    rows = []
-            if len(rows) >= count and all(r["status"] == "succeeded" for r in rows):
-                return rows
-        time.sleep(0.2)
-    logs = "\n".join(f"--- {n}\n{p.output()[-2500:]}" for n, p in procs.items())
-    raise AssertionError(f"runs: {[dict(r) for r in rows]}\n{logs}")
+    """Every run, once ``count`` of them have succeeded."""
+    tb.wait_for_run(db, ("succeeded",), timeout_s, count=count, step_s=0.2, logs=lambda: tb.output_tails(procs))
+    return tb.runs(db)
 
 
 def test_compose_services_complete_a_run_as_local_processes(tmp_path, sftp_server, make_source):

@@ -1,26 +1,18 @@
 """A corpus of hostile records: each lands in invalid_users with its reason or is loaded safely; nothing crashes."""
 
-import copy
 import json
 
-from dummyjson.users import make_user
+from dummyjson.users import DELETE, changed, make_user
 from tests.support import lines
 
 BASE = make_user(1)
 
 
 def user(uid: int, **changes) -> dict:
-    u = copy.deepcopy(BASE)
-    u["id"] = uid
-    for k, v in changes.items():
-        if v is DEL:
-            u.pop(k, None)
-        else:
-            u[k] = v
-    return u
+    return changed(BASE, {"id": uid, **changes})
 
 
-DEL = object()
+DEL = DELETE
 HUGE = "x" * 1_000_000
 SQL = "Robert'); DROP TABLE processed_users;--"
 INJECT = '"}, {"id": 999, "firstName": "Injected'

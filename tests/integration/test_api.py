@@ -1,7 +1,9 @@
 """The read API as a real process over a database written by real pipeline runs (Redis, SFTP, SQLite)."""
 
+import sqlite3
 import threading
 import time
+from contextlib import closing
 
 import httpx
 import orjson
@@ -9,6 +11,7 @@ import pytest
 
 import testbed as tb
 from dummyjson.server import Source
+from etl_common.db import connect_reader
 from tests.support import Pipeline, SourceServer, real_users
 
 TOKEN = "test-token"
@@ -49,10 +52,7 @@ def stack(tmp_path_factory, redis_server, sftp_server):
         for i, source in enumerate(sources):
             done = p.extract(ETL_SOURCE_URL=source.url)
             assert done.returncode == 0, done.stdout + done.stderr
-            deadline = time.monotonic() + 30
-            while len(p.runs()) <= i and time.monotonic() < deadline:
-                time.sleep(0.05)
-            runs.append(p.wait_run(("succeeded",), run_id=p.runs()[i]["run_id"]))
+            runs.append(tb.wait_for_run(p.db_path, ("succeeded",), count=i + 1, logs=p.logs))
             time.sleep(1.1)  # run timestamps have one-second resolution
         apis = {
             "token": Api(
@@ -413,9 +413,35 @@ class TestDatabaseMissing:
         assert nodb.sql("SELECT 1").status_code == 503
         assert nodb.get("/healthz").status_code == 200
 
-    def test_errors_leak_no_internals(self, api):
+    def test_errors_leak_no_internals(self, api, pipeline, tmp_path):
+        """Bad JSON is a 422; a SQLite error reaches the project's 503 handler and a bug its 500 handler: both
+        answer a fixed JSON detail, and only the log names the cause."""
         r = api.client.post("/query_sql", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
         assert r.status_code == 422 and "Traceback" not in r.text
+        # A copy of the real database, broken in two ways the API cannot expect: a table gone (sqlite3.Error
+        # on /data/invalid_users) and a BLOB in a run's text column, which JSON cannot carry (TypeError on /etl_runs).
+        broken = tmp_path / "broken.db"
+        with closing(connect_reader(pipeline.db_path)) as src, closing(sqlite3.connect(broken)) as dst:
+            src.backup(dst)
+            dst.execute("DROP TABLE invalid_users")
+            dst.execute("UPDATE etl_runs SET error = x'00ff' WHERE id = (SELECT max(id) FROM etl_runs)")
+            dst.commit()
+        bad = Api(pipeline, "api-broken", ETL_DB_PATH=str(broken))
+        try:
+            r = bad.get("/data/invalid_users")
+            assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+            assert r.json() == {"detail": "the database could not be read; try again"}
+            r = bad.get("/etl_runs")
+            assert r.status_code == 500 and r.json() == {"detail": "internal error"}
+            # The process carries on (on a new connection: uvicorn closes the one a 500 was sent on).
+            after = httpx.get(f"http://127.0.0.1:{bad.port}/data/raw_users", headers=AUTH, timeout=30)
+            assert after.status_code == 200
+        finally:
+            bad.client.close()
+            bad.proc.stop()
+        log = bad.proc.output()
+        assert "database error" in log and "no such table: invalid_users" in log
+        assert "unexpected error" in log and "TypeError" in log
 
 
 def test_post_etl_runs_starts_a_run_through_the_extractor(make_source, make_pipeline):

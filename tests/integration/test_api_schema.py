@@ -4,8 +4,6 @@ Every operation gets a bounded number of generated requests; no answer may be a 
 schema (status codes, content type, headers and bodies as documented).
 """
 
-import time
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -39,9 +37,6 @@ def api_url(tmp_path_factory, redis_server, sftp_server):
         p.start_workers()
         done = p.extract()
         assert done.returncode == 0, done.stdout + done.stderr
-        deadline = time.monotonic() + 30
-        while not p.runs() and time.monotonic() < deadline:
-            time.sleep(0.05)
         p.wait_run(("succeeded",))
         api = Api(p, "api", ETL_API_SQL_TIMEOUT_MS="300")
         yield f"http://127.0.0.1:{api.port}"

@@ -116,19 +116,94 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* Pod spec fields shared by the ETL workloads: account, no token, pull secrets, security. */}}
+{{/* Pod spec fields every pod shares: account, no token, pull secrets, security (dict "ctx" . ["securityContext"]). */}}
 {{- define "etl.podCommon" -}}
-serviceAccountName: {{ include "etl.serviceAccountName" . }}
+{{- /* securityContext: the pod's own, instead of the ETL pods' non-root one (redis, sftp). */ -}}
+serviceAccountName: {{ include "etl.serviceAccountName" .ctx }}
 automountServiceAccountToken: false
 enableServiceLinks: false
-{{- with .Values.imagePullSecrets }}
+{{- with .ctx.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- range . }}
   - name: {{ . }}
   {{- end }}
 {{- end }}
 securityContext:
-  {{- include "etl.podSecurityContext" . | nindent 2 }}
+  {{- if .securityContext }}
+  {{- toYaml .securityContext | nindent 2 }}
+  {{- else }}
+  {{- include "etl.podSecurityContext" .ctx | nindent 2 }}
+  {{- end }}
+{{- end -}}
+
+{{/* Pod template of a component: metadata and the shared spec fields; the caller adds containers and volumes. */}}
+{{- define "etl.podTemplate" -}}
+{{- /*
+Shared by every workload, as the pushgateway chart shares its podSpec. Call with dict "ctx" . "component" "api"
+"values" .Values.api "grace" 30 and, optionally, "checksum" true (roll the pods when the ConfigMap changes),
+"restartPolicy", "securityContext" (see etl.podCommon) and "affinity" (the component's own rules; they win over
+the user's). nodeSelector, tolerations and affinity come from the component's values, else the global ones;
+podAnnotations from both, the component's winning. The caller goes on at the pod spec's indentation.
+*/ -}}
+{{- $ctx := .ctx -}}
+{{- $annotations := merge (deepCopy (.values.podAnnotations | default dict)) ($ctx.Values.podAnnotations | default dict) -}}
+{{- $affinity := merge (deepCopy (.affinity | default dict)) (.values.affinity | default $ctx.Values.affinity | default dict) -}}
+metadata:
+  labels:
+    {{- include "etl.labels" . | nindent 4 }}
+  {{- if or .checksum $annotations }}
+  annotations:
+    {{- if .checksum }}
+    checksum/config: {{ include (print $ctx.Template.BasePath "/common/configmap.yaml") $ctx | sha256sum }}
+    {{- end }}
+    {{- with $annotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- end }}
+spec:
+  {{- include "etl.podCommon" . | nindent 2 }}
+  {{- with .restartPolicy }}
+  restartPolicy: {{ . }}
+  {{- end }}
+  terminationGracePeriodSeconds: {{ .grace }}
+  {{- with (.values.nodeSelector | default $ctx.Values.nodeSelector) }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with (.values.tolerations | default $ctx.Values.tolerations) }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+
+{{/* The API's own affinity: on the saver's node, as SQLite WAL needs one host. */}}
+{{- define "etl.api.affinity" -}}
+podAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "etl.selectorLabels" (dict "ctx" . "component" "saver") | nindent 10 }}
+{{- end -}}
+
+{{/* The saver's own affinity when the API runs: back to the API's node after a Recreate. */}}
+{{- define "etl.saver.affinity" -}}
+{{- /* The API requires the saver's node, and a ReadWriteOnce volume still mounted there could not be attached
+to another node anyway. */ -}}
+{{- if .Values.api.enabled -}}
+podAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "etl.selectorLabels" (dict "ctx" . "component" "api") | nindent 12 }}
+{{- end -}}
 {{- end -}}
 
 {{/* Environment of an ETL container: shared ConfigMap, Secret values by reference, the Redis URL. */}}

@@ -25,8 +25,10 @@
   {{- else }}
   {{- include "etl.opsProbes" .ctx | nindent 2 }}
   {{- end }}
+  {{- with .ctx.Values.extractor.resources }}
   resources:
-    {{- toYaml .ctx.Values.extractor.resources | nindent 4 }}
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   securityContext:
     {{- include "etl.containerSecurityContext" .ctx | nindent 4 }}
   volumeMounts:

@@ -1,10 +1,9 @@
-"""PII policy and department lookup."""
+"""The PII policy: the password always dropped, sensitive fields masked or dropped, the input untouched."""
 
 import pytest
 
-from dummyjson.users import DEPARTMENTS, make_user
+from dummyjson.users import make_user
 from transformer import pii
-from transformer.enrich import UNKNOWN, department_code, load_departments
 
 
 def test_mask_keeps_last_four():
@@ -30,27 +29,20 @@ def test_mask_policy_masks_every_sensitive_field_without_touching_the_input():
 
 
 def test_drop_policy_removes_fields():
-    out = pii.protect(make_user(7), "drop")
-    assert "ssn" not in out and "cardNumber" not in out["bank"] and "wallet" not in out["crypto"]
+    """Every sensitive field (ssn, ein, card number, IBAN, wallet) is gone; the rest stays; the input is untouched."""
+    user = make_user(7)
+    assert {"ssn", "ein"} <= set(user) and {"cardNumber", "iban"} <= set(user["bank"]) and user["crypto"]["wallet"]
+    out = pii.protect(user, "drop")
+    assert not {"ssn", "ein", "password"} & set(out)
+    assert not {"cardNumber", "iban"} & set(out["bank"]) and "wallet" not in out["crypto"]
+    assert out["bank"] == {k: v for k, v in user["bank"].items() if k not in ("cardNumber", "iban")}
+    assert out["crypto"] == {k: v for k, v in user["crypto"].items() if k != "wallet"}
+    assert {k: v for k, v in out.items() if k not in ("bank", "crypto")} == {
+        k: v for k, v in user.items() if k not in ("ssn", "ein", "password", "bank", "crypto")
+    }
+    assert user["bank"]["iban"] and user["ein"]  # the input keeps its values
 
 
 def test_non_objects_pass_through():
     assert pii.protect("text") == "text"
     assert pii.protect({"bank": "not an object"})["bank"] == "not an object"
-
-
-def test_lookup_covers_all_twelve_departments_ignoring_case_and_spaces():
-    table = load_departments()
-    assert len(table) == 12
-    for name in DEPARTMENTS:
-        assert department_code(table, f"  {name.upper()} ") != UNKNOWN
-    assert department_code(table, "Astrology") == UNKNOWN
-
-
-def test_bad_lookup_file_is_a_clear_error(tmp_path):
-    bad = tmp_path / "d.csv"
-    bad.write_text("name,code\nX,Y\n")
-    with pytest.raises(ValueError, match="header must be"):
-        load_departments(bad)
-    with pytest.raises(ValueError, match="unreadable"):
-        load_departments(tmp_path / "missing.csv")

@@ -10,7 +10,7 @@ from api import exports, records
 from api.db import Database
 from saver import quality, report
 from saver.store import Store
-from tests.unit.test_quality import load, users
+from tests.unit.saver.test_quality import load, users
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,9 @@ def test_generated_users_are_valid():
         ({"id": True}, ["id: True is not an integer"]),
         ({"firstName": "\t "}, ["firstName: is blank"]),
         ({"company": {"department": ""}}, ["company.department: is empty"]),
+        ({"firstName": 5}, ["firstName: 5 is not a string"]),
+        ({"company": {"department": 7}}, ["company.department: 7 is not a string"]),
+        ({"company": "acme"}, ["company: 'acme' is not an object"]),
     ],
 )
 def test_single_rules(changes, expected):
@@ -50,6 +53,28 @@ def test_long_values_are_shortened_in_reasons():
     assert len(reason) < 80 and reason.endswith("is not a number")
 
 
-@pytest.mark.parametrize("kind", range(len(BREAKAGES)))
+# The exact reasons of each breakage the source serves (--bad-every) and the fault tests use.
+BROKEN_RULES = {
+    "age below 18": ["age: 17 is below 18"],
+    "age above 65": ["age: 66 is above 65"],
+    "email missing": ["email: missing"],
+    "email malformed": ["email: 'not-an-email' is not a valid address (An email address must have an @-sign.)"],
+    "first name blank": ["firstName: is blank"],
+    "id not an integer": ["id: 'abc' is not an integer"],
+    "department empty": ["company.department: is empty"],
+    "age not a number": ["age: 'thirty' is not a number"],
+    "everything broken": [
+        "firstName: is blank",
+        "email: missing",
+        "age: 12 is below 18",
+        "company.department: missing",
+    ],
+}
+
+
+@pytest.mark.parametrize("kind", range(len(BREAKAGES)), ids=[name for name, _ in BREAKAGES])
 def test_catalogue_of_broken_users_is_invalid(kind):
-    assert problems(make_bad_user(5, kind)) != []
+    """Each breakage breaks exactly its named rules, nothing else (a new breakage needs its rules here)."""
+    name = BREAKAGES[kind][0]
+    assert problems(make_bad_user(5, kind)) == BROKEN_RULES[name]
+    assert problems(make_bad_user(6, kind, seed=3)) == BROKEN_RULES[name]  # whoever the user is
