@@ -13,7 +13,8 @@ env: ## Install system packages when missing (as root) and create .venv
 demo: env ## Run the whole system locally and perform one run (ONCE=1 stops after the summary)
 	@$(PY) scripts/demo.py $(if $(ONCE),--once,)
 
-test: env ## All tests: unit, integration and faults, on real Redis, SFTP and SQLite
+test: ## All tests: unit, integration and faults, on real Redis, SFTP and SQLite (installs Prometheus and age as root)
+	@scripts/bootstrap.sh --test
 	@$(PY) -m pytest
 
 test-unit: env ## Only the pure-logic tests

@@ -1,114 +1,411 @@
-"""`make demo`: starts Redis, an SFTP server, the source and the four services locally, performs one run, reports it."""
+"""`make demo`: starts Redis, an SFTP server, the source and the four services locally, performs one run, reports it.
+
+Settings come from the environment, then `.env` (as for the services). Everything it starts dies with it,
+however it ends; one demo at a time per checkout. Exit codes: 0 done, 1 the run or a part failed,
+2 a setting is wrong or a port it needs is taken.
+"""
 
 import argparse
+import contextlib
+import fcntl
+import json
 import os
 import secrets
+import shutil
 import signal
+import socket
 import sqlite3
 import sys
 import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
 
 import httpx
+import redis
+from dotenv import dotenv_values
 
 import testbed as tb
+from api.settings import ApiSettings
+from etl_common.db import connect_reader
+from etl_common.keys import Keys
+from etl_common.settings import load
+from extractor.checkpoint import Checkpoint
+from extractor.settings import ExtractorSettings
+from saver.settings import SaverSettings
+from testbed.progress import Progress
+from transformer.settings import TransformerSettings
 
+# The demo's folder (the checkout; --home moves it, for the tests): .env, .run/, database/, data/, sftp_data/.
 ROOT = tb.ROOT
 RUN = ROOT / ".run"
+DB = ROOT / "database" / "data.db"
+FINAL = tb.FINAL_STATUSES
+# Dev servers of the usual frontend stacks: React/Next (3000), Vite (5173), Angular (4200), Vue CLI (8080).
+CORS_ORIGINS = ",".join(
+    f"http://{host}:{port}" for port in (3000, 5173, 4200, 8080) for host in ("localhost", "127.0.0.1")
+)
+KEEP_LOG_DIRS = 5
+SETTINGS = (ExtractorSettings, TransformerSettings, SaverSettings, ApiSettings)
 
 
-def wait_run(db: Path, timeout_s: float) -> sqlite3.Row | None:
-    """The newest run once it has finished; after ``timeout_s`` the newest row as it stands (None if none)."""
+class Refused(Exception):
+    """The demo cannot start; the message says why and what to do (exit code ``code``)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Stop(Exception):
+    """SIGTERM or SIGHUP (a closed terminal): stop everything, like Ctrl-C."""
+
+
+def settings_env() -> dict[str, str]:
+    """ETL_* settings: the environment first, then `.env` in the checkout (as pydantic-settings reads it)."""
+    dotenv = dotenv_values(ROOT / ".env") if (ROOT / ".env").exists() else {}
+    merged = {k: v for k, v in dotenv.items() if k.startswith("ETL_") and v is not None}
+    merged.update({k: v for k, v in os.environ.items() if k.startswith("ETL_")})
+    return merged
+
+
+def check_settings(env: dict[str, str]) -> None:
+    """Every service's settings with ``env``: a bad value stops the demo with one line and exit code 2."""
+    values = {k.removeprefix("ETL_").lower(): v for k, v in env.items()}
+    for cls in SETTINGS:
+        load(cls, _env_file=None, **values)
+
+
+def lock_checkout() -> IO[str]:
+    """Hold `.run/demo.lock` for the demo's life (the kernel releases it however the demo ends)."""
+    RUN.mkdir(parents=True, exist_ok=True)
+    fh = (RUN / "demo.lock").open("a+")
     try:
-        return tb.wait_for_run(db, timeout_s=timeout_s, step_s=0.2)
-    except TimeoutError:
-        return tb.latest_run(db)
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        pid = fh.read().strip() or "?"
+        raise Refused(
+            f"another `make demo` is running in this checkout (pid {pid}); stop it first (Ctrl-C in its terminal)"
+        ) from None
+    fh.truncate(0)
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+def check_ports(ports: list[tuple[str, str, int, str]]) -> None:
+    """Refuse at once when a port the demo needs is taken: (what, host, port, variable that moves it)."""
+    busy = []
+    for what, host, port, variable in ports:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                busy.append(f"{port} ({what}; choose another with {variable}=...)")
+    if busy:
+        raise Refused(f"ports in use by another program: {', '.join(busy)}", code=2)
+
+
+def api_token(env: dict[str, str]) -> tuple[str, str]:
+    """The API token and where it comes from: ETL_API_TOKEN, else one generated once and kept in .run/."""
+    if env.get("ETL_API_TOKEN"):
+        return env["ETL_API_TOKEN"], "ETL_API_TOKEN"
+    path = RUN / "api_token"
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip(), f"generated, kept in {path.relative_to(ROOT)}"
+    token = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(token)
+    return token, f"generated, kept in {path.relative_to(ROOT)}"
+
+
+def log_dir() -> Path:
+    """A log folder per demo (`.run/logs/<UTC time>`, `latest` points to it); older ones beyond a few removed."""
+    base = RUN / "logs"
+    base.mkdir(parents=True, exist_ok=True)
+    for old in sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink())[: -(KEEP_LOG_DIRS - 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    # Earlier demos' Redis and sshd logs (named by their port) and the appended-forever files of older versions.
+    for stale in [*base.glob("*.log"), *(RUN / "redis").glob("*.log"), *(RUN / "sshd").glob("*.log")]:
+        stale.unlink()
+    here = base / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    here.mkdir(exist_ok=True)
+    latest = base / "latest"
+    latest.unlink(missing_ok=True)
+    latest.symlink_to(here.name)
+    return here
+
+
+def earlier_state(client: redis.Redis, prefix: str) -> tuple[list[str], str | None]:
+    """Notes on what earlier demos left (database runs, an unfinished run) and the run id to resume, if any."""
+    notes = []
+    if DB.exists():
+        with contextlib.closing(connect_reader(DB)) as conn:
+            with contextlib.suppress(sqlite3.Error):
+                (count,) = conn.execute("SELECT count(*) FROM etl_runs").fetchone()
+                if count:
+                    notes.append(f"database/data.db keeps {count} run(s) of earlier demos")
+    cp = Checkpoint.load(client, Keys(prefix).checkpoint)
+    if cp is not None:
+        done = f"{cp.records} of {cp.total} users" if cp.total >= 0 else "no page yet"
+        notes.append(f"resuming run {cp.run_id} left unfinished by an earlier demo ({done} fetched then)")
+    return notes, (cp.run_id if cp else None)
+
+
+def run_row(run_id: str | None, after_id: int) -> sqlite3.Row | None:
+    """The demo's run: ``run_id`` when resuming, else the first run created after row ``after_id``."""
+    if not DB.exists():
+        return None
+    with contextlib.closing(connect_reader(DB)) as conn:
+        conn.row_factory = sqlite3.Row
+        try:
+            if run_id:
+                return conn.execute("SELECT * FROM etl_runs WHERE run_id=?", (run_id,)).fetchone()
+            return conn.execute("SELECT * FROM etl_runs WHERE id>? ORDER BY id LIMIT 1", (after_id,)).fetchone()
+        except sqlite3.Error:
+            return None
+
+
+def last_row_id() -> int:
+    row = tb.latest_run(DB)
+    return int(row["id"]) if row is not None else 0
+
+
+def wait_run(
+    extract: tb.Proc, services: list[tb.Proc], run_id: str | None, after_id: int, client: redis.Redis, prefix: str
+) -> tuple[sqlite3.Row | None, int | None]:
+    """Follow the run with a progress display until it is final or the extraction fails: (row, exit code).
+
+    RuntimeError when one of ``services`` exits meanwhile.
+    """
+    progress = Progress(sys.stderr)
+    # A resumed run is already final (failed) before the extractor takes it up again: wait for a change.
+    earlier = run_row(run_id, after_id)
+    stale = earlier["updated_at"] if earlier is not None else None
+    try:
+        while True:
+            row = run_row(run_id, after_id)
+            code = extract.popen.poll()
+            fresh = row is not None and row["updated_at"] != stale
+            if row is not None and ((fresh and row["status"] in FINAL) or code not in (None, 0)):
+                return row, code
+            if code not in (None, 0):
+                time.sleep(1.0)  # the saver records the failure from the events stream
+                return run_row(run_id, after_id), code
+            dead = next((p for p in services if not p.alive()), None)
+            if dead is not None:
+                raise RuntimeError(f"{dead.name} exited during the run: {last_words(dead)}")
+            cp = Checkpoint.load(client, Keys(prefix).checkpoint)
+            total = (cp.total if cp else -1) if row is None or row["total_expected"] is None else row["total_expected"]
+            pages = _pages_loaded(row["run_id"]) if row is not None else 0
+            progress.update((row["raw_count"] or 0) if row is not None else 0, total, pages)
+            time.sleep(0.5)
+    finally:
+        progress.close()
+
+
+def _pages_loaded(run_id: str) -> int:
+    with contextlib.closing(connect_reader(DB)) as conn:
+        return int(conn.execute("SELECT count(*) FROM loaded_pages WHERE run_id=?", (run_id,)).fetchone()[0])
+
+
+def failure_line(row: sqlite3.Row | None, extract: tb.Proc, env: dict[str, str]) -> str:
+    """One line: what failed and the next step."""
+    cause = (row["error"] if row is not None else None) or _last_error(extract) or "no cause recorded"
+    run = f"run {row['run_id']}" if row is not None else "the run"
+    if "source" in cause:
+        step = (
+            f"check ETL_SOURCE_URL ({env['ETL_SOURCE_URL']}) or allow more retries with ETL_RETRY_DELAYS; "
+            "`make demo` resumes the run, `make clean` starts over"
+        )
+    elif row is not None and row["status"] == "upload_pending":
+        step = "the saver keeps retrying the upload; see the saver's log, `make clean` starts over"
+    else:
+        step = f"see {extract.log.parent}, `make clean` starts over"
+    return f"{run} failed: {cause}. Next: {step}"
+
+
+def _last_error(proc: tb.Proc) -> str:
+    for line in reversed(proc.output().splitlines()):
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and record.get("error"):
+                return str(record["error"])
+    return ""
+
+
+def summary(run: sqlite3.Row, seconds: float, api: str, runs: int, token: tuple[str, str], facts: dict) -> str:
+    """The report of the run: counts, files, database, API, metrics ports; one line each."""
+    lines = [
+        f"run {run['run_id']} {run['status']} in {seconds:.2f}s",
+        f"  records: {run['raw_count']} fetched, {run['valid_count']} valid, {run['invalid_count']} invalid"
+        + (f" ({facts['broken']})" if facts.get("broken") else ""),
+        f"  database: {DB}",
+        f"  files in sftp_data/: {run['raw_file']}, {run['processed_file']}, {run['dlq_file']}",
+        f"  API: {api}/etl_runs ({runs} run(s)), docs at {api}/docs (offline)",
+        f"  token: Authorization: Bearer {token[0]} ({token[1]})",
+        f"  console: {api}/ui/#token={token[0]} (the web console; this link signs in)",
+        f"  CORS: {facts['cors']} (ETL_API_CORS_ORIGINS)",
+        "  metrics: " + ", ".join(f"{name} {url}" for name, url in facts["metrics"].items()),
+        f"  logs: {facts['logs']}",
+    ]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the demo like Ctrl-C does: everything it started is stopped."""
+
+    def handler(signum: int, _: object) -> None:
+        raise Stop(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--once", action="store_true", help="stop everything after the summary")
     parser.add_argument("--users", type=int, default=208, help="users served by the local source")
+    parser.add_argument(
+        "--bad-every", type=int, default=25, help="every Nth user of the local source is broken (0: none)"
+    )
+    parser.add_argument("--home", type=Path, default=tb.ROOT, help="folder of the demo's .env and state")
     args = parser.parse_args()
+    global ROOT, RUN, DB
+    ROOT, RUN, DB = args.home.resolve(), args.home.resolve() / ".run", args.home.resolve() / "database" / "data.db"
     procs: list[tb.Proc] = []
-    logs = RUN / "logs"
 
-    def stop_all(*_: object) -> None:
+    def stop_all() -> None:
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not leave half of them running
         for p in reversed(procs):
             p.stop()
 
     try:
-        redis = tb.start_redis(RUN / "redis", aof=True)
-        procs.append(redis.proc)
-        sftp = tb.start_sftp(RUN / "sshd", RUN / "ssh_keys", ROOT / "sftp_data")
-        procs.append(sftp.proc)
-        source_url = os.environ.get("ETL_SOURCE_URL")
-        if not source_url:
-            port = tb.free_port()
-            procs.append(
-                tb.spawn(
-                    "source", [tb.PYTHON, "-m", "dummyjson", "--port", str(port), "--count", str(args.users)], logs
-                )
-            )
-            tb.wait_port(port, proc=procs[-1].popen)
-            source_url = f"http://127.0.0.1:{port}/users"
-        token = os.environ.get("ETL_API_TOKEN") or secrets.token_urlsafe(24)
-        api_port = int(os.environ.get("ETL_API_PORT", "8000"))
-        env = {
-            "ETL_REDIS_URL": redis.url,
-            "ETL_SOURCE_URL": source_url,
-            "ETL_DB_PATH": str(ROOT / "database" / "data.db"),
-            "ETL_DATA_DIR": str(ROOT / "data"),
-            "ETL_API_TOKEN": token,
-            "ETL_API_PORT": str(api_port),
-            "ETL_API_AUTH": "token",
-            **sftp.env(),
-        }
-        env.update({k: v for k, v in os.environ.items() if k.startswith("ETL_") and k not in env})
-        for name in ("transformer", "saver", "api"):
-            procs.append(tb.start_service(name, env, logs))
-        tb.wait_port(api_port, proc=procs[-1].popen)
-        print(f"services up; logs in {logs}; extracting from {source_url}", flush=True)
-        t0 = time.monotonic()
-        extract = tb.start_service("extractor", env, logs, "once")
-        code = extract.popen.wait()
-        if code != 0:
-            print(f"extraction failed (exit {code}):\n{extract.output()[-2000:]}", file=sys.stderr)
-            return 1
-        run = wait_run(ROOT / "database" / "data.db", 120)
-        if run is None or run["status"] != "succeeded":
-            reason = (run["error"] if run is not None else None) or "the run did not finish in time"
-            run_id, status = (run["run_id"], run["status"]) if run is not None else ("?", "missing")
-            print(f"run {run_id} is {status}: {reason}", file=sys.stderr)
-            return 1
-        api = f"http://127.0.0.1:{api_port}"
-        runs = httpx.get(f"{api}/etl_runs", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
-        print(
-            f"\nrun {run['run_id']} {run['status']} in {time.monotonic() - t0:.2f}s\n"
-            f"  records: {run['raw_count']} fetched, {run['valid_count']} valid, {run['invalid_count']} invalid\n"
-            f"  database: {ROOT / 'database' / 'data.db'}\n"
-            f"  files in sftp_data/: {run['raw_file']}, {run['processed_file']}, {run['dlq_file']}\n"
-            f"  API: {api}/etl_runs ({len(runs)} run(s)), docs at {api}/docs\n"
-            f"  token: Authorization: Bearer {token}",
-            flush=True,
-        )
-        if args.once:
-            return 0
-        procs.append(tb.start_service("extractor", env, logs))
-        print("serving until Ctrl-C (the extractor also runs on its daily schedule)", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while all(p.alive() for p in procs):
-            time.sleep(1)
-        dead = [p.name for p in procs if not p.alive()]
-        print(f"stopped: {', '.join(dead)} exited; see {logs}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+        with stop_on_signals():
+            return demo(args, procs)
+    except (KeyboardInterrupt, Stop):
         return 0
-    except (RuntimeError, TimeoutError) as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
+    except Refused as exc:
+        print(f"demo refused: {exc}", file=sys.stderr)
+        return exc.code
+    except (RuntimeError, TimeoutError, OSError, redis.RedisError) as exc:
+        print(f"demo failed: {exc}; see {RUN / 'logs' / 'latest'}", file=sys.stderr)
         return 1
     finally:
         stop_all()
+
+
+def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
+    env = settings_env()
+    env.setdefault("ETL_API_PORT", "8000")
+    env.setdefault("ETL_API_CORS_ORIGINS", CORS_ORIGINS)
+    ops_base = int(env.get("ETL_OPS_PORT") or 0) or 9101
+    env["ETL_OPS_PORT"] = str(ops_base)
+    check_settings(env)
+    api_host, api_port = env.get("ETL_API_HOST", "127.0.0.1"), int(env["ETL_API_PORT"])
+    ops = {"extractor": ops_base, "transformer": ops_base + 1, "saver": ops_base + 2}
+    lock = lock_checkout()  # noqa: F841 - held until the process ends
+    check_ports(
+        [("the API", api_host, api_port, "ETL_API_PORT")]
+        + [(f"{name} /metrics", "127.0.0.1", port, "ETL_OPS_PORT") for name, port in ops.items()]
+    )
+    tb.bind_children()
+    logs = log_dir()
+    redis_srv = tb.start_redis(RUN / "redis", aof=True)
+    procs.append(redis_srv.proc)
+    client = redis.Redis.from_url(redis_srv.url)
+    prefix = env.get("ETL_KEY_PREFIX", "etl:")
+    notes, resume_id = earlier_state(client, prefix)
+    sftp = tb.start_sftp(RUN / "sshd", RUN / "ssh_keys", ROOT / "sftp_data")
+    procs.append(sftp.proc)
+    broken = ""
+    if not env.get("ETL_SOURCE_URL"):
+        port = tb.free_port()
+        source_args = ["--port", str(port), "--count", str(args.users), "--bad-every", str(args.bad_every)]
+        procs.append(tb.spawn("source", [tb.PYTHON, "-m", "dummyjson", *source_args], logs))
+        tb.wait_port(port, proc=procs[-1].popen)
+        env["ETL_SOURCE_URL"] = f"http://127.0.0.1:{port}/users"
+        if args.bad_every:
+            broken = f"the local source breaks every {args.bad_every}th user on purpose; --bad-every 0 turns it off"
+    token = api_token(env)
+    env.update(
+        {
+            "ETL_REDIS_URL": redis_srv.url,
+            "ETL_DB_PATH": str(DB),
+            "ETL_DATA_DIR": str(ROOT / "data"),
+            "ETL_API_TOKEN": token[0],
+            "ETL_API_AUTH": "token",
+            "ETL_OPS_HOST": "127.0.0.1",
+            **sftp.env(),
+        }
+    )
+    for note in notes:
+        print(f"note: {note}; `make clean` starts from scratch", flush=True)
+    for name in ("transformer", "saver"):
+        procs.append(tb.start_service(name, {**env, "ETL_OPS_PORT": str(ops[name])}, logs))
+    procs.append(tb.start_service("api", env, logs))
+    for proc, port in zip(procs[-3:], (ops["transformer"], ops["saver"], api_port), strict=True):
+        listening(proc, port)
+    print(f"services up; logs in {logs}; extracting from {env['ETL_SOURCE_URL']}", flush=True)
+    t0 = time.monotonic()
+    after_id = last_row_id()
+    extract = tb.start_service("extractor", {**env, "ETL_OPS_PORT": str(ops["extractor"])}, logs, "once", "--ops")
+    run, code = wait_run(extract, list(procs), resume_id, after_id, client, prefix)
+    if code not in (None, 0) or run is None or run["status"] != "succeeded":
+        print(failure_line(run, extract, env), file=sys.stderr)
+        return 1
+    api = f"http://{api_host}:{api_port}"
+    runs = httpx.get(f"{api}/etl_runs", headers={"Authorization": f"Bearer {token[0]}"}, timeout=10).json()
+    facts = {
+        "broken": broken,
+        "cors": env["ETL_API_CORS_ORIGINS"] or "off",
+        "metrics": {"api": f"{api}/metrics", **{n: f"http://127.0.0.1:{p}/metrics" for n, p in ops.items()}},
+        "logs": logs,
+    }
+    print("\n" + summary(run, time.monotonic() - t0, api, len(runs), token, facts), flush=True)
+    if args.once:
+        return 0
+    extract.popen.wait()  # its ops port is the serving extractor's
+    procs.append(tb.start_service("extractor", {**env, "ETL_OPS_PORT": str(ops["extractor"])}, logs))
+    listening(procs[-1], ops["extractor"])
+    print("serving until Ctrl-C (the extractor also runs on its daily schedule)", flush=True)
+    while all(p.alive() for p in procs):
+        time.sleep(1)
+    dead = next(p for p in procs if not p.alive())
+    print(f"stopped: {dead.name} exited: {last_words(dead)}; see {dead.log}", file=sys.stderr)
+    return 1
+
+
+def listening(proc: tb.Proc, port: int) -> None:
+    """Wait until ``proc`` listens on ``port``; RuntimeError naming it and its last words if it exits first."""
+    try:
+        tb.wait_port(port, proc=proc.popen)
+    except RuntimeError:
+        raise RuntimeError(f"{proc.name} exited at start: {last_words(proc)}") from None
+
+
+def last_words(proc: tb.Proc) -> str:
+    """The last line a process logged: a JSON line's event and error, else the text."""
+    for line in reversed(proc.output().splitlines()):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return line.strip()
+        if isinstance(record, dict):
+            return "; ".join(str(record[k]) for k in ("event", "error") if record.get(k)) or line.strip()
+        return line.strip()
+    return "no output"
 
 
 if __name__ == "__main__":

@@ -30,8 +30,13 @@ done
 # The age key pair for file encryption: the saver gets only the public half (age_recipients.txt).
 python=${PYTHON:-.venv/bin/python}
 if [ ! -f "$dir/age_identity.txt" ] && [ -x "$python" ]; then
-  "$python" -m saver keygen -o "$dir/age_identity.txt" > "$dir/age_recipients.txt"
+  # keygen's own note speaks of its standard output, which goes to the file here: say where instead.
+  if ! note=$("$python" -m saver keygen -o "$dir/age_identity.txt" 2>&1 > "$dir/age_recipients.txt"); then
+    echo "$note" >&2
+    exit 1
+  fi
   echo "created age identity $dir/age_identity.txt (keep it safe: it decrypts the uploaded files)"
+  echo "and its public key $dir/age_recipients.txt (ETL_ENCRYPTION_RECIPIENTS_FILE of the saver)"
 fi
 chmod 600 "$dir"/id_ed25519 "$dir"/ssh_host_*_key
 echo "known_hosts for $entry written to $dir/known_hosts"

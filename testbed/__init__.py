@@ -79,12 +79,46 @@ class Proc:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+# Set by bind_children(): every process spawned from then on is sent SIGTERM when this one dies.
+_PARENT_PID: int | None = None
+
+
+def bind_children() -> None:
+    """Make every child spawned from now on die with this process, however it ends (even SIGKILL).
+
+    Linux's PR_SET_PDEATHSIG, set in the child before it runs the program: the kernel sends the
+    child SIGTERM when the thread that spawned it ends, so call spawn from the main thread only.
+    Elsewhere (no prctl) children are only stopped by Proc.stop.
+    """
+    global _PARENT_PID
+    _PARENT_PID = os.getpid()
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: ask for SIGTERM when the parent dies, and die now if it already has (a race)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != _PARENT_PID:
+        os._exit(1)
+
+
 def spawn(name: str, args: list[str], logdir: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
+    """Start ``args`` in a session of its own (a terminal's Ctrl-C goes to the parent, which stops it)."""
     logdir.mkdir(parents=True, exist_ok=True)
     log = logdir / f"{name}.log"
     fh = log.open("ab")
+    bound = _PARENT_PID is not None and sys.platform.startswith("linux")
     popen = subprocess.Popen(
-        args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd or ROOT, start_new_session=True
+        args,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=cwd or ROOT,
+        start_new_session=True,
+        preexec_fn=_die_with_parent if bound else None,
     )
     fh.close()
     return Proc(name, popen, log)

@@ -1,5 +1,6 @@
 """Entry point: ``python -m api`` serves the API with uvicorn (``ETL_API_WORKERS`` processes)."""
 
+import socket
 import sys
 
 import uvicorn
@@ -7,7 +8,9 @@ from fastapi import FastAPI
 
 from api.deps import get_settings
 from api.main import create_app
+from api.settings import ApiSettings
 from etl_common import logs, tracing
+from etl_common.settings import load
 
 
 def worker_app() -> FastAPI:
@@ -18,10 +21,29 @@ def worker_app() -> FastAPI:
     return create_app(settings)
 
 
+def _port_free(host: str, port: int) -> OSError | None:
+    """None when ``host:port`` can be bound now, else the bind error (the port is taken, or not ours)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            s.bind((host, port))
+    except OSError as exc:
+        return exc
+    return None
+
+
 def main() -> int:
-    settings = get_settings()
+    settings = load(ApiSettings)
     if settings.api_auth == "token" and not settings.api_token:
         print("ETL_API_TOKEN is required (or set ETL_API_AUTH=none for local use)", file=sys.stderr)
+        return 2
+    busy = _port_free(settings.api_host, settings.api_port)
+    if busy is not None:
+        print(
+            f"api: cannot listen on {settings.api_host}:{settings.api_port} ({busy.strerror}); "
+            "choose another port with ETL_API_PORT",
+            file=sys.stderr,
+        )
         return 2
     uvicorn.run(
         "api.__main__:worker_app",

@@ -2,12 +2,12 @@
 
 import time
 import uuid
-from datetime import datetime, timezone
 from functools import cached_property
 
 import redis
 
 from etl_common import streams
+from etl_common.clock import utc_iso
 from etl_common.keys import Keys
 
 # Check and enqueue atomically, so two API replicas cannot both pass the check.
@@ -52,7 +52,7 @@ class CommandQueue:
                 "type": "run_now",
                 "request_id": request_id,
                 "trigger": "api",
-                "requested_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "requested_at": utc_iso(),
                 # The extractor skips a request that a run started after it already satisfies.
                 "requested_at_epoch": time.time(),
             },

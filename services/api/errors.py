@@ -1,12 +1,19 @@
 """Error answers: always JSON ``{"detail": ...}`` with the right status, never a trace or SQL internals."""
 
+import math
 import sqlite3
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.db import NotReady
+from etl_common.jsontext import BAD_UNICODE
+
+# How much of a refused input a 422 echoes back: enough to see the mistake, never a whole hostile body.
+_ECHO_DEPTH, _ECHO_ITEMS, _ECHO_CHARS = 4, 20, 200
 
 log = structlog.get_logger(__name__)
 
@@ -23,12 +30,52 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _echo(value: Any, depth: int = 0) -> Any:
+    """``value`` made writable as strict JSON: lone surrogates as U+FFFD, NaN/Infinity as text, bounded size."""
+    if isinstance(value, str):
+        return BAD_UNICODE.sub("\ufffd", value[:_ECHO_CHARS])
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value if not isinstance(value, int) or abs(value) < 2**63 else str(value)[:_ECHO_CHARS]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth >= _ECHO_DEPTH:
+        return "..."
+    if isinstance(value, dict):
+        return {_echo(str(k)): _echo(v, depth + 1) for k, v in list(value.items())[:_ECHO_ITEMS]}
+    if isinstance(value, (list, tuple)):
+        return [_echo(v, depth + 1) for v in list(value)[:_ECHO_ITEMS]]
+    return _echo(str(value))
+
+
+async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's own handler echoes the input as it came: a lone surrogate or a NaN in it made the 422 a 500.
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [
+        {
+            "type": _echo(e.get("type", "")),
+            "loc": [_echo(part) for part in e.get("loc", ())],
+            "msg": _echo(e.get("msg", "")),
+            "input": _echo(e.get("input")),
+        }
+        for e in errors
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _not_unicode(request: Request, exc: Exception) -> JSONResponse:
+    # Text with a lone surrogate reached a place that needs UTF-8 (SQLite, a header): the request is at fault.
+    log.warning("request text is not valid Unicode", path=request.url.path)
+    return JSONResponse({"detail": "the request holds text that is not valid Unicode (a lone surrogate)"}, 400)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unexpected error", path=request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(UnicodeError, _not_unicode)
     app.add_exception_handler(NotReady, _not_ready)
     app.add_exception_handler(sqlite3.Error, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -1,12 +1,13 @@
-"""Builds the FastAPI application: state, error handlers, CORS and the routers."""
+"""Builds the FastAPI application: state, error handlers, CORS, the routers and the web console."""
 
 import os
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
+from fastapi_offline import FastAPIOffline
 
-from api import errors, openapi
+from api import errors, openapi, ui
 from api.cache import ResponseCache
 from api.commands import CommandQueue
 from api.db import Database
@@ -16,6 +17,7 @@ from api.routes import data, health, runs, sql, summary
 from api.settings import ApiSettings
 from etl_common import __version__
 
+DOCS_ASSETS = "/docs-assets"
 DESCRIPTION = """Read API over the ETL's SQLite file (opened read-only) for the frontend.
 
 Data and command routes need `Authorization: Bearer <ETL_API_TOKEN>` unless `ETL_API_AUTH=none`;
@@ -34,7 +36,16 @@ def _telemetry() -> TelemetryConfig:
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="ETL users API", version=__version__, description=DESCRIPTION, telemetry=_telemetry())
+    # Swagger UI and ReDoc from assets shipped in the fastapi-offline wheel (pinned): no CDN, /docs works offline.
+    app = FastAPIOffline(
+        title="ETL users API",
+        version=__version__,
+        description=DESCRIPTION,
+        telemetry=_telemetry(),
+        static_url=DOCS_ASSETS,
+        # No validator badge: Swagger UI would send the document to an outside validator.
+        swagger_ui_parameters={"validatorUrl": None},
+    )
     app.state.settings = settings
     app.state.db = Database(settings.db_path)
     app.state.commands = CommandQueue(settings.redis_url, settings.key_prefix, settings.api_redis_timeout_s)
@@ -57,5 +68,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_observability(app)
     for module in (health, runs, data, summary, sql):
         app.include_router(module.router)
+    ui.install(app)
     openapi.install(app)
     return app

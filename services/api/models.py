@@ -57,6 +57,10 @@ class RunDetail(Run):
     dead_letters: int | None = Field(
         None, description="entries of this run moved to the dead-letter stream; null when Redis is unreachable"
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the run noticed without failing, e.g. the source's total changing between pages",
+    )
 
 
 class RunRequested(BaseModel):

@@ -1,5 +1,6 @@
 """HTTP server answering /users like DummyJSON, with runtime fault switches under /_faults and /_stats."""
 
+import base64
 import json
 import threading
 import time
@@ -25,7 +26,8 @@ class Source:
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         # Each rule: {skip: int|None, status: int, times: int (-1 forever), retry_after: s,
-        # delay_s: float, body: "notjson"|None}; a request consumes the first rule that matches.
+        # delay_s: float, body: "notjson"|None, body_b64: the exact bytes to answer (base64)};
+        # a request consumes the first rule that matches.
         self.rules: list[dict[str, Any]] = []
         self.total_delta = 0  # added to `total` after `total_delta_after` requests
         self.total_delta_after = 0
@@ -85,6 +87,10 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
                 if rule.get("retry_after") is not None:
                     headers["Retry-After"] = str(rule["retry_after"])
                 self._json(int(rule["status"]), {"message": "injected failure"}, headers)
+                return
+            if rule and rule.get("body_b64") is not None:
+                # Bytes no JSON writer would produce (lone surrogates, NaN, bytes that are not UTF-8...).
+                self._raw(200, base64.b64decode(rule["body_b64"]), "application/json")
                 return
             if rule and rule.get("body") == "notjson":
                 self._raw(200, b"<html>502 Bad Gateway</html>", "text/html")

@@ -62,6 +62,11 @@ RUN_STARTED = Gauge(
 )
 RUN_PROGRESS = Gauge("etl_run_progress_records", "Records of the current run handled so far, by stage.", ["stage"])
 RUN_EXPECTED = Gauge("etl_run_expected_records", "Records the source announced for the current run.")
+RUN_WARNINGS = Counter(
+    "etl_run_warnings_total",
+    "Things a run noticed and recorded in its warnings, by kind (source_total_changed, records_differ_from_total).",
+    ["kind"],
+)
 ERRORS = Counter("etl_errors_total", "Unexpected errors (bugs or dependency failures), by stage.", ["stage"])
 API_REQUESTS = Counter(
     "etl_api_requests_total",

@@ -1,25 +1,30 @@
-"""Process start-up shared by the workers: logs, tracing, ops endpoint, SIGTERM handling."""
+"""Process start-up shared by the workers: logs, tracing, ops endpoint, SIGTERM handling, the serve loop."""
 
 import signal
-import threading
+import sys
 from collections.abc import Callable
 
 import redis
 import structlog
+from tenacity import RetryCallState, retry_if_exception
 
-from etl_common import logs, tracing
+from etl_common import logs, retry, tracing
 from etl_common.ops import Heartbeat, serve
-from etl_common.redis_client import RETRYABLE_ERRORS
+from etl_common.redis_client import wait_for_redis
+from etl_common.retry import RETRYABLE_REDIS
 from etl_common.settings import BaseEtlSettings
 
 log = structlog.get_logger(__name__)
 
 
 class Stopper:
-    """Set by SIGTERM/SIGINT; the loops check it between pages so the current page finishes."""
+    """Set by SIGTERM/SIGINT; the loops check it between pages so the current page finishes.
+
+    It is the process-wide ``retry.STOP``: every retry wait of the process ends when it is set.
+    """
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.event = retry.STOP
 
     def install(self) -> "Stopper":
         signal.signal(signal.SIGTERM, self._stop)
@@ -38,35 +43,75 @@ class Stopper:
         return self.event.wait(seconds)
 
 
-def start(service: str, settings: BaseEtlSettings, ready) -> tuple[Heartbeat, Stopper]:
-    """Configure logs and tracing, start the ops endpoint, trap signals."""
+def start(service: str, settings: BaseEtlSettings, ready: Callable[[], bool]) -> tuple[Heartbeat, Stopper]:
+    """Configure logs and tracing, start the ops endpoint, trap signals.
+
+    A busy ops port ends the process with one line naming ``ETL_OPS_PORT`` (exit code 2).
+    """
     logs.configure(service, settings.log_level, settings.log_format)
     tracing.configure(service)
     heartbeat = Heartbeat(settings.heartbeat_stale_s)
     if settings.ops_port:
-        serve(settings.ops_host, settings.ops_port, heartbeat, ready)
+        try:
+            serve(settings.ops_host, settings.ops_port, heartbeat, ready)
+        except OSError as exc:
+            print(
+                f"{service}: cannot serve /metrics on {settings.ops_host}:{settings.ops_port} ({exc.strerror}); "
+                "choose another port with ETL_OPS_PORT (0 turns the endpoint off)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from exc
     return heartbeat, Stopper().install()
 
 
+def wait_for_redis_or_exit(service: str, client: redis.Redis) -> None:
+    """Wait for Redis at start-up; one line and exit code 1 when it stays away, exit 0 on SIGTERM."""
+    try:
+        wait_for_redis(client)
+    except RuntimeError as exc:
+        print(f"{service}: {exc}; start Redis or fix ETL_REDIS_URL", file=sys.stderr)
+        raise SystemExit(1) from None
+    except retry.Stopped:
+        raise SystemExit(0) from None
+
+
+def _recoverable(exc: BaseException) -> bool:
+    """A Redis outage, or streams and groups lost with Redis's data (NOGROUP)."""
+    return isinstance(exc, RETRYABLE_REDIS) or (isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc))
+
+
+def _outage_wait(state: RetryCallState) -> float:
+    # An outage waits a second between tries; a lost group is re-created and read again at once.
+    exc = state.outcome.exception() if state.outcome else None
+    return 1.0 if isinstance(exc, RETRYABLE_REDIS) else 0.0
+
+
 def serve_loop(turn: Callable[[], None], setup: Callable[[], None], heartbeat: Heartbeat, stopper: Stopper) -> None:
-    """Call ``turn`` until SIGTERM; a Redis outage backs off and re-creates the groups instead of crashing."""
-    while not stopper.stopping:
-        heartbeat.beat()
-        try:
-            turn()
-        except RETRYABLE_ERRORS as exc:
+    """Call ``turn`` until SIGTERM; a Redis outage backs off and re-creates the groups instead of crashing.
+
+    The retry waits end at once on SIGTERM, so the loop returns within a second or two in every state.
+    """
+
+    def recover(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RETRYABLE_REDIS):
             log.warning("redis unavailable; retrying", error=str(exc))
-            stopper.sleep(1.0)
-            _setup_quietly(setup)
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
+        else:
             log.warning("stream or group missing (redis lost its data?); recreating")
-            _setup_quietly(setup)
+        heartbeat.beat()  # an outage is not a stuck loop: /healthz stays green, /readyz turns red
+        _setup_quietly(setup)
+
+    turn_retrying = retry.retrying(retry=retry_if_exception(_recoverable), wait=_outage_wait, before_sleep=recover)
+    try:
+        while not stopper.stopping:
+            heartbeat.beat()
+            turn_retrying(turn)
+    except retry.Stopped:
+        log.info("stop requested during a wait")
 
 
 def _setup_quietly(setup: Callable[[], None]) -> None:
     try:
         setup()
-    except RETRYABLE_ERRORS:
+    except RETRYABLE_REDIS:
         pass  # still down: the next turn fails the same way and we come back here

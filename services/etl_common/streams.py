@@ -185,7 +185,7 @@ class GroupReader:
     def dead_letter(self, entry: Entry, reason: str, delete: bool = True) -> None:
         """Copy the entry with its reason to the dead-letter stream, then ack it (copy first: a crash loses nothing)."""
         fields: dict[Any, Any] = {
-            "run_id": _run_id(entry.fields),
+            "run_id": run_id_of(entry.fields),
             "stream": entry.stream,
             "id": entry.id,
             "group": self.group,
@@ -236,8 +236,8 @@ def _delivery_counts(client: redis.Redis, stream: str, group: str, ids: list[str
     return counts
 
 
-def _run_id(fields: dict[bytes, bytes] | None) -> str:
-    """The run an entry belongs to, when it can be told (for the API's run detail)."""
+def run_id_of(fields: dict[bytes, bytes] | None) -> str:
+    """The run an entry belongs to, when it can be told; empty otherwise."""
     try:
         payload, _ = decode(fields)
     except PermanentError:

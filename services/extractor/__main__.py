@@ -5,8 +5,9 @@ import sys
 
 import structlog
 
-from etl_common import runtime
-from etl_common.redis_client import connect, wait_for_redis
+from etl_common import retry, runtime
+from etl_common.redis_client import connect
+from etl_common.settings import load
 from extractor.service import Service
 from extractor.settings import ExtractorSettings
 
@@ -15,21 +16,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m extractor", description=__doc__)
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "once"])
     parser.add_argument("--trigger", default=None, help="recorded as the run's trigger")
+    parser.add_argument("--ops", action="store_true", help="once: also serve /metrics on ETL_OPS_PORT during the run")
     args = parser.parse_args(argv)
-    settings = ExtractorSettings()
+    settings = load(ExtractorSettings)
     client = connect(settings.redis_url)
-    # The one-shot command serves no ops endpoint: it may run beside the service (same port) or as a Job.
-    ops_settings = settings if args.command == "serve" else settings.model_copy(update={"ops_port": 0})
+    # By default the one-shot command serves no ops endpoint: it may run beside the service (same port) or as a Job.
+    serve_ops = args.command == "serve" or args.ops
+    ops_settings = settings if serve_ops else settings.model_copy(update={"ops_port": 0})
     heartbeat, stopper = runtime.start("extractor", ops_settings, ready=client.ping)
-    wait_for_redis(client)
-    service = Service(settings, client, heartbeat, stopper)
+    runtime.wait_for_redis_or_exit("extractor", client)
+    service = Service(settings, client, heartbeat, stopper, serving=args.command == "serve")
     if args.command == "once":
         # Waits out the lease of an extractor that died mid-run, then resumes its run.
         ok = service.run_once(args.trigger or "manual", lock_wait_s=settings.lock_ttl_s + 1)
         if not ok:
-            structlog.get_logger().error("extraction failed; rerun to resume from the checkpoint")
+            structlog.get_logger().error("extraction failed; run it again to resume from the checkpoint")
         return 0 if ok else 1
-    service.serve()
+    try:
+        service.serve()
+    except retry.Stopped:
+        pass  # SIGTERM during a wait before the loop: the checkpoint keeps the run's place
     return 0
 
 

@@ -13,9 +13,11 @@ import structlog
 from opentelemetry import trace
 
 from etl_common import metrics, streams, tracing
-from etl_common.errors import TransientError
+from etl_common.clock import STAMP_FORMAT, utc_iso
+from etl_common.errors import PermanentError, TransientError
 from etl_common.files import file_names
 from etl_common.keys import CHANNEL_PHASE1, Keys
+from etl_common.redis_client import RETRYABLE_ERRORS
 from extractor.checkpoint import Checkpoint
 from extractor.settings import ExtractorSettings
 from extractor.source import SourceFailed, fetch_page
@@ -23,7 +25,7 @@ from extractor.source import SourceFailed, fetch_page
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("extractor")
 
-TS_FORMAT = "%Y%m%d_%H%M%S"
+TS_FORMAT = STAMP_FORMAT
 
 
 class AlreadyRunning(TransientError):
@@ -34,21 +36,26 @@ class Interrupted(TransientError):
     """A stop was asked between pages; the checkpoint keeps the place."""
 
 
+class RunFailed(PermanentError):
+    """An unexpected error stopped the run: it is recorded as failed with the error; a resume retries the page."""
+
+
 def _new_run(client: redis.Redis, keys: Keys, trigger: str) -> Checkpoint:
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    # File names carry the start second: never reuse the previous run's.
+    started = datetime.now(timezone.utc)
+    stamp = started.replace(microsecond=0)
+    # File names carry a second: never reuse the previous run's. Only the names move; started_at stays true.
     last = client.get(f"{keys.prefix}last_run_ts")
     if last:
         prev = datetime.strptime(streams.text(last), TS_FORMAT).replace(tzinfo=timezone.utc)
-        now = max(now, prev + timedelta(seconds=1))
-    run_ts = now.strftime(TS_FORMAT)
+        stamp = max(stamp, prev + timedelta(seconds=1))
+    run_ts = stamp.strftime(TS_FORMAT)
     client.set(f"{keys.prefix}last_run_ts", run_ts)
     # Run-now requests made before this moment are satisfied by this run.
     client.set(f"{keys.prefix}last_run_started", time.time())
     return Checkpoint(
         run_id=f"{run_ts}_{secrets.token_hex(3)}",
         run_ts=run_ts,
-        started_at=now.isoformat(),
+        started_at=utc_iso(started),
         trigger=trigger,
         raw_file=file_names(run_ts)["raw_file"],
     )
@@ -60,7 +67,13 @@ def emit(pipe: Any, keys: Keys, event: dict[str, Any], traceparent: str | None) 
 
 
 def _wait_for_backlog(
-    client: redis.Redis, keys: Keys, limit: int, beat: Callable[[], None], lock: Any, lease_s: float
+    client: redis.Redis,
+    keys: Keys,
+    limit: int,
+    beat: Callable[[], None],
+    lock: Any,
+    lease_s: float,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Backpressure: consumed entries are deleted, so the stream lengths are the backlog.
 
@@ -69,6 +82,8 @@ def _wait_for_backlog(
     """
     started = last_extend = time.monotonic()
     while _backlog(client, keys) > limit:
+        if should_stop():
+            raise Interrupted("stop requested while waiting on backpressure; the checkpoint keeps the run's place")
         beat()
         if time.monotonic() - last_extend > lease_s / 3:
             lock.extend(lease_s, replace_ttl=True)
@@ -120,6 +135,15 @@ def extract(
             structlog.contextvars.bind_contextvars(run_id=cp.run_id)
             try:
                 return _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat)
+            except (SourceFailed, Interrupted, *RETRYABLE_ERRORS):
+                raise
+            except Exception as exc:
+                # A bug or a page of a shape nobody foresaw: the run must say so, never stay 'running' silently.
+                log.exception("unexpected error; run failed")
+                metrics.ERRORS.labels(stage="extract").inc()
+                error = f"unexpected error at page {cp.next_page} (skip={cp.next_skip}): {type(exc).__name__}: {exc}"
+                _fail(client, keys, cp, error[:2000])
+                raise RunFailed(error) from exc
             finally:
                 structlog.contextvars.unbind_contextvars("run_id")
     finally:
@@ -156,7 +180,9 @@ def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat
         while True:
             if should_stop():
                 raise Interrupted("stop requested; the checkpoint keeps the run's place")
-            _wait_for_backlog(client, keys, settings.raw_backlog_max_pages, beat, lock, settings.lock_ttl_s)
+            _wait_for_backlog(
+                client, keys, settings.raw_backlog_max_pages, beat, lock, settings.lock_ttl_s, should_stop
+            )
             t0 = time.monotonic()
             with tracer.start_as_current_span("extract.page", attributes={"etl.page": cp.next_page}):
                 try:
@@ -171,11 +197,22 @@ def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat
                 except SourceFailed as exc:
                     _fail(client, keys, cp, str(exc))
                     raise
+                warning = None
                 if cp.total >= 0 and page.total != cp.total:
+                    warning = (
+                        f"source total changed from {cp.total} to {page.total} at page {cp.next_page} "
+                        f"(skip={cp.next_skip}): users added or deleted during the run may be missed or fetched twice"
+                    )
                     log.warning("source total changed during the run", was=cp.total, now=page.total)
+                    metrics.RUN_WARNINGS.labels(kind="source_total_changed").inc()
                 cp.total = page.total
                 if not page.users:
+                    if warning:
+                        _warn(client, keys, cp, warning)
                     break
+                for reason in page.quarantined():
+                    metrics.RECORDS.labels(stage="extract", outcome="unreadable").inc()
+                    log.warning("record quarantined", page=cp.next_page, reason=reason)
                 entry = {
                     "kind": "page",
                     "run_id": cp.run_id,
@@ -192,6 +229,8 @@ def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat
                 pipe = client.pipeline(transaction=True)
                 pipe.xadd(keys.raw_stream, streams.encode(entry, tracing.current_traceparent()))
                 pipe.hset(keys.checkpoint, mapping=cp.mapping())
+                if warning:
+                    emit(pipe, keys, _warning_event(cp, warning), tracing.current_traceparent())
                 pipe.execute()
             lock.extend(settings.lock_ttl_s, replace_ttl=True)
             beat()
@@ -213,6 +252,16 @@ def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat
     return _finish(client, keys, cp, names, time.monotonic() - run_started)
 
 
+def _warning_event(cp: Checkpoint, warning: str) -> dict[str, Any]:
+    return {"type": "run_warning", "run_id": cp.run_id, "run_ts": cp.run_ts, "warning": warning}
+
+
+def _warn(client: redis.Redis, keys: Keys, cp: Checkpoint, warning: str) -> None:
+    pipe = client.pipeline(transaction=True)
+    emit(pipe, keys, _warning_event(cp, warning), tracing.current_traceparent())
+    pipe.execute()
+
+
 def _fail(client: redis.Redis, keys: Keys, cp: Checkpoint, error: str) -> None:
     log.error("run failed; checkpoint kept for a resume", next_skip=cp.next_skip, error=error)
     metrics.RUNS.labels(stage="extract", outcome="failed").inc()
@@ -228,6 +277,11 @@ def _finish(client, keys, cp: Checkpoint, names: dict[str, str], seconds: float)
     # The end marker tells the transformers how many pages make the run.
     end = {"kind": "end", "run_id": cp.run_id, "run_ts": cp.run_ts, "pages": cp.next_page, "records": cp.records}
     pipe.xadd(keys.raw_stream, streams.encode(end, tp))
+    if cp.records != cp.total:
+        metrics.RUN_WARNINGS.labels(kind="records_differ_from_total").inc()
+        warning = f"fetched {cp.records} users but the source's total says {cp.total}"
+        log.warning("run fetched a different number of users than the source's total", warning=warning)
+        emit(pipe, keys, _warning_event(cp, warning), tp)
     emit(pipe, keys, {"type": "phase1_complete", **phase1, "total": cp.total, "run_ts": cp.run_ts}, tp)
     pipe.publish(CHANNEL_PHASE1, orjson.dumps(phase1))
     pipe.delete(keys.checkpoint)

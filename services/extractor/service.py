@@ -7,14 +7,15 @@ import redis
 import structlog
 from croniter import croniter
 
-from etl_common import streams, streamstats
+from etl_common import retry, streams, streamstats
+from etl_common.clock import utc_iso
 from etl_common.errors import EtlError
 from etl_common.keys import GROUP_EXTRACTOR
 from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
 from extractor.checkpoint import Checkpoint
-from extractor.run import AlreadyRunning, Interrupted, extract
+from extractor.run import AlreadyRunning, Interrupted, RunFailed, extract
 from extractor.settings import ExtractorSettings
 from extractor.source import SourceFailed
 
@@ -24,8 +25,17 @@ log = structlog.get_logger(__name__)
 class Service(StreamWorker[ExtractorSettings]):
     """Runs extractions when the schedule fires, when asked, and to finish an interrupted run."""
 
-    def __init__(self, settings: ExtractorSettings, client: redis.Redis, heartbeat: Heartbeat, stopper: Stopper):
+    def __init__(
+        self,
+        settings: ExtractorSettings,
+        client: redis.Redis,
+        heartbeat: Heartbeat,
+        stopper: Stopper,
+        serving: bool = True,
+    ) -> None:
         super().__init__(settings, client, heartbeat, stopper, GROUP_EXTRACTOR, lambda keys: [keys.commands_stream])
+        # Only a serving extractor resumes a failed run by itself; the one-shot command says so differently.
+        self.serving = serving
         self.next_fire = self._next_fire()
         self.retry_at: float | None = None
         # Also the raw stream's length, which drives the backpressure.
@@ -52,12 +62,15 @@ class Service(StreamWorker[ExtractorSettings]):
         except AlreadyRunning:
             log.warning("a run is already in progress elsewhere; request ignored", trigger=trigger)
             return lock_wait_s == 0
-        except Interrupted:
+        except (Interrupted, retry.Stopped):
             log.info("run interrupted; the checkpoint keeps its place")
             return False
-        except SourceFailed as exc:
-            self.retry_at = time.time() + self.settings.resume_delay_s
-            log.error("run failed; will resume", error=str(exc), resume_in_s=self.settings.resume_delay_s)
+        except (SourceFailed, RunFailed) as exc:
+            if self.serving:
+                self.retry_at = time.time() + self.settings.resume_delay_s
+                log.error("run failed; will resume", error=str(exc), resume_in_s=self.settings.resume_delay_s)
+            else:
+                log.error("run failed; the checkpoint keeps its place", error=str(exc))
             return False
 
     def serve(self) -> None:
@@ -65,7 +78,7 @@ class Service(StreamWorker[ExtractorSettings]):
         log.info(
             "extractor ready",
             schedule=self.settings.schedule,
-            next_run=datetime.fromtimestamp(self.next_fire, timezone.utc).isoformat(),
+            next_run=utc_iso(datetime.fromtimestamp(self.next_fire, timezone.utc)),
         )
         if Checkpoint.load(self.client, self.keys.checkpoint) is not None:
             # A predecessor died mid-run: wait out its lease, then resume the same run.

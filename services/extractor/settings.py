@@ -31,7 +31,10 @@ class ExtractorSettings(BaseEtlSettings):
     @classmethod
     def _split(cls, v: object) -> object:
         if isinstance(v, str):
-            return [float(x) for x in v.split(",") if x.strip()]
+            try:
+                return [float(x) for x in v.split(",") if x.strip()]
+            except ValueError:
+                raise ValueError("expected seconds separated by commas, such as 5,15,45") from None
         return v
 
     @field_validator("retry_delays")

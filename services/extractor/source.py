@@ -6,12 +6,12 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-import orjson
 import structlog
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from etl_common import metrics
+from etl_common import metrics, retry
 from etl_common.errors import PermanentError, TransientError
+from extractor.pagejson import QUARANTINE, quarantined, read_page
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +32,10 @@ class SourceFailed(PermanentError):
 class Page:
     users: list[Any]
     total: int
+
+    def quarantined(self) -> list[str]:
+        """Reasons of the records that could not travel as they are (see extractor.pagejson)."""
+        return [u[QUARANTINE]["reason"] for u in self.users if quarantined(u)]
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -78,8 +82,9 @@ def fetch_once(client: httpx.Client, url: str, skip: int, limit: int) -> Page:
             parse_retry_after(resp.headers.get("Retry-After")),
         )
     try:
-        body = orjson.loads(resp.content)
-    except orjson.JSONDecodeError as exc:
+        # Tolerant: one record with a bad value is quarantined (and dead-lettered later), not the whole page.
+        body = read_page(resp.content)
+    except ValueError as exc:
         raise SourceUnavailable(f"page at skip={skip} is not JSON: {exc}") from exc
     if not isinstance(body, dict) or not isinstance(body.get("users"), list):
         raise SourceUnavailable(f"page at skip={skip} has no 'users' list")
@@ -105,7 +110,7 @@ def fetch_page(
             error=str(exc),
         )
 
-    retrying = Retrying(
+    retrying = retry.retrying(
         stop=stop_after_attempt(len(delays) + 1),
         wait=_Wait(delays, retry_after_max_s),
         retry=retry_if_exception_type(SourceUnavailable),

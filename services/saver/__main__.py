@@ -3,8 +3,9 @@
 import argparse
 import sys
 
-from etl_common import runtime
-from etl_common.redis_client import connect, wait_for_redis
+from etl_common import retry, runtime
+from etl_common.redis_client import connect
+from etl_common.settings import load
 from saver import crypto
 from saver.settings import SaverSettings
 from saver.store import Store
@@ -29,19 +30,25 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("keygen", "decrypt"):
         return _age_command(args)
-    settings = SaverSettings()
+    settings = load(SaverSettings)
     if settings.encryption_enabled:
         # Fail at start-up on a malformed recipient, not at the end of the first run.
-        crypto.load_recipients(settings.encryption_recipients, settings.encryption_recipients_file)
+        try:
+            crypto.load_recipients(settings.encryption_recipients, settings.encryption_recipients_file)
+        except crypto.CryptoError as exc:
+            print(f"invalid setting: {exc}", file=sys.stderr)
+            return 2
     store = Store(settings.db_path)
     if args.command == "migrate":
         store.close()
         return 0
     client = connect(settings.redis_url)
     heartbeat, stopper = runtime.start("saver", settings, ready=client.ping)
-    wait_for_redis(client)
+    runtime.wait_for_redis_or_exit("saver", client)
     try:
         Worker(settings, client, store, heartbeat, stopper).serve()
+    except retry.Stopped:
+        pass  # SIGTERM during a wait before the loop: the work owed is picked up at the next start
     finally:
         store.close()
     return 0
@@ -54,7 +61,8 @@ def _age_command(args: argparse.Namespace) -> int:
             public = crypto.keygen(args.output)
             print(public)
             print(
-                f"identity written to {args.output}; keep it secret, give the public key above to the saver",
+                f"identity written to {args.output} (keep it secret); the public key, printed on standard output, "
+                "goes to the saver (ETL_ENCRYPTION_RECIPIENTS)",
                 file=sys.stderr,
             )
         else:

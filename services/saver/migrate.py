@@ -1,8 +1,9 @@
 """Explicit, versioned schema migrations recorded in ``schema_migrations``."""
 
 import sqlite3
-from datetime import datetime, timezone
 from pathlib import Path
+
+from etl_common.clock import utc_iso
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -26,7 +27,7 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (version, path.name, datetime.now(timezone.utc).isoformat()),
+                (version, path.name, utc_iso()),
             )
             conn.execute("COMMIT")
         except BaseException:

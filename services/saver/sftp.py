@@ -10,15 +10,15 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from tenacity import (
-    Retrying,
     retry_if_exception_type,
     retry_if_not_exception_type,
     stop_after_attempt,
     wait_exponential,
 )
 
-from etl_common import metrics
+from etl_common import metrics, retry
 from etl_common.errors import TransientError
+from saver import knownhosts
 from saver.settings import SaverSettings
 
 log = structlog.get_logger(__name__)
@@ -86,13 +86,17 @@ def _client_key(s: SaverSettings) -> paramiko.PKey:
 
 def _connect(s: SaverSettings) -> paramiko.SSHClient:
     key = _client_key(s)
-    client = paramiko.SSHClient()
     try:
-        client.load_host_keys(s.sftp_known_hosts)
+        with open(s.sftp_known_hosts, encoding="utf-8", errors="replace") as fh:
+            pinned = knownhosts.parse(fh.read(), s.sftp_known_hosts)
     except OSError as exc:
         raise UploadRefused(f"known_hosts {s.sftp_known_hosts} is unreadable: {exc.strerror}") from exc
+    if not pinned.usable:
+        lines = ", ".join(f"line {n}: {why}" for n, why in pinned.skipped[:5]) or "no host key lines"
+        raise UploadRefused(f"known_hosts {s.sftp_known_hosts} has no usable host key ({lines})")
+    client = paramiko.SSHClient()
     # Never trust an unknown host key: the pinned known_hosts is the only source of trust.
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    knownhosts.pin(client, pinned)
     where = f"{s.sftp_host}:{s.sftp_port}"
     try:
         client.connect(
@@ -121,6 +125,8 @@ def _connect(s: SaverSettings) -> paramiko.SSHClient:
     except paramiko.SSHException as exc:
         client.close()
         msg = str(exc)
+        if "@revoked" in msg:
+            raise UploadRefused(f"SFTP host {where}: {msg} ({s.sftp_known_hosts}); refusing to connect") from None
         if "not found in known_hosts" in msg:
             raise UploadRefused(
                 f"SFTP host {where} is not in known_hosts {s.sftp_known_hosts}: refusing an unknown host key"
@@ -171,7 +177,7 @@ def _upload_once(s: SaverSettings, files: dict[str, tuple[Path, str]]) -> dict[s
 
 def upload(s: SaverSettings, files: dict[str, tuple[Path, str]]) -> dict[str, str]:
     """Upload ``kind -> (local path, remote name)``; retried with backoff, UploadFailed when all tries fail."""
-    retrying = Retrying(
+    retrying = retry.retrying(
         stop=stop_after_attempt(s.sftp_attempts),
         wait=wait_exponential(multiplier=s.sftp_backoff_s, max=60),
         # A key or trust problem will not fix itself in seconds: leave it to the run's own retry.

@@ -2,23 +2,24 @@
 
 import sqlite3
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
+from etl_common.clock import stamp_iso, utc_iso
 from etl_common.db import connect_writer
 from etl_common.files import file_names
 from saver.migrate import migrate
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now in the project's one timestamp format (etl_common.clock)."""
+    return utc_iso()
 
 
 def ts_iso(run_ts: str) -> str:
-    """``20261125_204033`` -> ``2026-11-25T20:40:33Z``."""
-    return datetime.strptime(run_ts, "%Y%m%d_%H%M%S").strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``20261125_204033`` -> ``2026-11-25T20:40:33.000Z``."""
+    return stamp_iso(run_ts)
 
 
 def _str(v: Any) -> str | None:
@@ -147,6 +148,26 @@ class Store:
             elif kind == "extract_failed":
                 self.conn.execute(
                     "UPDATE etl_runs SET status='failed', error=?, updated_at=? WHERE run_id=? AND status='running'",
+                    (str(event.get("error", ""))[:2000], now_iso(), run_id),
+                )
+            elif kind == "run_warning":
+                self._ensure_run(run_id, event["run_ts"])
+                # Events may be delivered twice: a warning is added once.
+                self.conn.execute(
+                    "UPDATE etl_runs SET warnings=json_insert(COALESCE(warnings, '[]'), '$[#]', ?), updated_at=? "
+                    "WHERE run_id=? AND NOT EXISTS (SELECT 1 FROM json_each(COALESCE(warnings, '[]')) WHERE value=?)",
+                    (str(event["warning"])[:2000], now_iso(), run_id, str(event["warning"])[:2000]),
+                )
+            elif kind == "run_failed":
+                # A stage gave up on part of the run (an entry dead-lettered): it can never complete.
+                self.conn.execute(
+                    "UPDATE etl_runs SET status='failed', error=?, updated_at=? WHERE run_id=? AND status<>'succeeded'",
+                    (str(event.get("error", ""))[:2000], now_iso(), run_id),
+                )
+            elif kind == "run_error":
+                # An unexpected error the stage will retry: shown on the run, whose status stays as it is.
+                self.conn.execute(
+                    "UPDATE etl_runs SET error=?, updated_at=? WHERE run_id=? AND status NOT IN ('succeeded','failed')",
                     (str(event.get("error", ""))[:2000], now_iso(), run_id),
                 )
             elif kind == "run_resumed":
@@ -308,15 +329,21 @@ class Store:
                 )
             self._finish(run_id, "succeeded", None)
 
+    def fail(self, run_id: str, error: str) -> None:
+        """The run can never complete (a page of it is poison): failed with ``error``, unless it already succeeded."""
+        self.apply_event({"type": "run_failed", "run_id": run_id, "error": error})
+
     def mark(self, run_id: str, status: str, error: str | None = None) -> None:
         with self._tx():
             self._finish(run_id, status, error)
 
     def _finish(self, run_id: str, status: str, error: str | None) -> None:
         finished = now_iso() if status == "succeeded" else None
+        # Never before the start, even when the extractor's clock runs ahead of this host's (one format: text order).
         self.conn.execute(
-            "UPDATE etl_runs SET status=?, error=?, finished_at=COALESCE(?, finished_at), updated_at=? WHERE run_id=?",
-            (status, error, finished, now_iso(), run_id),
+            "UPDATE etl_runs SET status=?, error=?, updated_at=?, finished_at=COALESCE("
+            "CASE WHEN started_at > ? THEN started_at ELSE ? END, finished_at) WHERE run_id=?",
+            (status, error, now_iso(), finished, finished, run_id),
         )
 
 

@@ -10,6 +10,7 @@ import orjson
 import redis
 import structlog
 from opentelemetry import trace
+from tenacity import RetryCallState, wait_exponential
 
 from etl_common import metrics, streams, tracing
 from etl_common.errors import PermanentError
@@ -48,8 +49,10 @@ class Worker(StreamWorker[SaverSettings]):
             settings, client, heartbeat, stopper, GROUP_SAVER, lambda keys: [keys.processed_stream, keys.events_stream]
         )
         self.store = store
-        # run_id -> (monotonic time of the next upload try, current delay)
-        self.upload_due: dict[str, tuple[float, float]] = {}
+        # run_id -> (monotonic time of the next upload try, failed tries so far)
+        self.upload_due: dict[str, tuple[float, int]] = {}
+        # The same tenacity strategy as every other retry, spread over turns instead of slept in one.
+        self.upload_wait = wait_exponential(multiplier=settings.upload_retry_s, max=settings.upload_retry_max_s)
         self.run_traces: dict[str, str] = {}
         self.reports: dict[str, report.Job] = {}  # run_id -> its quality report being computed
 
@@ -58,7 +61,7 @@ class Worker(StreamWorker[SaverSettings]):
         log.info("saver ready", db=self.settings.db_path, consumer=self.reader.consumer)
         self._restore_last_run()
         for run_id in self.store.runs_owing_upload():
-            self.upload_due[run_id] = (0.0, self.settings.upload_retry_s)
+            self.upload_due[run_id] = (0.0, 0)
         self.finish_runs()
         latest = self.store.latest_run_without_quality()
         if latest is not None:  # its report was under way when the saver stopped
@@ -89,9 +92,7 @@ class Worker(StreamWorker[SaverSettings]):
         pages: list[tuple[streams.Entry, dict[str, Any], str | None]] = []
         for entry in entries:
             if self.reader.too_many_deliveries(entry):
-                self.reader.dead_letter(
-                    entry, f"delivered {entry.deliveries} times without success", delete=self._owned(entry)
-                )
+                self._dead(entry, f"delivered {entry.deliveries} times without success")
                 continue
             try:
                 payload, tp = streams.decode(entry.fields)
@@ -104,17 +105,22 @@ class Worker(StreamWorker[SaverSettings]):
                         self.run_traces[str(payload["run_id"])] = tp
                     self.reader.ack([entry], delete=False)
             except PermanentError as exc:
-                self.reader.dead_letter(entry, str(exc), delete=self._owned(entry))
+                self._dead(entry, str(exc))
             except (KeyError, TypeError, ValueError) as exc:
-                self.reader.dead_letter(
-                    entry, f"malformed entry: {type(exc).__name__}: {exc}", delete=self._owned(entry)
-                )
+                self._dead(entry, f"malformed entry: {type(exc).__name__}: {exc}")
         if pages:
             self._load(pages)
         if entries:
             self.finish_runs()
         self._retry_uploads()
         self._collect_reports()
+
+    def _dead(self, entry: streams.Entry, reason: str) -> None:
+        """Dead-letter the entry; a processed page lost so fails its run (it can never complete), with the reason."""
+        self.reader.dead_letter(entry, reason, delete=self._owned(entry))
+        run_id = streams.run_id_of(entry.fields)
+        if entry.stream == self.keys.processed_stream and run_id:
+            self.store.fail(run_id, f"save: a processed page was dead-lettered: {reason}")
 
     def _owned(self, entry: streams.Entry) -> bool:
         # The events stream has other readers: only the processed stream is deleted on ack.
@@ -167,7 +173,7 @@ class Worker(StreamWorker[SaverSettings]):
                 loaded += self.store.load_pages([payload])
                 kept.append((entry, payload, tp))
             except _UNLOADABLE as exc:
-                self.reader.dead_letter(entry, f"page cannot be loaded: {type(exc).__name__}: {exc}")
+                self._dead(entry, f"page cannot be loaded: {type(exc).__name__}: {exc}")
         return kept, loaded
 
     def finish_runs(self) -> None:
@@ -189,6 +195,12 @@ class Worker(StreamWorker[SaverSettings]):
                 except crypto.CryptoError as exc:
                     # A bad recipients file must not stop the saver: the run waits, like for an SFTP outage.
                     self._defer(run_id, str(exc))
+                    return
+                except Exception as exc:
+                    # A full disk or a bug: the run waits with the reason and the files are written again later.
+                    log.exception("unexpected error writing the files", run_id=run_id)
+                    metrics.ERRORS.labels(stage="files").inc()
+                    self._defer(run_id, f"unexpected error writing the files: {type(exc).__name__}: {exc}"[:2000])
                     return
             for kind, info in written.items():
                 self.store.record_file(run_id, kind, info)
@@ -245,16 +257,29 @@ class Worker(StreamWorker[SaverSettings]):
         except sftp.UploadFailed as exc:
             self._defer(run_id, str(exc))
             return
+        except Exception as exc:
+            # A bug or a library error nobody foresaw must not stop the saver: the run waits with the reason.
+            log.exception("unexpected error during the upload", run_id=run_id)
+            metrics.ERRORS.labels(stage="upload").inc()
+            self._defer(run_id, f"unexpected error during the upload: {type(exc).__name__}: {exc}"[:2000])
+            return
         metrics.STAGE_DURATION.labels(stage="upload").observe(time.monotonic() - t0)
         self.upload_due.pop(run_id, None)
         self.store.mark_uploaded(run_id, remote)
         self._succeeded(run_id, remote)
 
     def _defer(self, run_id: str, error: str) -> None:
-        """The run stays upload_pending with ``error`` shown; the next try is due after a doubling delay."""
-        _, delay = self.upload_due.get(run_id, (0.0, self.settings.upload_retry_s / 2))
-        delay = min(delay * 2, self.settings.upload_retry_max_s)
-        self.upload_due[run_id] = (time.monotonic() + delay, delay)
+        """The run stays upload_pending with ``error`` shown; the next try is due after a doubling delay.
+
+        The delay is ``ETL_UPLOAD_RETRY_S`` doubled at each failure up to ``ETL_UPLOAD_RETRY_MAX_S``
+        (tenacity's ``wait_exponential``); the saver keeps serving meanwhile.
+        """
+        _, failures = self.upload_due.get(run_id, (0.0, 0))
+        failures += 1
+        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = failures
+        delay = self.upload_wait(state)
+        self.upload_due[run_id] = (time.monotonic() + delay, failures)
         self.store.mark(run_id, "upload_pending", error)
         metrics.RUNS.labels(stage="save", outcome="upload_pending").inc()
         log.error("upload failed; run is upload_pending", run_id=run_id, error=error, retry_in_s=delay)

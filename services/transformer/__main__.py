@@ -2,20 +2,24 @@
 
 import sys
 
-from etl_common import runtime
-from etl_common.redis_client import connect, wait_for_redis
+from etl_common import retry, runtime
+from etl_common.redis_client import connect
+from etl_common.settings import load
 from transformer.enrich import load_departments
 from transformer.settings import TransformerSettings
 from transformer.worker import Worker
 
 
 def main() -> int:
-    settings = TransformerSettings()
+    settings = load(TransformerSettings)
     departments = load_departments(settings.departments_csv)
     client = connect(settings.redis_url)
     heartbeat, stopper = runtime.start("transformer", settings, ready=client.ping)
-    wait_for_redis(client)
-    Worker(settings, client, departments, heartbeat, stopper).serve()
+    runtime.wait_for_redis_or_exit("transformer", client)
+    try:
+        Worker(settings, client, departments, heartbeat, stopper).serve()
+    except retry.Stopped:
+        pass  # SIGTERM during a wait before the loop: entries stay pending for the next start
     return 0
 
 

@@ -2,11 +2,18 @@
 
 from typing import Any
 
+from etl_common import jsontext
+
 # Always removed: never stored nor served.
 DROPPED = ("password",)
 # Masked to their last 4 characters unless the policy says drop or keep.
 SENSITIVE = ("ssn", "ein", "bank.cardNumber", "bank.iban", "crypto.wallet")
 KEEP_CHARS = 4
+# A record's own nesting limit (the extractor quarantines deeper ones); JSON text read here is cut below it.
+_MAX_DEPTH = 64
+# JSON text inside JSON text inside ...: how many encodings deep the policy still looks.
+_MAX_ENCODINGS = 8
+WITHHELD = "[withheld: JSON encoded in strings more than 8 times]"
 
 
 def mask(value: Any) -> Any:
@@ -19,10 +26,41 @@ def mask(value: Any) -> Any:
     return "*" * (len(text) - KEEP_CHARS) + text[-KEEP_CHARS:]
 
 
-def protect(record: Any, policy: str = "mask") -> Any:
-    """A copy of ``record`` with the password removed and the sensitive fields per ``policy``."""
-    if not isinstance(record, dict):
-        return record
+def protect(record: Any, policy: str = "mask", _encodings: int = 0) -> Any:
+    """A copy of ``record`` with the password removed and the sensitive fields per ``policy``, whatever its shape.
+
+    Objects are protected; arrays item by item (arrays of users); a string holding JSON (a
+    double-encoded user) is read, protected and written back as text. Other values are returned as they are.
+    """
+    if isinstance(record, dict):
+        return _protect_object(record, policy)
+    if isinstance(record, list):
+        return [protect(item, policy, _encodings) for item in record]
+    if isinstance(record, str) and record.lstrip()[:1] in ("{", "[", '"'):
+        try:
+            value, cuts = jsontext.loads_tolerant(record, _MAX_DEPTH)
+        except ValueError:
+            return record  # plain text that merely starts like JSON
+        if not isinstance(value, (dict, list, str)):
+            return record
+        if _encodings >= _MAX_ENCODINGS:
+            # Deeper than anyone encodes by mistake: withheld rather than searched further.
+            return WITHHELD
+        protected = protect(value, policy, _encodings + 1)
+        return record if protected == value else jsontext.dumps_exact(protected, cuts)
+    return record
+
+
+def protect_text(text: str, policy: str = "mask") -> str | None:
+    """The JSON ``text`` of a record with the policy applied; None when it cannot be read (never the unmasked text)."""
+    try:
+        value, cuts = jsontext.loads_tolerant(text, _MAX_DEPTH)
+    except ValueError:
+        return None
+    return jsontext.dumps_exact(protect(value, policy), cuts)
+
+
+def _protect_object(record: dict, policy: str) -> dict:
     out = dict(record)
     for key in DROPPED:
         out.pop(key, None)

@@ -4,9 +4,10 @@ from typing import Any
 
 import orjson
 
+from etl_common.jsontext import QUARANTINE, quarantined
 from transformer import pii
 from transformer.enrich import UNKNOWN, department_code
-from transformer.validate import Problem, problems
+from transformer.validate import NOT_AN_OBJECT, Problem, problems
 
 
 def transform_page(
@@ -23,6 +24,15 @@ def transform_page(
     valid: list[dict[str, Any]] = []
     invalid: list[dict[str, Any]] = []
     for pos, record in enumerate(records):
+        if quarantined(record):
+            # The extractor could not hand it on as values: its masked text is the raw copy and the DLQ line.
+            reason, text = str(record[QUARANTINE].get("reason")), record[QUARANTINE].get("text")
+            masked = pii.protect_text(text, pii_policy) if isinstance(text, str) else None
+            if masked is None:
+                reason += "; its text is withheld because it could not be masked"
+            raw.append(masked)
+            invalid.append({"pos": pos, "raw_line": masked, "error_reason": reason, "rules": [NOT_AN_OBJECT]})
+            continue
         safe = pii.protect(record, pii_policy)
         raw.append(safe)
         errors = problems(record)
@@ -38,8 +48,8 @@ def transform_page(
             else:
                 valid.append({"pos": pos, "department_code": code})
                 continue
-        # Not an object: also kept verbatim as text, so nothing is lost.
-        raw_line = None if isinstance(record, dict) else _text(record)
+        # Not an object: also kept as text (masked like every copy), so nothing is lost.
+        raw_line = None if isinstance(record, dict) else _text(safe)
         rules = list(dict.fromkeys(e.rule for e in errors))
         invalid.append({"pos": pos, "raw_line": raw_line, "error_reason": "; ".join(errors), "rules": rules})
     return {"raw": raw, "valid": valid, "invalid": invalid}

@@ -6,6 +6,8 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from etl_common import jsontext
+
 AGE_MIN, AGE_MAX = 18, 65
 # The rules, named by the field each checks; "record" is broken by a record that is not a JSON object.
 RULES = ("id", "firstName", "email", "age", "company.department")
@@ -67,10 +69,23 @@ def email_problem(email: str) -> str | None:
     return None
 
 
+def _shape(record: Any) -> str:
+    """The type name, or what a string holding JSON holds (a double-encoded record)."""
+    if isinstance(record, str) and record.lstrip()[:1] in ("{", "["):
+        try:
+            value, _ = jsontext.loads_tolerant(record, 64)
+        except ValueError:
+            return "str"
+        kind = "an object" if isinstance(value, dict) else "an array" if isinstance(value, list) else None
+        if kind:
+            return f"a string holding {kind} (double-encoded JSON)"
+    return type(record).__name__
+
+
 def problems(record: Any) -> list[Problem]:
     """Every broken rule of ``record``; empty when the record is valid."""
     if not isinstance(record, dict):
-        return [Problem(NOT_AN_OBJECT, f"record: expected a JSON object, got {type(record).__name__}")]
+        return [Problem(NOT_AN_OBJECT, f"record: expected a JSON object, got {_shape(record)}")]
     errors: list[Problem] = []
 
     uid = record.get("id")
@@ -78,6 +93,9 @@ def problems(record: Any) -> list[Problem]:
         errors.append(Problem("id", "id: missing"))
     elif not _is_int(uid):
         errors.append(Problem("id", f"id: {_show(uid)} is not an integer"))
+    elif not jsontext.INT64_MIN <= uid <= jsontext.INT64_MAX:
+        # SQLite (and most consumers) hold signed 64-bit integers: such an id could not be stored or joined.
+        errors.append(Problem("id", f"id: {uid} is outside the 64-bit integer range"))
 
     if (problem := _text_problem("firstName", record.get("firstName"), "is blank")) is not None:
         errors.append(problem)

@@ -79,7 +79,7 @@ class Worker(StreamWorker[TransformerSettings]):
     def handle(self, entry: streams.Entry) -> None:
         """Process one entry; only what cannot succeed is dead-lettered, the rest stays pending."""
         if self.reader.too_many_deliveries(entry):
-            self.reader.dead_letter(entry, f"delivered {entry.deliveries} times without success")
+            self._dead(entry, f"delivered {entry.deliveries} times without success")
             return
         try:
             payload, tp = streams.decode(entry.fields)
@@ -91,15 +91,30 @@ class Worker(StreamWorker[TransformerSettings]):
             else:
                 raise PermanentError(f"unknown entry kind {kind!r}")
         except PermanentError as exc:
-            self.reader.dead_letter(entry, str(exc))
+            self._dead(entry, str(exc))
         except (KeyError, TypeError, ValueError) as exc:
-            self.reader.dead_letter(entry, f"malformed entry: {type(exc).__name__}: {exc}")
+            self._dead(entry, f"malformed entry: {type(exc).__name__}: {exc}")
         except RETRYABLE_ERRORS:
             raise
-        except Exception:
+        except Exception as exc:
             # A bug: keep the entry pending; it is reclaimed later and dead-lettered after max deliveries.
             metrics.ERRORS.labels(stage="transform").inc()
             log.exception("unexpected error; entry left pending", entry_id=entry.id)
+            self._report(entry, "run_error", f"transform: unexpected error: {type(exc).__name__}: {exc}")
+
+    def _dead(self, entry: streams.Entry, reason: str) -> None:
+        """Dead-letter the entry; the run it belongs to cannot complete without it, so it is failed with the reason."""
+        self.reader.dead_letter(entry, reason)
+        self._report(entry, "run_failed", f"transform: a raw-stream entry was dead-lettered: {reason}")
+
+    def _report(self, entry: streams.Entry, kind: str, error: str) -> None:
+        """A run_error (recorded, the run goes on) or run_failed event for the saver to record on the run."""
+        run_id = streams.run_id_of(entry.fields)
+        if not run_id:
+            return
+        event = {"type": kind, "run_id": run_id, "stage": "transform", "error": error[:2000]}
+        fields: dict[Any, Any] = streams.encode(event, tracing.current_traceparent())
+        self.client.xadd(self.keys.events_stream, fields, maxlen=100_000, approximate=True)
 
     def _page(self, entry: streams.Entry, payload: dict[str, Any], tp: str | None) -> None:
         run_id, page, records = str(payload["run_id"]), int(payload["page"]), payload["records"]

@@ -72,7 +72,7 @@ async def get_run(
 ) -> Response:
     column, key = _run_key(run)
     rows = db.dicts(
-        f"SELECT {_COLUMNS}, pages_expected, updated_at, (SELECT count(*) FROM loaded_pages lp "
+        f"SELECT {_COLUMNS}, pages_expected, updated_at, warnings, (SELECT count(*) FROM loaded_pages lp "
         "WHERE lp.run_id = r.run_id) AS pages_loaded, round((julianday(finished_at) - julianday(started_at)) "
         f"* 86400.0, 3) AS duration_s FROM etl_runs r WHERE {column} = ?",
         (key,),
@@ -80,6 +80,7 @@ async def get_run(
     if not rows:
         raise HTTPException(404, f"no run {run!r}")
     _attach_files(db, rows)
+    rows[0]["warnings"] = orjson.loads(rows[0]["warnings"]) if rows[0]["warnings"] else []
     queue: commands.CommandQueue = request.app.state.commands
     # Redis is a network call: off the event loop.
     rows[0]["dead_letters"] = await run_in_threadpool(queue.dead_letters, rows[0]["run_id"])

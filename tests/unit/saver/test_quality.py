@@ -47,16 +47,17 @@ def test_rule_names_are_the_transformers():
 
 
 def test_rules_count_each_broken_rule_once_per_record(store, tmp_path):
-    records = [*users(180), "not an object", {"id": 1, "company": "Acme"}]
+    unreadable = {"$unreadable": {"reason": "record: not valid JSON", "text": "{oops"}}  # the extractor's marker
+    records = [*users(180), "not an object", {"id": 1, "company": "Acme"}, unreadable]
     load(store, "r1", "20261125_030000", records)
     report = quality.compute(tmp_path / "data.db", "r1")
     expected = Counter({rule: 0 for rule in (*quality.RULES, "record")})
     for uid in range(BAD_EVERY, 181, BAD_EVERY):
         expected.update({path for path, _ in BREAKAGES[(uid // BAD_EVERY - 1) % len(BREAKAGES)][1]})
-    expected.update(["record", "firstName", "email", "age", "company.department"])  # the last two records
+    expected.update(["record", "firstName", "email", "age", "company.department", "record"])  # the last three
     assert report["rules"] == dict(expected)
-    assert (report["records"], report["valid"], report["invalid"]) == (182, 180 - 45, 45 + 2)
-    assert report["invalid_rate"] == round(47 / 182, 6)
+    assert (report["records"], report["valid"], report["invalid"]) == (183, 180 - 45, 45 + 3)
+    assert report["invalid_rate"] == round(48 / 183, 6)
     assert report["unclassified"] == 0
 
 

@@ -1,5 +1,7 @@
 """The PII policy: the password always dropped, sensitive fields masked or dropped, the input untouched."""
 
+import json
+
 import pytest
 
 from dummyjson.users import make_user
@@ -46,3 +48,41 @@ def test_drop_policy_removes_fields():
 def test_non_objects_pass_through():
     assert pii.protect("text") == "text"
     assert pii.protect({"bank": "not an object"})["bank"] == "not an object"
+
+
+class TestPolicyOnEveryShape:
+    """The password goes and the sensitive fields are masked whatever shape the record has."""
+
+    USER = {"id": 1, "password": "hunter2-secret", "ssn": "123-45-6789", "bank": {"iban": "DE89370400440532013000"}}
+
+    def _clean(self, out) -> None:
+        text = out if isinstance(out, str) else json.dumps(out)
+        assert "hunter2-secret" not in text and "123-45-6789" not in text and "DE8937040044" not in text
+        assert "6789" in text and "3000" in text
+
+    def test_object_array_and_double_encoded(self):
+        self._clean(pii.protect(self.USER))
+        self._clean(pii.protect([self.USER, [self.USER]]))
+        self._clean(pii.protect(json.dumps(self.USER)))
+        self._clean(pii.protect(json.dumps(json.dumps([self.USER]))))
+        self._clean(pii.protect([json.dumps(json.dumps(json.dumps(self.USER)))]))
+
+    def test_text_encoded_too_many_times_is_withheld(self):
+        text = json.dumps(self.USER)
+        for _ in range(10):
+            text = json.dumps(text)
+        out = pii.protect(text)
+        assert "hunter2-secret" not in out and "withheld: JSON encoded in strings" in out
+
+    def test_text_with_non_standard_values(self):
+        text = json.dumps(self.USER)[:-1] + ', "age": NaN, "n": "\\ud83d", "big": 18446744073709551616}'
+        out = pii.protect_text(text)
+        self._clean(out)
+        assert "NaN" in out and "\\ud83d" in out and "18446744073709551616" in out
+
+    def test_text_that_cannot_be_read_is_withheld(self):
+        assert pii.protect_text('{"password": "hunter2-secret", ') is None
+
+    def test_other_values_pass(self):
+        for value in (1, None, True, 1.5, "plain text", "{not json"):
+            assert pii.protect(value) == value

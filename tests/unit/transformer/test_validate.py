@@ -78,3 +78,25 @@ def test_catalogue_of_broken_users_is_invalid(kind):
     name = BREAKAGES[kind][0]
     assert problems(make_bad_user(5, kind)) == BROKEN_RULES[name]
     assert problems(make_bad_user(6, kind, seed=3)) == BROKEN_RULES[name]  # whoever the user is
+
+
+@pytest.mark.parametrize(
+    ("uid", "reason"),
+    [
+        (2**63, "id: 9223372036854775808 is outside the 64-bit integer range"),
+        (-(2**63) - 1, "id: -9223372036854775809 is outside the 64-bit integer range"),
+        (2**63 - 1, None),
+        (-(2**63), None),
+    ],
+)
+def test_an_id_outside_sqlites_integers_is_invalid(uid, reason):
+    record = {"id": uid, "firstName": "A", "email": "a@example.com", "age": 30, "company": {"department": "Sales"}}
+    assert problems(record) == ([reason] if reason else [])
+
+
+def test_a_string_holding_json_is_named_double_encoded():
+    assert problems('{"id": 1}') == [
+        "record: expected a JSON object, got a string holding an object (double-encoded JSON)"
+    ]
+    assert problems("[1]") == ["record: expected a JSON object, got a string holding an array (double-encoded JSON)"]
+    assert problems("{nope") == ["record: expected a JSON object, got str"]

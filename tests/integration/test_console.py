@@ -1,0 +1,325 @@
+"""The web console in headless Chromium, behind a path-prefix reverse proxy, over real runs of the pipeline."""
+
+import re
+import shutil
+import subprocess
+import time
+import zipfile
+
+import httpx
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+import testbed as tb
+from api.ui import FILES as CONSOLE
+from tests.browser import BrowserLog, PrefixProxy, chromium, leaving_the_machine
+from tests.support import Pipeline, real_users
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# Screenshots of every step; kept after the run (git ignores the folder).
+OUTPUT = tb.ROOT / "test-output" / "console"
+PREFIX = "etl"
+DASH = "\N{EN DASH}"  # the console writes ranges with an en dash
+TABLE_ROWS = """return [...document.querySelectorAll(arguments[0] + ' tbody tr')]
+  .map(tr => [...tr.cells].map(td => td.textContent));"""
+TABLE_HEADERS = "return [...document.querySelectorAll(arguments[0] + ' thead th')].map(th => th.textContent);"
+# Every form control has a label (or is a button with text): the console is usable without a mouse or sight.
+UNLABELLED = """return [...document.querySelectorAll('input, select, textarea, button')]
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+  .map(e => e.outerHTML);"""
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+
+
+def _load(p: Pipeline, **env: str):
+    """One real run through the services; its etl_runs row once it succeeded."""
+    before = len(tb.runs(p.db_path))
+    done = p.extract(**env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tb.wait_for_run(p.db_path, ("succeeded",), count=before + 1, logs=p.logs)
+    time.sleep(1.1)  # run timestamps (and file names) have one-second resolution
+    return run
+
+
+class Console:
+    """The page and the checks a person makes by looking at it."""
+
+    def __init__(self, driver, log: BrowserLog) -> None:
+        self.driver, self.log = driver, log
+
+    def wait(self, condition, timeout_s: float = 30, what: str = ""):
+        try:
+            return WebDriverWait(self.driver, timeout_s, poll_frequency=0.1).until(lambda d: condition())
+        except Exception as exc:
+            self.shot("failure")
+            raise AssertionError(
+                f"the console did not show {what or condition} (console: {self.log.errors()})"
+            ) from exc
+
+    def find(self, css: str):
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def text(self, css: str) -> str:
+        return self.find(css).text
+
+    def rows(self, css: str) -> list[list[str]]:
+        return self.driver.execute_script(TABLE_ROWS, css)
+
+    def column(self, css: str, header: str) -> list[str]:
+        i = self.driver.execute_script(TABLE_HEADERS, css).index(header)
+        return [r[i] for r in self.rows(css)]
+
+    def shot(self, name: str) -> None:
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        # The whole page: the window's height is the page's plus the browser's own frame.
+        height = self.driver.execute_script(
+            "return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight"
+        )
+        self.driver.set_window_size(1280, max(800, min(height + 20, 6000)))
+        self.driver.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
+        self.driver.save_screenshot(str(OUTPUT / f"{name}.png"))
+
+
+def _emails(p: Pipeline, table: str, run_id: str, limit: int, offset: int = 0) -> list[str]:
+    with p.db() as conn:
+        rows = conn.execute(
+            f"SELECT email FROM {table} WHERE run_id = ? ORDER BY page, position LIMIT ? OFFSET ?",
+            (run_id, limit, offset),
+        ).fetchall()
+    return [r[0] or "" for r in rows]
+
+
+def test_a_person_signs_in_browses_runs_charts_and_sql_and_starts_a_run(make_source, make_pipeline, tmp_path):
+    """The whole console, as a person uses it, on real runs; no console error, no request off the machine."""
+    first_source = make_source(208, users=real_users())
+    second_source = make_source(150, bad_every=10, seed=1)  # some invalid records
+    p = make_pipeline(first_source)
+    p.start_workers()
+    first = _load(p)
+    second = _load(p, ETL_SOURCE_URL=second_source.url)
+    assert second["invalid_count"] > 0
+    port = tb.free_port()
+    api = p.start("api", ETL_API_PORT=str(port))
+    tb.wait_port(port, proc=api.popen)
+    p.start("extractor")  # picks up "run now" commands
+    shutil.rmtree(OUTPUT, ignore_errors=True)  # only this run's screenshots
+    proxy = PrefixProxy(PREFIX, port)
+    driver = chromium(tmp_path / "chromium-profile")
+    log = BrowserLog(driver)
+    ui = Console(driver, log)
+    expected_failures: list[tuple[str, int]] = []  # answers the test provokes on purpose: (url part, status)
+    try:
+        # -- the page, its headers and its redirect through the prefix ---------------------------------
+        page = httpx.get(f"{proxy.url}/ui", follow_redirects=True)
+        assert str(page.url) == f"{proxy.url}/ui/" and page.status_code == 200
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+        assert "<script>" not in page.text and " style=" not in page.text and "http" not in page.text.split("<body")[1]
+        for f in CONSOLE.iterdir():
+            served = httpx.get(f"{proxy.url}/ui/{f.name}")
+            assert served.status_code == 200 and served.content == f.read_bytes(), f.name
+            assert served.headers["content-security-policy"] == csp and served.headers["x-content-type-options"]
+
+        # -- sign-in with the form: a wrong token is refused, the right one opens the console -----------
+        driver.get(f"{proxy.url}/ui")
+        ui.wait(lambda: ui.find("#token").is_displayed(), what="the sign-in form")
+        assert driver.switch_to.active_element == ui.find("#token")  # focus starts in the form
+        ui.find("#token").send_keys("not-the-token", Keys.ENTER)
+        expected_failures.append(("/etl_runs?limit=1", 401))
+        ui.wait(lambda: "refused" in ui.text("#sign-in-error"), what="the refusal")
+        ui.find("#token").clear()
+        ui.find("#token").send_keys(TOKEN, Keys.ENTER)
+        ui.wait(lambda: ui.find("#main").is_displayed(), what="the console after sign-in")
+        assert driver.execute_script("return sessionStorage.getItem('etl.apiToken')") == TOKEN
+        ui.find("#sign-out").click()
+        ui.wait(lambda: ui.find("#token").is_displayed(), what="the sign-in form after sign-out")
+        assert driver.execute_script("return sessionStorage.getItem('etl.apiToken')") is None
+        assert not ui.find("#main").is_displayed()
+
+        # -- the link `make demo` prints signs in and the token leaves the address bar -----------------
+        driver.get("about:blank")
+        driver.get(f"{proxy.url}/ui/#token={TOKEN}")
+        ui.wait(lambda: ui.find("#main").is_displayed(), what="the console opened by the token link")
+        assert driver.execute_script("return location.hash") == ""
+
+        # -- the runs, newest first, with counts, duration and dead letters ---------------------------
+        ui.wait(lambda: len(ui.rows("#runs-table")) == 2 and ui.rows("#runs-table")[0][9] != "", what="two runs")
+        runs = ui.rows("#runs-table")
+        assert [r[1] for r in runs] == [second["run_id"], first["run_id"]]
+        for row, run in zip(runs, (second, first), strict=True):
+            assert row[2] == "succeeded"
+            assert row[6:9] == [f"{run['raw_count']:,}", f"{run['valid_count']:,}", f"{run['invalid_count']:,}"]
+            assert re.fullmatch(r"\d+\.\d+ s", row[5]) and row[9] == "0"
+        ui.shot("01-runs")
+
+        # -- the drop-down: the newest run is chosen; its processed and invalid records ----------------
+        select = ui.find("#run-select")
+        assert select.get_attribute("value") == second["run_id"]
+        caption = f"Processed records of run {second['run_id']}"
+        ui.wait(lambda: ui.text("#records-caption") == caption, what=caption)
+        assert ui.text("#records-range") == f"1{DASH}20 of {second['valid_count']}"
+        assert ui.column("#records-table", "E-mail") == _emails(p, "processed_users", second["run_id"], 20)
+        ui.find("input[name=table][value=invalid_users]").click()
+        ui.wait(lambda: ui.text("#records-caption").startswith("Invalid records"), what="the invalid records")
+        assert ui.text("#records-range").endswith(f"of {second['invalid_count']}")
+        with p.db() as conn:
+            reasons = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT error_reason FROM invalid_users WHERE run_id = ? ORDER BY page, position LIMIT 20",
+                    (second["run_id"],),
+                )
+            ]
+        assert ui.column("#records-table", "Why invalid") == reasons and all(reasons)
+        # -- the quality panel of the run: the report when the API has one, a clear message otherwise ---
+        quality = httpx.get(f"http://127.0.0.1:{port}/etl_runs/{second['run_id']}/quality", headers=AUTH)
+        if quality.status_code == 200:
+            report = quality.json()
+            ui.wait(lambda: ui.text("#quality-message") == f"Quality report of run {second['run_id']}.", what="it")
+            assert f"{report['invalid']}" in ui.text("#quality-figures") and report["invalid"] > 0
+            described = ui.find("#chart-rules svg").get_attribute("aria-description")
+            assert described == ", ".join(f"{rule}: {n}" for rule, n in report["rules"].items())
+            widths = [int(b.get_attribute("width")) for b in driver.find_elements(By.CSS_SELECTOR, "#chart-rules rect")]
+            assert [w > 0 for w in widths] == [n > 0 for n in report["rules"].values()]
+        else:
+            assert quality.status_code in (404, 409), quality.text
+            expected_failures.append(("/quality", quality.status_code))
+            ui.wait(lambda: ui.text("#quality-message") == "No quality report for this run.", what="no report")
+            assert ui.find("#quality-figures").text == "" and not driver.find_elements(By.ID, "chart-rules")
+        ui.shot("02-invalid-records-and-quality")
+
+        # ... then the first run, chosen with the keyboard: its rows replace the others
+        ui.find("input[name=table][value=processed_users]").click()
+        select.send_keys(Keys.DOWN)
+        caption = f"Processed records of run {first['run_id']}"
+        ui.wait(lambda: ui.text("#records-caption") == caption, what=caption)
+        assert select.get_attribute("value") == first["run_id"]
+        assert ui.text("#records-range") == f"1{DASH}20 of {first['valid_count']}"
+        assert ui.column("#records-table", "E-mail") == _emails(p, "processed_users", first["run_id"], 20)
+        ui.find("#records-next").click()
+        ui.wait(lambda: ui.text("#records-range").startswith(f"21{DASH}40"), what="the second page")
+        assert ui.column("#records-table", "E-mail") == _emails(p, "processed_users", first["run_id"], 20, 20)
+
+        # ... and a search within it
+        with p.db() as conn:
+            name = conn.execute(
+                "SELECT first_name FROM processed_users WHERE run_id = ? ORDER BY page, position LIMIT 1 OFFSET 5",
+                (first["run_id"],),
+            ).fetchone()[0]
+            like = f"%{name}%"
+            matching = conn.execute(
+                "SELECT email FROM processed_users WHERE run_id = ? AND (first_name LIKE ? OR last_name LIKE ? "
+                "OR email LIKE ? OR username LIKE ?) ORDER BY page, position LIMIT 20",
+                (first["run_id"], like, like, like, like),
+            ).fetchall()
+        ui.find("#records-q").send_keys(name, Keys.ENTER)
+        ui.wait(lambda: name in ui.text("#records-caption"), what="the search result")
+        assert ui.column("#records-table", "E-mail") == [m[0] for m in matching]
+
+        # -- the charts of the chosen run agree with the database ------------------------------------
+        with p.db() as conn:
+            departments = conn.execute(
+                "SELECT department, count(*) FROM processed_users WHERE run_id = ? GROUP BY 1", (first["run_id"],)
+            ).fetchall()
+        ui.wait(lambda: f"{first['valid_count']:,} valid users" in ui.text("#charts-message"), what="the charts")
+        bars = driver.find_elements(By.CSS_SELECTOR, "#chart-departments rect.bar")
+        assert len(bars) == len(departments) and all(int(b.get_attribute("width")) > 0 for b in bars)
+        described = ui.find("#chart-departments svg").get_attribute("aria-description")
+        assert sorted(described.split(", ")) == sorted(f"{d}: {n}" for d, n in departments)
+        ages = driver.find_elements(By.CSS_SELECTOR, "#chart-age rect.bar")
+        assert 1 <= len(ages) <= 6 and all(int(a.get_attribute("width")) > 0 for a in ages)
+        age_counts = ui.find("#chart-age svg").get_attribute("aria-description")
+        assert sum(int(part.rsplit(": ", 1)[1]) for part in age_counts.split(", ")) == first["valid_count"]
+
+        ui.shot("03-charts")
+
+        # -- the SQL box: an answer, then the API's refusal shown as it is ----------------------------
+        sql = "SELECT run_id, count(*) AS users FROM processed_users GROUP BY run_id ORDER BY run_id"
+        box = ui.find("#sql-query")
+        box.clear()
+        box.send_keys(sql)
+        ui.find("#sql-form button[type=submit]").click()
+        ui.wait(lambda: "row(s)" in ui.text("#sql-info"), what="the query's result")
+        with p.db() as conn:
+            expected = [[r, str(n)] for r, n in conn.execute(sql)]
+        assert ui.rows("#sql-table") == expected
+        assert driver.execute_script(TABLE_HEADERS, "#sql-table") == ["run_id", "users"]
+        refused = httpx.post(f"http://127.0.0.1:{port}/query_sql", json={"query": "DELETE FROM etl_runs"}, headers=AUTH)
+        assert refused.status_code == 400
+        box.clear()
+        box.send_keys("DELETE FROM etl_runs", Keys.CONTROL, Keys.ENTER)  # Ctrl+Enter runs it too
+        expected_failures.append(("/query_sql", 400))
+        ui.wait(lambda: ui.text("#sql-error"), what="the refusal")
+        assert ui.text("#sql-error") == f"The query failed: 400: {refused.json()['detail']}"
+        assert ui.rows("#sql-table") == []
+
+        # -- run now: live progress until the run has succeeded, then the new run is shown ------------
+        assert not ui.find("#progress-box").is_displayed()  # only once a run is asked for
+        ui.find("#run-now").click()
+        ui.wait(lambda: ui.find("#progress-box").get_attribute("data-done"), timeout_s=120, what="the run's end")
+        assert ui.find("#progress-box").get_attribute("data-done") == "succeeded"
+        latest = p.runs()[-1]
+        assert latest["status"] == "succeeded" and latest["trigger"] == "api" and len(p.runs()) == 3
+        assert ui.text("#progress-text").startswith(f"Run {latest['run_id']} succeeded")
+        progress = ui.find("#run-progress")
+        assert progress.get_attribute("value") == progress.get_attribute("max")
+        ui.wait(lambda: ui.rows("#runs-table")[0][1] == latest["run_id"], what="the new run on top")
+        assert select.get_attribute("value") == latest["run_id"]
+        ui.wait(lambda: latest["run_id"] in ui.text("#records-caption"), what="the new run's records")
+        ui.wait(lambda: ui.rows("#runs-table")[0][9] != "", what="the new run's dead letters")
+        ui.shot("04-after-run-now")
+
+        # -- labelled controls, no console error, nothing but loopback --------------------------------
+        assert driver.execute_script(UNLABELLED) == []
+        unexpected = [
+            e
+            for e in log.errors()
+            if not any(
+                part in e["message"] and f"status of {status}" in e["message"] for part, status in expected_failures
+            )
+        ]
+        assert unexpected == []
+        resources = driver.execute_script(
+            "return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))"
+            ".map(e => e.name)"
+        )
+        assert resources and leaving_the_machine(resources) == []
+        assert log.requests and leaving_the_machine(log.requests) == []
+        assert proxy.paths and all(path.startswith(f"/{PREFIX}/") for path in proxy.paths), proxy.paths
+        # The picture for the README: the run with invalid records, a query answered.
+        ui.find("#records-q").clear()
+        ui.find("#records-q").send_keys(Keys.ENTER)
+        Select(select).select_by_value(second["run_id"])
+        box.clear()
+        box.send_keys(sql, Keys.CONTROL, Keys.ENTER)
+        ui.wait(lambda: ui.text("#records-caption") == f"Processed records of run {second['run_id']}", what="run 2")
+        ui.wait(lambda: len(ui.rows("#sql-table")) == 3 and not ui.text("#sql-error"), what="the answer")
+        ui.shot("console")
+    finally:
+        driver.quit()
+        proxy.stop()
+
+
+def test_the_built_package_ships_every_console_file(tmp_path):
+    """A wheel of the project (what a non-editable install gets) holds the console's files (needs PyPI)."""
+    src = tmp_path / "src"  # a copy: building in place would leave build/ in the work tree
+    for name in ("services", "testbed"):
+        shutil.copytree(tb.ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(tb.ROOT / name, src / name)
+    built = subprocess.run(
+        [tb.PYTHON, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check", "-w", str(tmp_path), "."],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("etl_users-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        shipped = {n.removeprefix("api/console/") for n in z.namelist() if n.startswith("api/console/")}
+    files = {str(f.relative_to(CONSOLE)) for f in CONSOLE.rglob("*") if f.is_file()}
+    assert files >= {"index.html", "console.js", "console.css"} and shipped == files
