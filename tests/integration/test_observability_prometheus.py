@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 import testbed as tb
-from tests.integration.test_quality import wait_report
 from tests.unit.test_dashboard import ALERTS, dashboard_exprs
 
 PROMETHEUS = tb.which("prometheus")
@@ -44,7 +43,7 @@ def test_dashboard_queries_answer_from_a_real_prometheus(make_source, make_pipel
     p.start("extractor", ETL_OPS_PORT=str(ports["extractor"]), ETL_RUN_ON_START="true", **ops)
     p.start("api", ETL_API_PORT=str(ports["api"]), ETL_API_HOST="127.0.0.1")
     run = p.wait_run(("succeeded",))
-    wait_report(p, run["run_id"])  # the invalid-share gauge the alert reads is set with the report
+    tb.wait_for_quality(p.db_path, run["run_id"])  # the invalid-share gauge the alert reads is set with the report
     tb.wait_port(ports["api"], proc=p.procs["api"].popen)
     for path in ("/etl_runs", "/healthz", "/no/such/route"):
         httpx.get(f"http://127.0.0.1:{ports['api']}{path}", headers={"Authorization": "Bearer test-token"})

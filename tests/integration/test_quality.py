@@ -8,6 +8,8 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
+import testbed as tb
+
 from dummyjson.server import Source
 from dummyjson.users import BREAKAGES, make_user
 from tests.integration.test_api import Api
@@ -43,17 +45,6 @@ def odd_users() -> tuple[list, Counter]:
     return users, Counter({"id": 1, "firstName": 1, "email": 1, "age": 2, "company.department": 1, "record": 2})
 
 
-def wait_report(p: Pipeline, run_id: str, timeout_s: float = 60) -> None:
-    """The saver stores a run's report from a child process, shortly after the run can succeed."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with p.db() as db:
-            if db.execute("SELECT 1 FROM run_quality WHERE run_id=?", (run_id,)).fetchone():
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"no quality report for {run_id} after {timeout_s}s:\n{p.procs['saver'].output()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, redis_server, sftp_server):
     """Three real runs loaded by the services: clean, every 7th user broken, odd records; an API over them."""
@@ -77,7 +68,7 @@ def stack(tmp_path_factory, redis_server, sftp_server):
             while len(p.runs()) <= i and time.monotonic() < deadline:
                 time.sleep(0.05)
             runs.append(p.wait_run(("succeeded",), run_id=p.runs()[i]["run_id"]))
-            wait_report(p, runs[-1]["run_id"])
+            tb.wait_for_quality(p.db_path, runs[-1]["run_id"], logs=p.logs)
             time.sleep(1.1)  # run timestamps have one-second resolution
         api = Api(p, "api-quality")
         yield p, api, runs
