@@ -1,9 +1,9 @@
-"""Runs the data-quality report in a child process, so the saver's memory and its runs' latency stay as they were.
+"""Runs the data-quality report in a child process, so the saver's own memory stays at its loading size.
 
-pandas (which also loads pyarrow) adds ~95 MB to a process and a second to its start: paid once a
-run by a short-lived child (``python -m saver.quality``) instead of for ever by the saver, and
-while the saver goes on (writing the files, uploading, loading the next run). The child only
-reads the database; the saver stores what it prints.
+pandas (which also loads pyarrow) adds ~95 MB to a process and about a second to its start: paid
+once a run by a short-lived child (``python -m saver.quality``) instead of for ever by the saver.
+The child starts when a run is loaded and works while the saver writes and uploads the run's
+files; it only reads the database, and the saver stores what it prints.
 """
 
 import os

@@ -219,34 +219,52 @@ class Worker(StreamWorker[SaverSettings]):
             log.error("quality report not started; the run goes on without one", run_id=run_id, error=str(exc))
 
     def _collect_reports(self) -> None:
-        """Store the reports whose child has ended; a failed one is logged and never holds a run back."""
+        """Store the reports whose child has ended."""
         for run_id, job in list(self.reports.items()):
-            if not job.done():
-                continue
-            del self.reports[run_id]
-            seconds = time.monotonic() - job.started
-            try:
-                result = job.result()
-                rate = float(result["invalid_rate"])
-                self.store.save_quality(run_id, result)
-            except (report.ReportFailed, sqlite3.Error, KeyError, TypeError, ValueError) as exc:
-                metrics.ERRORS.labels(stage="quality").inc()
-                log.error("quality report failed; the run goes on without one", run_id=run_id, error=str(exc))
-                continue
-            metrics.STAGE_DURATION.labels(stage="quality").observe(seconds)
-            metrics.LAST_RUN_INVALID_RATIO.set(rate)
-            log.info(
-                "quality report stored",
-                run_id=run_id,
-                records=result["records"],
-                invalid=result["invalid"],
-                invalid_rate=rate,
-                rules=result["rules"],
-                duration_ms=round(seconds * 1000, 1),
-            )
+            if job.done():
+                self._store_report(run_id)
+
+    def _await_report(self, run_id: str) -> None:
+        """Wait for the run's report before the run is marked succeeded, so a succeeded run has one.
+
+        The child started when the run was loaded and ran beside its files and upload; what is left
+        is usually its start-up (importing pandas, about a second).
+        """
+        job = self.reports.get(run_id)
+        if job is None:
+            return
+        while not job.done():
+            self.heartbeat.beat()
+            time.sleep(0.02)
+        self._store_report(run_id)
+
+    def _store_report(self, run_id: str) -> None:
+        """Store the ended child's report; a failed one is logged and never holds the run back."""
+        job = self.reports.pop(run_id)
+        seconds = time.monotonic() - job.started
+        try:
+            result = job.result()
+            rate = float(result["invalid_rate"])
+            self.store.save_quality(run_id, result)
+        except (report.ReportFailed, sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+            metrics.ERRORS.labels(stage="quality").inc()
+            log.error("quality report failed; the run goes on without one", run_id=run_id, error=str(exc))
+            return
+        metrics.STAGE_DURATION.labels(stage="quality").observe(seconds)
+        metrics.LAST_RUN_INVALID_RATIO.set(rate)
+        log.info(
+            "quality report stored",
+            run_id=run_id,
+            records=result["records"],
+            invalid=result["invalid"],
+            invalid_rate=rate,
+            rules=result["rules"],
+            duration_ms=round(seconds * 1000, 1),
+        )
 
     def _upload(self, run_id: str, files: dict) -> None:
         if not self.settings.sftp_enabled:
+            self._await_report(run_id)
             self.store.mark_uploaded(run_id, {})
             self._succeeded(run_id, {})
             return
@@ -265,6 +283,7 @@ class Worker(StreamWorker[SaverSettings]):
             return
         metrics.STAGE_DURATION.labels(stage="upload").observe(time.monotonic() - t0)
         self.upload_due.pop(run_id, None)
+        self._await_report(run_id)
         self.store.mark_uploaded(run_id, remote)
         self._succeeded(run_id, remote)
 

@@ -116,7 +116,7 @@ async def get_quality(
     row = rows[0]
     if row["report"] is None:
         if row["status"] in ("loaded", "upload_pending", "succeeded"):
-            why = "the saver is computing it (a run loaded before reports existed has none)"
+            why = "the saver is computing it (a run whose report failed, or loaded before reports existed, has none)"
         else:
             why = f"the run is {row['status']}; the saver computes it once the run's pages are all loaded"
         raise HTTPException(409, f"run {row['run_id']} has no quality report yet: {why}")
