@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import testbed as tb
-
 from dummyjson.server import Source
 from dummyjson.users import BREAKAGES, make_user
 from tests.integration.test_api import Api
