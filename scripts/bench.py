@@ -49,13 +49,29 @@ def vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a live process has used: robust to other load on the machine."""
+def cpu_s(pid: int, children: bool = False) -> float:
+    """CPU seconds (user + system) a live process has used: robust to other load on the machine.
+
+    With ``children`` the CPU of its children that have exited and been waited for is added (sshd's sessions).
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+        return ticks / os.sysconf("SC_CLK_TCK")
     except OSError:
         return float("nan")
+
+
+def _wait_children_gone(pid: int, timeout_s: float = 3.0) -> None:
+    """Wait (bounded) until ``pid`` has no child left, so their CPU is in its cutime/cstime."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if not Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+                return
+        except OSError:
+            return
+        time.sleep(0.05)
 
 
 def _ts(iso: str | None) -> float | None:
@@ -81,7 +97,7 @@ class Stack:
     def __init__(
         self, base: Path, sftp: tb.Sftp, count: int, transformers: int, page_size: int, pool: int, real: bool = False
     ) -> None:
-        self.base, self.procs, self.roles = base, [], {}
+        self.base, self.procs, self.roles, self.sftp = base, [], {}, sftp
         self.redis = tb.start_redis(base / "redis", aof=True)
         self.roles["redis"] = self.redis.proc
         port = tb.free_port()
@@ -140,15 +156,27 @@ class Stack:
         )
         return t0
 
-    def wait_run(self, after: float, timeout_s: float) -> sqlite3.Row:
-        """The first run started since ``after`` (epoch s) to finish; polled often, as its end time is measured."""
-        return tb.wait_for_run(
-            self.db,
-            timeout_s=timeout_s,
-            started_after=after,
-            step_s=0.005,
-            logs=lambda: f"logs in {self.base / 'logs'}",
-        )
+    def wait_run(self, after: float, timeout_s: float, seen: dict | None = None) -> sqlite3.Row:
+        """The first run started since ``after`` (epoch s) to finish; polled often, as its end time is measured.
+
+        With ``seen``, the moment the run is first seen ``loaded`` (every page in, files and upload to come) is kept
+        as ``seen["loaded"] = (epoch s, CPU seconds per role)``: the tail's start.
+        """
+        deadline = time.monotonic() + timeout_s
+
+        def wait(statuses: tuple[str, ...]) -> sqlite3.Row:
+            return tb.wait_for_run(
+                self.db,
+                statuses,
+                timeout_s=max(0.0, deadline - time.monotonic()),
+                started_after=after,
+                step_s=0.005,
+                logs=lambda: f"logs in {self.base / 'logs'}",
+            )
+
+        if seen is not None and wait(("loaded", *tb.FINAL_STATUSES))["status"] == "loaded":
+            seen["loaded"] = (time.time(), self.cpu())
+        return wait(tb.FINAL_STATUSES)
 
     def cpu(self) -> dict[str, float]:
         return {role: cpu_s(p.popen.pid) for role, p in self.roles.items()}
@@ -216,28 +244,51 @@ def ceiling(source_url: str, total: int, page_size: int, base: Path, batch_pages
     return total / busy
 
 
+def measure(stack: Stack, n: int) -> dict:
+    """Trigger one run of ``n`` users on a started stack and wait for it: rate, stages, tail, CPU and RSS."""
+    load0 = os.getloadavg()[0]
+    sshd = stack.sftp.proc.popen.pid if stack.sftp.proc else 0
+    sshd0, cpu0 = cpu_s(sshd, children=True), stack.cpu()
+    t0 = stack.trigger()
+    seen: dict = {}
+    run = stack.wait_run(t0, timeout_s=max(120.0, n / 500), seen=seen)
+    cpu1 = stack.cpu()
+    # The SFTP server's share (its session processes, counted once reaped): the receiving end, not ours.
+    _wait_children_gone(sshd)
+    sshd_us = (cpu_s(sshd, children=True) - sshd0) * 1e6 / n
+    cpu = {k: (v - cpu0[k]) * 1e6 / n for k, v in cpu1.items()}
+    elapsed = (_ts(run["finished_at"]) or time.time()) - t0
+    st = stages(stack, run, t0)
+    # The tail: from the last page loaded (loaded_pages) to `succeeded` (files written, then the SFTP upload).
+    tail_s = st["succeeded"] - st["loaded"] if "succeeded" in st and "loaded" in st else float("nan")
+    # CPU of the tail, from the moment the run was first seen 'loaded' (polled every 5 ms) to the end.
+    at_loaded = seen.get("loaded", (None, None))[1]
+    tail_cpu = {k: (v - at_loaded[k]) * 1e6 / n for k, v in cpu1.items()} if at_loaded else {}
+    return {
+        "n": n,
+        "status": run["status"],
+        "seconds": elapsed,
+        "rate": n / elapsed,
+        "valid": run["valid_count"],
+        "invalid": run["invalid_count"],
+        "stages": st,
+        "tail_s": tail_s,
+        "tail_share": tail_s / st["succeeded"] if "succeeded" in st else float("nan"),
+        "tail_cpu": tail_cpu,
+        "sshd_cpu": sshd_us,
+        "peaks": stack.peaks(),
+        "split": split(stack),
+        "cpu": cpu,
+        "load": (load0, os.getloadavg()[0]),
+    }
+
+
 def bench_size(n: int, sftp: tb.Sftp, work: Path, transformers: int, page_size: int, pool: int) -> dict:
     base = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=work))
     stack = Stack(base, sftp, n, transformers, page_size, pool)
     profilers = profile(stack) if os.environ.get("BENCH_PROFILE") else []
     try:
-        cpu0 = stack.cpu()
-        t0 = stack.trigger()
-        run = stack.wait_run(t0, timeout_s=max(120.0, n / 500))
-        cpu = {k: (v - cpu0[k]) * 1e6 / n for k, v in stack.cpu().items()}
-        elapsed = (_ts(run["finished_at"]) or time.time()) - t0
-        result = {
-            "n": n,
-            "status": run["status"],
-            "seconds": elapsed,
-            "rate": n / elapsed,
-            "valid": run["valid_count"],
-            "invalid": run["invalid_count"],
-            "stages": stages(stack, run, t0),
-            "peaks": stack.peaks(),
-            "split": split(stack),
-            "cpu": cpu,
-        }
+        result = measure(stack, n)
         # The ceiling runs with the workers stopped, on the same source and data.
         for role in [r for r in stack.roles if r != "source"]:
             stack.roles[role].stop()
@@ -300,16 +351,31 @@ def small_runs(sftp: tb.Sftp, work: Path, times: int) -> list[float]:
 
 
 def report(r: dict) -> None:
-    frac = r["rate"] / r["ceiling"] if r["ceiling"] else float("nan")
+    frac = r["rate"] / r["ceiling"] if r.get("ceiling") else float("nan")
     print(
         f"  N={r['n']:,}: {r['status']} in {r['seconds']:.2f} s = {r['rate']:,.0f} users/s "
-        f"({r['valid']:,} valid, {r['invalid']:,} invalid); ceiling {r['ceiling']:,.0f} users/s -> {frac:.0%}"
+        f"({r['valid']:,} valid, {r['invalid']:,} invalid); ceiling {r.get('ceiling', 0):,.0f} users/s -> {frac:.0%}"
+        f"; load average {r['load'][0]:.2f} -> {r['load'][1]:.2f}"
     )
     print("    stage ends (s after trigger): " + ", ".join(f"{k} {v}" for k, v in r["stages"].items()))
+    tail_cpu = r["tail_cpu"]
+    print(
+        f"    tail (last page loaded -> succeeded: files, upload): {r['tail_s']:.2f} s = "
+        f"{r['tail_share']:.0%} of the run"
+        + (
+            f"; its CPU per user (us): {sum(tail_cpu.values()):.0f} = "
+            + ", ".join(f"{k} {v:.0f}" for k, v in tail_cpu.items() if v >= 0.5)
+            if tail_cpu
+            else ""
+        )
+        + f"; SFTP server (sshd) {r['sshd_cpu']:.0f} us per user, not counted above"
+    )
     print("    peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in r["peaks"].items()))
+    stack_cpu = sum(v for k, v in r["cpu"].items() if k != "source")
     print(
         f"    CPU per user (us): {sum(r['cpu'].values()):.0f} = "
         + ", ".join(f"{k} {v:.0f}" for k, v in r["cpu"].items())
+        + f" (pipeline without the source: {stack_cpu:.0f})"
     )
     print("    pages per transformer: " + ", ".join(f"{k} {v}" for k, v in r["split"].items()), flush=True)
 
@@ -352,7 +418,9 @@ def main() -> int:
                 f"N={n:,} x{transformers} transformer(s), page {page_size}: median {statistics.median(rates):,.0f} "
                 f"users/s ({', '.join(f'{x:,.0f}' for x in rates)}), ceiling {ceil:,.0f} users/s "
                 f"({statistics.median(rates) / ceil:.0%}), max service peak RSS {rss:.0f} MB, redis peak "
-                f"{max(r['peaks']['redis used_memory_peak'] for r in results):.0f} MB"
+                f"{max(r['peaks']['redis used_memory_peak'] for r in results):.0f} MB, tail "
+                f"{statistics.median(r['tail_share'] for r in results):.0%} of the run, CPU per user "
+                f"{statistics.median(sum(r['cpu'].values()) for r in results):.0f} us (median)"
             )
     finally:
         sftp.stop()
