@@ -426,6 +426,8 @@ class TestAuthAndCors:
         assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
         simple = api.get("/etl_runs", headers={"Origin": "http://front.example"})
         assert "X-Total-Count" in simple.headers["access-control-expose-headers"]
+        export = api.get("/data/raw_users.csv", headers={"Origin": "http://front.example"})
+        assert "Content-Disposition" in export.headers["access-control-expose-headers"]
 
 
 class TestDatabaseMissing:

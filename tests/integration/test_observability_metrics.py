@@ -114,6 +114,14 @@ def test_every_service_exports_counts_that_match_the_database(make_source, make_
     assert saver.get("etl_run_progress_records", stage="load") == raw
     assert abs(saver.get("etl_last_success_timestamp_seconds") - time.time()) < 60
     assert 0 < saver.get("etl_last_run_duration_seconds") < 60
+    # The quality report's invalid share, for the dashboard and the EtlInvalidRateHigh alert (the report
+    # comes from a child process, shortly after the run succeeded).
+    saver = wait_for(
+        lambda: (s := scrape(ports["saver"])).get("etl_stage_duration_seconds_count", stage="quality") and s
+    )
+    assert saver, "the quality report was never stored"
+    assert saver.get("etl_last_run_invalid_ratio") == invalid / raw
+    assert saver.get("etl_stage_duration_seconds_count", stage="quality") == 1
 
     # Streams, read from Redis at scrape time: everything consumed, nothing pending, no dead letters.
     for s in (extractor, transformer, saver):

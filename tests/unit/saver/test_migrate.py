@@ -38,6 +38,20 @@ def test_only_the_missing_migrations_are_applied(tmp_path, monkeypatch):
     assert {"one", "two"} <= _tables(conn) and [tuple(r) for r in conn.execute("SELECT x FROM one")] == [(1,)]
 
 
+def test_a_lower_number_that_arrives_later_is_still_applied(tmp_path, monkeypatch):
+    """Branches number migrations on their own: 0004 may be applied before 0003 lands; both end up applied."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_one.sql").write_text("CREATE TABLE one (x INTEGER);\n")
+    (folder / "0004_four.sql").write_text("ALTER TABLE one ADD COLUMN four TEXT;\n")
+    monkeypatch.setattr(migrate, "MIGRATIONS", folder)
+    conn = connect_writer(tmp_path / "data.db")
+    assert migrate.migrate(conn) == ["0001_one.sql", "0004_four.sql"]
+    (folder / "0003_three.sql").write_text("ALTER TABLE one ADD COLUMN three TEXT;\n")
+    assert migrate.migrate(conn) == ["0003_three.sql"]
+    assert {r[1] for r in conn.execute("PRAGMA table_info(one)")} == {"x", "three", "four"}
+
+
 def test_a_failing_migration_leaves_nothing_behind_and_is_retried(tmp_path, monkeypatch):
     folder = tmp_path / "migrations"
     folder.mkdir()
