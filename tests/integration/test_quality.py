@@ -12,7 +12,7 @@ import testbed as tb
 from dummyjson.server import Source
 from dummyjson.users import BREAKAGES, make_user
 from tests.integration.test_api import Api
-from tests.support import Pipeline, SourceServer
+from tests.support import Pipeline, SourceServer, Stack
 
 RULES = ("id", "firstName", "email", "age", "company.department", "record")
 BAD_EVERY = 7
@@ -63,34 +63,16 @@ def stack(tmp_path_factory, redis_server, sftp_server):
         for i, source in enumerate(sources):
             done = p.extract(ETL_SOURCE_URL=source.url)
             assert done.returncode == 0, done.stdout + done.stderr
-            deadline = time.monotonic() + 30
-            while len(p.runs()) <= i and time.monotonic() < deadline:
-                time.sleep(0.05)
-            runs.append(p.wait_run(("succeeded",), run_id=p.runs()[i]["run_id"]))
+            runs.append(tb.wait_for_run(p.db_path, ("succeeded",), count=i + 1, logs=p.logs))
             tb.wait_for_quality(p.db_path, runs[-1]["run_id"], logs=p.logs)
             time.sleep(1.1)  # run timestamps have one-second resolution
         api = Api(p, "api-quality")
-        yield p, api, runs
+        yield Stack(p, runs, api)
         api.client.close()
     finally:
         p.stop_all()
         for s in sources:
             s.stop()
-
-
-@pytest.fixture(scope="module")
-def api(stack) -> Api:
-    return stack[1]
-
-
-@pytest.fixture(scope="module")
-def runs(stack):
-    return stack[2]
-
-
-@pytest.fixture(scope="module")
-def pipeline(stack) -> Pipeline:
-    return stack[0]
 
 
 def quality(api: Api, run) -> dict:
