@@ -5,6 +5,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,16 @@ class Pipeline:
         proc = tb.start_service(name, self.env(**overrides), self.logdir, *args, log_name=tag)
         self.procs[tag or name] = proc
         return proc
+
+    def load_runs(self, sources: "list[SourceServer]") -> list[sqlite3.Row]:
+        """One run per source, in order, through ``extractor once``; each run's row once it has succeeded."""
+        runs = []
+        for i, source in enumerate(sources):
+            done = self.extract(ETL_SOURCE_URL=source.url)
+            assert done.returncode == 0, done.stdout + done.stderr
+            runs.append(tb.wait_for_run(self.db_path, ("succeeded",), count=i + 1, logs=self.logs))
+            time.sleep(1.1)  # the runs' file names differ by their start second
+        return runs
 
     def start_observed(self) -> dict[str, int]:
         """The four services with /metrics (workers) or the API on free loopback ports; service name -> port.

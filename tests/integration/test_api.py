@@ -71,13 +71,8 @@ def stack(tmp_path_factory, redis_server, sftp_server):
     sources = [SourceServer(Source(208, 0, 0, real_users())).start(), SourceServer(Source(150, 1, 10)).start()]
     p = Pipeline(tmp / "p", redis_server.url, {**sftp_server.env(), "ETL_SFTP_REMOTE_DIR": str(upload)}, sources[0].url)
     p.start_workers()
-    runs = []
     try:
-        for i, source in enumerate(sources):
-            done = p.extract(ETL_SOURCE_URL=source.url)
-            assert done.returncode == 0, done.stdout + done.stderr
-            runs.append(tb.wait_for_run(p.db_path, ("succeeded",), count=i + 1, logs=p.logs))
-            time.sleep(1.1)  # run timestamps have one-second resolution
+        runs = p.load_runs(sources)
         apis = {
             "token": Api(
                 p,

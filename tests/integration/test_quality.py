@@ -2,7 +2,6 @@
 
 import csv
 import io
-import time
 from collections import Counter
 
 import pyarrow.parquet as pq
@@ -58,14 +57,10 @@ def stack(tmp_path_factory, redis_server, sftp_server):
     upload = {**sftp_server.env(), "ETL_SFTP_REMOTE_DIR": str(tmp / "upload")}
     p = Pipeline(tmp / "p", redis_server.url, upload, sources[0].url)
     p.start_workers()
-    runs = []
     try:
-        for i, source in enumerate(sources):
-            done = p.extract(ETL_SOURCE_URL=source.url)
-            assert done.returncode == 0, done.stdout + done.stderr
-            runs.append(tb.wait_for_run(p.db_path, ("succeeded",), count=i + 1, logs=p.logs))
-            tb.wait_for_quality(p.db_path, runs[-1]["run_id"], logs=p.logs)
-            time.sleep(1.1)  # run timestamps have one-second resolution
+        runs = p.load_runs(sources)
+        for run in runs:
+            tb.wait_for_quality(p.db_path, run["run_id"], logs=p.logs)
         api = Api(p, "api-quality")
         yield Stack(p, runs, api)
         api.client.close()
