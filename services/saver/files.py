@@ -3,12 +3,14 @@
 import hashlib
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 
 from saver import crypto
+from saver.agefmt import x25519
 
 # kind -> (file-name key, query yielding one JSON line per row in load order)
 _QUERIES = {
@@ -21,6 +23,17 @@ _QUERIES = {
 }
 
 
+class RunFile(TypedDict):
+    """One written file of a run, as ``write_run_files`` returns it."""
+
+    path: Path  # where it was written, under the data directory
+    name: str  # relative name, ``.age`` appended when encrypted (the SFTP path under the remote folder)
+    bytes: int  # size as written (the ciphertext when encrypted)
+    sha256: str  # hex digest of the bytes as written
+    records: int  # JSON lines in the plaintext
+    encrypted: bool
+
+
 def _invalid_line(row: sqlite3.Row) -> bytes:
     record, raw_line, reason = row
     if record is not None:
@@ -31,22 +44,22 @@ def _invalid_line(row: sqlite3.Row) -> bytes:
     return orjson.dumps(obj)
 
 
-def _lines(conn: sqlite3.Connection, kind: str, query: str, run_id: str, counter: list[int]):
+def _lines(conn: sqlite3.Connection, kind: str, query: str, run_id: str, counter: list[int]) -> Iterator[bytes]:
     for row in conn.execute(query, (run_id,)):
         counter[0] += 1
         yield (_invalid_line(row) if kind == "dlq" else row[0].encode()) + b"\n"
 
 
 def write_run_files(
-    conn: sqlite3.Connection, run: sqlite3.Row, data_dir: str | Path, recipients: list | None = None
-) -> dict[str, dict[str, Any]]:
-    """Write the raw, processed and invalid-records files of ``run``.
+    conn: sqlite3.Connection, run: sqlite3.Row, data_dir: str | Path, recipients: list[x25519.Recipient] | None = None
+) -> dict[str, RunFile]:
+    """Write the raw, processed and invalid-records files of ``run`` (its ``etl_runs`` row).
 
-    Returns kind -> {path, name, bytes, sha256, records, encrypted}.
+    Returns kind (``raw``, ``processed``, ``dlq``) -> ``RunFile``.
     With ``recipients`` the rows stream straight into age encryption: the file is ``<name>.age`` and no
     plaintext copy touches the disk. ``bytes`` and ``sha256`` always describe the file as written (and uploaded).
     """
-    out = {}
+    out: dict[str, RunFile] = {}
     for kind, (name_key, query) in _QUERIES.items():
         plain_name = run[name_key]
         name = plain_name + crypto.SUFFIX if recipients else plain_name
