@@ -3,6 +3,7 @@
 import signal
 import sys
 from collections.abc import Callable
+from typing import Protocol
 
 import redis
 import structlog
@@ -10,7 +11,7 @@ from tenacity import RetryCallState, retry_if_exception
 
 from etl_common import logs, retry, tracing
 from etl_common.ops import Heartbeat, serve
-from etl_common.redis_client import wait_for_redis
+from etl_common.redis_client import connect, wait_for_redis
 from etl_common.retry import RETRYABLE_REDIS
 from etl_common.settings import BaseEtlSettings
 
@@ -75,6 +76,29 @@ def wait_for_redis_or_exit(service: str, client: redis.Redis) -> None:
         raise SystemExit(1) from None
     except retry.Stopped:
         raise SystemExit(0) from None
+
+
+class Servable(Protocol):
+    """A worker: ``serve()`` runs until a stop is asked."""
+
+    def serve(self) -> None: ...
+
+
+def run_worker(
+    service: str, settings: BaseEtlSettings, build: Callable[[redis.Redis, Heartbeat, Stopper], Servable]
+) -> None:
+    """Connect to Redis, start logs, tracing, the ops endpoint and the signal traps, wait for Redis, then serve
+    the worker ``build`` makes until SIGTERM.
+
+    Exits the process (``SystemExit``) as ``start`` and ``wait_for_redis_or_exit`` do.
+    """
+    client = connect(settings.redis_url)
+    heartbeat, stopper = start(service, settings, ready=client.ping)
+    wait_for_redis_or_exit(service, client)
+    try:
+        build(client, heartbeat, stopper).serve()
+    except retry.Stopped:
+        pass  # SIGTERM during a wait before the loop: the work owed stays pending for the next start
 
 
 def _recoverable(exc: BaseException) -> bool:

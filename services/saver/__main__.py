@@ -3,8 +3,7 @@
 import argparse
 import sys
 
-from etl_common import retry, runtime
-from etl_common.redis_client import connect
+from etl_common import runtime
 from etl_common.settings import load
 from saver import crypto
 from saver.settings import SaverSettings
@@ -44,13 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         store.close()
         return 0
-    client = connect(settings.redis_url)
-    heartbeat, stopper = runtime.start("saver", settings, ready=client.ping)
-    runtime.wait_for_redis_or_exit("saver", client)
     try:
-        Worker(settings, client, store, heartbeat, stopper).serve()
-    except retry.Stopped:
-        pass  # SIGTERM during a wait before the loop: the work owed is picked up at the next start
+        runtime.run_worker(
+            "saver", settings, lambda client, heartbeat, stopper: Worker(settings, client, store, heartbeat, stopper)
+        )
     finally:
         store.close()
     return 0

@@ -2,8 +2,7 @@
 
 import sys
 
-from etl_common import retry, runtime
-from etl_common.redis_client import connect
+from etl_common import runtime
 from etl_common.settings import load
 from transformer.enrich import load_departments
 from transformer.settings import TransformerSettings
@@ -15,13 +14,11 @@ def main() -> int:
     2 on a bad setting)."""
     settings = load(TransformerSettings)
     departments = load_departments(settings.departments_csv)
-    client = connect(settings.redis_url)
-    heartbeat, stopper = runtime.start("transformer", settings, ready=client.ping)
-    runtime.wait_for_redis_or_exit("transformer", client)
-    try:
-        Worker(settings, client, departments, heartbeat, stopper).serve()
-    except retry.Stopped:
-        pass  # SIGTERM during a wait before the loop: entries stay pending for the next start
+    runtime.run_worker(
+        "transformer",
+        settings,
+        lambda client, heartbeat, stopper: Worker(settings, client, departments, heartbeat, stopper),
+    )
     return 0
 
 
