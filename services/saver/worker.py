@@ -178,7 +178,7 @@ class Worker(StreamWorker[SaverSettings]):
             t0 = time.monotonic()
             with tracer.start_as_current_span("files.write"):
                 try:
-                    written = write_run_files(self.store.conn, run, self.settings.data_dir, self._recipients())
+                    written = self._files(run, self._recipients())
                 except crypto.CryptoError as exc:
                     # A bad recipients file must not stop the saver: the run waits, like for an SFTP outage.
                     self._defer(run_id, str(exc))
@@ -194,6 +194,16 @@ class Worker(StreamWorker[SaverSettings]):
             metrics.STAGE_DURATION.labels(stage="files").observe(time.monotonic() - t0)
             log.info("files written", run_id=run_id, **{k: v["records"] for k, v in written.items()})
             self._upload(run_id, {k: (v["path"], v["name"]) for k, v in written.items()})
+
+    def _files(self, run: Any, recipients: list | None) -> dict[str, dict[str, Any]]:
+        """The run's three files: those appended while it loaded when they are whole, else written from the tables."""
+        loading = self.store.loading
+        written = loading.finish(self.store.conn, run) if loading and not recipients else None
+        if written is None:
+            if loading:
+                loading.discard(run)
+            written = write_run_files(self.store.conn, run, self.settings.data_dir, recipients)
+        return written
 
     def _upload(self, run_id: str, files: dict) -> None:
         if not self.settings.sftp_enabled:
