@@ -3,6 +3,7 @@
 import hashlib
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,9 @@ class LoadingFiles:
         self.data_dir = Path(data_dir)
         # (run_id, kind) -> (sha256 of the file's first n bytes, n); updated only after the commit.
         self._digests: dict[tuple[str, str], tuple[Any, int]] = {}
-        self._pending: list[tuple[str, str, int, bytes]] = []
+        self._pending: list[tuple[str, str, str, int, bytes]] = []
+        # Called with (run_id, kind, name, start offset, bytes) for each append once its transaction committed.
+        self.on_commit: Callable[[str, str, str, int, bytes], None] | None = None
 
     def path(self, run_id: str, name: str) -> Path:
         """Where the file of ``name`` grows while the run loads (the run id keeps two runs of one second apart)."""
@@ -142,7 +145,7 @@ class LoadingFiles:
                     fh.seek(recorded)
                     fh.write(data)
                 sizes.append(len(data))
-                pending.append((run_id, kind, recorded, data))
+                pending.append((run_id, kind, names[f"{kind}_file"], recorded, data))
         except OSError as exc:
             log.warning("run files cannot be appended; they will be written at the end", run_id=run_id, error=str(exc))
             conn.execute("UPDATE loading_files SET next_page=-1 WHERE run_id=?", (run_id,))
@@ -173,7 +176,9 @@ class LoadingFiles:
     def committed(self, ok: bool) -> None:
         """The transaction of the appends since the last call committed (``ok``) or rolled back."""
         pending, self._pending = self._pending, []
-        for run_id, kind, start, data in pending if ok else []:
+        for run_id, kind, name, start, data in pending if ok else []:
+            if self.on_commit:
+                self.on_commit(run_id, kind, name, start, data)
             digest, n = self._digests.get((run_id, kind), (None, -1))
             if start == 0:
                 digest, n = hashlib.sha256(), 0

@@ -22,6 +22,7 @@ from saver import crypto, sftp
 from saver.files import write_run_files
 from saver.settings import SaverSettings
 from saver.store import Store
+from saver.stream import StreamingUpload
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("saver")
@@ -54,6 +55,11 @@ class Worker(StreamWorker[SaverSettings]):
         # The same tenacity strategy as every other retry, spread over turns instead of slept in one.
         self.upload_wait = wait_exponential(multiplier=settings.upload_retry_s, max=settings.upload_retry_max_s)
         self.run_traces: dict[str, str] = {}
+        # The upload streamed as pages commit, when the files are appended while loading (plaintext) and SFTP is on.
+        self.streaming = StreamingUpload(settings) if settings.sftp_enabled and store.loading else None
+        if self.streaming and store.loading:
+            store.loading.on_commit = self.streaming.send
+        self.streamed: set[str] = set()  # runs whose files are those appended (and streamed) while they loaded
 
     def serve(self) -> None:
         self.reader.setup()
@@ -202,7 +208,11 @@ class Worker(StreamWorker[SaverSettings]):
         if written is None:
             if loading:
                 loading.discard(run)
+            if self.streaming:
+                self.streaming.discard(run["run_id"])
             written = write_run_files(self.store.conn, run, self.settings.data_dir, recipients)
+        else:
+            self.streamed.add(run["run_id"])
         return written
 
     def _upload(self, run_id: str, files: dict) -> None:
@@ -213,7 +223,7 @@ class Worker(StreamWorker[SaverSettings]):
         t0 = time.monotonic()
         try:
             with tracer.start_as_current_span("sftp.upload", attributes={"etl.files": len(files)}):
-                remote = sftp.upload(self.settings, files)
+                remote = self._streamed(run_id, files) or sftp.upload(self.settings, files)
         except sftp.UploadFailed as exc:
             self._defer(run_id, str(exc))
             return
@@ -227,6 +237,14 @@ class Worker(StreamWorker[SaverSettings]):
         self.upload_due.pop(run_id, None)
         self.store.mark_uploaded(run_id, remote)
         self._succeeded(run_id, remote)
+
+    def _streamed(self, run_id: str, files: dict) -> dict[str, str] | None:
+        """The remote paths when the run's files went up as its pages committed; None: upload them whole."""
+        if self.streaming is None or run_id not in self.streamed:
+            return None
+        self.streamed.discard(run_id)  # one chance: a retry uploads the files whole
+        sizes = {kind: path.stat().st_size for kind, (path, _) in files.items()}
+        return self.streaming.finish(run_id, sizes, self.settings.sftp_timeout_s)
 
     def _defer(self, run_id: str, error: str) -> None:
         """The run stays upload_pending with ``error`` shown; the next try is due after a doubling delay.
