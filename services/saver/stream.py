@@ -21,11 +21,16 @@ SUFFIX = ".stream.part"
 
 
 class _Run:
-    """One run's stream: its own SFTP session and one open remote file per kind."""
+    """One run's stream: its own SSH connection and, per kind, an SFTP session with the open remote file.
 
-    def __init__(self, client: paramiko.SSHClient, session: paramiko.SFTPClient) -> None:
-        self.client, self.session = client, session
-        self.files: dict[str, tuple[paramiko.SFTPFile, str, int]] = {}  # kind -> (remote file, target, bytes sent)
+    One session per file: paramiko matches the answers to pipelined writes per session, and two files writing
+    pipelined through one session take each other's answers (the writer then waits forever).
+    """
+
+    def __init__(self, client: paramiko.SSHClient) -> None:
+        self.client = client
+        # kind -> (session, remote file, target path, bytes sent)
+        self.files: dict[str, tuple[paramiko.SFTPClient, paramiko.SFTPFile, str, int]] = {}
 
     def close(self) -> None:
         self.client.close()
@@ -34,16 +39,17 @@ class _Run:
 class StreamingUpload:
     """Sends the bytes ``LoadingFiles`` appends, as their transactions commit, to ``<target>.stream.part`` files.
 
-    A background thread does the SFTP work so the load never waits for the server. The stream is an
-    optimisation only: any error (server down, a run first seen mid-way after a restart, more than
-    ``max_queued_bytes`` waiting) gives the run up, and ``finish`` returns None: the caller uploads the whole files.
+    A background thread does the SFTP work. The stream is an optimisation only: any error (server down, a run
+    first seen mid-way after a restart, no room in ``max_queued_bytes`` for the SFTP timeout) gives the run up,
+    and ``finish`` returns None: the caller uploads the whole files, as without a stream.
     """
 
-    def __init__(self, settings: SaverSettings, max_queued_bytes: int = 64 << 20) -> None:
+    def __init__(self, settings: SaverSettings, max_queued_bytes: int = 16 << 20) -> None:
         self.settings, self.max_queued_bytes = settings, max_queued_bytes
         self._queue: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._queued = 0  # bytes handed over and not yet sent
+        self._room = threading.Condition()  # signalled as queued bytes are sent
+        self._queued = 0  # bytes handed over and not yet sent (guarded by _room)
         self._given_up: set[str] = set()  # runs not streamed any more (worker's side)
         self._cancelled: set[str] = set()  # runs whose finish the worker stopped waiting for
         self._runs: dict[str, _Run | None] = {}  # the thread's side; None: given up
@@ -51,17 +57,23 @@ class StreamingUpload:
         self._thread.start()
 
     def send(self, run_id: str, kind: str, name: str, start: int, data: bytes) -> None:
-        """Hand over ``data``, the bytes of ``name`` from offset ``start`` just committed; never blocks."""
+        """Hand over ``data``, the bytes of ``name`` from offset ``start`` just committed.
+
+        Waits (at most the SFTP timeout) while more than ``max_queued_bytes`` are waiting for the server, so memory
+        stays bounded and a slow server slows the load down instead of being given up on.
+        """
         if run_id in self._given_up:
             return
-        with self._lock:
-            if self._queued + len(data) > self.max_queued_bytes:
-                full = True
-            else:
-                full, self._queued = False, self._queued + len(data)
-        if full:
+        with self._room:
+            room = self._room.wait_for(
+                lambda: self._queued + len(data) <= self.max_queued_bytes or self._queued == 0,
+                timeout=self.settings.sftp_timeout_s,
+            )
+            if room:
+                self._queued += len(data)
+        if not room:
             self._given_up.add(run_id)
-            self._queue.put(("give_up", run_id, f"more than {self.max_queued_bytes} bytes waiting for the server"))
+            self._queue.put(("give_up", run_id, f"the server took no data for {self.settings.sftp_timeout_s} s"))
             return
         self._queue.put(("data", run_id, kind, name, start, data))
 
@@ -107,49 +119,49 @@ class StreamingUpload:
                 self._give_up(run_id, f"{type(exc).__name__}: {exc}")
 
     def _data(self, run_id: str, kind: str, name: str, start: int, data: bytes) -> None:
-        with self._lock:
+        with self._room:
             self._queued -= len(data)
+            self._room.notify_all()
         if run_id not in self._runs:
             if start != 0:  # first seen mid-way (the saver restarted during the run): not streamed
                 self._runs[run_id] = None
                 return
-            client = sftp.connect(self.settings)
-            session = client.open_sftp()
-            session.get_channel().settimeout(self.settings.sftp_timeout_s)
-            self._runs[run_id] = _Run(client, session)
+            self._runs[run_id] = _Run(sftp.connect(self.settings))
         run = self._runs[run_id]
         if run is None:
             return
         if kind not in run.files:
             target = posixpath.join(self.settings.sftp_remote_dir, name)
-            sftp.mkdirs(run.session, posixpath.dirname(target))
-            remote = run.session.open(target + SUFFIX, "wb")
+            session = run.client.open_sftp()
+            session.get_channel().settimeout(self.settings.sftp_timeout_s)
+            sftp.mkdirs(session, posixpath.dirname(target))
+            remote = session.open(target + SUFFIX, "wb")
             remote.set_pipelined(True)
-            run.files[kind] = (remote, target, 0)
-        remote, target, sent = run.files[kind]
+            run.files[kind] = (session, remote, target, 0)
+        session, remote, target, sent = run.files[kind]
         if start != sent:
             raise ValueError(f"{name}: bytes from offset {start} after {sent} sent")
         remote.write(data)
-        run.files[kind] = (remote, target, sent + len(data))
+        run.files[kind] = (session, remote, target, sent + len(data))
 
     def _finish(self, run_id: str, sizes: dict[str, int]) -> dict[str, str] | None:
         run = self._runs.pop(run_id, None)
         if run is None:
             return None
         try:
-            if set(run.files) != set(sizes) or any(run.files[k][2] != n for k, n in sizes.items()):
+            if set(run.files) != set(sizes) or any(run.files[k][3] != n for k, n in sizes.items()):
                 raise ValueError("the streamed files are not those written")
-            for remote, _, _ in run.files.values():
+            for _, remote, _, _ in run.files.values():
                 remote.close()  # waits for the server's acknowledgement of every pipelined write
             out = {}
             with self._lock:
                 if run_id in self._cancelled:
                     self._cancelled.discard(run_id)
                     raise ValueError("the worker stopped waiting")
-                for kind, (_, target, sent) in run.files.items():
-                    if run.session.stat(target + SUFFIX).st_size != sent:
+                for kind, (session, _, target, sent) in run.files.items():
+                    if session.stat(target + SUFFIX).st_size != sent:
                         raise ValueError(f"size of {target}{SUFFIX} on the server differs from the local file")
-                    run.session.posix_rename(target + SUFFIX, target)
+                    session.posix_rename(target + SUFFIX, target)
                     metrics.SFTP_BYTES.inc(sent)
                     out[kind] = target
             metrics.SFTP_UPLOADS.labels(outcome="succeeded").inc()
@@ -174,8 +186,8 @@ class StreamingUpload:
     @staticmethod
     def _remove(run: _Run) -> None:
         """Best effort: a temporary file left behind on a dead connection is harmless (never renamed)."""
-        for _, target, _ in run.files.values():
+        for session, _, target, _ in run.files.values():
             try:
-                run.session.remove(target + SUFFIX)
+                session.remove(target + SUFFIX)
             except (OSError, paramiko.SSHException, EOFError):
                 pass
