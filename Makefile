@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench bench-compare kind-up kind-down helm-lint helm-template
+.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench bench-compare engine-test lock kind-up kind-down helm-lint helm-template
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ lint: env ## ruff and mypy
 	@$(PY) -m ruff format --check services scripts tests testbed
 	@$(PY) -m mypy services
 
+lock: env ## Pin every dependency of pyproject.toml (runtime and dev) in requirements.lock (pip-compile)
+	@.venv/bin/pip-compile --quiet
+
 format: env ## Format the code
 	@$(PY) -m ruff format services scripts tests testbed
 	@$(PY) -m ruff check --fix services scripts tests testbed
@@ -46,8 +49,12 @@ keys: env ## Generate the SFTP client key, host keys and known_hosts for compose
 	@# Made here, owned by you (HOST_UID in .env), so Docker does not create them as root.
 	@mkdir -p database data sftp_data
 
-compose-check: env ## Lint the Dockerfiles, validate docker-compose.yml, run it as local processes
+compose-check: env ## Lint the Dockerfile, validate docker-compose.yml, run it as local processes
 	@$(PY) -m pytest -q tests/compose
+
+engine-test: env ## Compose and the chart's pods on a private Docker engine (root): build, up, a run, checks, cleanup
+	@$(PY) -m pytest -q tests/engine
+	@cat .run/engine/summary.txt
 
 clean: ## Remove local data of the demo
 	rm -rf database sftp_data data .run

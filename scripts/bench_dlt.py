@@ -1,8 +1,8 @@
 """The dlt side of `make bench-compare`: a REST API source into SQLite, run by the benchmark's own dlt venv.
 
 Not part of the project's code: scripts/bench_compare.py runs it with the interpreter of `.run/bench-dlt-venv`
-(dlt is never in requirements*.txt or the images). It pages through the same local source the pipeline reads
-(`?limit=L&skip=S` until `total`, users under `users`), loads them with dlt's defaults into a SQLite file
+(dlt is never in pyproject.toml, requirements.lock or the images). It pages through the same local source the
+pipeline reads (`?limit=L&skip=S` until `total`, users under `users`), loads them with dlt's defaults into a SQLite file
 (sqlalchemy destination) and prints one JSON line: seconds and CPU seconds of `pipeline.run` alone (the import
 is left out, as the pipeline's services are already up when it is triggered), rows loaded, peak RSS (VmHWM).
 Usage: python scripts/bench_dlt.py SOURCE_URL DB_PATH WORK_DIR [PAGE_SIZE]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine lacks (when root) and creates the virtual environment.
 #   scripts/bootstrap.sh           what the demo and most tests need
-#   scripts/bootstrap.sh --test    also what the rest of the tests need (Prometheus, age); without root
+#   scripts/bootstrap.sh --test    also what the rest of the tests need (Prometheus, age; as root docker.io
+#                                  and mmdebstrap for tests/engine); without root
 #                                  it says which tests will be skipped and how to install what they need
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,12 +16,17 @@ if [ "${1:-}" = "--test" ]; then
   optional=()
   { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || optional+=(prometheus)
   command -v age >/dev/null 2>&1 || optional+=(age)
+  # tests/engine (root only: it starts its own dockerd): Docker's engine, mmdebstrap for the stand-in bases.
+  if [ "$(id -u)" = 0 ]; then
+    command -v dockerd >/dev/null 2>&1 || optional+=(docker.io)
+    command -v mmdebstrap >/dev/null 2>&1 || optional+=(mmdebstrap)
+  fi
   if [ ${#optional[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       echo "installing for the tests: ${optional[*]}"
       apt-get update -qq
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${optional[@]}" >/dev/null
-      systemctl disable --now prometheus >/dev/null 2>&1 || true
+      systemctl disable --now prometheus docker.socket docker containerd >/dev/null 2>&1 || true
     else
       echo "not installed: ${optional[*]} (not root); the tests that need them will be skipped" \
         "(Prometheus: alert rules and a real scrape; age: interop of the encrypted files)." \
@@ -53,9 +59,9 @@ if [ ${#browser[@]} -gt 0 ]; then
     echo "missing: ${browser[*]} (the browser tests need them): sudo apt-get install -y ${browser[*]}" >&2
   fi
 fi
-if [ ! -x .venv/bin/python ] || [ requirements-dev.txt -nt .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+if [ ! -x .venv/bin/python ] || [ requirements.lock -nt .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+  # The project with its dev extra, every package at the version of the lock.
+  .venv/bin/pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
   touch .venv/.installed
 fi

@@ -23,7 +23,7 @@ up() {
     kind create cluster --name "$CLUSTER" --config kind-config.yaml
   fi
   for svc in extractor transformer saver api; do
-    docker build -f "services/$svc/Dockerfile" -t "etl-$svc:$TAG" .
+    docker build --build-arg SERVICE="$svc" -t "etl-$svc:$TAG" .
     kind load docker-image --name "$CLUSTER" "etl-$svc:$TAG"
   done
 

@@ -3,6 +3,7 @@
 import json
 import sqlite3
 import subprocess
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -12,12 +13,22 @@ from typing import Any
 import httpx
 import redis
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
+
 import testbed as tb
 from dummyjson.server import Source, build
 from etl_common.db import connect_reader
 from etl_common.keys import Keys
 
 SHARED_USERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "dummyjson" / "users.json"
+
+
+def project() -> dict[str, Any]:
+    """The ``[project]`` table of pyproject.toml."""
+    return tomllib.loads((tb.ROOT / "pyproject.toml").read_text())["project"]
 
 
 def real_users() -> list[dict] | None:

@@ -2,7 +2,7 @@
 
 A quarantined record is replaced in the page by ``{QUARANTINE: {"reason": ..., "text": ...}}``: the
 reason names the field and the fault, the text is the record's JSON as the source wrote it (ASCII,
-numbers exact). The transformer masks the text and sends the record to the DLQ; the run goes on.
+numbers exact). The transformer masks the text and sends the record to the invalid records; the run goes on.
 """
 
 from typing import Any

@@ -25,7 +25,7 @@ _QUERIES = {
 }
 
 
-def dlq_line(row: sqlite3.Row | tuple) -> bytes:
+def invalid_line(row: sqlite3.Row | tuple) -> bytes:
     """The dlq file's line (no new line) of an ``invalid_users`` row's (record, raw_line, error_reason)."""
     record, raw_line, reason = row
     if record is not None:
@@ -39,14 +39,15 @@ def dlq_line(row: sqlite3.Row | tuple) -> bytes:
 def _lines(conn: sqlite3.Connection, kind: str, query: str, run_id: str, counter: list[int]):
     for row in conn.execute(query, (run_id,)):
         counter[0] += 1
-        yield (dlq_line(row) if kind == "dlq" else row[0].encode()) + b"\n"
+        yield (invalid_line(row) if kind == "dlq" else row[0].encode()) + b"\n"
 
 
 def write_run_files(
     conn: sqlite3.Connection, run: sqlite3.Row, data_dir: str | Path, recipients: list | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Write the raw, processed and dlq files of ``run``; kind -> {path, name, bytes, sha256, records, encrypted}.
+    """Write the raw, processed and invalid-records files of ``run``.
 
+    Returns kind -> {path, name, bytes, sha256, records, encrypted}.
     With ``recipients`` the rows stream straight into age encryption: the file is ``<name>.age`` and no
     plaintext copy touches the disk. ``bytes`` and ``sha256`` always describe the file as written (and uploaded).
     """

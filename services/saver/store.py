@@ -9,7 +9,7 @@ import orjson
 from etl_common.clock import stamp_iso, utc_iso
 from etl_common.db import connect_writer
 from etl_common.files import file_names
-from saver.files import LoadingFiles, dlq_line
+from saver.files import LoadingFiles, invalid_line
 from saver.migrate import migrate
 
 
@@ -339,7 +339,7 @@ def _page_lines(raw_json: list[bytes], valid_rows: list[tuple], invalid_rows: li
         "raw": [j + b"\n" for j in raw_json],
         "processed": [row[-1].encode() + b"\n" for row in first_by_position(valid_rows)],
         # invalid_users rows end with (error_reason, raw_line, inserted_at, record).
-        "dlq": [dlq_line((row[-1], row[-3], row[-4])) + b"\n" for row in first_by_position(invalid_rows)],
+        "dlq": [invalid_line((row[-1], row[-3], row[-4])) + b"\n" for row in first_by_position(invalid_rows)],
     }
 
 

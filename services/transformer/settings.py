@@ -10,7 +10,7 @@ class TransformerSettings(BaseEtlSettings):
 
     # CSV with department_name,department_code; empty means the copy shipped with the transformer.
     departments_csv: str = ""
-    # What happens to a record whose department is not in the lookup: code UNKNOWN, or the DLQ.
+    # What happens to a record whose department is not in the lookup: code UNKNOWN, or invalid.
     unknown_department: str = Field("unknown", pattern="^(unknown|reject)$")
     # Sensitive fields (ssn, ein, bank.cardNumber, bank.iban, crypto.wallet): mask, drop or keep.
     pii_policy: str = Field("mask", pattern="^(mask|drop|keep)$")

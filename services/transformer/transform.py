@@ -24,7 +24,7 @@ def transform_page(
     invalid: list[dict[str, Any]] = []
     for pos, record in enumerate(records):
         if quarantined(record):
-            # The extractor could not hand it on as values: its masked text is the raw copy and the DLQ line.
+            # The extractor could not hand it on as values: its masked text is the raw copy and the invalid line.
             reason, text = str(record[QUARANTINE].get("reason")), record[QUARANTINE].get("text")
             masked = pii.protect_text(text, pii_policy) if isinstance(text, str) else None
             if masked is None:

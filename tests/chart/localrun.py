@@ -128,6 +128,10 @@ class Cluster:
     # --- environment ----------------------------------------------------------------------------
     def env(self, pod: Pod, container: dict) -> dict[str, str]:
         """The container's environment as the kubelet builds it, with paths and addresses made local."""
+        return self.localize(pod, container, self.kube_env(pod, container))
+
+    def kube_env(self, pod: Pod, container: dict) -> dict[str, str]:
+        """The container's environment exactly as the kubelet builds it (envFrom, env, $(VAR), downward API)."""
         env: dict[str, str] = {}
         for src in container.get("envFrom", []):
             if "configMapRef" in src:
@@ -151,7 +155,7 @@ class Cluster:
                 env[e["name"]] = pod.name
             else:
                 raise NotImplementedError(e)
-        return self.localize(pod, container, env)
+        return env
 
     def localize(self, pod: Pod, container: dict, env: dict[str, str]) -> dict[str, str]:
         out = {}

@@ -120,7 +120,7 @@ def mounts(svc: dict) -> list[Mount]:
 
 @dataclass
 class Dockerfile:
-    """What the tests need from a service's Dockerfile: stages, final CMD, HEALTHCHECK, user."""
+    """What the tests need from the Dockerfile: stages, final CMD, HEALTHCHECK, user."""
 
     path: Path
     text: str
@@ -157,6 +157,10 @@ class Dockerfile:
         return json.loads(arg) if arg.startswith("[") else shlex.split(arg)
 
 
+DOCKERFILE = ROOT / "Dockerfile"
+
+
 def dockerfile(name: str) -> Dockerfile:
-    path = ROOT / "services" / name / "Dockerfile"
-    return Dockerfile(path, path.read_text())
+    """The one Dockerfile as the build of service ``name`` reads it (its SERVICE argument substituted)."""
+    text = DOCKERFILE.read_text()
+    return Dockerfile(DOCKERFILE, text.replace("${SERVICE}", name))

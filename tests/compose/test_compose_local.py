@@ -127,7 +127,8 @@ class LocalCompose:
         """The image's HEALTHCHECK command, run with the service's environment."""
         cmd = dockerfile(name).exec_form("HEALTHCHECK")
         argv = [tb.PYTHON if cmd[0] == "python" else cmd[0], *cmd[1:]]
-        return subprocess.run(argv, env=self.process_env(name), capture_output=True, timeout=10).returncode == 0
+        env = {**self.process_env(name), "ETL_SERVICE": name}  # set by the image (ENV ETL_SERVICE=${SERVICE})
+        return subprocess.run(argv, env=env, capture_output=True, timeout=10).returncode == 0
 
 
 # unshare -m sh -c '...' sh HOST SEEN CMD...: a private mount namespace, then exec the command.

@@ -1,9 +1,12 @@
 """The read API as a real process over a database written by real pipeline runs (Redis, SFTP, SQLite)."""
 
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import closing
+from pathlib import Path
 
 import httpx
 import orjson
@@ -33,6 +36,27 @@ class Api:
 
     def sql(self, query: str, auth: bool = True) -> httpx.Response:
         return self.client.post("/query_sql", json={"query": query}, headers=AUTH if auth else {})
+
+
+@contextlib.contextmanager
+def api_over_one_run(tmp: Path, redis_server, sftp_server, source: Source, **env: str) -> Iterator[Api]:
+    """The services load one run from ``source`` into a pipeline under ``tmp``; then an API over it (``env``)."""
+    (tmp / "upload").mkdir()
+    server = SourceServer(source).start()
+    p = Pipeline(
+        tmp / "p", redis_server.url, {**sftp_server.env(), "ETL_SFTP_REMOTE_DIR": str(tmp / "upload")}, server.url
+    )
+    try:
+        p.start_workers()
+        done = p.extract()
+        assert done.returncode == 0, done.stdout + done.stderr
+        p.wait_run(("succeeded",))
+        api = Api(p, "api", **env)
+        yield api
+        api.client.close()
+    finally:
+        p.stop_all()
+        server.stop()
 
 
 @pytest.fixture(scope="module")

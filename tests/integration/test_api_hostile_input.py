@@ -5,7 +5,6 @@ sent as raw bytes: lone surrogates (as JSON escapes and as their UTF-8-like byte
 not UTF-8, NUL, bidi controls, NaN/Infinity, numbers past 64 bits, and nesting at several depths.
 """
 
-import time
 from urllib.parse import quote
 
 import httpx
@@ -14,8 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dummyjson.server import Source
-from tests.integration.test_api import AUTH, Api
-from tests.support import Pipeline, SourceServer
+from tests.integration.test_api import AUTH, api_over_one_run
 
 EXAMPLES_PER_OPERATION = 60
 
@@ -67,25 +65,8 @@ def _wire(text: str) -> str:
 def served(tmp_path_factory, redis_server, sftp_server):
     """One loaded run and the API over it; its OpenAPI operations."""
     tmp = tmp_path_factory.mktemp("api-hostile")
-    (tmp / "upload").mkdir()
-    source = SourceServer(Source(30, 3, 7)).start()
-    p = Pipeline(
-        tmp / "p", redis_server.url, {**sftp_server.env(), "ETL_SFTP_REMOTE_DIR": str(tmp / "upload")}, source.url
-    )
-    try:
-        p.start_workers()
-        assert p.extract().returncode == 0
-        deadline = time.monotonic() + 30
-        while not p.runs() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        p.wait_run()
-        api = Api(p, "api", ETL_API_SQL_TIMEOUT_MS="300")
-        doc = api.get("/openapi.json").json()
-        yield api, doc
-        api.client.close()
-    finally:
-        p.stop_all()
-        source.stop()
+    with api_over_one_run(tmp, redis_server, sftp_server, Source(30, 3, 7), ETL_API_SQL_TIMEOUT_MS="300") as api:
+        yield api, api.get("/openapi.json").json()
 
 
 def _operations() -> list[tuple[str, str]]:

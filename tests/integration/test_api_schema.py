@@ -12,8 +12,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from api.main import create_app
 from api.settings import ApiSettings
 from dummyjson.server import Source
-from tests.integration.test_api import AUTH, Api
-from tests.support import Pipeline, SourceServer
+from tests.integration.test_api import AUTH, api_over_one_run
 
 EXAMPLES_PER_OPERATION = 40
 
@@ -28,22 +27,8 @@ OPERATIONS = [
 def api_url(tmp_path_factory, redis_server, sftp_server):
     """One real run with invalid records, loaded by the services, and the API over it."""
     tmp = tmp_path_factory.mktemp("api-schema")
-    (tmp / "upload").mkdir()
-    source = SourceServer(Source(60, 2, 7)).start()
-    p = Pipeline(
-        tmp / "p", redis_server.url, {**sftp_server.env(), "ETL_SFTP_REMOTE_DIR": str(tmp / "upload")}, source.url
-    )
-    try:
-        p.start_workers()
-        done = p.extract()
-        assert done.returncode == 0, done.stdout + done.stderr
-        p.wait_run(("succeeded",))
-        api = Api(p, "api", ETL_API_SQL_TIMEOUT_MS="300")
+    with api_over_one_run(tmp, redis_server, sftp_server, Source(60, 2, 7), ETL_API_SQL_TIMEOUT_MS="300") as api:
         yield f"http://127.0.0.1:{api.port}"
-        api.client.close()
-    finally:
-        p.stop_all()
-        source.stop()
 
 
 @pytest.fixture(scope="module")

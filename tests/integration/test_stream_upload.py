@@ -106,3 +106,19 @@ def test_a_server_that_goes_away_during_the_load_gives_the_stream_up(tmp_path):
         assert not [f for f in remote.rglob("*.jsonl") if f.is_file()]
     finally:
         server.stop()
+
+
+def test_megabytes_in_three_files_at_once_stream_without_stalling(tmp_path, sftp_server):
+    """Hundreds of pipelined writes per file, the three files interleaved: each file needs its own session."""
+    remote = tmp_path / "remote"
+    streaming = StreamingUpload(_settings(sftp_server, remote, sftp_timeout_s=5), max_queued_bytes=4 << 20)
+    chunks = {kind: [os.urandom(40_000) for _ in range(200)] for kind in ("raw", "processed", "dlq")}
+    sent = dict.fromkeys(chunks, 0)
+    for i in range(200):
+        for kind, pieces in chunks.items():
+            streaming.send("r1", kind, f"d/{kind}.jsonl", sent[kind], pieces[i])
+            sent[kind] += len(pieces[i])
+    paths = streaming.finish("r1", sent, timeout_s=60)
+    assert paths is not None
+    for kind, pieces in chunks.items():
+        assert Path(paths[kind]).read_bytes() == b"".join(pieces)
