@@ -179,7 +179,10 @@ class LoadingFiles:
         pending, self._pending = self._pending, []
         for run_id, kind, name, start, data in pending if ok else []:
             if self.on_commit:
-                self.on_commit(run_id, kind, name, start, data)
+                try:
+                    self.on_commit(run_id, kind, name, start, data)
+                except Exception:  # the stream is an optimisation: it must never stop the load
+                    log.exception("handing appended bytes on failed", run_id=run_id, kind=kind)
             digest, n = self._digests.get((run_id, kind), (None, -1))
             if start == 0:
                 digest, n = hashlib.sha256(), 0

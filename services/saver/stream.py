@@ -3,13 +3,14 @@
 import posixpath
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import paramiko
 import structlog
 
-from etl_common import metrics
+from etl_common import metrics, retry
 from saver import sftp
 from saver.settings import SaverSettings
 
@@ -64,11 +65,13 @@ class StreamingUpload:
         """
         if run_id in self._given_up:
             return
+        deadline = time.monotonic() + self.settings.sftp_timeout_s
         with self._room:
-            room = self._room.wait_for(
-                lambda: self._queued + len(data) <= self.max_queued_bytes or self._queued == 0,
-                timeout=self.settings.sftp_timeout_s,
-            )
+            # In slices, so that SIGTERM (retry.STOP) ends the wait at once, like every other wait of the services.
+            while not (room := self._queued + len(data) <= self.max_queued_bytes or self._queued == 0):
+                if retry.STOP.is_set() or time.monotonic() >= deadline:
+                    break
+                self._room.wait(0.1)
             if room:
                 self._queued += len(data)
         if not room:
@@ -94,13 +97,18 @@ class StreamingUpload:
             return None
         result: Future = Future()
         self._queue.put(("finish", run_id, sizes, result))
-        try:
-            return result.result(timeout=timeout_s)
-        except FutureTimeout:
-            with self._lock:
-                self._cancelled.add(run_id)
-            log.warning("streamed upload did not finish in time; uploading the files whole", run_id=run_id)
-            return None
+        deadline = time.monotonic() + timeout_s
+        while not retry.STOP.is_set() and time.monotonic() < deadline:
+            try:
+                return result.result(timeout=0.1)
+            except FutureTimeout:
+                continue
+        with self._lock:
+            if result.done():
+                return result.result()
+            self._cancelled.add(run_id)  # the thread will not rename now
+        log.warning("streamed upload did not finish in time; uploading the files whole", run_id=run_id)
+        return None
 
     def _serve(self) -> None:
         while True:
@@ -110,11 +118,11 @@ class StreamingUpload:
                 if op == "data":
                     self._data(run_id, *item[2:])
                 elif op == "finish":
-                    item[3].set_result(self._finish(run_id, item[2]))
+                    self._finish(run_id, item[2], item[3])
                 else:
                     self._give_up(run_id, item[2])
             except Exception as exc:  # the thread must survive anything; the run falls back to a whole upload
-                if op == "finish":
+                if op == "finish" and not item[3].done():
                     item[3].set_result(None)
                 self._give_up(run_id, f"{type(exc).__name__}: {exc}")
 
@@ -144,10 +152,14 @@ class StreamingUpload:
         remote.write(data)
         run.files[kind] = (session, remote, target, sent + len(data))
 
-    def _finish(self, run_id: str, sizes: dict[str, int]) -> dict[str, str] | None:
+    def _finish(self, run_id: str, sizes: dict[str, int], result: Future) -> None:
+        """Sets ``result`` to the remote paths, or None; under the lock, so a worker that stopped waiting knows."""
         run = self._runs.pop(run_id, None)
         if run is None:
-            return None
+            with self._lock:
+                self._cancelled.discard(run_id)
+                result.set_result(None)
+            return
         try:
             if set(run.files) != set(sizes) or any(run.files[k][3] != n for k, n in sizes.items()):
                 raise ValueError("the streamed files are not those written")
@@ -156,7 +168,6 @@ class StreamingUpload:
             out = {}
             with self._lock:
                 if run_id in self._cancelled:
-                    self._cancelled.discard(run_id)
                     raise ValueError("the worker stopped waiting")
                 for kind, (session, _, target, sent) in run.files.items():
                     if session.stat(target + SUFFIX).st_size != sent:
@@ -164,12 +175,15 @@ class StreamingUpload:
                     session.posix_rename(target + SUFFIX, target)
                     metrics.SFTP_BYTES.inc(sent)
                     out[kind] = target
-            metrics.SFTP_UPLOADS.labels(outcome="succeeded").inc()
-            return out
+                metrics.SFTP_UPLOADS.labels(outcome="succeeded").inc()
+                result.set_result(out)
         except (OSError, paramiko.SSHException, sftp.UploadFailed, ValueError) as exc:
             log.warning("streamed upload given up; uploading the files whole", run_id=run_id, error=str(exc))
             self._remove(run)
-            return None
+            with self._lock:
+                self._cancelled.discard(run_id)
+                if not result.done():
+                    result.set_result(None)
         finally:
             run.close()
 
