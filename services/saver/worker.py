@@ -19,7 +19,7 @@ from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
 from saver import crypto, sftp
-from saver.files import write_run_files
+from saver.files import LoadingFiles, write_run_files
 from saver.settings import SaverSettings
 from saver.store import Store
 from saver.stream import StreamingUpload
@@ -206,8 +206,8 @@ class Worker(StreamWorker[SaverSettings]):
         loading = self.store.loading
         written = loading.finish(self.store.conn, run) if loading and not recipients else None
         if written is None:
-            if loading:
-                loading.discard(run)
+            # What was appended is not used; plaintext must not linger (e.g. appended before encryption was on).
+            (loading or LoadingFiles(self.settings.data_dir)).discard(run)
             if self.streaming:
                 self.streaming.discard(run["run_id"])
             written = write_run_files(self.store.conn, run, self.settings.data_dir, recipients)
