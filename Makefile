@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench bench-compare engine-test lock kind-up kind-down helm-lint helm-template
+.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench-quality bench bench-compare engine-test lock kind-up kind-down helm-lint helm-template
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ bench-compare: env ## Benchmark: this pipeline vs dlt on the same source, altern
 
 bench-api: env ## Benchmark: API req/s and p50/p99 on a 100,000-user database, 1 and 2 workers, wrk (USERS=...)
 	@$(PY) scripts/bench_api.py --users $(or $(USERS),100000)
+
+bench-quality: env ## Benchmark: quality report and CSV/Parquet export time and peak RSS at 100,000 users (USERS=...)
+	@$(PY) scripts/bench_quality.py --users $(or $(USERS),100000)
 
 keys: env ## Generate the SFTP client key, host keys and known_hosts for compose (ssh_keys/), and its data folders
 	@scripts/gen-keys.sh ssh_keys sftp 22

@@ -333,5 +333,29 @@ def wait_for_run(
     raise TimeoutError(f"no run in {statuses} (x{count}) after {timeout_s}s; last: {last}{extra}")
 
 
+def wait_for_quality(
+    db: Path, run_id: str, timeout_s: float = 60.0, *, step_s: float = 0.1, logs: Callable[[], str] | None = None
+) -> None:
+    """Poll ``run_quality`` in ``db`` until the run's data-quality report is stored.
+
+    The saver computes it in a child process beside the run, so it lands shortly after the run is
+    loaded, possibly after the run succeeded. Raises TimeoutError after ``timeout_s`` seconds.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if db.exists():
+            try:
+                with closing(connect_reader(db)) as conn:
+                    if conn.execute("SELECT 1 FROM run_quality WHERE run_id = ?", (run_id,)).fetchone():
+                        return
+            except sqlite3.OperationalError:  # the saver has not created the table yet
+                pass
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(step_s)
+    extra = f"\n{logs()}" if logs is not None else ""
+    raise TimeoutError(f"no quality report for run {run_id} after {timeout_s}s{extra}")
+
+
 def _epoch_s(iso: str | None) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else 0.0

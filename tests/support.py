@@ -5,6 +5,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,29 @@ class Pipeline:
         self.procs[tag or name] = proc
         return proc
 
+    def load_runs(self, sources: "list[SourceServer]") -> list[sqlite3.Row]:
+        """One run per source, in order, through ``extractor once``; each run's row once it has succeeded."""
+        runs = []
+        for i, source in enumerate(sources):
+            done = self.extract(ETL_SOURCE_URL=source.url)
+            assert done.returncode == 0, done.stdout + done.stderr
+            runs.append(tb.wait_for_run(self.db_path, ("succeeded",), count=i + 1, logs=self.logs))
+            time.sleep(1.1)  # the runs' file names differ by their start second
+        return runs
+
+    def start_observed(self) -> dict[str, int]:
+        """The four services with /metrics (workers) or the API on free loopback ports; service name -> port.
+
+        The extractor runs as the service (a run at start), so its /metrics stays up after the run.
+        """
+        ports = {name: tb.free_port() for name in ("extractor", "transformer", "saver", "api")}
+        ops = {"ETL_OPS_HOST": "127.0.0.1"}
+        self.start("transformer", ETL_OPS_PORT=str(ports["transformer"]), **ops)
+        self.start("saver", ETL_OPS_PORT=str(ports["saver"]), **ops)
+        self.start("extractor", ETL_OPS_PORT=str(ports["extractor"]), ETL_RUN_ON_START="true", **ops)
+        self.start("api", ETL_API_PORT=str(ports["api"]), ETL_API_HOST="127.0.0.1")
+        return ports
+
     def start_workers(self, **overrides: str) -> None:
         self.start("transformer", **overrides)
         self.start("saver", **overrides)
@@ -170,3 +194,16 @@ class Pipeline:
 
 def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+@dataclass
+class Stack:
+    """A pipeline whose runs the services loaded, and the API processes over its database.
+
+    A module defines a ``stack`` fixture returning one; ``pipeline``, ``runs`` and ``api`` below read it.
+    """
+
+    pipeline: Any
+    runs: list[Any]
+    api: Any
+    apis: dict[str, Any] = field(default_factory=dict)

@@ -30,15 +30,20 @@ class Database:
         """This thread's connection, opened on first use; NotReady while the saver has not made the file."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            if not self.path.exists():
-                raise NotReady("the database does not exist yet; no run has been loaded")
-            try:
-                conn = connect_reader(self.path)
-                conn.row_factory = None  # tuples: rows are turned into dicts once, by the routes
-                conn.execute("SELECT 1 FROM etl_runs LIMIT 0").fetchall()
-            except sqlite3.Error as exc:
-                raise NotReady("the database is not ready yet") from exc
+            conn = self.connect()
             self._local.conn = conn
+        return conn
+
+    def connect(self) -> sqlite3.Connection:
+        """A new read-only connection of tuples, for the caller to close; NotReady as for ``conn``."""
+        if not self.path.exists():
+            raise NotReady("the database does not exist yet; no run has been loaded")
+        try:
+            conn = connect_reader(self.path)
+            conn.row_factory = None  # tuples: rows are turned into dicts once, by the routes
+            conn.execute("SELECT 1 FROM etl_runs LIMIT 0").fetchall()
+        except sqlite3.Error as exc:
+            raise NotReady("the database is not ready yet") from exc
         return conn
 
     def version(self) -> int:

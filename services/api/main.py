@@ -61,7 +61,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             allow_credentials="*" not in origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["X-Total-Count"],
+            # Content-Disposition: the browser code of an export reads the file name from it.
+            expose_headers=["X-Total-Count", "Content-Disposition"],
             max_age=600,
         )
     install_observability(app)

@@ -153,3 +153,56 @@ class SqlResult(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class ColumnProfile(BaseModel):
+    nulls: int
+    blanks: int = Field(description="text values that are empty or only spaces")
+    distinct: int = Field(description="distinct non-null values")
+
+
+class AgeProfile(BaseModel):
+    """Ages of the run's valid records."""
+
+    count: int
+    min: float | None
+    max: float | None
+    mean: float | None
+    median: float | None
+    bands: dict[str, int] = Field(description="records per age band: 18-24, 25-34, 35-44, 45-54, 55-65")
+
+
+class DepartmentQuality(BaseModel):
+    department: str | None
+    code: str | None = Field(description="department_code; UNKNOWN for a department not in the lookup")
+    count: int
+
+
+class PreviousRun(BaseModel):
+    """This run against the newest succeeded run before it."""
+
+    run_id: str
+    records: int
+    invalid_rate: float
+    invalid_rate_change: float = Field(description="this run's invalid_rate minus the previous one's")
+    departments_change: dict[str, int] = Field(description="valid records per department code, this minus previous")
+
+
+class QualityReport(BaseModel):
+    """What an operator reads to decide whether a run can be trusted (computed by the saver once loaded)."""
+
+    run_id: str
+    computed_at: str
+    records: int
+    valid: int
+    invalid: int
+    invalid_rate: float = Field(description="invalid / records, 0 to 1")
+    rules: dict[str, int] = Field(
+        description="invalid records per broken rule (id, firstName, email, age, company.department, and record "
+        "for a record that is not a JSON object); a record breaking two rules counts under both"
+    )
+    unclassified: int = Field(description="invalid records whose broken rules were not recorded")
+    columns: dict[str, ColumnProfile] = Field(description="per typed column")
+    age: AgeProfile
+    departments: list[DepartmentQuality]
+    previous: PreviousRun | None

@@ -83,13 +83,7 @@ def page(db: Database, table: Table, query: Query, version: int) -> dict[str, An
         version,
         lambda: db.scalar(f"SELECT count(*) FROM {table.name} {where}", args),
     )
-    direction = "DESC" if query.descending else "ASC"
-    # Source order (run, page, position) is unique and served by the (run_id, page, position) index;
-    # other sorts break ties on id, so paging is stable either way.
-    if query.sort == "source":
-        order = f"run_id {direction}, page {direction}, position {direction}"
-    else:
-        order = f"{query.sort} {direction}, id {direction}"
+    order = _order(query)
     start = _ledger_start(db, table, query, version)
     if start is not None:
         # Jump to the right source page through the page ledger instead of skipping rows one by one.
@@ -108,6 +102,22 @@ def page(db: Database, table: Table, query: Query, version: int) -> dict[str, An
         item["record"] = orjson.Fragment(record) if record is not None else None
         items.append(item)
     return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
+
+
+def _order(query: Query) -> str:
+    direction = "DESC" if query.descending else "ASC"
+    # Source order (run, page, position) is unique and served by the (run_id, page, position) index;
+    # other sorts break ties on id, so paging is stable either way.
+    if query.sort == "source":
+        return f"run_id {direction}, page {direction}, position {direction}"
+    return f"{query.sort} {direction}, id {direction}"
+
+
+def select(table: Table, query: Query, columns: tuple[str, ...], limit: int | None = None) -> tuple[str, list[Any]]:
+    """SQL and arguments of every row of the selection (at most ``limit`` after ``query.offset``), in its order."""
+    where, args = _where(table, query)
+    sql = f"SELECT {', '.join(columns)} FROM {table.name} {where} ORDER BY {_order(query)} LIMIT ? OFFSET ?"
+    return sql, [*args, -1 if limit is None else limit, query.offset]
 
 
 def _ledger_start(db: Database, table: Table, query: Query, version: int) -> tuple[int, int] | None:

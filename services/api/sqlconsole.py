@@ -64,7 +64,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "user_agent",
         )
     ),
-    "invalid_users": frozenset((*_COMMON, "error_reason")),
+    "invalid_users": frozenset((*_COMMON, "error_reason", "failed_rules")),
 }
 # Functions that read files, expose pointers or are not needed for reporting.
 _DENIED_FUNCTIONS = frozenset(("load_extension", "fts3_tokenizer", "readfile", "writefile", "edit"))

@@ -18,7 +18,7 @@ PAGE_DURATION = Histogram(
 )
 STAGE_DURATION = Histogram(
     "etl_stage_duration_seconds",
-    "Duration of a whole stage of a run (extract, load, files, upload, run).",
+    "Duration of a whole stage of a run (extract, load, quality, files, upload, run).",
     ["stage"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )
@@ -51,6 +51,10 @@ LAST_SUCCESS = Gauge("etl_last_success_timestamp_seconds", "Unix time at which t
 LAST_RUN_DURATION = Gauge(
     "etl_last_run_duration_seconds",
     "Duration of the last succeeded run, from its start to its upload (saver).",
+)
+LAST_RUN_INVALID_RATIO = Gauge(
+    "etl_last_run_invalid_ratio",
+    "Share (0 to 1) of the records of the last loaded run that were invalid, from its quality report (saver).",
 )
 RUN_STARTED = Gauge(
     "etl_last_run_start_timestamp_seconds",

@@ -27,6 +27,13 @@ def _str(v: Any) -> str | None:
     return v if isinstance(v, str) else None
 
 
+def _rules(rules: Any) -> str | None:
+    """The transformer's ``rules`` list as the ``failed_rules`` column (``"email,age"``); None when not given."""
+    if not isinstance(rules, list):
+        return None
+    return ",".join(dict.fromkeys(str(r) for r in rules))
+
+
 def _get(record: Any, *path: str) -> Any:
     for key in path:
         if not isinstance(record, dict):
@@ -79,8 +86,8 @@ _INSERT_VALID = (
     "city, state, user_agent, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _INSERT_INVALID = (
-    f"INSERT OR IGNORE INTO invalid_users (run_id, page, position, {_COMMON_COLS}, error_reason, raw_line, "
-    "inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    f"INSERT OR IGNORE INTO invalid_users (run_id, page, position, {_COMMON_COLS}, error_reason, failed_rules, "
+    "raw_line, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -234,6 +241,7 @@ class Store:
                 pos,
                 *common[pos],
                 str(i["error_reason"]),
+                _rules(i.get("rules")),
                 i.get("raw_line"),
                 at,
                 raw_json[pos].decode() if isinstance(raw[pos], dict) else None,
@@ -271,6 +279,35 @@ class Store:
 
     def run(self, run_id: str) -> sqlite3.Row | None:
         return self.conn.execute("SELECT * FROM etl_runs WHERE run_id=?", (run_id,)).fetchone()
+
+    def has_quality(self, run_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM run_quality WHERE run_id=?", (run_id,)).fetchone() is not None
+
+    def save_quality(self, run_id: str, report: dict[str, Any]) -> None:
+        """Store (or replace) the run's data-quality report as JSON."""
+        with self._tx():
+            self.conn.execute(
+                "INSERT INTO run_quality (run_id, report, computed_at) VALUES (?,?,?) ON CONFLICT (run_id) "
+                "DO UPDATE SET report=excluded.report, computed_at=excluded.computed_at",
+                (run_id, orjson.dumps(report).decode(), now_iso()),
+            )
+
+    def latest_run_without_quality(self) -> str | None:
+        """The newest run, when its pages are all loaded and it has no quality report."""
+        row = self.conn.execute(
+            "SELECT run_id FROM etl_runs r WHERE status IN ('loaded','upload_pending','succeeded') "
+            "AND NOT EXISTS (SELECT 1 FROM run_quality q WHERE q.run_id = r.run_id) "
+            "AND id = (SELECT max(id) FROM etl_runs)"
+        ).fetchone()
+        return row[0] if row else None
+
+    def latest_invalid_ratio(self) -> float | None:
+        """The invalid share of the newest run that has a quality report (for the gauge after a restart)."""
+        row = self.conn.execute(
+            "SELECT r.invalid_count, r.raw_count FROM run_quality q JOIN etl_runs r USING (run_id) "
+            "ORDER BY r.id DESC LIMIT 1"
+        ).fetchone()
+        return (row[0] / row[1] if row[1] else 0.0) if row else None
 
     def record_file(self, run_id: str, kind: str, info: dict[str, Any]) -> None:
         with self._tx():
@@ -338,8 +375,8 @@ def _page_lines(raw_json: list[bytes], valid_rows: list[tuple], invalid_rows: li
     return {
         "raw": [j + b"\n" for j in raw_json],
         "processed": [row[-1].encode() + b"\n" for row in first_by_position(valid_rows)],
-        # invalid_users rows end with (error_reason, raw_line, inserted_at, record).
-        "dlq": [invalid_line((row[-1], row[-3], row[-4])) + b"\n" for row in first_by_position(invalid_rows)],
+        # invalid_users rows end with (error_reason, rules, raw_line, inserted_at, record).
+        "dlq": [invalid_line((row[-1], row[-3], row[-5])) + b"\n" for row in first_by_position(invalid_rows)],
     }
 
 

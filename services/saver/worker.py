@@ -18,7 +18,7 @@ from etl_common.keys import CHANNEL_PHASE3, GROUP_SAVER
 from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
-from saver import crypto, sftp
+from saver import crypto, report, sftp
 from saver.files import LoadingFiles, write_run_files
 from saver.settings import SaverSettings
 from saver.store import Store
@@ -60,6 +60,7 @@ class Worker(StreamWorker[SaverSettings]):
         if self.streaming and store.loading:
             store.loading.on_commit = self.streaming.send
         self.streamed: set[str] = set()  # runs whose files are those appended (and streamed) while they loaded
+        self.reports: dict[str, report.Job] = {}  # run_id -> its quality report being computed
 
     def serve(self) -> None:
         self.reader.setup()
@@ -68,7 +69,14 @@ class Worker(StreamWorker[SaverSettings]):
         for run_id in self.store.runs_owing_upload():
             self.upload_due[run_id] = (0.0, 0)
         self.finish_runs()
-        serve_loop(self.turn, self.reader.setup, self.heartbeat, self.stopper)
+        latest = self.store.latest_run_without_quality()
+        if latest is not None:  # its report was under way when the saver stopped
+            self._start_report(latest)
+        try:
+            serve_loop(self.turn, self.reader.setup, self.heartbeat, self.stopper)
+        finally:
+            for job in self.reports.values():
+                job.kill()  # it only reads; the next start computes the report again
         log.info("saver stopped")
 
     def _restore_last_run(self) -> None:
@@ -81,6 +89,9 @@ class Worker(StreamWorker[SaverSettings]):
             finished, started = _parse_iso(row[1]), _parse_iso(row[0])
             metrics.LAST_SUCCESS.set(finished.timestamp())
             metrics.LAST_RUN_DURATION.set((finished - started).total_seconds())
+        ratio = self.store.latest_invalid_ratio()
+        if ratio is not None:
+            metrics.LAST_RUN_INVALID_RATIO.set(ratio)
 
     def turn(self) -> None:
         entries = self.reader.read(self.settings.batch_pages)
@@ -108,6 +119,7 @@ class Worker(StreamWorker[SaverSettings]):
         if entries:
             self.finish_runs()
         self._retry_uploads()
+        self._collect_reports()
 
     def _dead(self, entry: streams.Entry, reason: str) -> None:
         """Dead-letter the entry; a processed page lost so fails its run (it can never complete), with the reason."""
@@ -181,6 +193,7 @@ class Worker(StreamWorker[SaverSettings]):
             return
         ctx = tracing.context_from(self.run_traces.get(run_id))
         with tracer.start_as_current_span("save.finish", context=ctx, attributes={"etl.run_id": run_id}):
+            self._start_report(run_id)
             t0 = time.monotonic()
             with tracer.start_as_current_span("files.write"):
                 try:
@@ -215,8 +228,63 @@ class Worker(StreamWorker[SaverSettings]):
             self.streamed.add(run["run_id"])
         return written
 
+    def _start_report(self, run_id: str) -> None:
+        """Start computing the run's data-quality report in a child process, unless it exists or is under way."""
+        if run_id in self.reports or self.store.has_quality(run_id):
+            return
+        try:
+            self.reports[run_id] = report.Job(self.settings.db_path, run_id)
+        except OSError as exc:
+            metrics.ERRORS.labels(stage="quality").inc()
+            log.error("quality report not started; the run goes on without one", run_id=run_id, error=str(exc))
+
+    def _collect_reports(self) -> None:
+        """Store the reports whose child has ended."""
+        for run_id, job in list(self.reports.items()):
+            if job.done():
+                self._store_report(run_id)
+
+    def _await_report(self, run_id: str) -> None:
+        """Wait for the run's report before the run is marked succeeded, so a succeeded run has one.
+
+        The child started when the run was loaded and ran beside its files and upload; what is left
+        is usually its start-up (importing pandas, about a second).
+        """
+        job = self.reports.get(run_id)
+        if job is None:
+            return
+        while not job.done():
+            self.heartbeat.beat()
+            time.sleep(0.02)
+        self._store_report(run_id)
+
+    def _store_report(self, run_id: str) -> None:
+        """Store the ended child's report; a failed one is logged and never holds the run back."""
+        job = self.reports.pop(run_id)
+        seconds = time.monotonic() - job.started
+        try:
+            result = job.result()
+            rate = float(result["invalid_rate"])
+            self.store.save_quality(run_id, result)
+        except (report.ReportFailed, sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+            metrics.ERRORS.labels(stage="quality").inc()
+            log.error("quality report failed; the run goes on without one", run_id=run_id, error=str(exc))
+            return
+        metrics.STAGE_DURATION.labels(stage="quality").observe(seconds)
+        metrics.LAST_RUN_INVALID_RATIO.set(rate)
+        log.info(
+            "quality report stored",
+            run_id=run_id,
+            records=result["records"],
+            invalid=result["invalid"],
+            invalid_rate=rate,
+            rules=result["rules"],
+            duration_ms=round(seconds * 1000, 1),
+        )
+
     def _upload(self, run_id: str, files: dict) -> None:
         if not self.settings.sftp_enabled:
+            self._await_report(run_id)
             self.store.mark_uploaded(run_id, {})
             self._succeeded(run_id, {})
             return
@@ -235,6 +303,7 @@ class Worker(StreamWorker[SaverSettings]):
             return
         metrics.STAGE_DURATION.labels(stage="upload").observe(time.monotonic() - t0)
         self.upload_due.pop(run_id, None)
+        self._await_report(run_id)
         self.store.mark_uploaded(run_id, remote)
         self._succeeded(run_id, remote)
 

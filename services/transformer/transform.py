@@ -7,7 +7,7 @@ import orjson
 from etl_common.jsontext import QUARANTINE, quarantined
 from transformer import pii
 from transformer.enrich import UNKNOWN, department_code
-from transformer.validate import problems
+from transformer.validate import NOT_AN_OBJECT, Problem, problems
 
 
 def transform_page(
@@ -17,7 +17,8 @@ def transform_page(
 
     ``raw`` holds every record once (protected); ``valid`` and ``invalid`` refer to it by position,
     so a page crosses Redis with each record once: ``valid`` adds the department code, ``invalid``
-    the reason (and the text of a record that is not an object).
+    the reason, the names of the broken rules (``rules``, each once, e.g. ``["email", "age"]``) and
+    the text of a record that is not an object.
     """
     raw: list[Any] = []
     valid: list[dict[str, Any]] = []
@@ -30,7 +31,7 @@ def transform_page(
             if masked is None:
                 reason += "; its text is withheld because it could not be masked"
             raw.append(masked)
-            invalid.append({"pos": pos, "raw_line": masked, "error_reason": reason})
+            invalid.append({"pos": pos, "raw_line": masked, "error_reason": reason, "rules": [NOT_AN_OBJECT]})
             continue
         safe = pii.protect(record, pii_policy)
         raw.append(safe)
@@ -38,13 +39,19 @@ def transform_page(
         if not errors:
             code = department_code(departments, record["company"]["department"])
             if code == UNKNOWN and reject_unknown:
-                errors.append(f"company.department: {record['company']['department']!r} is not a known department")
+                errors.append(
+                    Problem(
+                        "company.department",
+                        f"company.department: {record['company']['department']!r} is not a known department",
+                    )
+                )
             else:
                 valid.append({"pos": pos, "department_code": code})
                 continue
         # Not an object: also kept as text (masked like every copy), so nothing is lost.
         raw_line = None if isinstance(record, dict) else _text(safe)
-        invalid.append({"pos": pos, "raw_line": raw_line, "error_reason": "; ".join(errors)})
+        rules = list(dict.fromkeys(e.rule for e in errors))
+        invalid.append({"pos": pos, "raw_line": raw_line, "error_reason": "; ".join(errors), "rules": rules})
     return {"raw": raw, "valid": valid, "invalid": invalid}
 
 

@@ -9,6 +9,24 @@ from email_validator import EmailNotValidError, validate_email
 from etl_common import jsontext
 
 AGE_MIN, AGE_MAX = 18, 65
+# The rules, named by the field each checks; "record" is broken by a record that is not a JSON object.
+RULES = ("id", "firstName", "email", "age", "company.department")
+NOT_AN_OBJECT = "record"
+
+
+class Problem(str):
+    """One broken rule: the words a person reads (the string itself) and ``rule``, the field it is about.
+
+    A ``str``, so reasons join and compare as text; ``rule`` lets the saver count failures per rule
+    without parsing the words.
+    """
+
+    rule: str
+
+    def __new__(cls, rule: str, text: str) -> "Problem":
+        problem = super().__new__(cls, text)
+        problem.rule = rule
+        return problem
 
 
 def _show(value: Any) -> str:
@@ -64,59 +82,59 @@ def _shape(record: Any) -> str:
     return type(record).__name__
 
 
-def problems(record: Any) -> list[str]:
+def problems(record: Any) -> list[Problem]:
     """Every broken rule of ``record``; empty when the record is valid."""
     if not isinstance(record, dict):
-        return [f"record: expected a JSON object, got {_shape(record)}"]
-    errors: list[str] = []
+        return [Problem(NOT_AN_OBJECT, f"record: expected a JSON object, got {_shape(record)}")]
+    errors: list[Problem] = []
 
     uid = record.get("id")
     if uid is None:
-        errors.append("id: missing")
+        errors.append(Problem("id", "id: missing"))
     elif not _is_int(uid):
-        errors.append(f"id: {_show(uid)} is not an integer")
+        errors.append(Problem("id", f"id: {_show(uid)} is not an integer"))
     elif not jsontext.INT64_MIN <= uid <= jsontext.INT64_MAX:
         # SQLite (and most consumers) hold signed 64-bit integers: such an id could not be stored or joined.
-        errors.append(f"id: {uid} is outside the 64-bit integer range")
+        errors.append(Problem("id", f"id: {uid} is outside the 64-bit integer range"))
 
     if (problem := _text_problem("firstName", record.get("firstName"), "is blank")) is not None:
         errors.append(problem)
 
     email = record.get("email")
     if email is None or email == "":
-        errors.append("email: missing")
+        errors.append(Problem("email", "email: missing"))
     elif not isinstance(email, str):
-        errors.append(f"email: {_show(email)} is not a string")
+        errors.append(Problem("email", f"email: {_show(email)} is not a string"))
     else:
         reason = email_problem(email)
         if reason is not None:
-            errors.append(f"email: {_show(email)} is not a valid address ({reason})")
+            errors.append(Problem("email", f"email: {_show(email)} is not a valid address ({reason})"))
 
     age = record.get("age")
     if age is None:
-        errors.append("age: missing")
+        errors.append(Problem("age", "age: missing"))
     elif not _is_number(age):
-        errors.append(f"age: {_show(age)} is not a number")
+        errors.append(Problem("age", f"age: {_show(age)} is not a number"))
     elif age < AGE_MIN:
-        errors.append(f"age: {age} is below {AGE_MIN}")
+        errors.append(Problem("age", f"age: {age} is below {AGE_MIN}"))
     elif age > AGE_MAX:
-        errors.append(f"age: {age} is above {AGE_MAX}")
+        errors.append(Problem("age", f"age: {age} is above {AGE_MAX}"))
 
     company = record.get("company")
     dept = company.get("department") if isinstance(company, dict) else None
     if company is not None and not isinstance(company, dict):
-        errors.append(f"company: {_show(company)} is not an object")
+        errors.append(Problem("company.department", f"company: {_show(company)} is not an object"))
     elif (problem := _text_problem("company.department", dept, "is empty")) is not None:
         errors.append(problem)
     return errors
 
 
-def _text_problem(name: str, value: Any, blank: str) -> str | None:
+def _text_problem(name: str, value: Any, blank: str) -> Problem | None:
     """Why a required text field fails (missing, not a string, only whitespace: ``blank`` words it), or None."""
     if value is None:
-        return f"{name}: missing"
+        return Problem(name, f"{name}: missing")
     if not isinstance(value, str):
-        return f"{name}: {_show(value)} is not a string"
+        return Problem(name, f"{name}: {_show(value)} is not a string")
     if not value.strip():
-        return f"{name}: {blank}"
+        return Problem(name, f"{name}: {blank}")
     return None

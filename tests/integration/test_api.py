@@ -15,7 +15,7 @@ import pytest
 import testbed as tb
 from dummyjson.server import Source
 from etl_common.db import connect_reader
-from tests.support import Pipeline, SourceServer, real_users
+from tests.support import Pipeline, SourceServer, Stack, real_users
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -71,13 +71,8 @@ def stack(tmp_path_factory, redis_server, sftp_server):
     sources = [SourceServer(Source(208, 0, 0, real_users())).start(), SourceServer(Source(150, 1, 10)).start()]
     p = Pipeline(tmp / "p", redis_server.url, {**sftp_server.env(), "ETL_SFTP_REMOTE_DIR": str(upload)}, sources[0].url)
     p.start_workers()
-    runs = []
     try:
-        for i, source in enumerate(sources):
-            done = p.extract(ETL_SOURCE_URL=source.url)
-            assert done.returncode == 0, done.stdout + done.stderr
-            runs.append(tb.wait_for_run(p.db_path, ("succeeded",), count=i + 1, logs=p.logs))
-            time.sleep(1.1)  # run timestamps have one-second resolution
+        runs = p.load_runs(sources)
         apis = {
             "token": Api(
                 p,
@@ -89,28 +84,13 @@ def stack(tmp_path_factory, redis_server, sftp_server):
             "open": Api(p, "api-open", ETL_API_AUTH="none"),
             "nodb": Api(p, "api-nodb", ETL_DB_PATH=str(tmp / "missing" / "data.db")),
         }
-        yield p, runs, apis
+        yield Stack(p, runs, apis["token"], apis)
     finally:
         for a in locals().get("apis", {}).values():
             a.client.close()
         p.stop_all()
         for s in sources:
             s.stop()
-
-
-@pytest.fixture(scope="module")
-def api(stack) -> Api:
-    return stack[2]["token"]
-
-
-@pytest.fixture(scope="module")
-def runs(stack):
-    return stack[1]
-
-
-@pytest.fixture(scope="module")
-def pipeline(stack) -> Pipeline:
-    return stack[0]
 
 
 class TestRuns:
@@ -411,7 +391,7 @@ class TestAuthAndCors:
             assert api.client.get(route).status_code == 200, route
 
     def test_auth_none_turns_it_off(self, stack):
-        open_api = stack[2]["open"]
+        open_api = stack.apis["open"]
         for route in self.ROUTES:
             assert open_api.get(route, auth=False).status_code == 200, route
         assert open_api.sql("SELECT 1", auth=False).json()["rows"] == [[1]]
@@ -426,11 +406,13 @@ class TestAuthAndCors:
         assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
         simple = api.get("/etl_runs", headers={"Origin": "http://front.example"})
         assert "X-Total-Count" in simple.headers["access-control-expose-headers"]
+        export = api.get("/data/raw_users.csv", headers={"Origin": "http://front.example"})
+        assert "Content-Disposition" in export.headers["access-control-expose-headers"]
 
 
 class TestDatabaseMissing:
     def test_data_routes_answer_503_until_the_database_exists(self, stack):
-        nodb = stack[2]["nodb"]
+        nodb = stack.apis["nodb"]
         for route in ("/etl_runs", "/data/raw_users", "/summary", "/readyz"):
             r = nodb.get(route)
             assert r.status_code == 503 and "detail" in r.json(), route

@@ -40,6 +40,7 @@ def _load(p: Pipeline, **env: str):
     done = p.extract(**env)
     assert done.returncode == 0, done.stdout + done.stderr
     run = tb.wait_for_run(p.db_path, ("succeeded",), count=before + 1, logs=p.logs)
+    tb.wait_for_quality(p.db_path, run["run_id"], logs=p.logs)  # the quality panel shows it
     time.sleep(1.1)  # run timestamps (and file names) have one-second resolution
     return run
 

@@ -13,8 +13,6 @@ from etl_common.keys import Keys
 from etl_common.streamstats import StreamCollector
 from tests.unit.test_dashboard import queried_metrics, sample_names
 
-SERVICES = ("extractor", "transformer", "saver", "api")
-
 
 class Scrape:
     """One parsed exposition: series (name, labels) -> value, plus the family names and types."""
@@ -57,13 +55,7 @@ def test_every_service_exports_counts_that_match_the_database(make_source, make_
     # One 503 on the second page: one retry, and the request counter by status shows it.
     source.faults([{"skip": 100, "status": 503, "times": 1}])
     p = make_pipeline(source)
-    ports = {name: tb.free_port() for name in SERVICES}
-    ops = {"ETL_OPS_HOST": "127.0.0.1"}
-    p.start("transformer", ETL_OPS_PORT=str(ports["transformer"]), **ops)
-    p.start("saver", ETL_OPS_PORT=str(ports["saver"]), **ops)
-    # Service mode keeps the extractor's /metrics up after the run.
-    p.start("extractor", ETL_OPS_PORT=str(ports["extractor"]), ETL_RUN_ON_START="true", **ops)
-    p.start("api", ETL_API_PORT=str(ports["api"]), ETL_API_HOST="127.0.0.1")
+    ports = p.start_observed()
     run = p.wait_run(("succeeded",))
     run_id = run["run_id"]
     for name, port in ports.items():
@@ -114,6 +106,14 @@ def test_every_service_exports_counts_that_match_the_database(make_source, make_
     assert saver.get("etl_run_progress_records", stage="load") == raw
     assert abs(saver.get("etl_last_success_timestamp_seconds") - time.time()) < 60
     assert 0 < saver.get("etl_last_run_duration_seconds") < 60
+    # The quality report's invalid share, for the dashboard and the EtlInvalidRateHigh alert (the report
+    # comes from a child process, shortly after the run succeeded).
+    saver = wait_for(
+        lambda: (s := scrape(ports["saver"])).get("etl_stage_duration_seconds_count", stage="quality") and s
+    )
+    assert saver, "the quality report was never stored"
+    assert saver.get("etl_last_run_invalid_ratio") == invalid / raw
+    assert saver.get("etl_stage_duration_seconds_count", stage="quality") == 1
 
     # Streams, read from Redis at scrape time: everything consumed, nothing pending, no dead letters.
     for s in (extractor, transformer, saver):

@@ -36,13 +36,9 @@ def test_alert_rules_fire_when_they_should():
 def test_dashboard_queries_answer_from_a_real_prometheus(make_source, make_pipeline, tmp_path):
     source = make_source(count=250, bad_every=10)
     p = make_pipeline(source)
-    ports = {name: tb.free_port() for name in ("extractor", "transformer", "saver", "api")}
-    ops = {"ETL_OPS_HOST": "127.0.0.1"}
-    p.start("transformer", ETL_OPS_PORT=str(ports["transformer"]), **ops)
-    p.start("saver", ETL_OPS_PORT=str(ports["saver"]), **ops)
-    p.start("extractor", ETL_OPS_PORT=str(ports["extractor"]), ETL_RUN_ON_START="true", **ops)
-    p.start("api", ETL_API_PORT=str(ports["api"]), ETL_API_HOST="127.0.0.1")
-    p.wait_run(("succeeded",))
+    ports = p.start_observed()
+    run = p.wait_run(("succeeded",))
+    tb.wait_for_quality(p.db_path, run["run_id"])  # the invalid-share gauge the alert reads is set with the report
     tb.wait_port(ports["api"], proc=p.procs["api"].popen)
     for path in ("/etl_runs", "/healthz", "/no/such/route"):
         httpx.get(f"http://127.0.0.1:{ports['api']}{path}", headers={"Authorization": "Bearer test-token"})
@@ -99,6 +95,7 @@ def test_dashboard_queries_answer_from_a_real_prometheus(make_source, make_pipel
         assert len(evaluated) == len([r for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]])
         for r in evaluated:
             assert r["health"] in ("ok", "unknown"), (r["name"], r.get("lastError"))
-        assert not [r["name"] for r in evaluated if r["state"] == "firing"]
+        # The run is sound except that one record in ten is broken (bad_every=10): above the 5% threshold.
+        assert [r["name"] for r in evaluated if r["state"] in ("firing", "pending")] == ["EtlInvalidRateHigh"]
     finally:
         prom.stop()

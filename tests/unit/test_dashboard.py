@@ -133,6 +133,7 @@ class TestDashboard:
             "etl_sftp_uploads_total",
             "etl_api_requests_total",
             "etl_api_request_duration_seconds_bucket",
+            "etl_last_run_invalid_ratio",
         ):
             assert name in used, f"the dashboard does not show {name}"
 
@@ -148,6 +149,7 @@ class TestAlertRules:
             "EtlBacklogGrowing",
             "EtlDeadLetters",
             "EtlApiErrorRatio",
+            "EtlInvalidRateHigh",
         } <= names
         assert len(names) == len(rules)
         for r in rules:

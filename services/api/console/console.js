@@ -368,6 +368,18 @@ async function runSql(event) {
 
 // ---- wiring --------------------------------------------------------------------------------
 
+// The previous/next buttons "<name>-prev" and "<name>-next" move state[key] by one page, then load.
+function pager(name, key, size, load) {
+  $(`${name}-prev`).addEventListener("click", () => {
+    state[key] = Math.max(0, state[key] - size);
+    load();
+  });
+  $(`${name}-next`).addEventListener("click", () => {
+    state[key] += size;
+    load();
+  });
+}
+
 function wire() {
   $("sign-in-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -378,14 +390,7 @@ function wire() {
     setText("notice", "Signed out.");
   });
   $("run-now").addEventListener("click", runNow);
-  $("runs-prev").addEventListener("click", () => {
-    state.runsOffset = Math.max(0, state.runsOffset - RUNS_PAGE);
-    loadRuns();
-  });
-  $("runs-next").addEventListener("click", () => {
-    state.runsOffset += RUNS_PAGE;
-    loadRuns();
-  });
+  pager("runs", "runsOffset", RUNS_PAGE, loadRuns);
   $("run-select").addEventListener("change", (event) => {
     state.run = event.target.value;
     state.recordsOffset = 0;
@@ -404,14 +409,7 @@ function wire() {
       loadRecords();
     });
   }
-  $("records-prev").addEventListener("click", () => {
-    state.recordsOffset = Math.max(0, state.recordsOffset - RECORDS_PAGE);
-    loadRecords();
-  });
-  $("records-next").addEventListener("click", () => {
-    state.recordsOffset += RECORDS_PAGE;
-    loadRecords();
-  });
+  pager("records", "recordsOffset", RECORDS_PAGE, loadRecords);
   $("sql-form").addEventListener("submit", runSql);
   $("sql-query").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("sql-form").requestSubmit();

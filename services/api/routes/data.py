@@ -1,14 +1,19 @@
-"""Records of a run: ``/data/raw_users``, ``/data/processed_users`` and ``/data/invalid_users``."""
+"""Records of a run: ``/data/raw_users``, ``/data/processed_users``, ``/data/invalid_users``, and their exports.
+
+``/data/{table}.csv`` and ``/data/{table}.parquet`` take the same filters and stream every row of
+the selection (typed columns only) as a download.
+"""
 
 from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, ValidationError, create_model
 from starlette.concurrency import run_in_threadpool
 
-from api import records
+from api import exports, records
 from api.db import Database
 from api.deps import AUTH_ERRORS, AuthDep, raw_json
 from api.models import RecordPage
@@ -60,28 +65,43 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     ]
 
 
+def _export_params_model(table: records.Table) -> type[_Params]:
+    """The table's parameters, with every row of the selection by default instead of a page of 50."""
+    fields: dict[str, Any] = {
+        "limit": (int | None, Field(None, ge=1, le=1_000_000_000, description="at most this many rows (default: all)"))
+    }
+    return create_model(f"{table.name}_export_params", __base__=_params_model(table), **fields)
+
+
+def _validated(model: type[_Params], request: Request) -> _Params:
+    # One pydantic validation of the whole query string: FastAPI's per-parameter handling cost
+    # more than the query and the page's serialisation together.
+    try:
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False)
+        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in errors]) from None
+
+
+def _query(params: _Params) -> records.Query:
+    return records.Query(
+        params.run_id,
+        params.q,
+        params.department,
+        getattr(params, "department_code", None),
+        params.sort,
+        params.order == "desc",
+        params.limit or 0,
+        params.offset,
+    )
+
+
 def _serve(table: records.Table):
     model = _params_model(table)
 
     async def handler(request: Request) -> Response:
-        # One pydantic validation of the whole query string: FastAPI's per-parameter handling cost
-        # more than the query and the page's serialisation together.
-        try:
-            params = model.model_validate(dict(request.query_params))
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_context=False)
-            raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in errors]) from None
+        query = _query(_validated(model, request))
         db: Database = request.app.state.db
-        query = records.Query(
-            params.run_id,
-            params.q,
-            params.department,
-            getattr(params, "department_code", None),
-            params.sort,
-            params.order == "desc",
-            params.limit,
-            params.offset,
-        )
         version = db.version()
         if records.is_cheap(query):
             # An index walk of well under a millisecond: cheaper here than a hop to a thread.
@@ -90,6 +110,24 @@ def _serve(table: records.Table):
             # A search, filter or sort may scan a whole run: off the event loop.
             body, total = await run_in_threadpool(_page, db, table, query, version)
         return raw_json(body, {"X-Total-Count": str(total)})
+
+    return handler, model
+
+
+def _serve_export(table: records.Table, fmt: str):
+    model = _export_params_model(table)
+
+    async def handler(request: Request) -> Response:
+        params = _validated(model, request)
+        query = _query(params)
+        db: Database = request.app.state.db
+        # Opening the cursor runs the query's first step (a sort may scan the run): off the event loop.
+        selection = await run_in_threadpool(exports.Selection, db, table, query, params.limit)
+        chunks = exports.csv_chunks(selection) if fmt == "csv" else exports.parquet_chunks(selection)
+        name = exports.filename(table, query, fmt)
+        return StreamingResponse(
+            chunks, media_type=exports.FORMATS[fmt], headers={"Content-Disposition": f'attachment; filename="{name}"'}
+        )
 
     return handler, model
 
@@ -111,3 +149,24 @@ for _table in records.TABLES.values():
         responses={200: {"headers": _TOTAL}},
         openapi_extra={"parameters": _query_parameters(_model)},
     )
+
+_DOWNLOAD = {"Content-Disposition": {"description": "attachment; filename=...", "schema": {"type": "string"}}}
+for _table in records.TABLES.values():
+    for _fmt, _media in exports.FORMATS.items():
+        _handler, _model = _serve_export(_table, _fmt)
+        router.add_api_route(
+            f"/data/{_table.name}.{_fmt}",
+            _handler,
+            methods=["GET"],
+            response_class=StreamingResponse,
+            summary=f"Every selected record of {_table.name} as {_fmt.upper()} (typed columns), streamed",
+            name=f"export_{_table.name}_{_fmt}",
+            responses={
+                200: {
+                    "content": {_media.split(";")[0]: {"schema": {"type": "string", "format": "binary"}}},
+                    "headers": _DOWNLOAD,
+                    "description": "a download of the selection",
+                }
+            },
+            openapi_extra={"parameters": _query_parameters(_model)},
+        )

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from api import commands
 from api.db import Database
 from api.deps import AUTH_ERRORS, AuthDep, DbDep, error, json_response, raw_json
-from api.models import Run, RunDetail, RunRequested, Status
+from api.models import QualityReport, Run, RunDetail, RunRequested, Status
 from etl_common import tracing
 
 router = APIRouter(tags=["runs"], dependencies=[AuthDep], responses=AUTH_ERRORS)
@@ -70,13 +70,12 @@ async def get_run(
     request: Request,
     run: Annotated[str, Path(description="the integer id, or the run_id text", max_length=200)],
 ) -> Response:
-    # isascii: "³".isdigit() is true, and int() refuses it.
-    column = "id" if run.isascii() and run.isdigit() and len(run) < 19 else "run_id"
+    column, key = _run_key(run)
     rows = db.dicts(
         f"SELECT {_COLUMNS}, pages_expected, updated_at, warnings, (SELECT count(*) FROM loaded_pages lp "
         "WHERE lp.run_id = r.run_id) AS pages_loaded, round((julianday(finished_at) - julianday(started_at)) "
         f"* 86400.0, 3) AS duration_s FROM etl_runs r WHERE {column} = ?",
-        (int(run) if column == "id" else run,),
+        (key,),
     )
     if not rows:
         raise HTTPException(404, f"no run {run!r}")
@@ -86,6 +85,44 @@ async def get_run(
     # Redis is a network call: off the event loop.
     rows[0]["dead_letters"] = await run_in_threadpool(queue.dead_letters, rows[0]["run_id"])
     return json_response(rows[0])
+
+
+def _run_key(run: str) -> tuple[str, int | str]:
+    """The column and value a run is looked up by: the integer id, or the run_id text."""
+    # isascii: "³".isdigit() is true, and int() refuses it.
+    if run.isascii() and run.isdigit() and len(run) < 19:
+        return "id", int(run)
+    return "run_id", run
+
+
+@router.get(
+    "/etl_runs/{run}/quality",
+    summary="The run's data-quality report",
+    response_model=QualityReport,
+    responses={**error(404, "No such run"), **error(409, "The run has no report yet (its pages are not all loaded)")},
+)
+async def get_quality(
+    db: DbDep,
+    run: Annotated[str, Path(description="the integer id, or the run_id text", max_length=200)],
+) -> Response:
+    column, key = _run_key(run)
+    rows = db.dicts(
+        "SELECT r.run_id, r.status, q.report, q.computed_at FROM etl_runs r LEFT JOIN run_quality q "
+        f"ON q.run_id = r.run_id WHERE r.{column} = ?",
+        (key,),
+    )
+    if not rows:
+        raise HTTPException(404, f"no run {run!r}")
+    row = rows[0]
+    if row["report"] is None:
+        if row["status"] in ("loaded", "upload_pending", "succeeded"):
+            why = "the saver is computing it (a run whose report failed, or loaded before reports existed, has none)"
+        else:
+            why = f"the run is {row['status']}; the saver computes it once the run's pages are all loaded"
+        raise HTTPException(409, f"run {row['run_id']} has no quality report yet: {why}")
+    report = orjson.loads(row["report"])  # a few KB, whatever the size of the run
+    report["computed_at"] = row["computed_at"]
+    return raw_json(orjson.dumps(report))
 
 
 @router.post(

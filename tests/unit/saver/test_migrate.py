@@ -14,6 +14,15 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    """An empty migrations folder the saver's migrator reads instead of the shipped one."""
+    path = tmp_path / "migrations"
+    path.mkdir()
+    monkeypatch.setattr(migrate, "MIGRATIONS", path)
+    return path
+
+
 def test_a_new_database_gets_every_shipped_migration_once_in_order(tmp_path):
     conn = connect_writer(tmp_path / "data.db")
     assert SHIPPED[0].startswith("0001_") and len(SHIPPED) >= 2
@@ -26,11 +35,8 @@ def test_a_new_database_gets_every_shipped_migration_once_in_order(tmp_path):
     assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(SHIPPED)
 
 
-def test_only_the_missing_migrations_are_applied(tmp_path, monkeypatch):
-    folder = tmp_path / "migrations"
-    folder.mkdir()
+def test_only_the_missing_migrations_are_applied(tmp_path, folder):
     (folder / "0001_one.sql").write_text("CREATE TABLE one (x INTEGER);\n")
-    monkeypatch.setattr(migrate, "MIGRATIONS", folder)
     conn = connect_writer(tmp_path / "data.db")
     assert migrate.migrate(conn) == ["0001_one.sql"]
     (folder / "0002_two.sql").write_text("-- a second table\nCREATE TABLE two (y TEXT);\nINSERT INTO one VALUES (1);\n")
@@ -38,12 +44,20 @@ def test_only_the_missing_migrations_are_applied(tmp_path, monkeypatch):
     assert {"one", "two"} <= _tables(conn) and [tuple(r) for r in conn.execute("SELECT x FROM one")] == [(1,)]
 
 
-def test_a_failing_migration_leaves_nothing_behind_and_is_retried(tmp_path, monkeypatch):
-    folder = tmp_path / "migrations"
-    folder.mkdir()
+def test_a_lower_number_that_arrives_later_is_still_applied(tmp_path, folder):
+    """Branches number migrations on their own: 0004 may be applied before 0003 lands; both end up applied."""
+    (folder / "0001_one.sql").write_text("CREATE TABLE one (x INTEGER);\n")
+    (folder / "0004_four.sql").write_text("ALTER TABLE one ADD COLUMN four TEXT;\n")
+    conn = connect_writer(tmp_path / "data.db")
+    assert migrate.migrate(conn) == ["0001_one.sql", "0004_four.sql"]
+    (folder / "0003_three.sql").write_text("ALTER TABLE one ADD COLUMN three TEXT;\n")
+    assert migrate.migrate(conn) == ["0003_three.sql"]
+    assert {r[1] for r in conn.execute("PRAGMA table_info(one)")} == {"x", "three", "four"}
+
+
+def test_a_failing_migration_leaves_nothing_behind_and_is_retried(tmp_path, folder):
     (folder / "0001_one.sql").write_text("CREATE TABLE one (x INTEGER);\n")
     (folder / "0002_bad.sql").write_text("CREATE TABLE two (y TEXT);\nINSERT INTO missing VALUES (1);\n")
-    monkeypatch.setattr(migrate, "MIGRATIONS", folder)
     conn = connect_writer(tmp_path / "data.db")
     with pytest.raises(sqlite3.OperationalError, match="no such table: missing"):
         migrate.migrate(conn)

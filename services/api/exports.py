@@ -1,0 +1,117 @@
+"""Exports of a table's selection as CSV or Parquet (pyarrow), streamed chunk by chunk.
+
+Only the typed columns are exported (``records.Table.columns``): never ``record`` or ``raw_line``,
+which hold masked secrets and unparsed text. One cursor reads the selection in chunks of
+``CHUNK_ROWS`` rows, so memory stays flat whatever the size; it is one read snapshot, held for
+as long as the client takes to download (the saver's WAL is checkpointed once it ends).
+"""
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from api.db import Database
+from api.records import Query, Table, select
+
+CHUNK_ROWS = 5_000
+FORMATS = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
+
+
+class Selection:
+    """An open cursor over a selection's typed columns and the columns' SQLite types."""
+
+    def __init__(
+        self, db: Database, table: Table, query: Query, limit: int | None = None, chunk_rows: int = CHUNK_ROWS
+    ) -> None:
+        self.chunk_rows = chunk_rows
+        conn = db.connect()  # its own connection: the chunks are read from the server's threads in turn
+        try:
+            declared = {row[1]: row[2].upper() for row in conn.execute(f"PRAGMA table_info({table.name})")}
+            self.types = {c: declared.get(c, "TEXT") for c in table.columns}
+            sql, args = select(table, query, table.columns, limit)
+            self.cursor = conn.execute(sql, args)
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+
+    def chunks(self) -> Iterator[list[tuple]]:
+        """Lists of at most ``chunk_rows`` rows; closes the connection at the end (or when dropped)."""
+        try:
+            while rows := self.cursor.fetchmany(self.chunk_rows):
+                yield rows
+        finally:
+            self.conn.close()
+
+
+def csv_chunks(selection: Selection) -> Iterator[bytes]:
+    """The selection as CSV: a header line, then one line per row; NULL is an empty field."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(selection.types)
+    for rows in selection.chunks():
+        writer.writerows(rows)
+        yield out.getvalue().encode()
+        out.seek(0)
+        out.truncate()
+    if out.tell():  # no rows: the header alone
+        yield out.getvalue().encode()
+
+
+class _Chunks:
+    """A write-only file for ParquetWriter that hands over what was written since the last ``take``."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.position = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        b = bytes(data)
+        self.parts.append(b)
+        self.position += len(b)
+        return len(b)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        out, self.parts = b"".join(self.parts), []
+        return out
+
+
+def parquet_chunks(selection: Selection) -> Iterator[bytes]:
+    """The selection as one Parquet file, a row group per chunk, bytes handed over as each group is written."""
+    # Imported on first use: pyarrow adds ~105 MB to a process once it has built an array (a fixed
+    # cost, the same at any export size), which only Parquet exports need.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # The C allocator gives freed chunks back; pyarrow's default (mimalloc) kept ~17 MB more at the
+    # peak of a 100,000-row export (measured). Buffers here are small and short-lived.
+    pa.set_memory_pool(pa.system_memory_pool())
+
+    arrow = {"INTEGER": pa.int64(), "REAL": pa.float64()}
+    schema = pa.schema([(c, arrow.get(t, pa.string())) for c, t in selection.types.items()])
+    sink = _Chunks()
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        for rows in selection.chunks():
+            columns = zip(*rows, strict=True)
+            arrays = [pa.array(values, type=field.type) for values, field in zip(columns, schema, strict=True)]
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+            yield sink.take()
+    yield sink.take()  # the footer, written on close
+
+
+def filename(table: Table, query: Query, fmt: str) -> str:
+    """``processed_users_<run_id>.csv``, with anything but letters, digits, ``_`` and ``-`` dropped."""
+    run = re.sub(r"[^A-Za-z0-9_-]", "", query.run_id or "")[:64]
+    return f"{table.name}{'_' + run if run else ''}.{fmt}"
