@@ -33,6 +33,8 @@ def _port_free(host: str, port: int) -> OSError | None:
 
 
 def main() -> int:
+    """Serve until stopped (exit status 0); 2 with one line on stderr for a bad setting, a missing
+    ``ETL_API_TOKEN`` (token auth on) or a port that cannot be bound."""
     settings = load(ApiSettings)
     if settings.api_auth == "token" and not settings.api_token:
         print("ETL_API_TOKEN is required (or set ETL_API_AUTH=none for local use)", file=sys.stderr)

@@ -7,7 +7,9 @@ stale. Only 200 answers are kept, and only after the bearer token has been check
 """
 
 import sqlite3
-from typing import Any
+
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.db import Database, NotReady
 from api.deps import token_ok
@@ -20,12 +22,14 @@ MAX_TOTAL_BYTES = 48 * 1024 * 1024  # per worker process
 
 
 class ResponseCache:
-    def __init__(self, app: Any, settings: ApiSettings, db: Database) -> None:
+    """The ASGI middleware: (path, query string) -> (data version, headers, body, matched route), per process."""
+
+    def __init__(self, app: ASGIApp, settings: ApiSettings, db: Database) -> None:
         self.app, self.settings, self.db = app, settings, db
-        self.entries: dict[tuple[str, bytes], tuple[int, list, bytes, Any]] = {}
+        self.entries: dict[tuple[str, bytes], tuple[int, list[tuple[bytes, bytes]], bytes, BaseRoute | None]] = {}
         self.total_bytes = 0
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] not in CACHED_PATHS:
             await self.app(scope, receive, send)
             return
@@ -48,11 +52,11 @@ class ResponseCache:
             return
         await self._fill(key, version, scope, receive, send)
 
-    async def _fill(self, key, version: int, scope, receive, send) -> None:
-        start: dict = {}
+    async def _fill(self, key: tuple[str, bytes], version: int, scope: Scope, receive: Receive, send: Send) -> None:
+        start: Message = {}
         chunks: list[bytes] = []
 
-        async def capture(message) -> None:
+        async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 start.update(message)
             elif message["type"] == "http.response.body":

@@ -31,6 +31,7 @@ class CommandQueue:
 
     @cached_property
     def client(self) -> redis.Redis:
+        """The Redis client, made on first use with ``timeout_s`` for connecting and for every reply."""
         # Short timeouts and no retries: a request should fail fast with 503, not hang.
         return redis.Redis.from_url(
             self.redis_url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s

@@ -48,27 +48,32 @@ class Database:
 
     def version(self) -> int:
         """Changes whenever another connection (the saver) commits: the key of every cached answer."""
-        return self.conn().execute("PRAGMA data_version").fetchone()[0]
+        version: int = self.conn().execute("PRAGMA data_version").fetchone()[0]
+        return version
 
-    def rows(self, sql: str, args: Any = ()) -> tuple[list[str], list[tuple]]:
+    def rows(self, sql: str, args: Any = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Column names and all rows of one query."""
         cur = self.conn().execute(sql, args)
         rows = cur.fetchall()
         return [d[0] for d in cur.description], rows
 
     def dicts(self, sql: str, args: Any = ()) -> list[dict[str, Any]]:
+        """All rows of one query as column -> value dicts."""
         cols, rows = self.rows(sql, args)
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
     def scalar(self, sql: str, args: Any = ()) -> Any:
+        """The first column of the first row; None when there is no row."""
         rows = self.conn().execute(sql, args).fetchall()  # run to completion: no read lock left behind
         return rows[0][0] if rows else None
 
     def cache_get(self, key: Any, version: int) -> Any:
+        """The value cached under ``key`` for this data ``version``; None when absent or older."""
         hit = self._cache.get(key)
         return hit[1] if hit is not None and hit[0] == version else None
 
     def cache_put(self, key: Any, version: int, value: Any) -> None:
+        """Cache ``value`` under ``key`` for ``version`` (None reads back as a miss); a full cache is emptied first."""
         if len(self._cache) >= self._cache_entries:
             self._cache.clear()  # rare and cheap: entries are rebuilt on demand
         self._cache[key] = (version, value)

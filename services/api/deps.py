@@ -18,15 +18,18 @@ from api.settings import ApiSettings
 
 @lru_cache
 def get_settings() -> ApiSettings:
+    """The settings from the environment and ``.env``, read once per process (pydantic ValidationError if invalid)."""
     return ApiSettings()
 
 
 async def _settings(request: Request) -> ApiSettings:
-    return request.app.state.settings
+    settings: ApiSettings = request.app.state.settings
+    return settings
 
 
 async def _database(request: Request) -> Database:
-    return request.app.state.db
+    db: Database = request.app.state.db
+    return db
 
 
 SettingsDep = Annotated[ApiSettings, Depends(_settings)]
@@ -65,8 +68,10 @@ AUTH_ERRORS = {**error(401, "Missing or invalid bearer token"), **error(503, "Th
 
 
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer of ``content`` serialised with orjson (datetimes as RFC 3339), without FastAPI's encoder."""
     return Response(orjson.dumps(content), status_code=status_code, headers=headers, media_type="application/json")
 
 
 def raw_json(body: bytes, headers: dict[str, str] | None = None) -> Response:
+    """A 200 JSON answer of ``body``, already serialised (a cached answer is sent as it is)."""
     return Response(body, headers=headers, media_type="application/json")

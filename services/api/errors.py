@@ -74,6 +74,8 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    """Every error answer: 422 without echoing bad text, 400 for text that is not Unicode, 503 for NotReady
+    (Retry-After 5) and other SQLite errors (Retry-After 1), 500 for anything else."""
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(UnicodeError, _not_unicode)
     app.add_exception_handler(NotReady, _not_ready)

@@ -37,7 +37,7 @@ class Selection:
             raise
         self.conn = conn
 
-    def chunks(self) -> Iterator[list[tuple]]:
+    def chunks(self) -> Iterator[list[tuple[Any, ...]]]:
         """Lists of at most ``chunk_rows`` rows; closes the connection at the end (or when dropped)."""
         try:
             while rows := self.cursor.fetchmany(self.chunk_rows):

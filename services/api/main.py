@@ -35,9 +35,10 @@ def _telemetry() -> TelemetryConfig:
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """The API over ``settings.db_path`` (default: ``get_settings()``); opens nothing until the first request."""
     settings = settings or get_settings()
     # Swagger UI and ReDoc from assets shipped in the fastapi-offline wheel (pinned): no CDN, /docs works offline.
-    app = FastAPIOffline(
+    app: FastAPI = FastAPIOffline(
         title="ETL users API",
         version=__version__,
         description=DESCRIPTION,

@@ -8,6 +8,7 @@ has installed the tracer provider.
 import time
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from etl_common import metrics
 
@@ -17,16 +18,16 @@ UNMATCHED = "<unmatched>"
 class MetricsMiddleware:
     """Plain ASGI (not BaseHTTPMiddleware): no extra task per request, streaming untouched."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         status = 500  # what the client gets when the app raises before answering
 
-        async def send_status(message) -> None:
+        async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

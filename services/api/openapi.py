@@ -9,6 +9,8 @@ SCHEME = "bearerAuth"
 
 
 def install(app: FastAPI) -> None:
+    """Replace ``app.openapi`` with one that adds the bearer scheme (built once, then kept)."""
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)

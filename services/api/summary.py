@@ -39,15 +39,17 @@ def device_type(user_agent: str | None) -> str:
 
 
 def latest_run_with_data(db: Database) -> str | None:
-    return db.scalar("SELECT run_id FROM etl_runs WHERE valid_count > 0 ORDER BY id DESC LIMIT 1")
+    """The run_id of the newest run with at least one valid record; None when there is none."""
+    run_id: str | None = db.scalar("SELECT run_id FROM etl_runs WHERE valid_count > 0 ORDER BY id DESC LIMIT 1")
+    return run_id
 
 
 def summarise(db: Database, run_id: str | None) -> dict[str, Any]:
     """Counts by department, gender, age band and device for one run, and valid/invalid per run."""
-    departments: Counter = Counter()
-    genders: Counter = Counter()
-    bands: Counter = Counter()
-    devices: Counter = Counter()
+    departments: Counter[tuple[str | None, str | None]] = Counter()  # (code, name)
+    genders: Counter[str] = Counter()
+    bands: Counter[str] = Counter()
+    devices: Counter[str] = Counter()
     total = 0
     if run_id is not None:
         _, rows = db.rows(_GROUPS, (run_id,))
@@ -75,5 +77,5 @@ def summarise(db: Database, run_id: str | None) -> dict[str, Any]:
     }
 
 
-def _sorted(counter: Counter, key: str) -> list[dict[str, Any]]:
+def _sorted(counter: Counter[str], key: str) -> list[dict[str, Any]]:
     return [{key: k, "count": n} for k, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))]

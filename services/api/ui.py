@@ -33,6 +33,7 @@ class ConsoleFiles(StaticFiles):
     """StaticFiles (index.html for the folder) with the console's security headers on every answer."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
+        """StaticFiles' answer for ``path`` with ``HEADERS`` added; its errors (404, 405) are raised as they are."""
         response = await super().get_response(path, scope)
         response.headers.update(HEADERS)
         return response

@@ -8,6 +8,7 @@ from dummyjson.server import Source, build
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve until interrupted; prints the URL (with the port actually bound) first. Exit status 0."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8001)

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +34,11 @@ class Source:
         self.total_delta_after = 0
 
     def user(self, index: int) -> Any:
+        """The user at 0-based ``index`` (id ``index + 1``); any JSON value, as given users may be malformed.
+
+        Given users are served as they are; otherwise cloned from the pool or generated from ``seed``, every
+        ``bad_every``-th one broken (``dummyjson.users``).
+        """
         if self.users is not None:
             return self.users[index]
         uid = index + 1
@@ -46,6 +52,7 @@ class Source:
         return make_user(uid, self.seed)
 
     def take_rule(self, skip: int) -> dict[str, Any] | None:
+        """A copy of the first fault rule for a request at ``skip`` with uses left (one use taken); None if none."""
         with self.lock:
             for rule in self.rules:
                 if rule.get("skip") not in (None, skip) or rule.get("times", 1) == 0:
@@ -57,6 +64,13 @@ class Source:
 
 
 def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
+    """The request handler over ``source``.
+
+    ``GET /users?limit=&skip=`` answers ``{users, total, skip, limit}`` as dummyjson.com does (``limit=0``:
+    all the rest); ``POST /_faults`` sets the fault rules (``{rules, total_delta, total_delta_after,
+    reset_stats}``, see ``Source``); ``GET /_stats`` lists the requests received.
+    """
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -142,7 +156,9 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def handle_error(self, request, client_address) -> None:
+    def handle_error(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: tuple[str, int]
+    ) -> None:
         # Clients that time out or die mid-response (fault tests do it on purpose) are not errors here.
         import sys
 
@@ -151,4 +167,5 @@ class _Server(ThreadingHTTPServer):
 
 
 def build(host: str, port: int, source: Source) -> ThreadingHTTPServer:
+    """A server bound to ``host:port`` (0: a free port), not yet serving; its threads are daemons."""
     return _Server((host, port), make_handler(source))

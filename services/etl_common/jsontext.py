@@ -38,6 +38,7 @@ class Number(float):
 
     @property
     def finite(self) -> bool:
+        """False for ``NaN``, ``Infinity`` and numbers too large for a double (``1e400``)."""
         return self.text not in ("NaN", "Infinity", "-Infinity") and abs(float(self)) != float("inf")
 
     @property

@@ -20,22 +20,27 @@ class Keys:
 
     @property
     def raw_stream(self) -> str:
+        """Stream of fetched pages (run id, page offset, records): extractor -> transformer group."""
         return f"{self.prefix}stream:raw"
 
     @property
     def processed_stream(self) -> str:
+        """Stream of transformed pages (valid and invalid records): transformer -> saver group."""
         return f"{self.prefix}stream:processed"
 
     @property
     def events_stream(self) -> str:
+        """Run lifecycle events (``run_started``, ``phase1_complete``, ``extract_failed``...), read by the saver."""
         return f"{self.prefix}stream:events"
 
     @property
     def commands_stream(self) -> str:
+        """Stream of commands to the extractor (start a run now), written by the API."""
         return f"{self.prefix}stream:commands"
 
     @property
     def dead_stream(self) -> str:
+        """Dead-letter stream: entries that cannot be handled (malformed, or over ``max_deliveries``) and why."""
         return f"{self.prefix}stream:dead"
 
     @property
@@ -45,10 +50,12 @@ class Keys:
 
     @property
     def checkpoint(self) -> str:
+        """Hash of the run in progress and where its next page starts (``extractor.checkpoint``)."""
         return f"{self.prefix}checkpoint"
 
     @property
     def extract_lock(self) -> str:
+        """Lock held by the extractor that is running a run, so only one runs at a time."""
         return f"{self.prefix}lock:extract"
 
     def run_pages(self, run_id: str) -> str:

@@ -6,9 +6,10 @@ from typing import Any
 
 import structlog
 from opentelemetry import trace
+from structlog.typing import EventDict, WrappedLogger
 
 
-def _add_trace_id(_logger, _name, event_dict):
+def _add_trace_id(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     ctx = trace.get_current_span().get_span_context()
     if ctx.is_valid:
         event_dict.setdefault("trace_id", format(ctx.trace_id, "032x"))

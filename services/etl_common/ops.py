@@ -16,9 +16,11 @@ class Heartbeat:
         self._at = time.monotonic()
 
     def beat(self) -> None:
+        """Record that the loop is alive now."""
         self._at = time.monotonic()
 
     def fresh(self) -> bool:
+        """True when the last beat is younger than ``stale_s`` seconds."""
         return time.monotonic() - self._at < self.stale_s
 
 

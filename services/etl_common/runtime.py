@@ -27,6 +27,7 @@ class Stopper:
         self.event = retry.STOP
 
     def install(self) -> "Stopper":
+        """Trap SIGTERM and SIGINT (main thread only, as ``signal.signal`` requires); returns self."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         return self
@@ -36,6 +37,7 @@ class Stopper:
 
     @property
     def stopping(self) -> bool:
+        """True once a stop was asked."""
         return self.event.is_set()
 
     def sleep(self, seconds: float) -> bool:

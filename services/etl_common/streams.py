@@ -15,6 +15,7 @@ from redis.typing import EncodableT, FieldT
 from etl_common import metrics
 from etl_common.errors import PermanentError
 from etl_common.keys import Keys
+from etl_common.settings import BaseEtlSettings
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +89,9 @@ class GroupReader:
     _next_claim_at: float = 0.0
 
     @classmethod
-    def for_settings(cls, client: redis.Redis, group: str, streams: list[str], settings: Any) -> "GroupReader":
+    def for_settings(
+        cls, client: redis.Redis, group: str, streams: list[str], settings: BaseEtlSettings
+    ) -> "GroupReader":
         """A reader configured from a service's settings (block, claim idle, deliveries, key prefix)."""
         return cls(
             client,
@@ -102,6 +105,7 @@ class GroupReader:
         )
 
     def setup(self) -> None:
+        """Create the group on every stream (BUSYGROUP accepted), drop long-idle consumers, re-read own pending."""
         for stream in self.streams:
             ensure_group(self.client, stream, self.group)
             self._forget_idle_consumers(stream)
@@ -206,10 +210,13 @@ class GroupReader:
         log.error("entry dead-lettered", stream=entry.stream, entry_id=entry.id, reason=reason)
 
     def too_many_deliveries(self, entry: Entry) -> bool:
+        """True when the entry was delivered more than ``max_deliveries`` times: dead-letter it."""
         return entry.deliveries > self.max_deliveries
 
 
-def _autoclaim(client: redis.Redis, stream: str, group: str, consumer: str, idle_ms: int, count: int):
+def _autoclaim(
+    client: redis.Redis, stream: str, group: str, consumer: str, idle_ms: int, count: int
+) -> tuple[bytes | None, list[tuple[bytes, dict[bytes, bytes]]], list[bytes]]:
     try:
         res = client.xautoclaim(stream, group, consumer, min_idle_time=idle_ms, start_id="0-0", count=count)
     except redis.ResponseError as exc:

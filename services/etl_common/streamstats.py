@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 import redis
 import structlog
 from prometheus_client import REGISTRY
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from etl_common import metrics
@@ -37,15 +37,17 @@ class StreamCollector(Collector):
         self.lock = threading.Lock()
 
     def watch(self, group: str, streams: Iterable[str]) -> None:
+        """Add the ``streams`` read by ``group`` (and the dead-letter stream) to those read per scrape."""
         with self.lock:
             self.watched.update((group, s) for s in streams)
             self.watched.add(("", self.keys.dead_stream))
 
-    def describe(self) -> list:
-        # Described as nothing so that registering does not query Redis.
+    def describe(self) -> list[Metric]:
+        """No families, so registering does not query Redis (the default REGISTRY would call ``collect``)."""
         return []
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        """``etl_redis_up`` and, when Redis answers, the ``etl_stream_*`` gauges of the watched streams."""
         up = GaugeMetricFamily("etl_redis_up", "1 when this scrape could read the streams from Redis.")
         fams = {name: GaugeMetricFamily(f"etl_stream_{name}", doc, labels=labels) for name, doc, labels in _FAMILIES}
         with self.lock:
@@ -102,6 +104,7 @@ class StreamCollector(Collector):
                     fams["lag_entries"].add_metric(labels, row["lag"])
 
     def short(self, stream: str) -> str:
+        """The stream's label value (``short_name``)."""
         return short_name(self.keys, stream)
 
 

@@ -13,6 +13,7 @@ from extractor.settings import ExtractorSettings
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve, or run one extraction; exit status 1 when it failed or Redis stays away, 2 on a bad setting."""
     parser = argparse.ArgumentParser(prog="python -m extractor", description=__doc__)
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "once"])
     parser.add_argument("--trigger", default=None, help="recorded as the run's trigger")

@@ -3,6 +3,7 @@
 from dataclasses import asdict, dataclass, fields
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from etl_common.streams import text
 
@@ -22,11 +23,13 @@ class Checkpoint:
     total: int = -1
     traceparent: str = ""
 
-    def mapping(self) -> dict[str, str]:
+    def mapping(self) -> dict[FieldT, EncodableT]:
+        """The fields as the Redis hash stores them (every value as text)."""
         return {k: str(v) for k, v in asdict(self).items()}
 
     @classmethod
     def load(cls, client: redis.Redis, key: str) -> "Checkpoint | None":
+        """The checkpoint stored in hash ``key``; None when no run is in progress."""
         raw = client.hgetall(key)
         if not raw:
             return None

@@ -11,6 +11,8 @@ import orjson
 import redis
 import structlog
 from opentelemetry import trace
+from redis.client import Pipeline
+from redis.lock import Lock
 
 from etl_common import metrics, streams, tracing
 from etl_common.clock import STAMP_FORMAT, utc_iso
@@ -61,7 +63,7 @@ def _new_run(client: redis.Redis, keys: Keys, trigger: str) -> Checkpoint:
     )
 
 
-def emit(pipe: Any, keys: Keys, event: dict[str, Any], traceparent: str | None) -> None:
+def emit(pipe: Pipeline, keys: Keys, event: dict[str, Any], traceparent: str | None) -> None:
     """Add a run-lifecycle event to the events stream (trimmed to the recent past)."""
     pipe.xadd(keys.events_stream, streams.encode(event, traceparent), maxlen=100_000, approximate=True)
 
@@ -71,7 +73,7 @@ def _wait_for_backlog(
     keys: Keys,
     limit: int,
     beat: Callable[[], None],
-    lock: Any,
+    lock: Lock,
     lease_s: float,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
@@ -153,7 +155,17 @@ def extract(
             log.warning("run lock had already expired")
 
 
-def _pages(settings, client, keys, cp, resumed, trigger, lock, should_stop, beat) -> dict[str, Any]:
+def _pages(
+    settings: ExtractorSettings,
+    client: redis.Redis,
+    keys: Keys,
+    cp: Checkpoint,
+    resumed: bool,
+    trigger: str,
+    lock: Lock,
+    should_stop: Callable[[], bool],
+    beat: Callable[[], None],
+) -> dict[str, Any]:
     names = file_names(cp.run_ts)
     pipe = client.pipeline(transaction=True)
     if resumed:
@@ -270,7 +282,7 @@ def _fail(client: redis.Redis, keys: Keys, cp: Checkpoint, error: str) -> None:
     pipe.execute()
 
 
-def _finish(client, keys, cp: Checkpoint, names: dict[str, str], seconds: float) -> dict[str, Any]:
+def _finish(client: redis.Redis, keys: Keys, cp: Checkpoint, names: dict[str, str], seconds: float) -> dict[str, Any]:
     phase1 = {"run_id": cp.run_id, "raw_file": names["raw_file"], "records": cp.records, "pages": cp.next_page}
     tp = tracing.current_traceparent()
     pipe = client.pipeline(transaction=True)

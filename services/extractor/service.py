@@ -2,6 +2,7 @@
 
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 import redis
 import structlog
@@ -43,7 +44,7 @@ class Service(StreamWorker[ExtractorSettings]):
 
     def _next_fire(self) -> float:
         now = datetime.now(timezone.utc)
-        return croniter(self.settings.schedule, now).get_next(float)
+        return float(croniter(self.settings.schedule, now).get_next(float))
 
     def run_once(self, trigger: str, lock_wait_s: float = 0.0, resume_only: bool = False) -> bool:
         """One extraction (or the resume of the unfinished one); False when it failed."""
@@ -74,6 +75,7 @@ class Service(StreamWorker[ExtractorSettings]):
             return False
 
     def serve(self) -> None:
+        """Resume an unfinished run (or run at start if so set), then follow schedule and commands until SIGTERM."""
         self.reader.setup()
         log.info(
             "extractor ready",
@@ -88,7 +90,7 @@ class Service(StreamWorker[ExtractorSettings]):
         serve_loop(self._turn, self.reader.setup, self.heartbeat, self.stopper)
         log.info("extractor stopped")
 
-    def _satisfied(self, command: dict) -> bool:
+    def _satisfied(self, command: dict[str, Any]) -> bool:
         """True when a run started after the request was made (so a burst of requests makes one run)."""
         requested = command.get("requested_at_epoch")
         started = self.client.get(f"{self.keys.prefix}last_run_started")

@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command (default ``serve``); exit status 1 when an age command fails or Redis stays away, 2 on a bad
+    setting or recipient."""
     args = _parser().parse_args(argv)
     if args.command in ("keygen", "decrypt"):
         return _age_command(args)

@@ -81,6 +81,7 @@ class Recipient:
 
     @classmethod
     def from_str(cls, text: str) -> "Recipient":
+        """Parse ``age1...`` (lower-case Bech32 of the 32-byte key); RecipientError otherwise."""
         try:
             hrp, data = bech32.decode(text)
         except ValueError as exc:
@@ -111,10 +112,12 @@ class Identity:
 
     @classmethod
     def generate(cls) -> "Identity":
+        """A new random secret key (``os.urandom``)."""
         return cls(os.urandom(32))
 
     @classmethod
     def from_str(cls, text: str) -> "Identity":
+        """Parse ``AGE-SECRET-KEY-1...`` (upper-case Bech32 of the 32-byte key); IdentityError, naming no part of it."""
         try:
             hrp, data = bech32.decode(text)
         except ValueError:
@@ -130,6 +133,7 @@ class Identity:
         return "<age Identity>"
 
     def to_public(self) -> Recipient:
+        """The recipient (public key) of this identity."""
         return Recipient(self._key.public_key().public_bytes_raw())
 
     def unwrap(self, args: list[bytes], body: bytes) -> bytes | None:

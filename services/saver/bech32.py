@@ -34,6 +34,7 @@ def _convert(data: bytes | list[int], frombits: int, tobits: int, pad: bool) -> 
 
 
 def encode(hrp: str, data: bytes) -> str:
+    """``hrp`` + ``1`` + ``data`` as 5-bit words and the 6-word BIP 173 checksum, in ``CHARSET`` characters."""
     words = _convert(data, 8, 5, True)
     checksum = _polymod(_expand(hrp) + words + [0] * 6) ^ 1
     words += [(checksum >> 5 * (5 - i)) & 31 for i in range(6)]

@@ -93,7 +93,8 @@ class _ChunkReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    # RawIOBase takes any writable buffer; BufferedReader, the only caller, passes a memoryview (as typeshed says).
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
         while not self._buf:
             try:
                 self._buf = memoryview(next(self._chunks))

@@ -3,14 +3,15 @@
 import hashlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 import structlog
 
 from saver import crypto
+from saver.agefmt import x25519
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +26,18 @@ _QUERIES = {
 }
 
 
-def invalid_line(row: sqlite3.Row | tuple) -> bytes:
+class RunFile(TypedDict):
+    """One written file of a run, as ``write_run_files`` returns it."""
+
+    path: Path  # where it was written, under the data directory
+    name: str  # relative name, ``.age`` appended when encrypted (the SFTP path under the remote folder)
+    bytes: int  # size as written (the ciphertext when encrypted)
+    sha256: str  # hex digest of the bytes as written
+    records: int  # JSON lines in the plaintext
+    encrypted: bool
+
+
+def invalid_line(row: sqlite3.Row | tuple[str | None, str | None, str]) -> bytes:
     """The dlq file's line (no new line) of an ``invalid_users`` row's (record, raw_line, error_reason)."""
     record, raw_line, reason = row
     if record is not None:
@@ -36,22 +48,22 @@ def invalid_line(row: sqlite3.Row | tuple) -> bytes:
     return orjson.dumps(obj)
 
 
-def _lines(conn: sqlite3.Connection, kind: str, query: str, run_id: str, counter: list[int]):
+def _lines(conn: sqlite3.Connection, kind: str, query: str, run_id: str, counter: list[int]) -> Iterator[bytes]:
     for row in conn.execute(query, (run_id,)):
         counter[0] += 1
         yield (invalid_line(row) if kind == "dlq" else row[0].encode()) + b"\n"
 
 
 def write_run_files(
-    conn: sqlite3.Connection, run: sqlite3.Row, data_dir: str | Path, recipients: list | None = None
-) -> dict[str, dict[str, Any]]:
-    """Write the raw, processed and invalid-records files of ``run``.
+    conn: sqlite3.Connection, run: sqlite3.Row, data_dir: str | Path, recipients: list[x25519.Recipient] | None = None
+) -> dict[str, RunFile]:
+    """Write the raw, processed and invalid-records files of ``run`` (its ``etl_runs`` row).
 
-    Returns kind -> {path, name, bytes, sha256, records, encrypted}.
+    Returns kind (``raw``, ``processed``, ``dlq``) -> ``RunFile``.
     With ``recipients`` the rows stream straight into age encryption: the file is ``<name>.age`` and no
     plaintext copy touches the disk. ``bytes`` and ``sha256`` always describe the file as written (and uploaded).
     """
-    out = {}
+    out: dict[str, RunFile] = {}
     for kind, (name_key, query) in _QUERIES.items():
         plain_name = run[name_key]
         name = plain_name + crypto.SUFFIX if recipients else plain_name
@@ -192,7 +204,7 @@ class LoadingFiles:
             digest.update(data)
             self._digests[(run_id, kind)] = (digest, n + len(data))
 
-    def finish(self, conn: sqlite3.Connection, run: sqlite3.Row) -> dict[str, dict[str, Any]] | None:
+    def finish(self, conn: sqlite3.Connection, run: sqlite3.Row) -> dict[str, RunFile] | None:
         """Move the run's appended files to their names; the same result as ``write_run_files``, or None.
 
         None when the files were not appended whole and in order (a page out of order or loaded before this
@@ -205,7 +217,8 @@ class LoadingFiles:
         expected = {"raw": run["raw_count"], "processed": run["valid_count"], "dlq": run["invalid_count"]}
         if row["next_page"] != run["pages_expected"] or any(row[f"{k}_records"] != n for k, n in expected.items()):
             return None
-        out = {}
+        out: dict[str, RunFile] = {}
+        sources: dict[str, Path] = {}
         for kind in KINDS:
             name, recorded = run[f"{kind}_file"], row[f"{kind}_bytes"]
             src, path = self.path(run_id, name), self.data_dir / name
@@ -223,8 +236,8 @@ class LoadingFiles:
                 with open(src, "rb") as fh:
                     while chunk := fh.read(1 << 20):
                         digest.update(chunk)
+            sources[kind] = src
             out[kind] = {
-                "src": src,
                 "path": path,
                 "name": name,
                 "bytes": recorded,
@@ -232,8 +245,8 @@ class LoadingFiles:
                 "records": row[f"{kind}_records"],
                 "encrypted": False,
             }
-        for info in out.values():
-            info.pop("src").replace(info["path"])
+        for kind, info in out.items():
+            sources[kind].replace(info["path"])
             # A copy left by an earlier write in encrypted mode must not linger beside the plaintext.
             (self.data_dir / (info["name"] + crypto.SUFFIX)).unlink(missing_ok=True)
         for kind in KINDS:

@@ -109,6 +109,7 @@ class RejectUnknown(paramiko.MissingHostKeyPolicy):
         self.revoked = revoked
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        """Called by paramiko for a key it does not trust: always raise SSHException, naming a revoked key."""
         if _key_id(key) in self.revoked:
             raise paramiko.SSHException(f"host key of {hostname} is marked @revoked in known_hosts")
         raise paramiko.SSHException(f"Server {hostname!r} not found in known_hosts")

@@ -3,6 +3,7 @@
 import sqlite3
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +62,11 @@ def _distinct(conn: sqlite3.Connection, table: str, names: tuple[str, ...], run_
     return out
 
 
-def _chunks(conn: sqlite3.Connection, sql: str, run_id: str, chunk_rows: int):
+def _chunks(conn: sqlite3.Connection, sql: str, run_id: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """DataFrames of at most ``chunk_rows`` rows (pandas reads the cursor with fetchmany)."""
-    return pd.read_sql(sql, conn, params=(run_id,), chunksize=chunk_rows, coerce_float=True)
+    # pandas ships no type hints: read_sql with a chunksize yields DataFrames.
+    frames: Iterator[pd.DataFrame] = pd.read_sql(sql, conn, params=(run_id,), chunksize=chunk_rows, coerce_float=True)
+    return frames
 
 
 def _age(counts: pd.Series) -> dict[str, Any]:

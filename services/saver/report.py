@@ -68,7 +68,8 @@ class Job:
             self.out.seek(0)
             body = self.out.read()
             try:
-                return orjson.loads(body)
+                report: dict[str, Any] = orjson.loads(body)
+                return report
             except orjson.JSONDecodeError as exc:
                 raise ReportFailed(f"the quality report of {self.run_id} is not JSON: {body[:200]!r}") from exc
         finally:
@@ -76,6 +77,7 @@ class Job:
             self.err.close()
 
     def kill(self) -> None:
+        """Kill the child if it is still running, and reap it."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

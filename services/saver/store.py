@@ -2,6 +2,7 @@
 
 import sqlite3
 from collections.abc import Iterable
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -9,7 +10,7 @@ import orjson
 from etl_common.clock import stamp_iso, utc_iso
 from etl_common.db import connect_writer
 from etl_common.files import file_names
-from saver.files import LoadingFiles, invalid_line
+from saver.files import LoadingFiles, RunFile, invalid_line
 from saver.migrate import migrate
 
 
@@ -48,7 +49,11 @@ def _with_code(record_json: bytes, code: Any) -> str:
     return (record_json[:-1] + (tail[1:] if record_json == b"{}" else tail)).decode()
 
 
-def _common(record: Any) -> tuple:
+# user_id, first_name, last_name, email, username, age, gender, department
+_Common = tuple[int | None, str | None, str | None, str | None, str | None, float | None, str | None, str | None]
+
+
+def _common(record: Any) -> _Common:
     """The eight columns every user table shares (``_COMMON_COLS``); None where the record has no value of the
     column's JSON type. Runs for every row the saver writes, hence the inlined checks."""
     if not isinstance(record, dict):
@@ -104,9 +109,10 @@ class Store:
         migrate(self.conn)
 
     def close(self) -> None:
+        """Close the writer connection."""
         self.conn.close()
 
-    def _tx(self):
+    def _tx(self) -> "_Transaction":
         return _Transaction(self.conn)
 
     def _ensure_run(self, run_id: str, run_ts: str) -> None:
@@ -273,14 +279,18 @@ class Store:
         return [r[0] for r in self.conn.execute("SELECT run_id FROM etl_runs WHERE status='loaded' ORDER BY id")]
 
     def runs_owing_upload(self) -> list[str]:
+        """Runs in ``upload_pending`` (files written, upload failed), oldest first: retried after a restart."""
         return [
             r[0] for r in self.conn.execute("SELECT run_id FROM etl_runs WHERE status='upload_pending' ORDER BY id")
         ]
 
     def run(self, run_id: str) -> sqlite3.Row | None:
-        return self.conn.execute("SELECT * FROM etl_runs WHERE run_id=?", (run_id,)).fetchone()
+        """The run's ``etl_runs`` row; None when the run is unknown."""
+        row: sqlite3.Row | None = self.conn.execute("SELECT * FROM etl_runs WHERE run_id=?", (run_id,)).fetchone()
+        return row
 
     def has_quality(self, run_id: str) -> bool:
+        """Whether the run's data-quality report is stored."""
         return self.conn.execute("SELECT 1 FROM run_quality WHERE run_id=?", (run_id,)).fetchone() is not None
 
     def save_quality(self, run_id: str, report: dict[str, Any]) -> None:
@@ -309,7 +319,8 @@ class Store:
         ).fetchone()
         return (row[0] / row[1] if row[1] else 0.0) if row else None
 
-    def record_file(self, run_id: str, kind: str, info: dict[str, Any]) -> None:
+    def record_file(self, run_id: str, kind: str, info: RunFile) -> None:
+        """Record a written file (``raw``, ``processed`` or ``dlq``); a rewrite replaces it and clears its upload."""
         with self._tx():
             self.conn.execute(
                 "INSERT INTO uploaded_files (run_id, kind, name, bytes, sha256, records, encrypted, written_at) "
@@ -329,9 +340,11 @@ class Store:
             )
 
     def files(self, run_id: str) -> list[sqlite3.Row]:
+        """The run's ``uploaded_files`` rows, by kind."""
         return self.conn.execute("SELECT * FROM uploaded_files WHERE run_id=? ORDER BY kind", (run_id,)).fetchall()
 
     def mark_uploaded(self, run_id: str, remote: dict[str, str]) -> None:
+        """Record each kind's remote path ({} when SFTP is off) and mark the run ``succeeded``, in one transaction."""
         at = now_iso()
         with self._tx():
             for kind, path in remote.items():
@@ -346,6 +359,7 @@ class Store:
         self.apply_event({"type": "run_failed", "run_id": run_id, "error": error})
 
     def mark(self, run_id: str, status: str, error: str | None = None) -> None:
+        """Set the run's status and error (None clears it); ``succeeded`` also sets ``finished_at``."""
         with self._tx():
             self._finish(run_id, status, error)
 
@@ -359,15 +373,17 @@ class Store:
         )
 
 
-def _page_lines(raw_json: list[bytes], valid_rows: list[tuple], invalid_rows: list[tuple]) -> dict[str, list[bytes]]:
+def _page_lines(
+    raw_json: list[bytes], valid_rows: list[tuple[Any, ...]], invalid_rows: list[tuple[Any, ...]]
+) -> dict[str, list[bytes]]:
     """The page's lines of the three files, as ``write_run_files`` makes them from the rows just inserted.
 
     Rows are (run_id, page, position, ..., record) tuples; in position order, the first row of a position only
     (``INSERT OR IGNORE`` keeps that one), so the lines equal the tables' rows.
     """
 
-    def first_by_position(rows: list[tuple]) -> list[tuple]:
-        seen: dict[int, tuple] = {}
+    def first_by_position(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        seen: dict[int, tuple[Any, ...]] = {}
         for row in rows:
             seen.setdefault(row[2], row)
         return [seen[pos] for pos in sorted(seen)]
@@ -389,5 +405,7 @@ class _Transaction:
     def __enter__(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
 import paramiko
 import structlog
@@ -47,7 +48,7 @@ class StreamingUpload:
 
     def __init__(self, settings: SaverSettings, max_queued_bytes: int = 16 << 20) -> None:
         self.settings, self.max_queued_bytes = settings, max_queued_bytes
-        self._queue: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._room = threading.Condition()  # signalled as queued bytes are sent
         self._queued = 0  # bytes handed over and not yet sent (guarded by _room)
@@ -95,7 +96,7 @@ class StreamingUpload:
             self._given_up.discard(run_id)
             self._queue.put(("give_up", run_id, "finished"))
             return None
-        result: Future = Future()
+        result: Future[dict[str, str] | None] = Future()
         self._queue.put(("finish", run_id, sizes, result))
         deadline = time.monotonic() + timeout_s
         while not retry.STOP.is_set() and time.monotonic() < deadline:
@@ -141,7 +142,9 @@ class StreamingUpload:
         if kind not in run.files:
             target = posixpath.join(self.settings.sftp_remote_dir, name)
             session = run.client.open_sftp()
-            session.get_channel().settimeout(self.settings.sftp_timeout_s)
+            channel = session.get_channel()
+            if channel is not None:
+                channel.settimeout(self.settings.sftp_timeout_s)
             sftp.mkdirs(session, posixpath.dirname(target))
             remote = session.open(target + SUFFIX, "wb")
             remote.set_pipelined(True)
@@ -152,7 +155,7 @@ class StreamingUpload:
         remote.write(data)
         run.files[kind] = (session, remote, target, sent + len(data))
 
-    def _finish(self, run_id: str, sizes: dict[str, int], result: Future) -> None:
+    def _finish(self, run_id: str, sizes: dict[str, int], result: Future[dict[str, str] | None]) -> None:
         """Sets ``result`` to the remote paths, or None; under the lock, so a worker that stopped waiting knows."""
         run = self._runs.pop(run_id, None)
         if run is None:

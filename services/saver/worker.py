@@ -19,7 +19,8 @@ from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
 from saver import crypto, report, sftp
-from saver.files import LoadingFiles, write_run_files
+from saver.agefmt import x25519
+from saver.files import LoadingFiles, RunFile, write_run_files
 from saver.settings import SaverSettings
 from saver.store import Store
 from saver.stream import StreamingUpload
@@ -63,6 +64,7 @@ class Worker(StreamWorker[SaverSettings]):
         self.reports: dict[str, report.Job] = {}  # run_id -> its quality report being computed
 
     def serve(self) -> None:
+        """Create the groups, restore the last success metric, finish what a restart left, then loop until SIGTERM."""
         self.reader.setup()
         log.info("saver ready", db=self.settings.db_path, consumer=self.reader.consumer)
         self._restore_last_run()
@@ -94,6 +96,7 @@ class Worker(StreamWorker[SaverSettings]):
             metrics.LAST_RUN_INVALID_RATIO.set(ratio)
 
     def turn(self) -> None:
+        """Handle up to ``batch_pages`` entries (events applied, pages loaded at once); finish runs; retry uploads."""
         entries = self.reader.read(self.settings.batch_pages)
         pages: list[tuple[streams.Entry, dict[str, Any], str | None]] = []
         for entry in entries:
@@ -172,8 +175,11 @@ class Worker(StreamWorker[SaverSettings]):
             if run is not None:
                 metrics.RUN_PROGRESS.labels(stage="load").set(run["raw_count"])
 
-    def _load_one_by_one(self, pages):
-        kept, loaded = [], []
+    def _load_one_by_one(
+        self, pages: list[tuple[streams.Entry, dict[str, Any], str | None]]
+    ) -> tuple[list[tuple[streams.Entry, dict[str, Any], str | None]], list[tuple[str, int]]]:
+        kept: list[tuple[streams.Entry, dict[str, Any], str | None]] = []
+        loaded: list[tuple[str, int]] = []
         for entry, payload, tp in pages:
             try:
                 loaded += self.store.load_pages([payload])
@@ -214,7 +220,7 @@ class Worker(StreamWorker[SaverSettings]):
             log.info("files written", run_id=run_id, **{k: v["records"] for k, v in written.items()})
             self._upload(run_id, {k: (v["path"], v["name"]) for k, v in written.items()})
 
-    def _files(self, run: Any, recipients: list | None) -> dict[str, dict[str, Any]]:
+    def _files(self, run: sqlite3.Row, recipients: list[x25519.Recipient] | None) -> dict[str, RunFile]:
         """The run's three files: those appended while it loaded when they are whole, else written from the tables."""
         loading = self.store.loading
         written = loading.finish(self.store.conn, run) if loading and not recipients else None
@@ -282,7 +288,7 @@ class Worker(StreamWorker[SaverSettings]):
             duration_ms=round(seconds * 1000, 1),
         )
 
-    def _upload(self, run_id: str, files: dict) -> None:
+    def _upload(self, run_id: str, files: dict[str, tuple[Path, str]]) -> None:
         if not self.settings.sftp_enabled:
             self._await_report(run_id)
             self.store.mark_uploaded(run_id, {})
@@ -307,7 +313,7 @@ class Worker(StreamWorker[SaverSettings]):
         self.store.mark_uploaded(run_id, remote)
         self._succeeded(run_id, remote)
 
-    def _streamed(self, run_id: str, files: dict) -> dict[str, str] | None:
+    def _streamed(self, run_id: str, files: dict[str, tuple[Path, str]]) -> dict[str, str] | None:
         """The remote paths when the run's files went up as its pages committed; None: upload them whole."""
         if self.streaming is None or run_id not in self.streamed:
             return None
@@ -331,7 +337,7 @@ class Worker(StreamWorker[SaverSettings]):
         metrics.RUNS.labels(stage="save", outcome="upload_pending").inc()
         log.error("upload failed; run is upload_pending", run_id=run_id, error=error, retry_in_s=delay)
 
-    def _recipients(self) -> list | None:
+    def _recipients(self) -> list[x25519.Recipient] | None:
         """age recipients when encryption is on (the recipients file is re-read, so a rotation needs no restart)."""
         if not self.settings.encryption_enabled:
             return None

@@ -11,6 +11,8 @@ from transformer.worker import Worker
 
 
 def main() -> int:
+    """Load the departments, wait for Redis, consume until SIGTERM; exit status 0 (1 when Redis stays away,
+    2 on a bad setting)."""
     settings = load(TransformerSettings)
     departments = load_departments(settings.departments_csv)
     client = connect(settings.redis_url)

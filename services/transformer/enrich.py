@@ -32,4 +32,5 @@ def _norm(name: str) -> str:
 
 
 def department_code(table: dict[str, str], name: str) -> str:
+    """The code of department ``name`` (case and spacing ignored); ``UNKNOWN`` when the table lacks it."""
     return table.get(_norm(name), UNKNOWN)

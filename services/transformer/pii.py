@@ -60,7 +60,7 @@ def protect_text(text: str, policy: str = "mask") -> str | None:
     return jsontext.dumps_exact(protect(value, policy), cuts)
 
 
-def _protect_object(record: dict, policy: str) -> dict:
+def _protect_object(record: dict[str, Any], policy: str) -> dict[str, Any]:
     out = dict(record)
     for key in DROPPED:
         out.pop(key, None)

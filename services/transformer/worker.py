@@ -6,6 +6,7 @@ from typing import Any
 import redis
 import structlog
 from opentelemetry import trace
+from redis.client import Pipeline
 
 from etl_common import metrics, streams, tracing
 from etl_common.errors import PermanentError
@@ -66,12 +67,14 @@ class Worker(StreamWorker[TransformerSettings]):
         self.complete = client.register_script(_COMPLETE)
 
     def serve(self) -> None:
+        """Create the group, then handle raw pages until SIGTERM (a Redis outage is waited out)."""
         self.reader.setup()
         log.info("transformer ready", consumer=self.reader.consumer)
         serve_loop(self.turn, self.reader.setup, self.heartbeat, self.stopper)
         log.info("transformer stopped")
 
     def turn(self) -> None:
+        """Read and handle up to ``batch_pages`` entries (blocks up to ``block_ms`` when there are none)."""
         for entry in self.reader.read(self.settings.batch_pages):
             self.handle(entry)
             self.heartbeat.beat()
@@ -167,7 +170,7 @@ class Worker(StreamWorker[TransformerSettings]):
             self._tally(pipe, payload, "end", int(payload["pages"]), "")
             pipe.execute()
 
-    def _tally(self, pipe: Any, payload: dict[str, Any], mode: str, number: int, counts: str) -> None:
+    def _tally(self, pipe: Pipeline, payload: dict[str, Any], mode: str, number: int, counts: str) -> None:
         run_id = str(payload["run_id"])
         raw_file, processed_file, dlq_file = _names(str(payload["run_ts"]))
         self.complete(

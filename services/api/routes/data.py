@@ -4,6 +4,7 @@
 the selection (typed columns only) as a download.
 """
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import orjson
@@ -40,9 +41,7 @@ def _params_model(table: records.Table) -> type[_Params]:
     fields: dict[str, Any] = {
         "sort": (
             Literal[table.sortable],
-            Field(  # type: ignore[valid-type]
-                "source", description="`source`: the order the source returned the records in"
-            ),
+            Field("source", description="`source`: the order the source returned the records in"),
         ),
     }
     if table.has_code:
@@ -96,7 +95,7 @@ def _query(params: _Params) -> records.Query:
     )
 
 
-def _serve(table: records.Table):
+def _serve(table: records.Table) -> tuple[Callable[[Request], Awaitable[Response]], type[_Params]]:
     model = _params_model(table)
 
     async def handler(request: Request) -> Response:
@@ -114,7 +113,7 @@ def _serve(table: records.Table):
     return handler, model
 
 
-def _serve_export(table: records.Table, fmt: str):
+def _serve_export(table: records.Table, fmt: str) -> tuple[Callable[[Request], Awaitable[Response]], type[_Params]]:
     model = _export_params_model(table)
 
     async def handler(request: Request) -> Response:

@@ -1,6 +1,6 @@
 """Runs: the header table the frontend's drop-down is built from, one run, and "run now"."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import redis
@@ -29,6 +29,7 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Response:
+    """Runs newest first, each with its files, optionally only those in `status`; `X-Total-Count` counts them all."""
     # Small, hot and cheap: answered from the event loop, cached until the saver next commits.
     body, total = db.cached(("runs", status, limit, offset), db.version(), lambda: _runs(db, status, limit, offset))
     return raw_json(body, {"X-Total-Count": str(total)})
@@ -44,8 +45,8 @@ def _runs(db: Database, status: str | None, limit: int, offset: int) -> tuple[by
     return orjson.dumps(runs), total
 
 
-def _attach_files(db: Database, runs: list[dict]) -> None:
-    by_run: dict[str, list[dict]] = {r["run_id"]: [] for r in runs}
+def _attach_files(db: Database, runs: list[dict[str, Any]]) -> None:
+    by_run: dict[str, list[dict[str, Any]]] = {r["run_id"]: [] for r in runs}
     if by_run:
         marks = ",".join("?" * len(by_run))
         for f in db.dicts(
@@ -70,6 +71,10 @@ async def get_run(
     request: Request,
     run: Annotated[str, Path(description="the integer id, or the run_id text", max_length=200)],
 ) -> Response:
+    """One run by its integer `id` or its `run_id`: counts, pages, duration, error, warnings, files, dead letters.
+
+    `dead_letters` is null when Redis cannot be reached.
+    """
     column, key = _run_key(run)
     rows = db.dicts(
         f"SELECT {_COLUMNS}, pages_expected, updated_at, warnings, (SELECT count(*) FROM loaded_pages lp "
@@ -105,6 +110,10 @@ async def get_quality(
     db: DbDep,
     run: Annotated[str, Path(description="the integer id, or the run_id text", max_length=200)],
 ) -> Response:
+    """The run's data-quality report (stored by the saver once its pages are all loaded) and when it was computed.
+
+    404 when there is no such run; 409 while the run has no report, with the reason.
+    """
     column, key = _run_key(run)
     rows = db.dicts(
         "SELECT r.run_id, r.status, q.report, q.computed_at FROM etl_runs r LEFT JOIN run_quality q "
@@ -133,6 +142,7 @@ async def get_quality(
     responses={**error(409, "A run is already going"), **error(503, "Redis is not reachable")},
 )
 def start_run(request: Request) -> Response:
+    """Queue a run-now command for the extractor; 409 while a run is in progress, 503 when Redis is unreachable."""
     queue: commands.CommandQueue = request.app.state.commands
     try:
         request_id = queue.request_run(tracing.current_traceparent())

@@ -17,6 +17,11 @@ router = APIRouter(tags=["sql"], dependencies=[AuthDep], responses=AUTH_ERRORS)
     responses=error(400, "The statement is refused, malformed or ran out of time"),
 )
 def query_sql(body: SqlQuery, db: DbDep, settings: SettingsDep) -> Response:
+    """Run one read-only SELECT over the typed columns (docs/api.md, "The SQL console").
+
+    Rows and bytes beyond `ETL_API_SQL_MAX_ROWS` and `ETL_API_SQL_MAX_BYTES` are cut (`truncated: true`);
+    a refused statement, or one running past `ETL_API_SQL_TIMEOUT_MS`, is answered 400 with the reason.
+    """
     # A plain def: FastAPI runs it in its thread pool, and the time limit bounds how long it holds a thread.
     if not db.path.exists():
         raise NotReady("the database does not exist yet; no run has been loaded")

@@ -20,6 +20,10 @@ async def get_summary(
     db: DbDep,
     run_id: Annotated[str | None, Query(max_length=200, description="default: the latest run with data")] = None,
 ) -> Response:
+    """Counts of one run's valid records by department, gender, age band and device; valid/invalid of recent runs.
+
+    The run is `run_id`, by default the latest run with valid records; 404 when `run_id` names no run.
+    """
     version = db.version()
     key = ("summary", run_id)
     hit = db.cache_get(key, version)
@@ -39,7 +43,7 @@ async def get_summary(
 
 
 _NO_RUN = b""
-_locks: dict[tuple, asyncio.Lock] = {}
+_locks: dict[tuple[str, str | None], asyncio.Lock] = {}
 
 
 def _compute(db: Database, run_id: str | None) -> bytes:
