@@ -210,9 +210,7 @@ class Worker(StreamWorker[SaverSettings]):
                     return
                 except Exception as exc:
                     # A full disk or a bug: the run waits with the reason and the files are written again later.
-                    log.exception("unexpected error writing the files", run_id=run_id)
-                    metrics.ERRORS.labels(stage="files").inc()
-                    self._defer(run_id, f"unexpected error writing the files: {type(exc).__name__}: {exc}"[:2000])
+                    self._defer_unexpected(run_id, "files", "writing the files", exc)
                     return
             for kind, info in written.items():
                 self.store.record_file(run_id, kind, info)
@@ -288,6 +286,13 @@ class Worker(StreamWorker[SaverSettings]):
             duration_ms=round(seconds * 1000, 1),
         )
 
+    def _defer_unexpected(self, run_id: str, stage: str, doing: str, exc: Exception) -> None:
+        """A bug or a library error nobody foresaw must not stop the saver: logged with its traceback, counted
+        under ``stage``, and the run waits (``upload_pending``) with the reason."""
+        log.exception(f"unexpected error {doing}", run_id=run_id)
+        metrics.ERRORS.labels(stage=stage).inc()
+        self._defer(run_id, f"unexpected error {doing}: {type(exc).__name__}: {exc}"[:2000])
+
     def _upload(self, run_id: str, files: dict[str, tuple[Path, str]]) -> None:
         if not self.settings.sftp_enabled:
             self._await_report(run_id)
@@ -302,10 +307,7 @@ class Worker(StreamWorker[SaverSettings]):
             self._defer(run_id, str(exc))
             return
         except Exception as exc:
-            # A bug or a library error nobody foresaw must not stop the saver: the run waits with the reason.
-            log.exception("unexpected error during the upload", run_id=run_id)
-            metrics.ERRORS.labels(stage="upload").inc()
-            self._defer(run_id, f"unexpected error during the upload: {type(exc).__name__}: {exc}"[:2000])
+            self._defer_unexpected(run_id, "upload", "during the upload", exc)
             return
         metrics.STAGE_DURATION.labels(stage="upload").observe(time.monotonic() - t0)
         self.upload_due.pop(run_id, None)
