@@ -348,6 +348,8 @@ class TestSqlConsole:
             ("CREATE TEMP VIEW v AS SELECT record FROM raw_users", "refused"),
             ("SELECT load_extension('x')", "load_extension"),
             ("SELECT nonsense FROM", "SQL error"),
+            ("SELECT coalesce(printf('%.*c',900000000,'x'), printf('%.*c',900000000,'x'))", "printf"),
+            ("SELECT length(zeroblob(900000000))", "size limit"),
         ],
     )
     def test_refused_with_a_clear_400(self, api, query, reason):
