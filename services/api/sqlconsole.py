@@ -50,6 +50,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "pages_expected",
             "error",
             "updated_at",
+            "warnings",
         )
     ),
     "raw_users": frozenset(_COMMON),

@@ -357,6 +357,10 @@ class TestSqlConsole:
         assert r.status_code == 400, r.text
         assert reason.lower() in r.json()["detail"].lower()
 
+    def test_select_star_works_on_the_runs_table(self, api):
+        body = api.sql("SELECT * FROM etl_runs").json()
+        assert "warnings" in body["columns"] and len(body["rows"]) == 2
+
     def test_database_is_unchanged_by_refused_writes(self, pipeline, api):
         api.sql("DELETE FROM etl_runs")
         assert len(pipeline.runs()) == 2

@@ -116,6 +116,19 @@ def test_values_cannot_grow_past_the_size_limit(db, query):
     assert "SQL error" not in str(refused.value)
 
 
+def test_select_star_works_on_every_table_without_secret_columns(db):
+    """Every column the migrations add is in the allow-list unless it holds the record JSON or unparsed text."""
+    conn = sqlite3.connect(db)
+    for table, allowed in ALLOWED.items():
+        columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        assert columns - allowed <= {"record", "raw_line"}, table
+        if not columns & {"record", "raw_line"}:
+            result = run(db, f"SELECT * FROM {table}")
+            assert set(result.columns) == columns
+    conn.close()
+    assert run(db, "SELECT * FROM etl_runs").columns[-1] == "warnings"
+
+
 def test_runaway_query_is_interrupted_near_the_limit(db):
     started = time.monotonic()
     with pytest.raises(QueryRefused, match="200 ms time limit"):
