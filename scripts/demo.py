@@ -47,6 +47,7 @@ CORS_ORIGINS = ",".join(
     f"http://{host}:{port}" for port in (3000, 5173, 4200, 8080) for host in ("localhost", "127.0.0.1")
 )
 KEEP_LOG_DIRS = 5
+DEFAULT_OPS_PORT = 9101
 SETTINGS = (ExtractorSettings, TransformerSettings, SaverSettings, ApiSettings)
 
 
@@ -75,6 +76,27 @@ def check_settings(env: dict[str, str]) -> None:
     values = {k.removeprefix("ETL_").lower(): v for k, v in env.items()}
     for cls in SETTINGS:
         load(cls, _env_file=None, **values)
+
+
+def ops_ports_base(value: str | None) -> int:
+    """The extractor's /metrics port; the transformer and the saver take the next two.
+
+    Unset: 9101. ``0`` (off for a service) is not honoured: the demo waits on these ports to know
+    the workers are up, so it says so and uses 9101-9103. ``Refused`` (exit code 2) when the
+    third port would pass 65535.
+    """
+    base = int(value) if value and value.strip() else None
+    if base == 0:
+        print("note: ETL_OPS_PORT=0 (off) is not honoured by the demo: /metrics on 9101-9103", file=sys.stderr)
+    if not base:
+        return DEFAULT_OPS_PORT
+    if base + 2 > 65535:
+        raise Refused(
+            f"ETL_OPS_PORT={base}: the demo uses it and the next two ports (transformer, saver), "
+            "so it must be at most 65533",
+            code=2,
+        )
+    return base
 
 
 def lock_checkout() -> IO[str]:
@@ -308,9 +330,9 @@ def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
     env = settings_env()
     env.setdefault("ETL_API_PORT", "8000")
     env.setdefault("ETL_API_CORS_ORIGINS", CORS_ORIGINS)
-    ops_base = int(env.get("ETL_OPS_PORT") or 0) or 9101
+    check_settings(env)  # first: a value that is not a port stops here with one line
+    ops_base = ops_ports_base(env.get("ETL_OPS_PORT"))
     env["ETL_OPS_PORT"] = str(ops_base)
-    check_settings(env)
     api_host, api_port = env.get("ETL_API_HOST", "127.0.0.1"), int(env["ETL_API_PORT"])
     ops = {"extractor": ops_base, "transformer": ops_base + 1, "saver": ops_base + 2}
     lock = lock_checkout()  # noqa: F841 - held until the process ends

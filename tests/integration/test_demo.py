@@ -118,6 +118,25 @@ def test_busy_ports_are_refused_at_once_naming_port_and_variable(demo):
         assert not (demo.home / ".run" / "redis").exists()  # refused before starting anything
 
 
+@pytest.mark.parametrize("base", ["65534", "65535", "65533x"])
+def test_metrics_ports_past_65535_are_one_line_naming_the_variable(demo, base):
+    """The demo takes ETL_OPS_PORT and the next two ports: each must be a port."""
+    out = demo.once(ETL_OPS_PORT=base)
+    assert out.returncode == 2, out.stderr
+    line = one_line(out.stderr)
+    assert "ETL_OPS_PORT" in line and base in line and "Traceback" not in out.stderr
+    assert not (demo.home / ".run" / "redis").exists()  # refused before starting anything
+
+
+def test_metrics_port_zero_is_announced_not_silently_replaced(demo):
+    with socket.socket() as held:  # the API port taken: the demo stops right after its notes
+        held.bind(("127.0.0.1", demo.api_port))
+        held.listen()
+        out = demo.once(ETL_OPS_PORT="0")
+    assert out.returncode == 2, out.stderr
+    assert "ETL_OPS_PORT=0 (off) is not honoured by the demo: /metrics on 9101-9103" in out.stderr
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
