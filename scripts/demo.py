@@ -30,6 +30,7 @@ import testbed as tb
 from api.settings import ApiSettings
 from etl_common.db import connect_reader
 from etl_common.keys import Keys
+from etl_common import setting_names
 from etl_common.settings import load
 from extractor.checkpoint import Checkpoint
 from extractor.settings import ExtractorSettings
@@ -72,7 +73,18 @@ def settings_env() -> dict[str, str]:
 
 
 def check_settings(env: dict[str, str]) -> None:
-    """Every service's settings with ``env``: a bad value stops the demo with one line and exit code 2."""
+    """Every service's settings with ``env``: a bad value stops the demo with one line and exit code 2.
+
+    The demo knows every service, so an ETL_* name none of them reads is refused (``Refused``, code 2),
+    with the closest setting when there is one: a misspelt name would otherwise be ignored.
+    """
+    unknown = sorted(set(env) - setting_names.KNOWN)
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = setting_names.suggestion(name, setting_names.SETTINGS)
+            hints.append(f"{name} (did you mean {close}?)" if close else name)
+        raise Refused(f"unknown setting {', '.join(hints)}: no service reads it; fix or remove it", code=2)
     values = {k.removeprefix("ETL_").lower(): v for k, v in env.items()}
     for cls in SETTINGS:
         load(cls, _env_file=None, **values)

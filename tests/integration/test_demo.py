@@ -173,6 +173,47 @@ def test_every_service_reports_a_bad_setting_in_one_line(tmp_path, service, vari
     assert variable in line and repr(value) in line and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("service", "misspelt", "meant", "others"),
+    [
+        ("extractor", "ETL_PAGE_SZIE", "ETL_PAGE_SIZE", {"ETL_API_PROT": "8001", "ETL_API_PORT": "8001"}),
+        ("transformer", "ETL_PII_POLCY", "ETL_PII_POLICY", {"ETL_PAGE_SZIE": "5", "ETL_SFTP_HOST": "h"}),
+        ("saver", "ETL_SFTP_HOTS", "ETL_SFTP_HOST", {"ETL_API_PROT": "8001", "ETL_PAGE_SIZE": "5"}),
+        ("api", "ETL_API_PROT", "ETL_API_PORT", {"ETL_PAGE_SZIE": "5", "ETL_SCHEDULE": "0 3 * * *"}),
+    ],
+)
+@pytest.mark.parametrize("where", ["environment", ".env"])
+def test_every_service_warns_of_its_own_misspelt_setting_only(tmp_path, service, misspelt, meant, others, where):
+    """One warning line for a near miss of the service's own setting; other services' names pass silently."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    # A bad log format stops the service right after reading its settings, with a line of its own.
+    env.update({"ETL_LOG_FORMAT": "xml", "ETL_API_TOKEN": "t", **others})
+    if where == ".env":
+        (tmp_path / ".env").write_text(f"{misspelt}=1\n")
+    else:
+        env[misspelt] = "1"
+    out = subprocess.run([tb.PYTHON, "-m", service], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert lines[0] == f"unknown setting {misspelt} (ignored); did you mean {meant}?", out.stderr
+    assert len(lines) == 2 and "ETL_LOG_FORMAT" in lines[1]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("ETL_API_PROT", "unknown setting ETL_API_PROT (did you mean ETL_API_PORT?)"),
+        ("ETL_PAGE_SZIE", "unknown setting ETL_PAGE_SZIE (did you mean ETL_PAGE_SIZE?)"),
+        ("ETL_NO_SUCH_THING", "unknown setting ETL_NO_SUCH_THING:"),
+    ],
+)
+def test_the_demo_refuses_a_setting_no_service_reads(demo, given, expected):
+    out = demo.once(**{given: "5"})
+    assert out.returncode == 2, out.stderr
+    assert expected in one_line(out.stderr)
+    assert not (demo.home / ".run" / "redis").exists()
+
+
 def test_dotenv_is_read_and_a_generated_token_is_kept(demo):
     (demo.home / ".env").write_text("ETL_API_TOKEN=from-dotenv\n")
     first = demo.once()
