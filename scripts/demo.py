@@ -28,9 +28,9 @@ from dotenv import dotenv_values
 
 import testbed as tb
 from api.settings import ApiSettings
+from etl_common import setting_names
 from etl_common.db import connect_reader
 from etl_common.keys import Keys
-from etl_common import setting_names
 from etl_common.settings import load
 from extractor.checkpoint import Checkpoint
 from extractor.settings import ExtractorSettings

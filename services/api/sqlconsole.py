@@ -237,7 +237,9 @@ def run_query(path: str | Path, query: str, max_rows: int, timeout_ms: int, max_
         if guard.reason:
             raise QueryRefused(guard.reason) from exc
         if isinstance(exc, sqlite3.DataError) or "too big" in str(exc):
-            raise QueryRefused(f"a value grew past the {_MAX_VALUE_BYTES:,}-byte size limit (string or blob too big)") from exc
+            raise QueryRefused(
+                f"a value grew past the {_MAX_VALUE_BYTES:,}-byte size limit (string or blob too big)"
+            ) from exc
         raise QueryRefused(f"SQL error: {exc}") from exc
     finally:
         conn.close()
