@@ -191,10 +191,11 @@ def run_query(path: str | Path, query: str, max_rows: int, timeout_ms: int, max_
     """Run ``query`` on a fresh guarded read-only connection and return at most ``max_rows`` rows."""
     conn = connect_reader(path)
     conn.row_factory = None
-    length_capped = hasattr(conn, "setlimit")
-    if length_capped:  # Python 3.11+; the authorizer refuses ATTACH anyway
+    length_capped = False
+    if hasattr(conn, "setlimit"):  # Python 3.11+; the authorizer refuses ATTACH anyway
         conn.setlimit(_LIMIT_LENGTH, _MAX_VALUE_BYTES)
         conn.setlimit(_LIMIT_ATTACHED, 0)
+        length_capped = True
     real = {r[0].lower() for r in conn.execute("SELECT name FROM sqlite_master")}
     for fn in _TABLE_FUNCTIONS:
         # First use registers the eponymous table, which the authorizer would see as a schema update.
