@@ -162,6 +162,10 @@ def test_a_typo_in_a_setting_is_one_line_with_exit_code_2(demo, variable, value,
         ("api", "ETL_API_PORT", "abc"),
         ("api", "ETL_BLOCK_MS", "-1"),
         ("saver", "ETL_ENCRYPTION_RECIPIENTS", "garbage"),
+        ("api", "ETL_API_CORS_ORIGINS", "localhost:5000"),
+        ("api", "ETL_API_CORS_ORIGINS", "http://localhost:5000/"),
+        ("api", "ETL_API_CORS_ORIGINS", "http://a.com,,http://b.com"),
+        ("api", "ETL_API_CORS_ORIGINS", "*,http://a.com"),
     ],
 )
 def test_every_service_reports_a_bad_setting_in_one_line(tmp_path, service, variable, value):
