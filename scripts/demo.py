@@ -369,7 +369,10 @@ def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
         tb.wait_port(port, proc=procs[-1].popen)
         env["ETL_SOURCE_URL"] = f"http://127.0.0.1:{port}/users"
         if args.bad_every:
-            broken = f"the local source breaks every {args.bad_every}th user on purpose; --bad-every 0 turns it off"
+            broken = (
+                f"the local source breaks every {args.bad_every}th user on purpose; "
+                "`make demo BAD_EVERY=0` (--bad-every 0) turns it off"
+            )
     token = api_token(env)
     env.update(
         {

@@ -334,3 +334,21 @@ def test_a_service_on_a_busy_port_says_which_variable_moves_it(tmp_path, service
     assert out.returncode == 2
     line = one_line(out.stderr)
     assert str(port) in line and variable in line
+
+
+@pytest.mark.parametrize(
+    ("variables", "arguments"),
+    [
+        ((), []),
+        (("ONCE=1",), ["--once"]),
+        (("BAD_EVERY=0",), ["--bad-every", "0"]),
+        (("BAD_EVERY=7", "ONCE=1"), ["--once", "--bad-every", "7"]),
+    ],
+)
+def test_make_demo_passes_its_variables_to_the_script(variables, arguments):
+    """`make demo BAD_EVERY=0` is how the README turns the broken users off (the recipe, not run: -n)."""
+    out = subprocess.run(
+        ["make", "-n", "-s", "demo", *variables], cwd=tb.ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    line = next(line for line in out.stdout.splitlines() if "scripts/demo.py" in line)
+    assert line.split()[line.split().index("scripts/demo.py") + 1 :] == arguments
