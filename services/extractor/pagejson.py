@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from etl_common import jsontext
+from etl_common import jsontext, pii
 
 QUARANTINE = jsontext.QUARANTINE
 quarantined = jsontext.quarantined
@@ -28,8 +28,6 @@ _CLASSES = bytes(
     for b in range(256)
 )
 _SUSPECTS = (b"0" * 16, b"0e0", b"0e+0")
-# Never shown in a reason: their values are secrets (the transformer's PII policy covers the same fields).
-SECRET_FIELDS = frozenset({"password", "ssn", "ein", "cardNumber", "iban", "wallet"})
 
 
 def read_page(content: bytes) -> Any:
@@ -93,7 +91,7 @@ def _problem(record: Any) -> str | None:
     while stack:
         value, path = stack.pop()
         where = _path(path)
-        secret = bool(path) and path[-1] in SECRET_FIELDS
+        secret = bool(path) and pii.is_secret(path[-1])  # never shown in a reason
         if isinstance(value, dict):
             for key, item in reversed(list(value.items())):
                 if jsontext.BAD_UNICODE.search(key):
@@ -152,3 +150,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, jsontext.Number):
         return float(value)
     return value
+
+
+def protected(record: Any, policy: str) -> Any:
+    """``record`` with the PII policy applied before it enters Redis; a quarantined record's text too (None
+    when the text cannot be read: then it is withheld, never kept unmasked)."""
+    if quarantined(record):
+        marker = record[QUARANTINE]
+        text = marker.get("text")
+        return {QUARANTINE: {**marker, "text": pii.protect_text(text, policy) if isinstance(text, str) else None}}
+    return pii.protect(record, policy)

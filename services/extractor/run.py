@@ -21,6 +21,7 @@ from etl_common.files import file_names
 from etl_common.keys import CHANNEL_PHASE1, Keys
 from etl_common.redis_client import RETRYABLE_ERRORS
 from extractor.checkpoint import Checkpoint
+from extractor.pagejson import protected
 from extractor.settings import ExtractorSettings
 from extractor.source import SourceFailed, fetch_page
 
@@ -232,7 +233,8 @@ def _pages(
                     "page": cp.next_page,
                     "skip": cp.next_skip,
                     "total": cp.total,
-                    "records": page.users,
+                    # Secrets never enter Redis (its append-only file keeps what a stream entry held).
+                    "records": [protected(user, settings.pii_policy) for user in page.users],
                 }
                 cp.next_skip += len(page.users)
                 cp.next_page += 1

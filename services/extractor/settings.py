@@ -26,6 +26,8 @@ class ExtractorSettings(BaseEtlSettings):
     lock_ttl_s: float = Field(120.0, gt=1)
     # The extractor waits while the raw and processed streams together hold more pages than this.
     raw_backlog_max_pages: int = Field(50, ge=1)
+    # The PII policy (etl_common.pii) applied before a page enters Redis; the transformer's ETL_PII_POLICY too.
+    pii_policy: str = Field("mask", pattern="^(mask|drop|keep)$")
 
     @field_validator("retry_delays", mode="before")
     @classmethod

@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         except crypto.CryptoError as exc:
             print(f"invalid setting: {exc}", file=sys.stderr)
             return 2
-    store = Store(settings.db_path)
+    # Encrypted files are written at the end of the run (no plaintext copy may touch the disk); plain ones as
+    # the pages commit.
+    store = Store(settings.db_path, None if settings.encryption_enabled else settings.data_dir)
     if args.command == "migrate":
         store.close()
         return 0

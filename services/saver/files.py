@@ -3,14 +3,17 @@
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypedDict
 
 import orjson
+import structlog
 
 from saver import crypto
 from saver.agefmt import x25519
+
+log = structlog.get_logger(__name__)
 
 # kind -> (file-name key, query yielding one JSON line per row in load order)
 _QUERIES = {
@@ -34,7 +37,8 @@ class RunFile(TypedDict):
     encrypted: bool
 
 
-def _invalid_line(row: sqlite3.Row) -> bytes:
+def invalid_line(row: sqlite3.Row | tuple[str | None, str | None, str]) -> bytes:
+    """The dlq file's line (no new line) of an ``invalid_users`` row's (record, raw_line, error_reason)."""
     record, raw_line, reason = row
     if record is not None:
         obj: dict[str, Any] = orjson.loads(record)
@@ -47,7 +51,7 @@ def _invalid_line(row: sqlite3.Row) -> bytes:
 def _lines(conn: sqlite3.Connection, kind: str, query: str, run_id: str, counter: list[int]) -> Iterator[bytes]:
     for row in conn.execute(query, (run_id,)):
         counter[0] += 1
-        yield (_invalid_line(row) if kind == "dlq" else row[0].encode()) + b"\n"
+        yield (invalid_line(row) if kind == "dlq" else row[0].encode()) + b"\n"
 
 
 def write_run_files(
@@ -93,3 +97,158 @@ def write_run_files(
             "encrypted": bool(recipients),
         }
     return out
+
+
+KINDS = ("raw", "processed", "dlq")
+
+
+class LoadingFiles:
+    """The three plaintext files of each run appended as its pages commit, so the end of a run only renames them.
+
+    ``append`` runs inside the page's SQLite transaction and records each file's length and line count there
+    (table ``loading_files``); before every append a file is cut back to its recorded length, so bytes written by a
+    transaction that then rolled back (or by a saver killed before its commit) are dropped. The files keep the
+    tables' order (page, then position) only while pages commit in page order; a page that comes out of order
+    stops the appending for its run, and ``finish`` then returns None: the files are written from the tables.
+    The sha256 of each file is kept in memory as pages commit; after a restart ``finish`` reads the file instead.
+    """
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir)
+        # (run_id, kind) -> (sha256 of the file's first n bytes, n); updated only after the commit.
+        self._digests: dict[tuple[str, str], tuple[Any, int]] = {}
+        self._pending: list[tuple[str, str, str, int, bytes]] = []
+        # Called with (run_id, kind, name, start offset, bytes) for each append once its transaction committed.
+        self.on_commit: Callable[[str, str, str, int, bytes], None] | None = None
+
+    def path(self, run_id: str, name: str) -> Path:
+        """Where the file of ``name`` grows while the run loads (the run id keeps two runs of one second apart)."""
+        return self.data_dir / f"{name}.{run_id}.loading"
+
+    def append(
+        self, conn: sqlite3.Connection, run_id: str, names: dict[str, str], page: int, lines: dict[str, list[bytes]]
+    ) -> None:
+        """Append ``page``'s lines (kind -> lines ending in a new line, in position order) inside the open transaction.
+
+        Never raises for the files: a page out of order, a file shorter than recorded or a write error stops the
+        appending for the run (its files are then written from the tables at the end).
+        """
+        row = conn.execute("SELECT * FROM loading_files WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO loading_files (run_id, next_page) VALUES (?, ?)", (run_id, 0 if page == 0 else -1)
+            )
+            if page != 0:
+                return
+            row = {"next_page": 0, **{f"{k}_{m}": 0 for k in KINDS for m in ("bytes", "records")}}
+        if row["next_page"] != page:
+            if row["next_page"] != -1:
+                conn.execute("UPDATE loading_files SET next_page=-1 WHERE run_id=?", (run_id,))
+            return
+        sizes, pending = [], []
+        try:
+            for kind in KINDS:
+                path, recorded = self.path(run_id, names[f"{kind}_file"]), row[f"{kind}_bytes"]
+                data = b"".join(lines[kind])
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "r+b" if recorded else "wb") as fh:
+                    if fh.seek(0, os.SEEK_END) < recorded:
+                        raise OSError(f"{path} is shorter than its recorded {recorded} bytes")
+                    fh.truncate(recorded)
+                    fh.seek(recorded)
+                    fh.write(data)
+                sizes.append(len(data))
+                pending.append((run_id, kind, names[f"{kind}_file"], recorded, data))
+        except OSError as exc:
+            log.warning("run files cannot be appended; they will be written at the end", run_id=run_id, error=str(exc))
+            conn.execute("UPDATE loading_files SET next_page=-1 WHERE run_id=?", (run_id,))
+            return
+        self._pending += pending
+        conn.execute(
+            "UPDATE loading_files SET next_page=?, raw_bytes=raw_bytes+?, raw_records=raw_records+?, "
+            "processed_bytes=processed_bytes+?, processed_records=processed_records+?, dlq_bytes=dlq_bytes+?, "
+            "dlq_records=dlq_records+? WHERE run_id=?",
+            (
+                page + 1,
+                sizes[0],
+                len(lines["raw"]),
+                sizes[1],
+                len(lines["processed"]),
+                sizes[2],
+                len(lines["dlq"]),
+                run_id,
+            ),
+        )
+
+    def discard(self, run: sqlite3.Row) -> None:
+        """Remove what was appended for ``run`` (its files are being written from the tables instead)."""
+        for kind in KINDS:
+            self.path(run["run_id"], run[f"{kind}_file"]).unlink(missing_ok=True)
+            self._digests.pop((run["run_id"], kind), None)
+
+    def committed(self, ok: bool) -> None:
+        """The transaction of the appends since the last call committed (``ok``) or rolled back."""
+        pending, self._pending = self._pending, []
+        for run_id, kind, name, start, data in pending if ok else []:
+            if self.on_commit:
+                try:
+                    self.on_commit(run_id, kind, name, start, data)
+                except Exception:  # the stream is an optimisation: it must never stop the load
+                    log.exception("handing appended bytes on failed", run_id=run_id, kind=kind)
+            digest, n = self._digests.get((run_id, kind), (None, -1))
+            if start == 0:
+                digest, n = hashlib.sha256(), 0
+            if digest is None or n != start:
+                self._digests.pop((run_id, kind), None)  # lost track (a restart): finish reads the file
+                continue
+            digest.update(data)
+            self._digests[(run_id, kind)] = (digest, n + len(data))
+
+    def finish(self, conn: sqlite3.Connection, run: sqlite3.Row) -> dict[str, RunFile] | None:
+        """Move the run's appended files to their names; the same result as ``write_run_files``, or None.
+
+        None when the files were not appended whole and in order (a page out of order or loaded before this
+        table existed, counts that differ from the run's): the caller writes them from the tables.
+        """
+        run_id = run["run_id"]
+        row = conn.execute("SELECT * FROM loading_files WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        expected = {"raw": run["raw_count"], "processed": run["valid_count"], "dlq": run["invalid_count"]}
+        if row["next_page"] != run["pages_expected"] or any(row[f"{k}_records"] != n for k, n in expected.items()):
+            return None
+        out: dict[str, RunFile] = {}
+        sources: dict[str, Path] = {}
+        for kind in KINDS:
+            name, recorded = run[f"{kind}_file"], row[f"{kind}_bytes"]
+            src, path = self.path(run_id, name), self.data_dir / name
+            try:
+                with open(src, "r+b") as fh:
+                    if fh.seek(0, os.SEEK_END) < recorded:
+                        return None
+                    fh.truncate(recorded)
+                    os.fsync(fh.fileno())
+            except FileNotFoundError:
+                return None
+            digest, n = self._digests.get((run_id, kind), (None, -1))
+            if digest is None or n != recorded:
+                digest = hashlib.sha256()
+                with open(src, "rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        digest.update(chunk)
+            sources[kind] = src
+            out[kind] = {
+                "path": path,
+                "name": name,
+                "bytes": recorded,
+                "sha256": digest.hexdigest(),
+                "records": row[f"{kind}_records"],
+                "encrypted": False,
+            }
+        for kind, info in out.items():
+            sources[kind].replace(info["path"])
+            # A copy left by an earlier write in encrypted mode must not linger beside the plaintext.
+            (self.data_dir / (info["name"] + crypto.SUFFIX)).unlink(missing_ok=True)
+        for kind in KINDS:
+            self._digests.pop((run_id, kind), None)
+        return out

@@ -84,7 +84,8 @@ def _client_key(s: SaverSettings) -> paramiko.PKey:
     return load_key(data, passphrase, s.sftp_key_path)
 
 
-def _connect(s: SaverSettings) -> paramiko.SSHClient:
+def connect(s: SaverSettings) -> paramiko.SSHClient:
+    """An SSH session with ``s``'s server, its host key checked against the pinned known_hosts; UploadFailed."""
     key = _client_key(s)
     try:
         with open(s.sftp_known_hosts, encoding="utf-8", errors="replace") as fh:
@@ -138,7 +139,8 @@ def _connect(s: SaverSettings) -> paramiko.SSHClient:
     return client
 
 
-def _mkdirs(sftp: paramiko.SFTPClient, path: str) -> None:
+def mkdirs(sftp: paramiko.SFTPClient, path: str) -> None:
+    """Create the remote folder ``path`` and its parents where missing."""
     parts, current = path.split("/"), ""
     for part in parts:
         if not part:
@@ -152,13 +154,13 @@ def _mkdirs(sftp: paramiko.SFTPClient, path: str) -> None:
 
 
 def _upload_once(s: SaverSettings, files: dict[str, tuple[Path, str]]) -> dict[str, str]:
-    client = _connect(s)
+    client = connect(s)
     try:
         sftp = client.open_sftp()
         remote: dict[str, str] = {}
         for kind, (local, name) in files.items():
             target = posixpath.join(s.sftp_remote_dir, name)
-            _mkdirs(sftp, posixpath.dirname(target))
+            mkdirs(sftp, posixpath.dirname(target))
             tmp = target + ".part"
             size = local.stat().st_size
             # confirm=True stats the upload and fails on a size mismatch.

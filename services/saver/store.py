@@ -10,7 +10,7 @@ import orjson
 from etl_common.clock import stamp_iso, utc_iso
 from etl_common.db import connect_writer
 from etl_common.files import file_names
-from saver.files import RunFile
+from saver.files import LoadingFiles, RunFile, invalid_line
 from saver.migrate import migrate
 
 
@@ -99,8 +99,10 @@ _INSERT_INVALID = (
 class Store:
     """Owns the writer connection; every write is one explicit transaction."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, loading_dir: str | None = None) -> None:
+        """``loading_dir``: append each run's three plaintext files there as its pages commit (``LoadingFiles``)."""
         self.conn = connect_writer(path)
+        self.loading = LoadingFiles(loading_dir) if loading_dir is not None else None
         # Checkpoint the WAL every ~40 MB instead of every 4 MB: each checkpoint syncs the file, and at the
         # default they took a third of the load time (measured on batches of 10 pages of 100 users).
         self.conn.execute("PRAGMA wal_autocheckpoint=10000")
@@ -186,10 +188,19 @@ class Store:
     def load_pages(self, pages: Iterable[dict[str, Any]]) -> list[tuple[str, int]]:
         """Load pages in one transaction; a page already in the ledger adds nothing. Returns the new ones."""
         loaded = []
-        with self._tx():
-            for page in pages:
-                if self._load_page(page):
-                    loaded.append((str(page["run_id"]), int(page["page"])))
+        # In page order, so that the files appended while loading (LoadingFiles) keep the tables' order.
+        ordered = sorted(pages, key=lambda p: (str(p["run_id"]), int(p["page"])))
+        try:
+            with self._tx():
+                for page in ordered:
+                    if self._load_page(page):
+                        loaded.append((str(page["run_id"]), int(page["page"])))
+        except BaseException:
+            if self.loading:
+                self.loading.committed(False)
+            raise
+        if self.loading:
+            self.loading.committed(True)
         return loaded
 
     def _load_page(self, p: dict[str, Any]) -> bool:
@@ -209,51 +220,51 @@ class Store:
         self.conn.executemany(
             _INSERT_RAW, [(run_id, page, pos, *common[pos], at, raw_json[pos].decode()) for pos in range(len(raw))]
         )
-        self.conn.executemany(
-            _INSERT_VALID,
-            [
-                (
-                    run_id,
-                    page,
-                    pos,
-                    *common[pos],
-                    _str(v["department_code"]),
-                    _str(_get(r, "company", "title")),
-                    _str(r.get("role")),
-                    _str(_get(r, "address", "city")),
-                    _str(_get(r, "address", "state")),
-                    _str(r.get("userAgent")),
-                    at,
-                    _with_code(raw_json[pos], v["department_code"]),
-                )
-                for v in valid
-                for pos in [int(v["pos"])]
-                for r in [raw[pos]]
-            ],
-        )
-        self.conn.executemany(
-            _INSERT_INVALID,
-            [
-                (
-                    run_id,
-                    page,
-                    pos,
-                    *common[pos],
-                    str(i["error_reason"]),
-                    _rules(i.get("rules")),
-                    i.get("raw_line"),
-                    at,
-                    raw_json[pos].decode() if isinstance(raw[pos], dict) else None,
-                )
-                for i in invalid
-                for pos in [int(i["pos"])]
-            ],
-        )
+        valid_rows = [
+            (
+                run_id,
+                page,
+                pos,
+                *common[pos],
+                _str(v["department_code"]),
+                _str(_get(r, "company", "title")),
+                _str(r.get("role")),
+                _str(_get(r, "address", "city")),
+                _str(_get(r, "address", "state")),
+                _str(r.get("userAgent")),
+                at,
+                _with_code(raw_json[pos], v["department_code"]),
+            )
+            for v in valid
+            for pos in [int(v["pos"])]
+            for r in [raw[pos]]
+        ]
+        self.conn.executemany(_INSERT_VALID, valid_rows)
+        invalid_rows = [
+            (
+                run_id,
+                page,
+                pos,
+                *common[pos],
+                str(i["error_reason"]),
+                _rules(i.get("rules")),
+                i.get("raw_line"),
+                at,
+                raw_json[pos].decode() if isinstance(raw[pos], dict) else None,
+            )
+            for i in invalid
+            for pos in [int(i["pos"])]
+        ]
+        self.conn.executemany(_INSERT_INVALID, invalid_rows)
         self.conn.execute(
             "UPDATE etl_runs SET raw_count=raw_count+?, valid_count=valid_count+?, invalid_count=invalid_count+?, "
             "updated_at=? WHERE run_id=?",
             (len(raw), len(valid), len(invalid), at, run_id),
         )
+        if self.loading:
+            self.loading.append(
+                self.conn, run_id, file_names(str(p["run_ts"])), page, _page_lines(raw_json, valid_rows, invalid_rows)
+            )
         return True
 
     def complete_runs(self) -> list[str]:
@@ -360,6 +371,29 @@ class Store:
             "CASE WHEN started_at > ? THEN started_at ELSE ? END, finished_at) WHERE run_id=?",
             (status, error, now_iso(), finished, finished, run_id),
         )
+
+
+def _page_lines(
+    raw_json: list[bytes], valid_rows: list[tuple[Any, ...]], invalid_rows: list[tuple[Any, ...]]
+) -> dict[str, list[bytes]]:
+    """The page's lines of the three files, as ``write_run_files`` makes them from the rows just inserted.
+
+    Rows are (run_id, page, position, ..., record) tuples; in position order, the first row of a position only
+    (``INSERT OR IGNORE`` keeps that one), so the lines equal the tables' rows.
+    """
+
+    def first_by_position(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        seen: dict[int, tuple[Any, ...]] = {}
+        for row in rows:
+            seen.setdefault(row[2], row)
+        return [seen[pos] for pos in sorted(seen)]
+
+    return {
+        "raw": [j + b"\n" for j in raw_json],
+        "processed": [row[-1].encode() + b"\n" for row in first_by_position(valid_rows)],
+        # invalid_users rows end with (error_reason, rules, raw_line, inserted_at, record).
+        "dlq": [invalid_line((row[-1], row[-3], row[-5])) + b"\n" for row in first_by_position(invalid_rows)],
+    }
 
 
 class _Transaction:

@@ -20,9 +20,10 @@ from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
 from saver import crypto, report, sftp
 from saver.agefmt import x25519
-from saver.files import write_run_files
+from saver.files import LoadingFiles, RunFile, write_run_files
 from saver.settings import SaverSettings
 from saver.store import Store
+from saver.stream import StreamingUpload
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("saver")
@@ -55,6 +56,11 @@ class Worker(StreamWorker[SaverSettings]):
         # The same tenacity strategy as every other retry, spread over turns instead of slept in one.
         self.upload_wait = wait_exponential(multiplier=settings.upload_retry_s, max=settings.upload_retry_max_s)
         self.run_traces: dict[str, str] = {}
+        # The upload streamed as pages commit, when the files are appended while loading (plaintext) and SFTP is on.
+        self.streaming = StreamingUpload(settings) if settings.sftp_enabled and store.loading else None
+        if self.streaming and store.loading:
+            store.loading.on_commit = self.streaming.send
+        self.streamed: set[str] = set()  # runs whose files are those appended (and streamed) while they loaded
         self.reports: dict[str, report.Job] = {}  # run_id -> its quality report being computed
 
     def serve(self) -> None:
@@ -197,7 +203,7 @@ class Worker(StreamWorker[SaverSettings]):
             t0 = time.monotonic()
             with tracer.start_as_current_span("files.write"):
                 try:
-                    written = write_run_files(self.store.conn, run, self.settings.data_dir, self._recipients())
+                    written = self._files(run, self._recipients())
                 except crypto.CryptoError as exc:
                     # A bad recipients file must not stop the saver: the run waits, like for an SFTP outage.
                     self._defer(run_id, str(exc))
@@ -213,6 +219,20 @@ class Worker(StreamWorker[SaverSettings]):
             metrics.STAGE_DURATION.labels(stage="files").observe(time.monotonic() - t0)
             log.info("files written", run_id=run_id, **{k: v["records"] for k, v in written.items()})
             self._upload(run_id, {k: (v["path"], v["name"]) for k, v in written.items()})
+
+    def _files(self, run: sqlite3.Row, recipients: list[x25519.Recipient] | None) -> dict[str, RunFile]:
+        """The run's three files: those appended while it loaded when they are whole, else written from the tables."""
+        loading = self.store.loading
+        written = loading.finish(self.store.conn, run) if loading and not recipients else None
+        if written is None:
+            # What was appended is not used; plaintext must not linger (e.g. appended before encryption was on).
+            (loading or LoadingFiles(self.settings.data_dir)).discard(run)
+            if self.streaming:
+                self.streaming.discard(run["run_id"])
+            written = write_run_files(self.store.conn, run, self.settings.data_dir, recipients)
+        else:
+            self.streamed.add(run["run_id"])
+        return written
 
     def _start_report(self, run_id: str) -> None:
         """Start computing the run's data-quality report in a child process, unless it exists or is under way."""
@@ -277,7 +297,7 @@ class Worker(StreamWorker[SaverSettings]):
         t0 = time.monotonic()
         try:
             with tracer.start_as_current_span("sftp.upload", attributes={"etl.files": len(files)}):
-                remote = sftp.upload(self.settings, files)
+                remote = self._streamed(run_id, files) or sftp.upload(self.settings, files)
         except sftp.UploadFailed as exc:
             self._defer(run_id, str(exc))
             return
@@ -292,6 +312,14 @@ class Worker(StreamWorker[SaverSettings]):
         self._await_report(run_id)
         self.store.mark_uploaded(run_id, remote)
         self._succeeded(run_id, remote)
+
+    def _streamed(self, run_id: str, files: dict[str, tuple[Path, str]]) -> dict[str, str] | None:
+        """The remote paths when the run's files went up as its pages committed; None: upload them whole."""
+        if self.streaming is None or run_id not in self.streamed:
+            return None
+        self.streamed.discard(run_id)  # one chance: a retry uploads the files whole
+        sizes = {kind: path.stat().st_size for kind, (path, _) in files.items()}
+        return self.streaming.finish(run_id, sizes, self.settings.sftp_timeout_s)
 
     def _defer(self, run_id: str, error: str) -> None:
         """The run stays upload_pending with ``error`` shown; the next try is due after a doubling delay.

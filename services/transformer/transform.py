@@ -4,8 +4,8 @@ from typing import Any
 
 import orjson
 
+from etl_common import pii
 from etl_common.jsontext import QUARANTINE, quarantined
-from transformer import pii
 from transformer.enrich import UNKNOWN, department_code
 from transformer.validate import NOT_AN_OBJECT, Problem, problems
 

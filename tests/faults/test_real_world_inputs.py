@@ -113,6 +113,18 @@ def corpus() -> tuple[list[tuple[bytes, str | None]], list[str]]:
     add(_text(u, age="2.5e1"), None, s)  # an exponent takes the exact reader; the record stays valid
     u, s = _user(36)
     add(_text(u, password='"pw\xff\xfe-' + s[0] + '"'), "password: not valid Unicode (byte 0xFF is not UTF-8", s)
+    # Secrets in other shapes and spellings, in records that are otherwise valid: none of them is kept.
+    card, iban, wallet = (secrets.token_hex(10) for _ in range(3))
+    u, s = _user(37, bank=orjson.dumps({"cardNumber": "c" + card, "iban": "i" + iban}).decode())
+    add(orjson.dumps(u), None, [*s, card, iban])
+    u, s = _user(38, crypto=[{"wallet": "0x" + wallet}])
+    add(orjson.dumps(u), None, [*s, wallet])
+    pw, ssn = _secrets()
+    u, s = _user(39, Password=pw, SSN=ssn, extra={"password": pw + "x", "nested": [{"S_S_N": ssn}]})
+    add(orjson.dumps(u), None, [*s, pw, ssn])
+    card = secrets.token_hex(10)
+    u, s = _user(40, bank={"cardNumber": ["n" + card, {"CARD_NUMBER": "m" + card}], "iban": 12345678901234})
+    add(orjson.dumps(u), None, [*s, card, "12345678901234"])
     return items, found
 
 
@@ -120,10 +132,13 @@ def page(items: list[bytes], total: int) -> bytes:
     return b'{"users":[' + b",".join(items) + b'],"total":%d,"skip":0,"limit":%d}' % (total, len(items))
 
 
-def scan(p: Pipeline, extra_texts: dict[str, str], found: list[str]) -> list[tuple[str, str]]:
-    """Where any of ``found`` shows: the database files, local files, uploads, service logs, API answers."""
+def scan(
+    p: Pipeline, extra_texts: dict[str, str], found: list[str], redis_dir: Path | None = None
+) -> list[tuple[str, str]]:
+    """Where any of ``found`` shows: the database files, local files, uploads, service logs, API answers and
+    (``redis_dir``) Redis's append-only file, which keeps what stream entries held after they are deleted."""
     places: dict[str, bytes] = {f"db:{f.name}": f.read_bytes() for f in p.db_path.parent.glob("data.db*")}
-    for root in (p.data_dir, p.upload_dir, p.logdir):
+    for root in (p.data_dir, p.upload_dir, p.logdir, *([redis_dir] if redis_dir else [])):
         places |= {str(f): f.read_bytes() for f in Path(root).rglob("*") if f.is_file()}
     places |= {k: v.encode("utf-8", "surrogatepass") for k, v in extra_texts.items()}
     assert any(k.startswith("db:") for k in places) and len(places) > 5
@@ -136,7 +151,7 @@ def source_secrets(src, count: int) -> list[str]:
     return [u["password"] for u in users] + [u["ssn"] for u in users]
 
 
-def test_every_bad_value_shape_is_accounted_for_and_no_secret_leaks(make_source, make_pipeline):
+def test_every_bad_value_shape_is_accounted_for_and_no_secret_leaks(make_source, make_pipeline, redis_server):
     items, found = corpus()
     tail = 10  # a normal page after the bad one: the run goes on
     src = make_source(count=len(items) + tail)
@@ -199,7 +214,7 @@ def test_every_bad_value_shape_is_accounted_for_and_no_secret_leaks(make_source,
     assert all(orjson.loads(a) for a in answers.values())
     logs = {f"log:{n}": proc.output() for n, proc in p.procs.items()} | {"log:extract": done.stdout + done.stderr}
     assert "record quarantined" in logs["log:extract"]
-    assert not scan(p, answers | logs, found)
+    assert not scan(p, answers | logs, found, redis_server.dir)
     # The scan does read every place: a value that is kept shows in the database, files, uploads and API.
     hits = [where for where, _ in scan(p, answers, ["Dana"])]
     assert any(w.startswith("db:") for w in hits) and any(w.startswith("/data/") for w in hits)

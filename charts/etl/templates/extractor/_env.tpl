@@ -1,6 +1,6 @@
 {{/* Settings of the extractor, for the Deployment and the CronJob. */}}
 {{- define "etl.extractor.env" -}}
-{{- $env := dict "ETL_SOURCE_URL" .Values.extractor.sourceUrl "ETL_SCHEDULE" .Values.extractor.schedule "ETL_RUN_ON_START" .Values.extractor.runOnStart "ETL_PAGE_SIZE" .Values.extractor.pageSize "ETL_RETRY_DELAYS" .Values.extractor.retryDelays -}}
+{{- $env := dict "ETL_SOURCE_URL" .Values.extractor.sourceUrl "ETL_SCHEDULE" .Values.extractor.schedule "ETL_RUN_ON_START" .Values.extractor.runOnStart "ETL_PAGE_SIZE" .Values.extractor.pageSize "ETL_RETRY_DELAYS" .Values.extractor.retryDelays "ETL_PII_POLICY" .Values.transformer.piiPolicy -}}
 {{- include "etl.env" (dict "ctx" . "env" (merge (deepCopy .Values.extractor.env) $env)) -}}
 {{- end -}}
 

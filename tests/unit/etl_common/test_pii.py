@@ -5,7 +5,7 @@ import json
 import pytest
 
 from dummyjson.users import make_user
-from transformer import pii
+from etl_common import pii
 
 
 def test_mask_keeps_last_four():
@@ -86,3 +86,35 @@ class TestPolicyOnEveryShape:
     def test_other_values_pass(self):
         for value in (1, None, True, 1.5, "plain text", "{not json"):
             assert pii.protect(value) == value
+
+
+@pytest.mark.parametrize(
+    ("record", "kept"),
+    [
+        # Field names in any case or separator style, at any depth.
+        ({"Password": "p1", "PASSWORD": "p2", "pass_word": "p3", "id": 1}, {"id": 1}),
+        ({"extra": {"password": "p4", "list": [{"password": "p5"}]}}, {"extra": {"list": [{}]}}),
+        ({"SSN": "123-45-6789"}, {"SSN": "*******6789"}),
+        ({"profile": {"card_number": "4000056655665556"}}, {"profile": {"card_number": "************5556"}}),
+        # A sensitive field holding an array or an object is masked leaf by leaf, never turned into text.
+        ({"bank": {"cardNumber": ["4000056655665556"]}}, {"bank": {"cardNumber": ["************5556"]}}),
+        ({"crypto": [{"wallet": "0x1111222233334444"}]}, {"crypto": [{"wallet": "**************4444"}]}),
+        ({"ein": {"value": 123456789, "ok": True}}, {"ein": {"value": "*****6789", "ok": "****"}}),
+    ],
+)
+def test_every_shape_and_spelling_of_a_secret_is_protected(record, kept):
+    assert pii.protect(record, "mask") == kept
+
+
+def test_a_field_given_as_json_text_is_read_and_protected():
+    record = {"id": 1, "bank": '{"cardNumber": "4000056655665556", "iban": "GB82WEST12345698765432", "x": 1}'}
+    out = pii.protect(record, "mask")
+    assert json.loads(out["bank"]) == {"cardNumber": "************5556", "iban": "******************5432", "x": 1}
+
+
+@pytest.mark.parametrize("policy", pii.POLICIES)
+def test_the_policy_is_idempotent(policy):
+    """The extractor and the transformer both apply it: twice is the same as once."""
+    record = {"password": "p", "ssn": "123-45-6789", "bank": {"iban": ["GB82WEST12345698765432"]}, "n": "x"}
+    once = pii.protect(record, policy)
+    assert pii.protect(once, policy) == once and "password" not in once
