@@ -10,8 +10,8 @@ help: ## List the targets
 env: ## Install system packages when missing (as root) and create .venv
 	@scripts/bootstrap.sh
 
-demo: env ## Run the whole system locally and perform one run (ONCE=1 stops after the summary)
-	@$(PY) scripts/demo.py $(if $(ONCE),--once,)
+demo: env ## Run the whole system locally and perform one run (ONCE=1 stops after the summary; BAD_EVERY=0 no broken users)
+	@$(PY) scripts/demo.py $(if $(ONCE),--once,) $(if $(BAD_EVERY),--bad-every $(BAD_EVERY),)
 
 test: ## All tests: unit, integration and faults, on real Redis, SFTP and SQLite (installs Prometheus and age as root)
 	@scripts/bootstrap.sh --test

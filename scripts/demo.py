@@ -28,6 +28,7 @@ from dotenv import dotenv_values
 
 import testbed as tb
 from api.settings import ApiSettings
+from etl_common import setting_names
 from etl_common.db import connect_reader
 from etl_common.keys import Keys
 from etl_common.settings import load
@@ -47,6 +48,7 @@ CORS_ORIGINS = ",".join(
     f"http://{host}:{port}" for port in (3000, 5173, 4200, 8080) for host in ("localhost", "127.0.0.1")
 )
 KEEP_LOG_DIRS = 5
+DEFAULT_OPS_PORT = 9101
 SETTINGS = (ExtractorSettings, TransformerSettings, SaverSettings, ApiSettings)
 
 
@@ -71,10 +73,42 @@ def settings_env() -> dict[str, str]:
 
 
 def check_settings(env: dict[str, str]) -> None:
-    """Every service's settings with ``env``: a bad value stops the demo with one line and exit code 2."""
+    """Every service's settings with ``env``: a bad value stops the demo with one line and exit code 2.
+
+    The demo knows every service, so an ETL_* name none of them reads is refused (``Refused``, code 2),
+    with the closest setting when there is one: a misspelt name would otherwise be ignored.
+    """
+    unknown = sorted(set(env) - setting_names.KNOWN)
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = setting_names.suggestion(name, setting_names.SETTINGS)
+            hints.append(f"{name} (did you mean {close}?)" if close else name)
+        raise Refused(f"unknown setting {', '.join(hints)}: no service reads it; fix or remove it", code=2)
     values = {k.removeprefix("ETL_").lower(): v for k, v in env.items()}
     for cls in SETTINGS:
         load(cls, _env_file=None, **values)
+
+
+def ops_ports_base(value: str | None) -> int:
+    """The extractor's /metrics port; the transformer and the saver take the next two.
+
+    Unset: 9101. ``0`` (off for a service) is not honoured: the demo waits on these ports to know
+    the workers are up, so it says so and uses 9101-9103. ``Refused`` (exit code 2) when the
+    third port would pass 65535.
+    """
+    base = int(value) if value and value.strip() else None
+    if base == 0:
+        print("note: ETL_OPS_PORT=0 (off) is not honoured by the demo: /metrics on 9101-9103", file=sys.stderr)
+    if not base:
+        return DEFAULT_OPS_PORT
+    if base + 2 > 65535:
+        raise Refused(
+            f"ETL_OPS_PORT={base}: the demo uses it and the next two ports (transformer, saver), "
+            "so it must be at most 65533",
+            code=2,
+        )
+    return base
 
 
 def lock_checkout() -> IO[str]:
@@ -308,9 +342,9 @@ def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
     env = settings_env()
     env.setdefault("ETL_API_PORT", "8000")
     env.setdefault("ETL_API_CORS_ORIGINS", CORS_ORIGINS)
-    ops_base = int(env.get("ETL_OPS_PORT") or 0) or 9101
+    check_settings(env)  # first: a value that is not a port stops here with one line
+    ops_base = ops_ports_base(env.get("ETL_OPS_PORT"))
     env["ETL_OPS_PORT"] = str(ops_base)
-    check_settings(env)
     api_host, api_port = env.get("ETL_API_HOST", "127.0.0.1"), int(env["ETL_API_PORT"])
     ops = {"extractor": ops_base, "transformer": ops_base + 1, "saver": ops_base + 2}
     lock = lock_checkout()  # noqa: F841 - held until the process ends
@@ -335,7 +369,10 @@ def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
         tb.wait_port(port, proc=procs[-1].popen)
         env["ETL_SOURCE_URL"] = f"http://127.0.0.1:{port}/users"
         if args.bad_every:
-            broken = f"the local source breaks every {args.bad_every}th user on purpose; --bad-every 0 turns it off"
+            broken = (
+                f"the local source breaks every {args.bad_every}th user on purpose; "
+                "`make demo BAD_EVERY=0` (--bad-every 0) turns it off"
+            )
     token = api_token(env)
     env.update(
         {

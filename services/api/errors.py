@@ -1,6 +1,7 @@
 """Error answers: always JSON ``{"detail": ...}`` with the right status, never a trace or SQL internals."""
 
 import math
+import re
 import sqlite3
 from typing import Any
 
@@ -10,10 +11,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.db import NotReady
+from api.models import NO_CONTROL_MESSAGE
 from etl_common.jsontext import BAD_UNICODE
 
 # How much of a refused input a 422 echoes back: enough to see the mistake, never a whole hostile body.
 _ECHO_DEPTH, _ECHO_ITEMS, _ECHO_CHARS = 4, 20, 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +50,14 @@ def _echo(value: Any, depth: int = 0) -> Any:
     return _echo(str(value))
 
 
+def _message(error: Any) -> str:
+    """The error's message; the pattern of free text (no control characters) said in words."""
+    value = error.get("input")
+    if error.get("type") == "string_pattern_mismatch" and isinstance(value, str) and _CONTROL.search(value):
+        return NO_CONTROL_MESSAGE
+    return str(error.get("msg", ""))
+
+
 async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
     # FastAPI's own handler echoes the input as it came: a lone surrogate or a NaN in it made the 422 a 500.
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
@@ -54,7 +65,7 @@ async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
         {
             "type": _echo(e.get("type", "")),
             "loc": [_echo(part) for part in e.get("loc", ())],
-            "msg": _echo(e.get("msg", "")),
+            "msg": _echo(_message(e)),
             "input": _echo(e.get("input")),
         }
         for e in errors

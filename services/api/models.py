@@ -8,6 +8,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+# Free text in a query string or path: no control characters. SQLite's text functions (LIKE,
+# lower) stop at a NUL, so `q=a%00zzzz` searched like `q=a`; none of the searched columns hold one.
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+NO_CONTROL_MESSAGE = "control characters (U+0000 to U+001F, U+007F) are not allowed"
+
 Status = Literal["running", "extracted", "transformed", "loaded", "upload_pending", "succeeded", "failed"]
 
 

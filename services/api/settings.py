@@ -1,6 +1,8 @@
 """API settings: database, authentication, CORS, server and SQL console limits."""
 
-from pydantic import Field, SecretStr
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
 
 from etl_common.settings import BaseEtlSettings
 
@@ -24,3 +26,43 @@ class ApiSettings(BaseEtlSettings):
     api_sql_max_bytes: int = Field(4_000_000, ge=1000, le=100_000_000)
     # Redis commands (POST /etl_runs) fail fast rather than hang a request.
     api_redis_timeout_s: float = Field(2.0, gt=0, le=30)
+
+    @field_validator("api_cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        """Each origin as a browser sends it, or ``*`` alone: a path or a slash would never match."""
+        if not value.strip():
+            return ""
+        origins = [o.strip() for o in value.split(",")]
+        if "" in origins:
+            raise ValueError("an empty origin (two commas, or one at an end); separate origins with one comma")
+        if "*" in origins and len(origins) > 1:
+            raise ValueError("'*' allows every origin and must stand alone")
+        for origin in origins:
+            if origin != "*":
+                _check_origin(origin)
+        return ",".join(origins)
+
+
+def _check_origin(origin: str) -> None:
+    """ValueError unless ``origin`` is ``scheme://host[:port]`` with scheme http or https."""
+    expected = "an origin is scheme://host[:port], lower-case, no path or trailing slash, e.g. http://localhost:5000"
+    try:
+        parts = urlsplit(origin)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = None, False
+    if (
+        parts is None
+        or not port_ok
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or origin.endswith(("?", "#"))
+        or origin != origin.lower()  # browsers send it lower-case, and the match is exact
+        or any(c.isspace() for c in origin)
+    ):
+        raise ValueError(f"{origin!r} is not an origin: {expected}")

@@ -50,6 +50,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "pages_expected",
             "error",
             "updated_at",
+            "warnings",
         )
     ),
     "raw_users": frozenset(_COMMON),
@@ -68,6 +69,13 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 # Functions that read files, expose pointers or are not needed for reporting.
 _DENIED_FUNCTIONS = frozenset(("load_extension", "fts3_tokenizer", "readfile", "writefile", "edit"))
+# Functions that can spend seconds in one step, where the progress handler never runs: printf's
+# ``%.*c`` repeats a character one at a time whatever the length limit (SQLite 3.40: ~3 s for
+# 9e8, 12 s for 2^31, returning NULL at the end).
+_UNBOUNDED_FUNCTIONS = frozenset(("printf", "format"))
+# Without Connection.setlimit (Python 3.10) nothing caps a value's length, so the functions that
+# build a large value from a small number are refused as well.
+_GROWTH_FUNCTIONS = frozenset(("zeroblob", "randomblob", "replace", "hex", "quote"))
 _ACTION_NAMES = {
     1: "create index",
     2: "create table",
@@ -123,9 +131,10 @@ class Result:
 class _Guard:
     """The authorizer: remembers the first refusal so the answer can say what was refused."""
 
-    def __init__(self, real_tables: set[str]) -> None:
+    def __init__(self, real_tables: set[str], length_capped: bool) -> None:
         self.reason: str | None = None
         self.real_tables = real_tables
+        self.unbounded = _UNBOUNDED_FUNCTIONS if length_capped else _UNBOUNDED_FUNCTIONS | _GROWTH_FUNCTIONS
 
     def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None, _src: str | None) -> int:
         if action == sqlite3.SQLITE_SELECT or action == sqlite3.SQLITE_RECURSIVE:
@@ -140,11 +149,19 @@ class _Guard:
             if allowed is None:
                 return self._deny(f"table {table!r} is not available in the console")
             if column and column.lower() not in allowed and column.lower() != "rowid":
-                return self._deny(f"column {table}.{column} is not available (only typed, unmasked columns are)")
+                return self._deny(
+                    f"column {table}.{column} is not available (only typed, unmasked columns are; "
+                    "name the columns instead of *)"
+                )
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_FUNCTION:
             if (arg2 or "").lower() in _DENIED_FUNCTIONS:
                 return self._deny(f"function {arg2}() is not allowed")
+            if (arg2 or "").lower() in self.unbounded:
+                return self._deny(
+                    f"function {arg2}() is not allowed in the console: it can build a value past the "
+                    f"{_MAX_VALUE_BYTES:,}-byte size limit in one step that the time limit cannot stop"
+                )
             return sqlite3.SQLITE_OK
         if action in (9, 18, 23) and (arg1 or "").startswith("sqlite_"):
             # CREATE and DROP (and pragma table functions) first touch the schema table, and SQLite
@@ -174,14 +191,16 @@ def run_query(path: str | Path, query: str, max_rows: int, timeout_ms: int, max_
     """Run ``query`` on a fresh guarded read-only connection and return at most ``max_rows`` rows."""
     conn = connect_reader(path)
     conn.row_factory = None
+    length_capped = False
     if hasattr(conn, "setlimit"):  # Python 3.11+; the authorizer refuses ATTACH anyway
         conn.setlimit(_LIMIT_LENGTH, _MAX_VALUE_BYTES)
         conn.setlimit(_LIMIT_ATTACHED, 0)
+        length_capped = True
     real = {r[0].lower() for r in conn.execute("SELECT name FROM sqlite_master")}
     for fn in _TABLE_FUNCTIONS:
         # First use registers the eponymous table, which the authorizer would see as a schema update.
         conn.execute(f"SELECT 1 FROM {fn}('[]')").fetchall()
-    guard = _Guard(real | set(_BUILTIN_TABLES))
+    guard = _Guard(real | set(_BUILTIN_TABLES), length_capped)
     started = time.monotonic()
     deadline = started + timeout_ms / 1000
     timed_out = False
@@ -218,6 +237,10 @@ def run_query(path: str | Path, query: str, max_rows: int, timeout_ms: int, max_
             raise QueryRefused(f"the query was stopped after the {timeout_ms} ms time limit") from exc
         if guard.reason:
             raise QueryRefused(guard.reason) from exc
+        if isinstance(exc, sqlite3.DataError) or "too big" in str(exc):
+            raise QueryRefused(
+                f"a value grew past the {_MAX_VALUE_BYTES:,}-byte size limit (string or blob too big)"
+            ) from exc
         raise QueryRefused(f"SQL error: {exc}") from exc
     finally:
         conn.close()

@@ -2,10 +2,13 @@
 
 import re
 import sys
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from etl_common.setting_names import given, warn_misspelt
 
 ENV_PREFIX = "ETL_"
 
@@ -67,7 +70,14 @@ def _expected(err: Any) -> str:
 
 
 def load(cls: type[S], **values: Any) -> S:
-    """``cls(**values)`` read from the environment; on a bad value, one line on stderr and exit code 2."""
+    """``cls(**values)`` read from the environment; on a bad value, one line on stderr and exit code 2.
+
+    A misspelt ETL_* name (close to one of ``cls``'s and no other service's) gets one warning line.
+    """
+    env_file = values.get("_env_file", cls.model_config.get("env_file"))
+    prefix = str(cls.model_config.get("env_prefix") or "").upper()
+    own = {prefix + name.upper() for name in cls.model_fields}
+    warn_misspelt(given(env_file if isinstance(env_file, (str, Path)) else None), own)
     try:
         return cls(**values)
     except ValidationError as exc:

@@ -83,12 +83,25 @@ class Service(StreamWorker[ExtractorSettings]):
             next_run=utc_iso(datetime.fromtimestamp(self.next_fire, timezone.utc)),
         )
         if Checkpoint.load(self.client, self.keys.checkpoint) is not None:
-            # A predecessor died mid-run: wait out its lease, then resume the same run.
-            self.run_once("resume", lock_wait_s=self.settings.lock_ttl_s + 1, resume_only=True)
+            # A predecessor stopped mid-run (and freed the lock) or died (wait out its lease): resume the same run.
+            if self._lock_freed(self.settings.lock_ttl_s + 1):
+                self.run_once("resume", lock_wait_s=1.0, resume_only=True)
         elif self.settings.run_on_start:
             self.run_once("startup")
         serve_loop(self._turn, self.reader.setup, self.heartbeat, self.stopper)
         log.info("extractor stopped")
+
+    def _lock_freed(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for no extractor to hold the run lock; False when SIGTERM came first.
+
+        Polled rather than a blocking acquire, so a stop during a predecessor's lease is honoured at once.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.client.exists(self.keys.extract_lock) and time.monotonic() < deadline:
+            self.heartbeat.beat()
+            if self.stopper.sleep(0.1):
+                return False
+        return True
 
     def _satisfied(self, command: dict[str, Any]) -> bool:
         """True when a run started after the request was made (so a burst of requests makes one run)."""

@@ -348,12 +348,18 @@ class TestSqlConsole:
             ("CREATE TEMP VIEW v AS SELECT record FROM raw_users", "refused"),
             ("SELECT load_extension('x')", "load_extension"),
             ("SELECT nonsense FROM", "SQL error"),
+            ("SELECT coalesce(printf('%.*c',900000000,'x'), printf('%.*c',900000000,'x'))", "printf"),
+            ("SELECT length(zeroblob(900000000))", "size limit"),
         ],
     )
     def test_refused_with_a_clear_400(self, api, query, reason):
         r = api.sql(query)
         assert r.status_code == 400, r.text
         assert reason.lower() in r.json()["detail"].lower()
+
+    def test_select_star_works_on_the_runs_table(self, api):
+        body = api.sql("SELECT * FROM etl_runs").json()
+        assert "warnings" in body["columns"] and len(body["rows"]) == 2
 
     def test_database_is_unchanged_by_refused_writes(self, pipeline, api):
         api.sql("DELETE FROM etl_runs")

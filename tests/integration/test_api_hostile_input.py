@@ -145,3 +145,42 @@ def test_the_issue_example_is_a_422(served):
     (error,) = answer.json()["detail"]
     assert error["loc"] == ["body", "query"] and error["type"] == "string_unicode"
     assert error["input"] == "SELECT '\ufffd' AS x"
+
+
+def _free_text(doc: dict) -> list[tuple[str, str, str]]:
+    """(path, parameter, where) of every free-text string parameter (no enum) of every operation."""
+    found = []
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            for param in op.get("parameters", []):
+                schemas = param["schema"].get("anyOf", [param["schema"]])
+                if any(s.get("type") == "string" and "enum" not in s for s in schemas):
+                    found.append((path, param["name"], param["in"]))
+    return found
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x01", "\t", "\n", "\x1f", "\x7f"])
+def test_control_characters_in_free_text_are_a_422_on_every_route(served, control):
+    """``q=a%00zzzz`` searched like ``q=a`` (SQLite stops at the NUL): every free-text parameter refuses them."""
+    api, doc = served
+    free = _free_text(doc)
+    assert {name for _, name, _ in free} >= {"q", "run_id", "department", "department_code", "run"}
+    for path, name, where in free:
+        value = _wire("a" + control + "zzzz")
+        if where == "path":
+            url = path.replace("{" + name + "}", value)
+        else:
+            url = path.replace("{run}", "1") + f"?{name}={value}"
+        answer = api.client.get(url, headers=AUTH)
+        assert answer.status_code == 422, (url, answer.status_code, answer.text[:300])
+        (error,) = answer.json()["detail"]
+        assert error["loc"] == [where, name], url
+        assert error["msg"] == "control characters (U+0000 to U+001F, U+007F) are not allowed", url
+
+
+def test_search_text_without_controls_is_still_searched(served):
+    api, _ = served
+    every = api.client.get("/data/raw_users", params={"q": "a"}, headers=AUTH)
+    assert every.status_code == 200 and every.json()["items"]
+    none = api.client.get("/data/raw_users", params={"q": "a zzzz é"}, headers=AUTH)
+    assert none.status_code == 200 and none.json()["items"] == []

@@ -118,6 +118,25 @@ def test_busy_ports_are_refused_at_once_naming_port_and_variable(demo):
         assert not (demo.home / ".run" / "redis").exists()  # refused before starting anything
 
 
+@pytest.mark.parametrize("base", ["65534", "65535", "65533x"])
+def test_metrics_ports_past_65535_are_one_line_naming_the_variable(demo, base):
+    """The demo takes ETL_OPS_PORT and the next two ports: each must be a port."""
+    out = demo.once(ETL_OPS_PORT=base)
+    assert out.returncode == 2, out.stderr
+    line = one_line(out.stderr)
+    assert "ETL_OPS_PORT" in line and base in line and "Traceback" not in out.stderr
+    assert not (demo.home / ".run" / "redis").exists()  # refused before starting anything
+
+
+def test_metrics_port_zero_is_announced_not_silently_replaced(demo):
+    with socket.socket() as held:  # the API port taken: the demo stops right after its notes
+        held.bind(("127.0.0.1", demo.api_port))
+        held.listen()
+        out = demo.once(ETL_OPS_PORT="0")
+    assert out.returncode == 2, out.stderr
+    assert "ETL_OPS_PORT=0 (off) is not honoured by the demo: /metrics on 9101-9103" in out.stderr
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
@@ -143,6 +162,10 @@ def test_a_typo_in_a_setting_is_one_line_with_exit_code_2(demo, variable, value,
         ("api", "ETL_API_PORT", "abc"),
         ("api", "ETL_BLOCK_MS", "-1"),
         ("saver", "ETL_ENCRYPTION_RECIPIENTS", "garbage"),
+        ("api", "ETL_API_CORS_ORIGINS", "localhost:5000"),
+        ("api", "ETL_API_CORS_ORIGINS", "http://localhost:5000/"),
+        ("api", "ETL_API_CORS_ORIGINS", "http://a.com,,http://b.com"),
+        ("api", "ETL_API_CORS_ORIGINS", "*,http://a.com"),
     ],
 )
 def test_every_service_reports_a_bad_setting_in_one_line(tmp_path, service, variable, value):
@@ -152,6 +175,47 @@ def test_every_service_reports_a_bad_setting_in_one_line(tmp_path, service, vari
     assert out.returncode == 2
     line = one_line(out.stderr)
     assert variable in line and repr(value) in line and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("service", "misspelt", "meant", "others"),
+    [
+        ("extractor", "ETL_PAGE_SZIE", "ETL_PAGE_SIZE", {"ETL_API_PROT": "8001", "ETL_API_PORT": "8001"}),
+        ("transformer", "ETL_PII_POLCY", "ETL_PII_POLICY", {"ETL_PAGE_SZIE": "5", "ETL_SFTP_HOST": "h"}),
+        ("saver", "ETL_SFTP_HOTS", "ETL_SFTP_HOST", {"ETL_API_PROT": "8001", "ETL_PAGE_SIZE": "5"}),
+        ("api", "ETL_API_PROT", "ETL_API_PORT", {"ETL_PAGE_SZIE": "5", "ETL_SCHEDULE": "0 3 * * *"}),
+    ],
+)
+@pytest.mark.parametrize("where", ["environment", ".env"])
+def test_every_service_warns_of_its_own_misspelt_setting_only(tmp_path, service, misspelt, meant, others, where):
+    """One warning line for a near miss of the service's own setting; other services' names pass silently."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    # A bad log format stops the service right after reading its settings, with a line of its own.
+    env.update({"ETL_LOG_FORMAT": "xml", "ETL_API_TOKEN": "t", **others})
+    if where == ".env":
+        (tmp_path / ".env").write_text(f"{misspelt}=1\n")
+    else:
+        env[misspelt] = "1"
+    out = subprocess.run([tb.PYTHON, "-m", service], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert lines[0] == f"unknown setting {misspelt} (ignored); did you mean {meant}?", out.stderr
+    assert len(lines) == 2 and "ETL_LOG_FORMAT" in lines[1]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("ETL_API_PROT", "unknown setting ETL_API_PROT (did you mean ETL_API_PORT?)"),
+        ("ETL_PAGE_SZIE", "unknown setting ETL_PAGE_SZIE (did you mean ETL_PAGE_SIZE?)"),
+        ("ETL_NO_SUCH_THING", "unknown setting ETL_NO_SUCH_THING:"),
+    ],
+)
+def test_the_demo_refuses_a_setting_no_service_reads(demo, given, expected):
+    out = demo.once(**{given: "5"})
+    assert out.returncode == 2, out.stderr
+    assert expected in one_line(out.stderr)
+    assert not (demo.home / ".run" / "redis").exists()
 
 
 def test_dotenv_is_read_and_a_generated_token_is_kept(demo):
@@ -270,3 +334,21 @@ def test_a_service_on_a_busy_port_says_which_variable_moves_it(tmp_path, service
     assert out.returncode == 2
     line = one_line(out.stderr)
     assert str(port) in line and variable in line
+
+
+@pytest.mark.parametrize(
+    ("variables", "arguments"),
+    [
+        ((), []),
+        (("ONCE=1",), ["--once"]),
+        (("BAD_EVERY=0",), ["--bad-every", "0"]),
+        (("BAD_EVERY=7", "ONCE=1"), ["--once", "--bad-every", "7"]),
+    ],
+)
+def test_make_demo_passes_its_variables_to_the_script(variables, arguments):
+    """`make demo BAD_EVERY=0` is how the README turns the broken users off (the recipe, not run: -n)."""
+    out = subprocess.run(
+        ["make", "-n", "-s", "demo", *variables], cwd=tb.ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    line = next(line for line in out.stdout.splitlines() if "scripts/demo.py" in line)
+    assert line.split()[line.split().index("scripts/demo.py") + 1 :] == arguments

@@ -1,6 +1,9 @@
 """The extractor service: daily schedule, run-now commands, one run at a time across replicas."""
 
+import signal
 import time
+
+import pytest
 
 from etl_common import streams
 from tests.faults.conftest import wait_for
@@ -53,3 +56,49 @@ def test_service_start_resumes_an_unfinished_run(make_source, make_pipeline):
     p.start("extractor")
     run = p.wait_run(timeout_s=30)
     assert run["run_id"] == run_id and run["trigger"] == "manual" and run["valid_count"] == 250
+
+
+# Where SIGTERM finds a run: waiting on backpressure, inside a slow page request, in a retry sleep.
+STOP_POINTS = {
+    "backpressure": ({"ETL_RAW_BACKLOG_MAX_PAGES": "1"}, []),
+    "slow page": ({}, [{"skip": 20, "delay_s": 3, "times": 1}]),
+    "retry sleep": ({"ETL_RETRY_DELAYS": "600"}, [{"skip": 20, "status": 503, "times": 1}]),
+}
+
+
+@pytest.mark.parametrize("where", list(STOP_POINTS))
+@pytest.mark.parametrize("command", [(), ("once",)])
+def test_a_stopped_extractor_frees_the_run_lock_and_the_next_resumes_at_once(
+    make_source, make_pipeline, command, where
+):
+    """SIGTERM mid-run: the lock is released (not left to its 60 s lease), and the next extractor resumes the run."""
+    settings, faults = STOP_POINTS[where]
+    src = make_source(count=200)
+    src.faults(faults)
+    p = make_pipeline(src, ETL_PAGE_SIZE="10", ETL_LOCK_TTL_S="60", **settings)
+    first = p.start("extractor", *command, ETL_RUN_ON_START="true")  # no transformer yet: the backlog stays
+    wait_for(lambda: p.redis.xlen(p.keys.raw_stream) >= 2, what="two pages handed on")
+    assert p.redis.exists(p.keys.extract_lock)
+    first.popen.send_signal(signal.SIGTERM)
+    first.popen.wait(30)
+    assert not p.redis.exists(p.keys.extract_lock), first.output()[-2000:]
+    run_id = p.checkpoint()["run_id"]
+    src.faults([])
+    p.start_workers()
+    nxt = p.start("extractor", tag="next")
+    run = p.wait_run(timeout_s=120)
+    assert run["run_id"] == run_id and run["valid_count"] == 200
+    assert "run lock had already expired" not in first.output() + nxt.output()
+
+
+def test_an_extractor_waiting_out_a_lease_stops_at_once_on_sigterm(make_source, make_pipeline):
+    """A serving extractor waiting for another's run lock (60 s lease) honours SIGTERM without waiting it out."""
+    p = make_pipeline(make_source(count=200), ETL_PAGE_SIZE="10", ETL_LOCK_TTL_S="60", ETL_RAW_BACKLOG_MAX_PAGES="1")
+    holder = p.start("extractor", "once")  # no transformer: it holds the lock in backpressure
+    wait_for(lambda: p.redis.xlen(p.keys.raw_stream) >= 2, what="two pages handed on")
+    waiter = p.start("extractor", tag="waiter")  # finds the checkpoint, waits for the lock
+    wait_for(lambda: "extractor ready" in waiter.output(), what="the second extractor ready")
+    waiter.popen.send_signal(signal.SIGTERM)
+    assert waiter.popen.wait(30) == 0, waiter.output()[-2000:]
+    assert holder.popen.poll() is None and p.redis.exists(p.keys.extract_lock)  # the lease was not waited out
+    assert "run started" not in waiter.output() and "run resumed" not in waiter.output()

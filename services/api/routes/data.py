@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from api import exports, records
 from api.db import Database
 from api.deps import AUTH_ERRORS, AuthDep, raw_json
-from api.models import RecordPage
+from api.models import NO_CONTROL, RecordPage
 
 router = APIRouter(tags=["records"], dependencies=[AuthDep], responses=AUTH_ERRORS)
 
@@ -27,9 +27,13 @@ _TOTAL = {"X-Total-Count": {"description": "records matching the filters", "sche
 class _Params(BaseModel):
     """Query parameters shared by the three tables (one model: FastAPI validates it in one pass)."""
 
-    run_id: str | None = Field(None, max_length=200, description="only this run's records (etl_runs.run_id)")
-    q: str | None = Field(None, max_length=100, description="substring of first/last name, email or username")
-    department: str | None = Field(None, max_length=100, description="department name (any case)")
+    run_id: str | None = Field(
+        None, max_length=200, pattern=NO_CONTROL, description="only this run's records (etl_runs.run_id)"
+    )
+    q: str | None = Field(
+        None, max_length=100, pattern=NO_CONTROL, description="substring of first/last name, email or username"
+    )
+    department: str | None = Field(None, max_length=100, pattern=NO_CONTROL, description="department name (any case)")
     sort: str = "source"  # narrowed to the table's sortable columns by _params_model
     order: Literal["asc", "desc"] = "asc"
     limit: int = Field(50, ge=1, le=500)
@@ -45,7 +49,10 @@ def _params_model(table: records.Table) -> type[_Params]:
         ),
     }
     if table.has_code:
-        fields["department_code"] = (str | None, Field(None, max_length=20, description="e.g. ENG (any case)"))
+        fields["department_code"] = (
+            str | None,
+            Field(None, max_length=20, pattern=NO_CONTROL, description="e.g. ENG (any case)"),
+        )
     return create_model(f"{table.name}_params", __base__=_Params, **fields)
 
 

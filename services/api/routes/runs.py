@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from api import commands
 from api.db import Database
 from api.deps import AUTH_ERRORS, AuthDep, DbDep, error, json_response, raw_json
-from api.models import QualityReport, Run, RunDetail, RunRequested, Status
+from api.models import NO_CONTROL, QualityReport, Run, RunDetail, RunRequested, Status
 from etl_common import tracing
 
 router = APIRouter(tags=["runs"], dependencies=[AuthDep], responses=AUTH_ERRORS)
@@ -69,7 +69,7 @@ def _attach_files(db: Database, runs: list[dict[str, Any]]) -> None:
 async def get_run(
     db: DbDep,
     request: Request,
-    run: Annotated[str, Path(description="the integer id, or the run_id text", max_length=200)],
+    run: Annotated[str, Path(description="the integer id, or the run_id text", max_length=200, pattern=NO_CONTROL)],
 ) -> Response:
     """One run by its integer `id` or its `run_id`: counts, pages, duration, error, warnings, files, dead letters.
 
@@ -108,7 +108,7 @@ def _run_key(run: str) -> tuple[str, int | str]:
 )
 async def get_quality(
     db: DbDep,
-    run: Annotated[str, Path(description="the integer id, or the run_id text", max_length=200)],
+    run: Annotated[str, Path(description="the integer id, or the run_id text", max_length=200, pattern=NO_CONTROL)],
 ) -> Response:
     """The run's data-quality report (stored by the saver once its pages are all loaded) and when it was computed.
 

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from api import summary
 from api.db import Database
 from api.deps import AUTH_ERRORS, AuthDep, DbDep, error, raw_json
-from api.models import Summary
+from api.models import NO_CONTROL, Summary
 
 router = APIRouter(tags=["summary"], dependencies=[AuthDep], responses=AUTH_ERRORS)
 
@@ -18,7 +18,9 @@ router = APIRouter(tags=["summary"], dependencies=[AuthDep], responses=AUTH_ERRO
 @router.get("/summary", summary="Counts for the charts", response_model=Summary, responses=error(404, "No such run"))
 async def get_summary(
     db: DbDep,
-    run_id: Annotated[str | None, Query(max_length=200, description="default: the latest run with data")] = None,
+    run_id: Annotated[
+        str | None, Query(max_length=200, pattern=NO_CONTROL, description="default: the latest run with data")
+    ] = None,
 ) -> Response:
     """Counts of one run's valid records by department, gender, age band and device; valid/invalid of recent runs.
 

@@ -1,5 +1,6 @@
 """The SQL console's guard on a real SQLite file made by the saver's migrations."""
 
+import sqlite3
 import time
 
 import pytest
@@ -85,7 +86,8 @@ def test_rows_and_size_are_capped(db):
     assert len(r.rows) == 10 and r.truncated
     r = run(
         db,
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 50) SELECT printf('%.100c', 'x') FROM n",
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 50) "
+        "SELECT substr(hex(zeroblob(50)), 1, 100) FROM n",
         size=1000,
     )
     assert len(r.rows) < 10 and r.truncated
@@ -94,6 +96,40 @@ def test_rows_and_size_are_capped(db):
 def test_huge_values_are_refused(db):
     with pytest.raises(QueryRefused, match="too big"):
         run(db, "SELECT zeroblob(100000000)")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT zeroblob(900000000)",
+        "SELECT randomblob(900000000)",
+        "SELECT replace(hex(zeroblob(400000)), '0', '0000000000')",
+        "WITH RECURSIVE d(s, n) AS (SELECT 'x', 0 UNION ALL SELECT s || s, n + 1 FROM d WHERE n < 40) "
+        "SELECT max(n) FROM d",
+        "SELECT coalesce(printf('%.*c', 900000000, 'x'), printf('%.*c', 900000000, 'x'))",
+        "SELECT format('%.*c', 2147483647, 'x')",
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 6) "
+        "SELECT length(group_concat(hex(zeroblob(100000)))) FROM n",
+    ],
+)
+def test_values_cannot_grow_past_the_size_limit(db, query):
+    """Every way of growing one value in one step is refused with the reason, not run past the time limit."""
+    with pytest.raises(QueryRefused, match=r"size limit|too big|not allowed in the console") as refused:
+        run(db, query, timeout_ms=60_000)  # a time limit the query must not need
+    assert "SQL error" not in str(refused.value)
+
+
+def test_select_star_works_on_every_table_without_secret_columns(db):
+    """Every column the migrations add is in the allow-list unless it holds the record JSON or unparsed text."""
+    conn = sqlite3.connect(db)
+    for table, allowed in ALLOWED.items():
+        columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        assert columns - allowed <= {"record", "raw_line"}, table
+        if not columns & {"record", "raw_line"}:
+            result = run(db, f"SELECT * FROM {table}")
+            assert set(result.columns) == columns
+    conn.close()
+    assert run(db, "SELECT * FROM etl_runs").columns[-1] == "warnings"
 
 
 def test_runaway_query_is_interrupted_near_the_limit(db):

@@ -1,0 +1,47 @@
+"""The API's CORS origins: each as a browser sends it, or `*` alone."""
+
+import pytest
+from pydantic import ValidationError
+
+from api.settings import ApiSettings
+
+
+def origins(value: str) -> str:
+    return ApiSettings(_env_file=None, api_cors_origins=value).api_cors_origins
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("", ""),
+        ("  ", ""),
+        ("*", "*"),
+        ("http://localhost:5000", "http://localhost:5000"),
+        ("http://a.com, https://b.com:8443", "http://a.com,https://b.com:8443"),
+        ("http://[::1]:3000", "http://[::1]:3000"),
+    ],
+)
+def test_origins_are_kept(given, kept):
+    assert origins(given) == kept
+
+
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [
+        ("localhost:5000", "is not an origin"),
+        ("http://localhost:5000/", "no path or trailing slash"),
+        ("http://localhost:5000/app", "no path or trailing slash"),
+        ("http://a.com,,http://b.com", "an empty origin"),
+        ("http://a.com,", "an empty origin"),
+        ("*,http://a.com", "must stand alone"),
+        ("ftp://a.com", "is not an origin"),
+        ("http://a.com:99999", "is not an origin"),
+        ("http://user@a.com", "is not an origin"),
+        ("http://a.com?x=1", "is not an origin"),
+        ("http://A.com", "lower-case"),
+        ("http://a .com", "is not an origin"),
+    ],
+)
+def test_a_bad_origin_is_refused_naming_it(given, reason):
+    with pytest.raises(ValidationError, match=reason):
+        origins(given)
