@@ -56,6 +56,20 @@ def _values(name: str, keys: Path, token: str) -> dict:
 
 
 @pytest.mark.parametrize("values_name", ["kind-values", "default"])
+def _newest_ended_run(api: str, auth: dict, timeout_s: float, other_than: str | None = None) -> dict | None:
+    """The newest run the API lists once it has ended (succeeded or failed), other than ``other_than``; None when
+    none has after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        listed = httpx.get(f"{api}/etl_runs", headers=auth, timeout=10)
+        items = listed.json() if listed.status_code == 200 else []
+        items = items.get("items", items) if isinstance(items, dict) else items
+        if items and items[0]["run_id"] != other_than and items[0]["status"] in ("succeeded", "failed"):
+            return items[0]
+        time.sleep(1)
+    return None
+
+
 def test_chart_pods_run_on_the_engine(engine, tmp_path, values_name):
     started = time.monotonic()
     keys = tmp_path / "keys"
@@ -100,16 +114,7 @@ def test_chart_pods_run_on_the_engine(engine, tmp_path, values_name):
         api = f"http://{runner.ip(api_pod)}:8000"
         auth = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{api}/etl_runs", timeout=10).status_code == 401
-        run = None
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            listed = httpx.get(f"{api}/etl_runs", headers=auth, timeout=10)
-            items = listed.json() if listed.status_code == 200 else []
-            items = items.get("items", items) if isinstance(items, dict) else items
-            if items and items[0]["status"] in ("succeeded", "failed"):
-                run = items[0]
-                break
-            time.sleep(1)
+        run = _newest_ended_run(api, auth, timeout_s=240)
         assert run is not None and run["status"] == "succeeded", f"{run}\n{runner.logs()}"
         assert run["valid_count"] + run["invalid_count"] == USERS and run["invalid_count"] == USERS // BAD_EVERY
 
@@ -164,9 +169,9 @@ def test_chart_pods_run_on_the_engine(engine, tmp_path, values_name):
         job = runner.run(runner.cluster.pod(cronjob), restart="no")
         code = int(engine.docker("wait", job, timeout=300).stdout.strip())
         assert code == 0, engine.docker("logs", "--tail", "60", job).stderr
-        latest = httpx.get(f"{api}/etl_runs", headers=auth, timeout=10).json()
-        latest = (latest.get("items", latest) if isinstance(latest, dict) else latest)[0]
-        assert latest["run_id"] != run["run_id"] and latest["status"] == "succeeded", latest
+        # The Job ends with the extraction; the saver finishes the run (files, report, upload) after it.
+        latest = _newest_ended_run(api, auth, timeout_s=120, other_than=run["run_id"])
+        assert latest is not None and latest["status"] == "succeeded", latest
 
         # SIGTERM, as the kubelet sends it: every service ends within its grace period, by itself.
         for c in reversed(containers):
