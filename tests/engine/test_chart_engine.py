@@ -55,7 +55,6 @@ def _values(name: str, keys: Path, token: str) -> dict:
     )
 
 
-@pytest.mark.parametrize("values_name", ["kind-values", "default"])
 def _newest_ended_run(api: str, auth: dict, timeout_s: float, other_than: str | None = None) -> dict | None:
     """The newest run the API lists once it has ended (succeeded or failed), other than ``other_than``; None when
     none has after ``timeout_s`` seconds."""
@@ -70,6 +69,7 @@ def _newest_ended_run(api: str, auth: dict, timeout_s: float, other_than: str | 
     return None
 
 
+@pytest.mark.parametrize("values_name", ["kind-values", "default"])
 def test_chart_pods_run_on_the_engine(engine, tmp_path, values_name):
     started = time.monotonic()
     keys = tmp_path / "keys"
