@@ -56,7 +56,7 @@ compose-check: env ## Lint the Dockerfile, validate docker-compose.yml, run it a
 	@$(PY) -m pytest -q tests/compose
 
 engine-test: env ## Compose and the chart's pods on a private Docker engine (root): build, up, a run, checks, cleanup
-	@$(PY) -m pytest -q tests/engine
+	@ETL_ENGINE_REQUIRED=1 $(PY) -m pytest -q tests/engine
 	@cat .run/engine/summary.txt
 
 clean: ## Remove local data of the demo
