@@ -1,7 +1,9 @@
 """Exports of a table's selection as CSV or Parquet (pyarrow), streamed chunk by chunk.
 
 Only the typed columns are exported (``records.Table.columns``): never ``record`` or ``raw_line``,
-which hold masked secrets and unparsed text. One cursor reads the selection in chunks of
+which hold masked secrets and unparsed text. CSV is made for spreadsheets by default: every field
+quoted, and a text cell that a spreadsheet would read as a formula neutralised (``SAFE``); ``raw``
+leaves the values as they are for programs. One cursor reads the selection in chunks of
 ``CHUNK_ROWS`` rows, so memory stays flat whatever the size; it is one read snapshot, held for
 as long as the client takes to download (the saver's WAL is checkpointed once it ends).
 """
@@ -16,6 +18,11 @@ from api.db import Database
 from api.records import Query, Table, select
 
 CHUNK_ROWS = 5_000
+# OWASP's CSV injection guidance: a cell starting with one of these is read as a formula by Excel or
+# LibreOffice (= + - @, and tab or CR/LF before one); such a cell gets a leading single quote, which
+# spreadsheets show and never evaluate. A cell already starting with the quote gets one more, so
+# dropping one leading quote from every quoted cell always gives the stored value back.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "'")
 FORMATS = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
 
 
@@ -46,13 +53,22 @@ class Selection:
             self.conn.close()
 
 
-def csv_chunks(selection: Selection) -> Iterator[bytes]:
-    """The selection as CSV: a header line, then one line per row; NULL is an empty field."""
+def neutralised(value: Any) -> Any:
+    """``value`` with a single quote in front when it is text a spreadsheet would take for a formula."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def csv_chunks(selection: Selection, raw: bool = False) -> Iterator[bytes]:
+    """The selection as CSV: a header line, then one line per row, every field quoted; NULL is an empty field.
+
+    Quoting every field keeps a CR, LF or quote inside a value in its field for any reader; unless
+    ``raw``, text cells are ``neutralised``.
+    """
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(selection.types)
     for rows in selection.chunks():
-        writer.writerows(rows)
+        writer.writerows(rows if raw else ([neutralised(v) for v in row] for row in rows))
         yield out.getvalue().encode()
         out.seek(0)
         out.truncate()

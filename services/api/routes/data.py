@@ -71,12 +71,20 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     ]
 
 
-def _export_params_model(table: records.Table) -> type[_Params]:
-    """The table's parameters, with every row of the selection by default instead of a page of 50."""
+_RAW = (
+    "true: values exactly as stored, for programs; default false: text starting with = + - @, a tab, CR, LF "
+    "or ' gets a leading ' so that a spreadsheet never runs it as a formula (docs/api.md, Exports)"
+)
+
+
+def _export_params_model(table: records.Table, fmt: str) -> type[_Params]:
+    """The table's parameters, with every row of the selection by default instead of a page of 50; CSV's ``raw``."""
     fields: dict[str, Any] = {
         "limit": (int | None, Field(None, ge=1, le=1_000_000_000, description="at most this many rows (default: all)"))
     }
-    return create_model(f"{table.name}_export_params", __base__=_params_model(table), **fields)
+    if fmt == "csv":
+        fields["raw"] = (bool, Field(False, description=_RAW))
+    return create_model(f"{table.name}_export_{fmt}_params", __base__=_params_model(table), **fields)
 
 
 def _validated(model: type[_Params], request: Request) -> _Params:
@@ -121,7 +129,7 @@ def _serve(table: records.Table) -> tuple[Callable[[Request], Awaitable[Response
 
 
 def _serve_export(table: records.Table, fmt: str) -> tuple[Callable[[Request], Awaitable[Response]], type[_Params]]:
-    model = _export_params_model(table)
+    model = _export_params_model(table, fmt)
 
     async def handler(request: Request) -> Response:
         params = _validated(model, request)
@@ -129,7 +137,8 @@ def _serve_export(table: records.Table, fmt: str) -> tuple[Callable[[Request], A
         db: Database = request.app.state.db
         # Opening the cursor runs the query's first step (a sort may scan the run): off the event loop.
         selection = await run_in_threadpool(exports.Selection, db, table, query, params.limit)
-        chunks = exports.csv_chunks(selection) if fmt == "csv" else exports.parquet_chunks(selection)
+        raw = getattr(params, "raw", False)
+        chunks = exports.csv_chunks(selection, raw) if fmt == "csv" else exports.parquet_chunks(selection)
         name = exports.filename(table, query, fmt)
         return StreamingResponse(
             chunks, media_type=exports.FORMATS[fmt], headers={"Content-Disposition": f'attachment; filename="{name}"'}

