@@ -147,11 +147,13 @@ class _Guard:
             if allowed is None and not column and table.lower() not in self.real_tables:
                 return sqlite3.SQLITE_OK  # count(*) over a CTE or subquery, not a stored table
             if allowed is None:
-                return self._deny(f"table {table!r} is not available in the console")
+                return self._deny(
+                    f"table {table!r} is not available in the console; the tables are {', '.join(sorted(ALLOWED))}"
+                )
             if column and column.lower() not in allowed and column.lower() != "rowid":
                 return self._deny(
-                    f"column {table}.{column} is not available (only typed, unmasked columns are; "
-                    "name the columns instead of *)"
+                    f"column {table}.{column} is not available (only typed, unmasked columns are; name them "
+                    f"instead of *); the columns of {table} are {', '.join(sorted(allowed))}"
                 )
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_FUNCTION:
