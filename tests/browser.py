@@ -4,6 +4,7 @@ import http.client
 import json
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,8 +33,11 @@ CHROMIUM_FLAGS = (
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
 
 
-def chromium(user_data_dir: Path | None = None) -> webdriver.Chrome:
-    """Debian's chromium through its chromium-driver, headless, with the console and network logs on."""
+def chromium(user_data_dir: Path | None = None, download_dir: Path | None = None) -> webdriver.Chrome:
+    """Debian's chromium through its chromium-driver, headless, with the console and network logs on.
+
+    Downloads go to ``download_dir`` (without asking) when it is given.
+    """
     binary, driver = tb.which("chromium"), tb.which("chromedriver")
     if not binary or not driver:
         raise RuntimeError("chromium and chromedriver are missing (apt-get install chromium chromium-driver)")
@@ -43,7 +47,26 @@ def chromium(user_data_dir: Path | None = None) -> webdriver.Chrome:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={user_data_dir or tempfile.mkdtemp(prefix='chromium-')}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    return webdriver.Chrome(options=options, service=Service(driver))
+    if download_dir is not None:
+        options.add_experimental_option(
+            "prefs", {"download.default_directory": str(download_dir), "download.prompt_for_download": False}
+        )
+    browser = webdriver.Chrome(options=options, service=Service(driver))
+    if download_dir is not None:
+        # Headless Chromium saves nothing unless told where (the preference alone is not enough).
+        browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(download_dir)})
+    return browser
+
+
+def downloaded(folder: Path, timeout_s: float = 30) -> Path:
+    """The one file Chromium finished downloading into ``folder`` (waits while it is partial)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = [f for f in folder.iterdir() if not f.name.endswith(".crdownload")]
+        if len(done) == 1 and not list(folder.glob("*.crdownload")):
+            return done[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no finished download in {folder}: {sorted(f.name for f in folder.iterdir())}")
 
 
 @dataclass
@@ -70,13 +93,14 @@ class PrefixProxy:
     """A reverse proxy on a loopback port: ``/<prefix>/x`` goes to ``upstream/x``; anything else is 404.
 
     It does what an ingress with a rewrite does, so a console that used an absolute URL would break.
-    Every path asked is recorded.
+    Every path asked is recorded, and those whose answer the browser no longer wanted.
     """
 
     def __init__(self, prefix: str, upstream_port: int) -> None:
         self.prefix = "/" + prefix.strip("/")
         self.upstream_port = upstream_port
         self.paths: list[str] = []
+        self.cancelled: list[str] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -99,14 +123,17 @@ class PrefixProxy:
                     content = answer.read()
                 finally:
                     conn.close()
-                self.send_response(answer.status, answer.reason)
-                for k, v in answer.getheaders():
-                    if k.lower() not in _HOP and k.lower() != "content-length":
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(content)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(content)
+                try:
+                    self.send_response(answer.status, answer.reason)
+                    for k, v in answer.getheaders():
+                        if k.lower() not in _HOP and k.lower() != "content-length":
+                            self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(content)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(content)
+                except (BrokenPipeError, ConnectionResetError):
+                    proxy.cancelled.append(self.path)  # the page cancelled the request (its view changed)
 
             do_GET = do_POST = do_HEAD = _forward
 

@@ -1,12 +1,17 @@
 """The web console in headless Chromium, behind a path-prefix reverse proxy, over real runs of the pipeline."""
 
+import csv
+import io
+import json
 import re
 import shutil
 import subprocess
 import time
 import zipfile
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -14,8 +19,9 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 import testbed as tb
 from api.ui import FILES as CONSOLE
-from tests.browser import BrowserLog, PrefixProxy, chromium, leaving_the_machine
+from tests.browser import BrowserLog, PrefixProxy, chromium, downloaded, leaving_the_machine
 from tests.support import Pipeline, real_users
+from tests.unit.api.test_exports import FORMULA, HOSTILE, hostile_users, unneutralised
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -254,7 +260,8 @@ def test_a_person_signs_in_browses_runs_charts_and_sql_and_starts_a_run(make_sou
         box.send_keys("DELETE FROM etl_runs", Keys.CONTROL, Keys.ENTER)  # Ctrl+Enter runs it too
         expected_failures.append(("/query_sql", 400))
         ui.wait(lambda: ui.text("#sql-error"), what="the refusal")
-        assert ui.text("#sql-error") == f"The query failed: 400: {refused.json()['detail']}"
+        detail = refused.json()["detail"]
+        assert ui.text("#sql-error") == f"The query was refused. {detail[0].upper()}{detail[1:]}."
         assert ui.rows("#sql-table") == []
 
         # -- run now: live progress until the run has succeeded, then the new run is shown ------------
@@ -302,6 +309,230 @@ def test_a_person_signs_in_browses_runs_charts_and_sql_and_starts_a_run(make_sou
     finally:
         driver.quit()
         proxy.stop()
+
+
+def _query(url: str) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def test_an_analyst_charts_runs_sorts_filters_downloads_and_shares_the_view(make_source, make_pipeline, tmp_path):
+    """Runs chart, sorting, the department filter, downloads read back, the URL round trip, a new token, 820 px."""
+    hostile = make_source(users=hostile_users(60))  # a formula, a CR, a quote... in every text field
+    mixed = make_source(120, bad_every=4, seed=2)  # 30 invalid: two pages
+    p = make_pipeline(hostile)
+    p.start_workers()
+    first = _load(p)
+    second = _load(p, ETL_SOURCE_URL=mixed.url)
+    port = tb.free_port()
+    api = p.start("api", ETL_API_PORT=str(port))
+    tb.wait_port(port, proc=api.popen)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=30)
+    proxy = PrefixProxy(PREFIX, port)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver = chromium(tmp_path / "chromium-profile", downloads)
+    log = BrowserLog(driver)
+    ui = Console(driver, log)
+    expected_failures: list[tuple[str, int]] = []
+    try:
+        driver.get(f"{proxy.url}/ui/#token={TOKEN}")
+        ui.wait(lambda: ui.find("#main").is_displayed(), what="the console")
+        ui.wait(lambda: ui.text("#records-caption") == f"Processed records of run {second['run_id']}", what="run 2")
+        assert _query(driver.current_url) == {"run": second["run_id"]}  # the view is in the URL at once
+
+        # -- the runs chart holds the API's numbers, oldest first ------------------------------------
+        ui.wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#chart-runs g.run")) == 2, what="the runs chart")
+        charted = driver.execute_script(
+            "return [...document.querySelectorAll('#chart-runs g.run')].map(g => ({...g.dataset}))"
+        )
+        listed = http.get("/etl_runs").json()[::-1]
+        assert [c["runId"] for c in charted] == [r["run_id"] for r in listed] == [first["run_id"], second["run_id"]]
+        for c, r in zip(charted, listed, strict=True):
+            detail = http.get(f"/etl_runs/{r['id']}").json()
+            assert (int(c["valid"]), int(c["invalid"])) == (r["valid_count"], r["invalid_count"])
+            assert float(c["rate"]) == pytest.approx(r["invalid_count"] / (r["valid_count"] + r["invalid_count"]))
+            assert float(c["duration"]) == pytest.approx(detail["duration_s"], abs=0.002)
+        assert int(charted[1]["invalid"]) > 0
+        heights = driver.execute_script(
+            "return [...document.querySelectorAll('#chart-runs rect.invalid')].map(r => +r.getAttribute('height'))"
+        )
+        assert [h > 0 for h in heights] == [int(c["invalid"]) > 0 for c in charted]
+        # One age-band chart; departments sorted, each with its share.
+        captions = [f.text for f in driver.find_elements(By.CSS_SELECTOR, "figcaption")]
+        assert sum("age band" in c.lower() for c in captions) == 1, captions
+        described = ui.find("#chart-departments svg").get_attribute("aria-description").split(", ")
+        counts = [int(d.rsplit(": ", 1)[1]) for d in described]
+        assert counts == sorted(counts, reverse=True) and sum(counts) == second["valid_count"]
+        assert "%" in ui.text("#chart-departments")
+
+        # -- the quality report's columns and their change against the previous run ----------------
+        report = http.get(f"/etl_runs/{second['run_id']}/quality")
+        if report.status_code == 200:
+            columns = report.json()["columns"]
+            ui.wait(lambda: len(ui.rows("#quality-columns")) == len(columns), what="the columns of the report")
+            before = http.get(f"/etl_runs/{first['run_id']}/quality").json()["columns"]
+            for row in ui.rows("#quality-columns"):
+                now, then = columns[row[0]], before[row[0]]
+                assert row[1] == f"{now['nulls']:,}" and row[5] == f"{now['distinct']:,}"
+                change = now["distinct"] - then["distinct"]
+                assert row[6] == (f"+{change:,}" if change > 0 else f"\N{MINUS SIGN}{-change:,}" if change else "0")
+        else:
+            expected_failures.append(("/quality", report.status_code))
+
+        # -- sorting by a column header, both ways, as the API sorts -------------------------------
+        def api_ids(**params: str) -> list[str]:
+            page = http.get("/data/processed_users", params={"run_id": second["run_id"], "limit": 20, **params})
+            return [str(i["user_id"]) for i in page.json()["items"]]
+
+        ui.find("#records-table th button[data-key=age]").click()
+        ui.wait(lambda: "by Age ascending" in ui.text("#records-caption"), what="sorted by age")
+        assert ui.column("#records-table", "User id") == api_ids(sort="age")
+        ui.find("#records-table th button[data-key=age]").click()
+        ui.wait(lambda: "by Age descending" in ui.text("#records-caption"), what="sorted by age, descending")
+        assert ui.column("#records-table", "User id") == api_ids(sort="age", order="desc")
+        assert ui.find("#records-table th[aria-sort]").get_attribute("aria-sort") == "descending"
+
+        # -- the department filter, then page 2: all of it in the URL -------------------------------
+        department = http.get("/summary", params={"run_id": second["run_id"]}).json()["by_department"][0]
+        Select(ui.find("#records-department")).select_by_value(department["department"])
+        ui.wait(lambda: f"in {department['department']}" in ui.text("#records-caption"), what="the department")
+        assert ui.text("#records-range").endswith(f" of {department['count']}")
+        assert ui.column("#records-table", "User id") == api_ids(
+            sort="age", order="desc", department=department["department"]
+        )
+        filtered_url = driver.current_url
+        assert _query(filtered_url) == {
+            "run": second["run_id"],
+            "sort": "age",
+            "order": "desc",
+            "department": department["department"],
+        }
+        ui.find("input[name=table][value=invalid_users]").click()
+        ui.wait(lambda: ui.text("#records-caption").startswith("Invalid records"), what="the invalid records")
+        Select(ui.find("#records-department")).select_by_value("")  # all departments
+        ui.wait(lambda: " in " not in ui.text("#records-caption"), what="every department")
+        ui.find("#records-next").click()
+        ui.wait(lambda: ui.text("#records-range").startswith(f"21{DASH}"), what="page 2 of the invalid records")
+        view = {"caption": ui.text("#records-caption"), "rows": ui.rows("#records-table")}
+        assert _query(driver.current_url)["page"] == "2" and _query(driver.current_url)["table"] == "invalid_users"
+
+        # -- reload and back restore the view ------------------------------------------------------
+        driver.execute_script("window.notReloaded = true")
+        driver.refresh()
+        ui.wait(lambda: ui.text("#records-range").startswith(f"21{DASH}"), what="page 2 after a reload")
+        assert ui.text("#records-caption") == view["caption"] and ui.rows("#records-table") == view["rows"]
+        assert ui.find("input[name=table][value=invalid_users]").is_selected()
+        assert ui.find("#run-select").get_attribute("value") == second["run_id"]
+        driver.back()  # page 1 of the invalid records
+        ui.wait(lambda: ui.text("#records-range").startswith(f"1{DASH}"), what="page 1 after back")
+        driver.back()  # the invalid records of the department
+        ui.wait(lambda: f"in {department['department']}" in ui.text("#records-caption"), what="the department again")
+        driver.back()  # the processed records, filtered and sorted
+        ui.wait(lambda: ui.text("#records-caption").startswith("Processed records"), what="processed after back")
+        assert driver.current_url == filtered_url
+        assert ui.find("#records-department").get_attribute("value") == department["department"]
+        assert ui.column("#records-table", "User id") == api_ids(
+            sort="age", order="desc", department=department["department"]
+        )
+
+        # -- a record's masked JSON on demand ------------------------------------------------------
+        ui.find("#records-table tbody tr button").click()
+        ui.wait(lambda: ui.find("#record-box").is_displayed(), what="the record's JSON")
+        shown = json.loads(ui.text("#record-json"))
+        item = http.get(
+            "/data/processed_users",
+            params={"run_id": second["run_id"], "sort": "age", "order": "desc", "department": department["department"]},
+        ).json()["items"][0]
+        assert shown == item["record"] and "password" not in shown and shown["id"] == item["user_id"]
+
+        # -- downloads of the hostile run: safe CSV read back exactly, Parquet as stored --------------
+        Select(ui.find("#run-select")).select_by_value(first["run_id"])
+        ui.wait(lambda: f"{first['valid_count']:,} valid users" in ui.text("#charts-message"), what="run 1's charts")
+        Select(ui.find("#records-department")).select_by_value("")  # all departments
+        ui.wait(
+            lambda: ui.text("#records-caption").startswith(f"Processed records of run {first['run_id']}, by"),
+            what="run 1",
+        )
+        ui.find("#download-csv").click()
+        ui.wait(lambda: ui.find("#download-status").get_attribute("data-file"), what="the CSV download")
+        file = downloaded(downloads)
+        assert file.name == f"processed_users_{first['run_id']}.csv"
+        rows = list(csv.reader(io.StringIO(file.read_bytes().decode(), newline="")))
+        raw = http.get(
+            "/data/processed_users.csv",
+            params={"run_id": first["run_id"], "sort": "age", "order": "desc", "raw": "true"},
+        )
+        expected = list(csv.reader(io.StringIO(raw.text, newline="")))
+        assert len(rows) == first["valid_count"] + 1 and [[unneutralised(c) for c in r] for r in rows] == expected
+        cells = [c for r in expected[1:] for c in r]
+        assert set(HOSTILE) & set(cells)  # the hostile values made it through the pipeline
+        assert [c for r in rows[1:] for c in r if c.startswith(FORMULA) and not re.fullmatch(r"-?[\d.]+", c)] == []
+        file.unlink()
+        ui.find("#download-parquet").click()
+        ui.wait(
+            lambda: (ui.find("#download-status").get_attribute("data-file") or "").endswith(".parquet"), what="Parquet"
+        )
+        table = pq.read_table(downloaded(downloads))
+        assert table.column("first_name").to_pylist() == [r[3] or None for r in expected[1:]]
+
+        # -- a new sign-in link pasted into the open tab: honoured without a reload -----------------
+        driver.execute_script("window.notReloaded = true")
+        view_url = driver.current_url
+        driver.execute_script("location.hash = '#token=not-the-token'")
+        expected_failures.append(("/etl_runs?limit=1", 401))
+        ui.wait(lambda: "refused" in ui.text("#sign-in-error"), what="the wrong link refused")
+        assert driver.execute_script("return sessionStorage.getItem('etl.apiToken')") is None
+        driver.execute_script("location.hash = '#token=' + encodeURIComponent(arguments[0])", TOKEN)
+        ui.wait(lambda: ui.find("#main").is_displayed(), what="the console signed in by the new link")
+        assert driver.execute_script("return window.notReloaded") is True
+        assert driver.execute_script("return sessionStorage.getItem('etl.apiToken')") == TOKEN
+        assert driver.execute_script("return location.hash") == "" and driver.current_url == view_url
+
+        # -- a refused query says which column is not available and which are ----------------------
+        box = ui.find("#sql-query")
+        box.clear()
+        box.send_keys("SELECT record FROM processed_users", Keys.CONTROL, Keys.ENTER)
+        expected_failures.append(("/query_sql", 400))
+        ui.wait(lambda: ui.text("#sql-error"), what="the refusal")
+        refusal = ui.text("#sql-error")
+        assert refusal.startswith("The query was refused. Column processed_users.record is not available")
+        assert "first_name" in refusal and "400" not in refusal
+
+        # -- 820 px wide: no sideways scroll, the start time on one line ----------------------------
+        driver.set_window_size(820, 1000)
+        ui.wait(lambda: driver.execute_script("return window.innerWidth") <= 820, what="the narrow window")
+        fit = driver.execute_script(
+            """const box = document.querySelector('#runs-table').parentElement;
+            // The lines the text of each "Started (UTC)" cell takes (the header's and every run's).
+            const lines = [...document.querySelectorAll('#runs-table tr')].map(tr => {
+              const range = document.createRange();
+              range.selectNodeContents(tr.cells[4]);
+              const line = parseFloat(getComputedStyle(tr.cells[4]).lineHeight);
+              return Math.round(range.getBoundingClientRect().height / line);
+            });
+            return {table: box.scrollWidth - box.clientWidth, page: document.documentElement.scrollWidth - innerWidth,
+                    lines, header: document.querySelector('#runs-table thead tr').cells[4].textContent};"""
+        )
+        assert fit["table"] <= 0 and fit["page"] <= 0, fit
+        assert fit["header"] == "Started (UTC)" and fit["lines"] == [1, 1, 1], fit
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        driver.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
+        driver.save_screenshot(str(OUTPUT / "820px.png"))
+
+        assert driver.execute_script(UNLABELLED) == []
+        unexpected = [
+            e
+            for e in log.errors()
+            if not any(
+                part in e["message"] and f"status of {status}" in e["message"] for part, status in expected_failures
+            )
+        ]
+        assert unexpected == []
+        assert log.requests and leaving_the_machine(log.requests) == []
+    finally:
+        driver.quit()
+        proxy.stop()
+        http.close()
 
 
 def test_the_built_package_ships_every_console_file(tmp_path):

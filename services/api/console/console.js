@@ -1,10 +1,21 @@
-/* ETL users console: the panels (runs, records, quality, charts, run now, SQL) and their wiring. */
+/* ETL users console: the panels (runs, quality, charts, records, run now, SQL), the view in the URL, and their wiring. */
 
-import { api, forgetToken, keepToken, token, whenUnauthorized } from "./api.js";
-import { barChart, el, fillTable, fmtNumber, fmtSeconds, fmtTime } from "./dom.js";
+import { api, forgetToken, isAbort, keepToken, request, token, whenUnauthorized } from "./api.js";
+import {
+  barChart,
+  el,
+  fillTable,
+  fmtChange,
+  fmtNumber,
+  fmtPercent,
+  fmtSeconds,
+  fmtTime,
+  runsChart,
+} from "./dom.js";
 
 const FINAL = new Set(["succeeded", "failed", "upload_pending"]);
 const RUNS_PAGE = 10;
+const RUNS_IN_CHART = 30;
 const RECORDS_PAGE = 20;
 const POLL_MS = 1000;
 // How long "run now" waits for the extractor to pick the command up before saying so.
@@ -14,22 +25,94 @@ const COLUMNS = {
   invalid_users: ["user_id", "first_name", "last_name", "email", "age", "department", "error_reason"],
   raw_users: ["user_id", "first_name", "last_name", "email", "age", "gender", "department"],
 };
+// The API sorts by every typed column it shows here but the reason (GET /data/{table}'s `sort`).
+const UNSORTABLE = new Set(["error_reason"]);
 const LABELS = {
   user_id: "User id", first_name: "First name", last_name: "Last name", email: "E-mail", age: "Age",
   gender: "Gender", department: "Department", department_code: "Code", title: "Title", error_reason: "Why invalid",
 };
 const NUMERIC = new Set(["user_id", "age", "id"]);
 const TABLE_NAMES = { processed_users: "Processed", invalid_users: "Invalid", raw_users: "Raw" };
+const ALL_RUNS = "all"; // the URL's run=all: every run's records
 
 const $ = (id) => document.getElementById(id);
-const state = { runsOffset: 0, run: "", table: "processed_users", q: "", recordsOffset: 0, following: false };
-// Each panel drops answers to requests older than its latest one (the run can change meanwhile).
-const generation = { records: 0, quality: 0, summary: 0, runs: 0 };
+// The view: what the URL holds (?run=&table=&q=&department=&sort=&order=&page=&runs=), pages from 0.
+// run: a run_id, "" for all runs, null until the newest run is known.
+const view = { run: null, table: "processed_users", q: "", department: "", sort: "source", order: "asc", page: 0, runsPage: 0 };
+const state = { following: false };
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function setText(id, text) {
   $(id).textContent = text || "";
+}
+
+// ---- each panel's requests: a newer load cancels the older one ----------------------------
+
+const controllers = new Map();
+
+/** The signal of a new load of `panel`, aborting the panel's load still under way. */
+function begin(panel) {
+  if (controllers.has(panel)) controllers.get(panel).abort();
+  const controller = new AbortController();
+  controllers.set(panel, controller);
+  return controller.signal;
+}
+
+function abortAll() {
+  for (const controller of controllers.values()) controller.abort();
+  controllers.clear();
+}
+
+// ---- the view in the URL -------------------------------------------------------------------
+
+function readUrl() {
+  const params = new URLSearchParams(location.search);
+  const run = params.get("run");
+  view.run = run === null ? null : run === ALL_RUNS ? "" : run;
+  view.table = COLUMNS[params.get("table")] ? params.get("table") : "processed_users";
+  view.q = params.get("q") || "";
+  view.department = params.get("department") || "";
+  const sort = params.get("sort");
+  view.sort = sort && COLUMNS[view.table].includes(sort) && !UNSORTABLE.has(sort) ? sort : "source";
+  view.order = params.get("order") === "desc" ? "desc" : "asc";
+  const page = (name) => Math.max(0, (Number.parseInt(params.get(name), 10) || 1) - 1);
+  view.page = page("page");
+  view.runsPage = page("runs");
+}
+
+function urlOf() {
+  const params = new URLSearchParams();
+  if (view.run !== null) params.set("run", view.run === "" ? ALL_RUNS : view.run);
+  if (view.table !== "processed_users") params.set("table", view.table);
+  if (view.q) params.set("q", view.q);
+  if (view.department) params.set("department", view.department);
+  if (view.sort !== "source") params.set("sort", view.sort);
+  if (view.order !== "asc") params.set("order", view.order);
+  if (view.page) params.set("page", String(view.page + 1));
+  if (view.runsPage) params.set("runs", String(view.runsPage + 1));
+  const search = params.toString();
+  return location.pathname + (search ? `?${search}` : "");
+}
+
+/** Keep the view in the address bar: a new history entry for a person's step, else the same entry updated. */
+function writeUrl(push) {
+  const url = urlOf();
+  if (url === location.pathname + location.search) return;
+  if (push) history.pushState(null, "", url);
+  else history.replaceState(null, "", url);
+}
+
+/** The form controls as the view says (after a reload, back or a shared link). */
+function showView() {
+  for (const radio of document.querySelectorAll("input[name=table]")) radio.checked = radio.value === view.table;
+  $("records-q").value = view.q;
+  const select = $("records-department");
+  if (view.department && ![...select.options].some((o) => o.value === view.department)) {
+    select.append(el("option", { value: view.department }, view.department));
+  }
+  select.value = view.department;
+  if (view.run !== null) $("run-select").value = view.run;
 }
 
 // ---- sign-in -------------------------------------------------------------------------------
@@ -43,6 +126,7 @@ function showSignedIn(signedIn) {
 
 function signOut(message) {
   forgetToken();
+  abortAll();
   state.following = false;
   showSignedIn(false);
   setText("sign-in-error", message);
@@ -51,12 +135,13 @@ function signOut(message) {
 }
 
 async function signIn(candidate) {
+  abortAll();
   keepToken(candidate);
   try {
     await api("etl_runs?limit=1", { signingIn: true });
   } catch (err) {
     forgetToken();
-    setText("sign-in-error", err.status === 401 ? "The API refused this token." : err.message);
+    setText("sign-in-error", err.status === 401 ? "The API refused this token; check ETL_API_TOKEN and try again." : err.message);
     showSignedIn(false);
     return false;
   }
@@ -70,37 +155,53 @@ async function signIn(candidate) {
   return true;
 }
 
+/** The token of a /ui/#token=... link (the one `make demo` prints), taken out of the address bar; "" when none. */
+function tokenFromLink() {
+  // Read by hand, not with URLSearchParams, so a "+" in a token stays a "+".
+  const match = /(?:^|&)token=([^&]*)/.exec(location.hash.slice(1));
+  if (!match) return "";
+  history.replaceState(null, "", location.pathname + location.search);
+  try {
+    return decodeURIComponent(match[1]);
+  } catch {
+    return match[1]; // not percent-encoded: taken as it is
+  }
+}
+
 // ---- runs ----------------------------------------------------------------------------------
 
+const durationOf = (run) =>
+  run.started_at && run.finished_at ? (Date.parse(run.finished_at) - Date.parse(run.started_at)) / 1000 : null;
+
 async function loadRuns() {
-  const gen = ++generation.runs;
+  const signal = begin("runs");
   setText("runs-error", "");
   let page;
   try {
-    page = await api(`etl_runs?limit=${RUNS_PAGE}&offset=${state.runsOffset}`);
+    page = await api(`etl_runs?limit=${RUNS_PAGE}&offset=${view.runsPage * RUNS_PAGE}`, { signal });
   } catch (err) {
-    setText("runs-error", `Runs could not be loaded: ${err.message}`);
+    if (!isAbort(err)) setText("runs-error", `Runs could not be loaded. ${err.message}`);
     return;
   }
-  if (gen !== generation.runs) return;
+  if (signal.aborted) return;
+  const offset = view.runsPage * RUNS_PAGE;
   const body = $("runs-table").tBodies[0];
   body.replaceChildren();
   const cells = new Map();
   for (const run of page.data) {
     const tr = el("tr", { "data-run-id": run.run_id });
-    const warnings = Array.isArray(run.warnings) ? run.warnings.join("; ") : run.warnings || run.error || "";
     const values = [
-      [run.id, "num"],
-      [run.run_id, ""],
+      [run.id, "num optional"],
+      [run.run_id, "run-id"],
       [run.status, `status-${run.status}`],
-      [run.trigger || "", ""],
-      [fmtTime(run.started_at), ""],
+      [run.trigger || "", "optional"],
+      [fmtTime(run.started_at), "nowrap"],
       [FINAL.has(run.status) ? "" : "running", "num duration"],
       [fmtNumber(run.raw_count), "num"],
       [fmtNumber(run.valid_count), "num"],
       [fmtNumber(run.invalid_count), "num"],
       ["", "num dead"],
-      [warnings, "warnings"],
+      [run.error || "", "warnings"],
     ];
     for (const [value, cls] of values) tr.append(el("td", { class: cls }, value));
     cells.set(run.id, tr);
@@ -108,148 +209,268 @@ async function loadRuns() {
   }
   if (!page.data.length) {
     const empty = el("tr");
-    empty.append(el("td", { colspan: 11 }, "No runs yet."));
+    empty.append(el("td", { colspan: 11 }, "No runs yet: start one with “Run now”."));
     body.append(empty);
   }
-  const first = page.data.length ? state.runsOffset + 1 : 0;
-  setText("runs-range", `${first}–${state.runsOffset + page.data.length} of ${page.total}`);
-  $("runs-prev").disabled = state.runsOffset === 0;
-  $("runs-next").disabled = state.runsOffset + RUNS_PAGE >= page.total;
-  // Duration and dead letters are in the run's own answer (the latter asks Redis).
+  const first = page.data.length ? offset + 1 : 0;
+  setText("runs-range", `${first}–${offset + page.data.length} of ${page.total}`);
+  $("runs-prev").disabled = offset === 0;
+  $("runs-next").disabled = offset + RUNS_PAGE >= page.total;
+  // Duration, dead letters and warnings are in the run's own answer (dead letters ask Redis).
   await Promise.all(
     page.data.map(async (run) => {
+      let detail;
       try {
-        const detail = (await api(`etl_runs/${run.id}`)).data;
-        const tr = cells.get(run.id);
-        if (detail.duration_s !== null) tr.querySelector(".duration").textContent = fmtSeconds(detail.duration_s);
-        tr.querySelector(".dead").textContent = detail.dead_letters === null ? "unknown" : fmtNumber(detail.dead_letters);
+        detail = (await api(`etl_runs/${run.id}`, { signal })).data;
       } catch (err) {
-        setText("runs-error", `Run ${run.run_id}: ${err.message}`);
+        if (!isAbort(err)) setText("runs-error", `Run ${run.run_id} could not be loaded. ${err.message}`);
+        return;
       }
+      if (signal.aborted) return;
+      const tr = cells.get(run.id);
+      if (detail.duration_s !== null) tr.querySelector(".duration").textContent = fmtSeconds(detail.duration_s);
+      tr.querySelector(".dead").textContent = detail.dead_letters === null ? "unknown" : fmtNumber(detail.dead_letters);
+      const notes = [detail.error, ...(detail.warnings || [])].filter(Boolean);
+      tr.querySelector(".warnings").textContent = notes.join("; ");
     }),
   );
 }
 
-async function loadRunChoices() {
+async function loadRunsChart() {
+  const signal = begin("runs-chart");
   let runs;
   try {
-    runs = (await api("etl_runs?limit=200")).data;
+    runs = (await api(`etl_runs?limit=${RUNS_IN_CHART}`, { signal })).data;
   } catch (err) {
-    setText("runs-error", `Runs could not be loaded: ${err.message}`);
+    if (!isAbort(err)) setText("runs-chart-message", `The runs chart could not be loaded. ${err.message}`);
     return;
   }
+  if (signal.aborted) return;
+  const points = runs.reverse().map((run) => {
+    const records = run.valid_count + run.invalid_count;
+    return {
+      run_id: run.run_id,
+      valid: run.valid_count,
+      invalid: run.invalid_count,
+      rate: records ? run.invalid_count / records : null,
+      duration_s: durationOf(run),
+    };
+  });
+  setText("runs-chart-message", runs.length ? `The latest ${runs.length} run(s), oldest on the left.` : "");
+  $("runs-charts").replaceChildren(runsChart("chart-runs", "Runs over time: records, invalid rate and duration", points));
+}
+
+async function loadRunChoices() {
+  const signal = begin("run-choices");
+  let runs;
+  try {
+    runs = (await api("etl_runs?limit=200", { signal })).data;
+  } catch (err) {
+    if (!isAbort(err)) setText("runs-error", `Runs could not be loaded. ${err.message}`);
+    return;
+  }
+  if (signal.aborted) return;
   const select = $("run-select");
-  const keep = state.run || (runs[0] ? runs[0].run_id : "");
   select.replaceChildren(el("option", { value: "" }, "All runs"));
   for (const run of runs) {
     select.append(el("option", { value: run.run_id }, `${run.run_id} · ${run.status} · ${run.valid_count} valid`));
   }
-  select.value = runs.some((r) => r.run_id === keep) ? keep : "";
-  state.run = select.value;
+  if (view.run === null) view.run = runs[0] ? runs[0].run_id : "";
+  if (view.run && !runs.some((r) => r.run_id === view.run)) {
+    // A link to a run this list does not hold (older than 200 runs, or gone): kept, and said so.
+    select.append(el("option", { value: view.run }, `${view.run} (not among the latest runs)`));
+  }
+  select.value = view.run;
+  writeUrl(false);
 }
 
 // ---- the selected run's panels -------------------------------------------------------------
 
 async function loadSummary() {
-  const gen = ++generation.summary;
+  const signal = begin("summary");
   const box = $("summary-charts");
   let summary;
   try {
-    summary = (await api(state.run ? `summary?run_id=${encodeURIComponent(state.run)}` : "summary")).data;
+    const path = view.run ? `summary?run_id=${encodeURIComponent(view.run)}` : "summary";
+    summary = (await api(path, { signal })).data;
   } catch (err) {
-    if (gen !== generation.summary) return;
+    if (isAbort(err)) return;
     box.replaceChildren();
-    setText("charts-message", `The charts could not be loaded: ${err.message}`);
+    setText("charts-message", `The charts could not be loaded. ${err.message}`);
     return;
   }
-  if (gen !== generation.summary) return;
-  const which = state.run ? "" : ` (latest run with data: ${summary.run_id || "none"})`;
+  if (signal.aborted) return;
+  const which = view.run ? "" : ` (latest run with data: ${summary.run_id || "none"})`;
   setText("charts-message", `${fmtNumber(summary.total)} valid users${which}.`);
+  const departments = summary.by_department
+    .map((d) => ({ label: d.department || d.department_code || "unknown", count: d.count }))
+    .sort((a, b) => b.count - a.count || a.label.localeCompare(b.label));
   box.replaceChildren(
-    barChart(
-      "chart-departments",
-      "Users by department",
-      summary.by_department.map((d) => ({ label: d.department || d.department_code || "unknown", count: d.count })),
-    ),
+    barChart("chart-departments", "Users by department (share of the run)", departments),
     barChart("chart-age", "Users by age band", summary.by_age_band.map((b) => ({ label: b.band, count: b.count }))),
+    barChart("chart-gender", "Users by gender", summary.by_gender.map((g) => ({ label: g.gender, count: g.count }))),
+    barChart("chart-device", "Users by device", summary.by_device.map((d) => ({ label: d.device, count: d.count }))),
   );
+  // The department filter offers the departments of the run (the one chosen stays, even if absent).
+  const select = $("records-department");
+  const names = departments.map((d) => d.label).filter((name) => name !== "unknown");
+  if (names.join("\n") !== [...select.options].slice(1).map((o) => o.value).join("\n")) {
+    select.replaceChildren(el("option", { value: "" }, "All departments"));
+    for (const name of names) select.append(el("option", { value: name }, name));
+  }
+  showView();
 }
 
+const QUALITY_COLUMNS = [
+  { key: "column", label: "Column" },
+  { key: "nulls", label: "Nulls", num: true },
+  { key: "nullsChange", label: "vs previous", num: true },
+  { key: "blanks", label: "Blanks", num: true },
+  { key: "blanksChange", label: "vs previous", num: true },
+  { key: "distinct", label: "Distinct", num: true },
+  { key: "distinctChange", label: "vs previous", num: true },
+];
+
 async function loadQuality() {
-  const gen = ++generation.quality;
+  const signal = begin("quality");
   const figures = $("quality-figures");
   const charts = $("quality-charts");
   figures.replaceChildren();
   charts.replaceChildren();
-  if (!state.run) {
+  $("quality-columns").hidden = true;
+  setText("quality-departments", "");
+  if (!view.run) {
     setText("quality-message", "Choose one run for its quality report.");
     return;
   }
   let report;
+  let previous = null;
   try {
-    report = (await api(`etl_runs/${encodeURIComponent(state.run)}/quality`)).data;
+    report = (await api(`etl_runs/${encodeURIComponent(view.run)}/quality`, { signal })).data;
+    if (report.previous) {
+      try {
+        previous = (await api(`etl_runs/${encodeURIComponent(report.previous.run_id)}/quality`, { signal })).data;
+      } catch (err) {
+        if (isAbort(err)) throw err;
+        previous = null; // its report is gone: the changes stay blank
+      }
+    }
   } catch (err) {
-    if (gen !== generation.quality) return;
+    if (isAbort(err)) return;
     // 404: no such report (or an API without the route yet); 409: the run is not loaded yet.
     const none = err.status === 404 || err.status === 409;
-    setText("quality-message", none ? "No quality report for this run." : `The quality report failed: ${err.message}`);
+    setText("quality-message", none ? "No quality report for this run." : `The quality report could not be loaded. ${err.message}`);
     return;
   }
-  if (gen !== generation.quality) return;
+  if (signal.aborted) return;
   setText("quality-message", `Quality report of run ${report.run_id}.`);
-  const pct = (x) => (x === null || x === undefined ? "" : `${(100 * x).toFixed(2)} %`);
   const rows = [
     ["Records", fmtNumber(report.records)],
     ["Valid", fmtNumber(report.valid)],
     ["Invalid", fmtNumber(report.invalid)],
-    ["Invalid rate", pct(report.invalid_rate)],
+    ["Invalid rate", fmtPercent(report.invalid_rate, 2)],
   ];
   if (report.age) rows.push(["Age min / median / max", `${report.age.min} / ${report.age.median} / ${report.age.max}`]);
   if (report.previous) {
     const change = report.previous.invalid_rate_change;
     const points = `${change >= 0 ? "+" : ""}${(100 * change).toFixed(2)} points`;
     rows.push([`Invalid rate vs ${report.previous.run_id}`, change === null || change === undefined ? "" : points]);
+    const moved = Object.entries(report.previous.departments_change || {}).filter(([, n]) => n);
+    setText(
+      "quality-departments",
+      moved.length
+        ? `Valid records per department vs the previous run: ${moved.map(([code, n]) => `${code} ${fmtChange(n)}`).join(", ")}.`
+        : "Valid records per department: the same as the previous run.",
+    );
   }
   for (const [term, value] of rows) {
     const div = el("div");
     div.append(el("dt", {}, term), el("dd", {}, value));
     figures.append(div);
   }
+  const before = previous ? previous.columns || {} : {};
+  const change = (column, key, value) => (before[column] ? fmtChange(value - before[column][key]) : "");
+  const columns = Object.entries(report.columns || {}).map(([column, p]) => ({
+    column,
+    nulls: fmtNumber(p.nulls),
+    nullsChange: change(column, "nulls", p.nulls),
+    blanks: fmtNumber(p.blanks),
+    blanksChange: change(column, "blanks", p.blanks),
+    distinct: fmtNumber(p.distinct),
+    distinctChange: change(column, "distinct", p.distinct),
+  }));
+  const against = previous ? `, and the change against run ${previous.run_id}` : " (no previous run to compare with)";
+  setText("quality-columns-caption", `Nulls, blanks and distinct values per column${against}`);
+  fillTable($("quality-columns"), QUALITY_COLUMNS, columns);
+  $("quality-columns").hidden = !columns.length;
   const rules = Object.entries(report.rules || {}).map(([label, count]) => ({ label, count }));
   charts.append(barChart("chart-rules", "Invalid records by rule", rules, true));
-  if (report.age && report.age.bands) {
-    const bands = Object.entries(report.age.bands).map(([label, count]) => ({ label, count }));
-    charts.append(barChart("chart-quality-age", "Age bands (report)", bands));
-  }
+}
+
+/** The records selection of the view as API parameters (without paging). */
+function selection() {
+  const params = new URLSearchParams();
+  if (view.run) params.set("run_id", view.run);
+  if (view.q) params.set("q", view.q);
+  if (view.department) params.set("department", view.department);
+  if (view.sort !== "source") params.set("sort", view.sort);
+  if (view.order !== "asc") params.set("order", view.order);
+  return params;
+}
+
+function showRecord(row, button) {
+  setText("record-title", `Record ${row.id} (user ${row.user_id ?? "without id"}) as stored: masked, without password`);
+  setText("record-json", row.record === null ? "null (the line was not JSON)" : JSON.stringify(row.record, null, 2));
+  $("record-box").hidden = false;
+  $("record-box").dataset.id = row.id;
+  $("record-close").onclick = () => {
+    $("record-box").hidden = true;
+    button.focus();
+  };
+  $("record-json").focus();
 }
 
 async function loadRecords() {
-  const gen = ++generation.records;
+  const signal = begin("records");
   setText("records-error", "");
-  const params = new URLSearchParams({ limit: RECORDS_PAGE, offset: state.recordsOffset });
-  if (state.run) params.set("run_id", state.run);
-  if (state.q) params.set("q", state.q);
+  $("record-box").hidden = true;
+  const params = selection();
+  params.set("limit", RECORDS_PAGE);
+  params.set("offset", view.page * RECORDS_PAGE);
   let page;
   try {
-    page = (await api(`data/${state.table}?${params}`)).data;
+    page = (await api(`data/${view.table}?${params}`, { signal })).data;
   } catch (err) {
-    if (gen !== generation.records) return;
-    setText("records-error", `Records could not be loaded: ${err.message}`);
+    if (!isAbort(err)) setText("records-error", `Records could not be loaded. ${err.message}`);
     return;
   }
-  if (gen !== generation.records) return;
-  const keys = COLUMNS[state.table];
-  const columns = keys.map((key) => ({ key, label: LABELS[key], num: NUMERIC.has(key) }));
-  fillTable($("records-table"), columns, page.items);
+  if (signal.aborted) return;
+  const keys = COLUMNS[view.table];
+  const columns = keys.map((key) => ({ key, label: LABELS[key], num: NUMERIC.has(key), sortable: !UNSORTABLE.has(key) }));
   const table = $("records-table");
-  table.dataset.table = state.table;
-  table.dataset.run = state.run;
-  const scope = state.run ? `run ${state.run}` : "all runs";
-  setText("records-caption", `${TABLE_NAMES[state.table]} records of ${scope}${state.q ? `, matching “${state.q}”` : ""}`);
-  const first = page.items.length ? state.recordsOffset + 1 : 0;
-  setText("records-range", `${first}–${state.recordsOffset + page.items.length} of ${fmtNumber(page.total)}`);
-  $("records-prev").disabled = state.recordsOffset === 0;
-  $("records-next").disabled = state.recordsOffset + RECORDS_PAGE >= page.total;
+  fillTable(table, columns, page.items, {
+    sort: view.sort === "source" ? null : { key: view.sort, descending: view.order === "desc" },
+    onSort: sortBy,
+    action: { label: "Record", name: (row) => `Show record ${row.id} as JSON`, run: showRecord },
+  });
+  table.dataset.table = view.table;
+  table.dataset.run = view.run || "";
+  const scope = view.run ? `run ${view.run}` : "all runs";
+  const filters = [view.q ? `matching “${view.q}”` : "", view.department ? `in ${view.department}` : ""].filter(Boolean);
+  const order = view.sort === "source" ? "" : `, by ${LABELS[view.sort] || view.sort} ${view.order === "desc" ? "descending" : "ascending"}`;
+  setText("records-caption", `${TABLE_NAMES[view.table]} records of ${scope}${filters.length ? `, ${filters.join(", ")}` : ""}${order}`);
+  const offset = view.page * RECORDS_PAGE;
+  const first = page.items.length ? offset + 1 : 0;
+  setText("records-range", `${first}–${offset + page.items.length} of ${fmtNumber(page.total)}`);
+  $("records-prev").disabled = offset === 0;
+  $("records-next").disabled = offset + RECORDS_PAGE >= page.total;
+}
+
+function sortBy(key) {
+  if (view.sort === key) view.order = view.order === "asc" ? "desc" : "asc";
+  else [view.sort, view.order] = [key, "asc"];
+  view.page = 0;
+  navigate(loadRecords);
 }
 
 async function showRun() {
@@ -257,8 +478,41 @@ async function showRun() {
 }
 
 async function refreshAll() {
-  await Promise.all([loadRuns(), loadRunChoices()]);
+  await Promise.all([loadRuns(), loadRunChoices(), loadRunsChart()]);
+  showView();
   await showRun();
+}
+
+/** A person changed the view: a new history entry, then the panels it concerns. */
+function navigate(load) {
+  writeUrl(true);
+  showView();
+  return load();
+}
+
+// ---- downloads -----------------------------------------------------------------------------
+
+async function download(format) {
+  const params = selection();
+  if (format === "csv") params.set("raw", "false"); // safe for spreadsheets (the default, said plainly)
+  const status = $("download-status");
+  delete status.dataset.file;
+  setText("download-status", `Preparing the ${format.toUpperCase()} file…`);
+  try {
+    const response = await request(`data/${view.table}.${format}?${params}`, { accept: "*/*" });
+    const blob = await response.blob();
+    const disposition = response.headers.get("Content-Disposition") || "";
+    const name = /filename="([^"]+)"/.exec(disposition)?.[1] || `${view.table}.${format}`;
+    const link = el("a", { href: URL.createObjectURL(blob), download: name, hidden: "" });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+    setText("download-status", `Downloaded ${name} (${fmtNumber(blob.size)} bytes).`);
+    status.dataset.file = name;
+  } catch (err) {
+    setText("download-status", `The download failed. ${err.message}`);
+  }
 }
 
 // ---- run now -------------------------------------------------------------------------------
@@ -300,7 +554,7 @@ async function runNow() {
     const run = await waitForStart(before);
     if (run) await follow(run);
   } catch (err) {
-    setText("runs-error", `Run now failed: ${err.message}`);
+    setText("runs-error", `Run now failed. ${err.message}`);
     setText("progress-text", "");
     $("progress-box").hidden = true;
   } finally {
@@ -337,7 +591,8 @@ async function follow(run) {
       const took = detail.duration_s === null ? "" : ` in ${fmtSeconds(detail.duration_s)}`;
       const error = detail.error ? ` (${detail.error})` : "";
       progress(`Run ${detail.run_id} ${detail.status}${took}: ${counts}${error}.`, 1, 1);
-      state.run = detail.run_id;
+      [view.run, view.page, view.runsPage] = [detail.run_id, 0, 0];
+      writeUrl(true);
       await refreshAll();
       $("progress-box").dataset.done = detail.status; // the run has ended and every panel shows it
       return;
@@ -351,34 +606,24 @@ async function follow(run) {
 
 async function runSql(event) {
   event.preventDefault();
+  const signal = begin("sql");
   setText("sql-error", "");
   setText("sql-info", "Running…");
   const table = $("sql-table");
   try {
-    const result = (await api("query_sql", { method: "POST", body: { query: $("sql-query").value } })).data;
+    const result = (await api("query_sql", { method: "POST", body: { query: $("sql-query").value }, signal })).data;
     fillTable(table, result.columns.map((c) => ({ key: c, label: c })), result.rows);
     const cut = result.truncated ? " (cut at the console's limit)" : "";
     setText("sql-info", `${fmtNumber(result.rows.length)} row(s) in ${result.elapsed_ms} ms${cut}.`);
   } catch (err) {
+    if (isAbort(err)) return;
     fillTable(table, [], []);
     setText("sql-info", "");
-    setText("sql-error", `The query failed: ${err.message}`);
+    setText("sql-error", err.status === 400 ? `The query was refused. ${err.message}` : `The query failed. ${err.message}`);
   }
 }
 
 // ---- wiring --------------------------------------------------------------------------------
-
-// The previous/next buttons "<name>-prev" and "<name>-next" move state[key] by one page, then load.
-function pager(name, key, size, load) {
-  $(`${name}-prev`).addEventListener("click", () => {
-    state[key] = Math.max(0, state[key] - size);
-    load();
-  });
-  $(`${name}-next`).addEventListener("click", () => {
-    state[key] += size;
-    load();
-  });
-}
 
 function wire() {
   $("sign-in-form").addEventListener("submit", (event) => {
@@ -390,46 +635,67 @@ function wire() {
     setText("notice", "Signed out.");
   });
   $("run-now").addEventListener("click", runNow);
-  pager("runs", "runsOffset", RUNS_PAGE, loadRuns);
+  $("runs-prev").addEventListener("click", () => {
+    view.runsPage = Math.max(0, view.runsPage - 1);
+    navigate(loadRuns);
+  });
+  $("runs-next").addEventListener("click", () => {
+    view.runsPage += 1;
+    navigate(loadRuns);
+  });
   $("run-select").addEventListener("change", (event) => {
-    state.run = event.target.value;
-    state.recordsOffset = 0;
-    showRun();
+    [view.run, view.page] = [event.target.value, 0];
+    navigate(showRun);
   });
   $("records-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    state.q = $("records-q").value.trim();
-    state.recordsOffset = 0;
-    loadRecords();
+    [view.q, view.department, view.page] = [$("records-q").value.trim(), $("records-department").value, 0];
+    navigate(loadRecords);
   });
+  $("records-department").addEventListener("change", () => $("records-form").requestSubmit());
   for (const radio of document.querySelectorAll("input[name=table]")) {
     radio.addEventListener("change", () => {
-      state.table = radio.value;
-      state.recordsOffset = 0;
-      loadRecords();
+      view.table = radio.value;
+      view.page = 0;
+      if (COLUMNS[view.table].indexOf(view.sort) < 0) [view.sort, view.order] = ["source", "asc"];
+      navigate(loadRecords);
     });
   }
-  pager("records", "recordsOffset", RECORDS_PAGE, loadRecords);
+  $("records-prev").addEventListener("click", () => {
+    view.page = Math.max(0, view.page - 1);
+    navigate(loadRecords);
+  });
+  $("records-next").addEventListener("click", () => {
+    view.page += 1;
+    navigate(loadRecords);
+  });
+  for (const button of document.querySelectorAll(".downloads button")) {
+    button.addEventListener("click", () => download(button.dataset.format));
+  }
   $("sql-form").addEventListener("submit", runSql);
   $("sql-query").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("sql-form").requestSubmit();
+  });
+  // Back and forward: the view of that entry, every panel redrawn (the runs list stays as it is).
+  window.addEventListener("popstate", () => {
+    readUrl();
+    showView();
+    if (!token()) return;
+    loadRuns();
+    showRun();
+  });
+  // A new sign-in link pasted into this tab: honoured at once, without a reload.
+  window.addEventListener("hashchange", async () => {
+    const candidate = tokenFromLink();
+    if (candidate && !(await signIn(candidate))) $("token").focus();
   });
 }
 
 async function start() {
   whenUnauthorized(() => signOut("The API refused the token; sign in again."));
+  readUrl();
   wire();
-  // /ui/#token=... signs in (the link `make demo` prints); the token then leaves the address bar.
-  // Read by hand, not with URLSearchParams, so a "+" in a token stays a "+".
-  const match = /(?:^|&)token=([^&]*)/.exec(location.hash.slice(1));
-  let fromLink = match ? match[1] : "";
-  try {
-    fromLink = decodeURIComponent(fromLink);
-  } catch {
-    // not percent-encoded: taken as it is
-  }
-  if (match) history.replaceState(null, "", location.pathname + location.search);
-  const candidate = fromLink || token();
+  const candidate = tokenFromLink() || token();
   if (candidate && (await signIn(candidate))) return;
   showSignedIn(false);
   $("token").focus();
