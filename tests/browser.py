@@ -76,13 +76,19 @@ class BrowserLog:
     driver: webdriver.Chrome
     console: list[dict] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)  # URLs of requests the page aborted
+    _urls: dict[str, str] = field(default_factory=dict)
 
     def collect(self) -> None:
         self.console += self.driver.get_log("browser")
         for entry in self.driver.get_log("performance"):
             message = json.loads(entry["message"])["message"]
+            params = message.get("params", {})
             if message["method"] == "Network.requestWillBeSent":
-                self.requests.append(message["params"]["request"]["url"])
+                self.requests.append(params["request"]["url"])
+                self._urls[params["requestId"]] = params["request"]["url"]
+            elif message["method"] == "Network.loadingFailed" and params.get("canceled"):
+                self.cancelled.append(self._urls.get(params["requestId"], ""))
 
     def errors(self) -> list[dict]:
         self.collect()

@@ -392,6 +392,19 @@ def test_an_analyst_charts_runs_sorts_filters_downloads_and_shares_the_view(make
         assert ui.column("#records-table", "User id") == api_ids(sort="age", order="desc")
         assert ui.find("#records-table th[aria-sort]").get_attribute("aria-sort") == "descending"
 
+        # -- a newer view cancels the request of the older one still under way ----------------------
+        log.collect()
+        driver.execute_script(
+            "document.querySelector('#records-table th button[data-key=email]').click();"
+            "document.querySelector('#records-table th button[data-key=age]').click();"
+        )
+        ui.wait(lambda: "by Age ascending" in ui.text("#records-caption"), what="sorted by age again")
+        assert ui.column("#records-table", "User id") == api_ids(sort="age")
+        log.collect()
+        assert [u for u in log.cancelled if "sort=email" in u], log.cancelled
+        ui.find("#records-table th button[data-key=age]").click()
+        ui.wait(lambda: "by Age descending" in ui.text("#records-caption"), what="sorted by age, descending")
+
         # -- the department filter, then page 2: all of it in the URL -------------------------------
         department = http.get("/summary", params={"run_id": second["run_id"]}).json()["by_department"][0]
         Select(ui.find("#records-department")).select_by_value(department["department"])
