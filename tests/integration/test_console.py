@@ -476,6 +476,7 @@ def test_an_analyst_charts_runs_sorts_filters_downloads_and_shares_the_view(make
             params={"run_id": first["run_id"], "sort": "age", "order": "desc", "raw": "true"},
         )
         expected = list(csv.reader(io.StringIO(raw.text, newline="")))
+        assert http.get("/data/processed_users.csv", params={"raw": "maybe"}).status_code == 422
         assert len(rows) == first["valid_count"] + 1 and [[unneutralised(c) for c in r] for r in rows] == expected
         cells = [c for r in expected[1:] for c in r]
         assert set(HOSTILE) & set(cells)  # the hostile values made it through the pipeline

@@ -204,6 +204,10 @@ async function loadRuns() {
       [run.error || "", "warnings"],
     ];
     for (const [value, cls] of values) tr.append(el("td", { class: cls }, value));
+    // A run id may break after its underscores (date_time_suffix) in a narrow window, nowhere else.
+    const id = tr.querySelector(".run-id");
+    const parts = run.run_id.split("_");
+    id.replaceChildren(...parts.flatMap((part, i) => (i < parts.length - 1 ? [`${part}_`, el("wbr")] : [part])));
     cells.set(run.id, tr);
     body.append(tr);
   }
