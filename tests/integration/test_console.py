@@ -90,6 +90,15 @@ class Console:
         self.driver.save_screenshot(str(OUTPUT / f"{name}.png"))
 
 
+def _unexpected_errors(log: BrowserLog, expected: list[tuple[str, int]]) -> list[dict]:
+    """Console errors other than the answers the test provoked on purpose: (url part, status)."""
+    return [
+        e
+        for e in log.errors()
+        if not any(part in e["message"] and f"status of {status}" in e["message"] for part, status in expected)
+    ]
+
+
 def _emails(p: Pipeline, table: str, run_id: str, limit: int, offset: int = 0) -> list[str]:
     with p.db() as conn:
         rows = conn.execute(
@@ -282,14 +291,7 @@ def test_a_person_signs_in_browses_runs_charts_and_sql_and_starts_a_run(make_sou
 
         # -- labelled controls, no console error, nothing but loopback --------------------------------
         assert driver.execute_script(UNLABELLED) == []
-        unexpected = [
-            e
-            for e in log.errors()
-            if not any(
-                part in e["message"] and f"status of {status}" in e["message"] for part, status in expected_failures
-            )
-        ]
-        assert unexpected == []
+        assert _unexpected_errors(log, expected_failures) == []
         resources = driver.execute_script(
             "return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))"
             ".map(e => e.name)"
@@ -534,14 +536,7 @@ def test_an_analyst_charts_runs_sorts_filters_downloads_and_shares_the_view(make
         driver.save_screenshot(str(OUTPUT / "820px.png"))
 
         assert driver.execute_script(UNLABELLED) == []
-        unexpected = [
-            e
-            for e in log.errors()
-            if not any(
-                part in e["message"] and f"status of {status}" in e["message"] for part, status in expected_failures
-            )
-        ]
-        assert unexpected == []
+        assert _unexpected_errors(log, expected_failures) == []
         assert log.requests and leaving_the_machine(log.requests) == []
     finally:
         driver.quit()

@@ -629,6 +629,18 @@ async function runSql(event) {
 
 // ---- wiring --------------------------------------------------------------------------------
 
+// The previous/next buttons "<name>-prev" and "<name>-next" move view[key] by one page, then load.
+function pager(name, key, load) {
+  $(`${name}-prev`).addEventListener("click", () => {
+    view[key] = Math.max(0, view[key] - 1);
+    navigate(load);
+  });
+  $(`${name}-next`).addEventListener("click", () => {
+    view[key] += 1;
+    navigate(load);
+  });
+}
+
 function wire() {
   $("sign-in-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -639,14 +651,7 @@ function wire() {
     setText("notice", "Signed out.");
   });
   $("run-now").addEventListener("click", runNow);
-  $("runs-prev").addEventListener("click", () => {
-    view.runsPage = Math.max(0, view.runsPage - 1);
-    navigate(loadRuns);
-  });
-  $("runs-next").addEventListener("click", () => {
-    view.runsPage += 1;
-    navigate(loadRuns);
-  });
+  pager("runs", "runsPage", loadRuns);
   $("run-select").addEventListener("change", (event) => {
     [view.run, view.page] = [event.target.value, 0];
     navigate(showRun);
@@ -665,14 +670,7 @@ function wire() {
       navigate(loadRecords);
     });
   }
-  $("records-prev").addEventListener("click", () => {
-    view.page = Math.max(0, view.page - 1);
-    navigate(loadRecords);
-  });
-  $("records-next").addEventListener("click", () => {
-    view.page += 1;
-    navigate(loadRecords);
-  });
+  pager("records", "page", loadRecords);
   for (const button of document.querySelectorAll(".downloads button")) {
     button.addEventListener("click", () => download(button.dataset.format));
   }

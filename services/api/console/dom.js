@@ -66,15 +66,21 @@ export function fillTable(table, columns, rows, options = {}) {
   }
 }
 
+/** A <figure> with its caption, and the caption's id (the chart's accessible name). */
+function captioned(id, title, attrs = {}) {
+  const figure = el("figure", { id, ...attrs });
+  const captionId = `${id}-title`;
+  figure.append(el("figcaption", { id: captionId }, title));
+  return [figure, captionId];
+}
+
 /**
  * A horizontal bar chart in a <figure>: items [{label, count}] in the order given, bars scaled to the
  * largest count, each with its count and its share of the total. Drawn with SVG attributes (the
  * policy allows no inline style); the values are also in aria-description.
  */
 export function barChart(id, title, items, bad = false) {
-  const figure = el("figure", { id });
-  const captionId = `${id}-title`;
-  figure.append(el("figcaption", { id: captionId }, title));
+  const [figure, captionId] = captioned(id, title);
   const width = 440;
   const rowHeight = 22;
   const labelWidth = 190;
@@ -114,9 +120,7 @@ export function barChart(id, title, items, bad = false) {
  * run's figures are on its <g class="run"> (data-*) and in its tooltip.
  */
 export function runsChart(id, title, runs) {
-  const figure = el("figure", { id, class: "wide" });
-  const captionId = `${id}-title`;
-  figure.append(el("figcaption", { id: captionId }, title));
+  const [figure, captionId] = captioned(id, title, { class: "wide" });
   const width = 760;
   const top = 10;
   const countsHeight = 150;
