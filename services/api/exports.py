@@ -11,6 +11,7 @@ as long as the client takes to download (the saver's WAL is checkpointed once it
 import csv
 import io
 import re
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,8 +22,12 @@ CHUNK_ROWS = 5_000
 # OWASP's CSV injection guidance: a cell starting with one of these is read as a formula by Excel or
 # LibreOffice (= + - @, and tab or CR/LF before one); such a cell gets a leading single quote, which
 # spreadsheets show and never evaluate. A cell already starting with the quote gets one more, so
-# dropping one leading quote from every quoted cell always gives the stored value back.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "'")
+# dropping one leading quote from every quoted cell always gives the stored value back. The full-width
+# forms are there as a precaution: spreadsheets with East Asian input settings read them as the ASCII ones.
+TRIGGERS = frozenset("=+-@'\uff1d\uff0b\uff0d\uff20")
+# What a spreadsheet or an import step may skip before reading a formula: spaces (no-break ones too),
+# line and paragraph separators, and invisible format characters (byte-order mark, zero-width space).
+_SKIPPED = frozenset(("Zs", "Zl", "Zp", "Cf"))
 FORMATS = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
 
 
@@ -54,8 +59,19 @@ class Selection:
 
 
 def neutralised(value: Any) -> Any:
-    """``value`` with a single quote in front when it is text a spreadsheet would take for a formula."""
-    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+    """``value`` with a single quote in front when it is text a spreadsheet might take for a formula.
+
+    That is text whose first character is a trigger or any control character (tab, CR, LF, NUL...: ASVS
+    1.2.10), or whose first character after leading spaces and invisible characters is a trigger.
+    """
+    if not isinstance(value, str) or not value or value[0].isalnum():
+        return value  # the common case, decided by the first character alone
+    for i, char in enumerate(value):
+        if char in TRIGGERS or (i == 0 and unicodedata.category(char) == "Cc"):
+            return "'" + value
+        if unicodedata.category(char) not in _SKIPPED:
+            return value
+    return value
 
 
 def csv_chunks(selection: Selection, raw: bool = False) -> Iterator[bytes]:

@@ -21,7 +21,7 @@ import testbed as tb
 from api.ui import FILES as CONSOLE
 from tests.browser import BrowserLog, PrefixProxy, chromium, downloaded, leaving_the_machine
 from tests.support import Pipeline, real_users
-from tests.unit.api.test_exports import FORMULA, HOSTILE, hostile_users, unneutralised
+from tests.unit.api.test_exports import HOSTILE, hostile_users, runs_as_formula, unneutralised
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -482,7 +482,7 @@ def test_an_analyst_charts_runs_sorts_filters_downloads_and_shares_the_view(make
         assert len(rows) == first["valid_count"] + 1 and [[unneutralised(c) for c in r] for r in rows] == expected
         cells = [c for r in expected[1:] for c in r]
         assert set(HOSTILE) & set(cells)  # the hostile values made it through the pipeline
-        assert [c for r in rows[1:] for c in r if c.startswith(FORMULA) and not re.fullmatch(r"-?[\d.]+", c)] == []
+        assert [c for r in rows[1:] for c in r if runs_as_formula(c)] == []
         file.unlink()
         ui.find("#download-parquet").click()
         ui.wait(

@@ -72,8 +72,9 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 
 _RAW = (
-    "true: values exactly as stored, for programs; default false: text starting with = + - @, a tab, CR, LF "
-    "or ' gets a leading ' so that a spreadsheet never runs it as a formula (docs/api.md, Exports)"
+    "true: values exactly as stored, for programs; default false: text starting with = + - @ ' or a control "
+    "character (tab, CR, LF, NUL...), or with = + - @ after leading spaces or invisible characters, gets a "
+    "leading ' so that a spreadsheet never runs it as a formula (docs/api.md, Exports)"
 )
 
 

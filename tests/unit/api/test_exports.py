@@ -2,7 +2,9 @@
 
 import csv
 import io
+import itertools
 import sqlite3
+import unicodedata
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -33,9 +35,27 @@ HOSTILE = (
     "Zoë 東京 🙂 — «ok»",
     "=",
     "'",
+    # A trigger after characters a spreadsheet may skip: spaces, a no-break space, a byte-order mark,
+    # a zero-width space, a vertical tab (ASVS 1.2.10 also names NUL: see test_neutralised_prefixes_text_only).
+    " =1+1",
+    '\u00a0=HYPERLINK("http://x/")',
+    "\ufeff+1",
+    "\u200b@SUM(1)",
+    "\x0b-1",
+    "\uff1d1+1",
 )
 # What a spreadsheet takes for a formula (OWASP); a number is read as a number, never run.
 FORMULA = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def runs_as_formula(cell: str) -> bool:
+    """True when a spreadsheet may run ``cell``: a trigger first, or after leading spaces, control or
+    invisible format characters (NUL, no-break space, byte-order mark...), full-width triggers included;
+    a cell starting with the neutralising quote never runs, nor does a number."""
+    if cell.startswith("'") or _number(cell):
+        return False
+    rest = "".join(itertools.dropwhile(lambda c: unicodedata.category(c) in ("Cc", "Cf", "Zs", "Zl", "Zp"), cell))
+    return cell.startswith(FORMULA) or rest.startswith(("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20"))
 
 
 def hostile_users(count: int) -> list[dict]:
@@ -115,8 +135,7 @@ def test_hostile_cells_read_back_exactly_and_never_start_a_formula(hostile_db, t
             assert rows[1:] == expected
         else:
             assert [[unneutralised(c) for c in row] for row in rows[1:]] == expected
-            starts = [c for row in rows[1:] for c in row if c.startswith(FORMULA) and not _number(c)]
-            assert starts == []
+            assert [c for row in rows[1:] for c in row if runs_as_formula(c)] == []
         # Every field quoted: the file is exactly its cells written back with every field in quotes.
         again = io.StringIO()
         csv.writer(again, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows(rows)
@@ -142,7 +161,24 @@ def test_the_stored_value_comes_back_from_parquet_unchanged(hostile_db):
 
 @pytest.mark.parametrize(
     ("value", "safe"),
-    [("=1+1", "'=1+1"), ("\t-1", "'\t-1"), ("'x", "''x"), ("a=1", "a=1"), ("", ""), (-5, -5), (None, None)],
+    [
+        ("=1+1", "'=1+1"),
+        ("\t-1", "'\t-1"),
+        ("'x", "''x"),
+        ("a=1", "a=1"),
+        ("", ""),
+        (-5, -5),
+        (None, None),
+        ("\x00=1", "'\x00=1"),  # ASVS 1.2.10: NUL
+        ("\x1f", "'\x1f"),  # any control character first, like a tab or CR
+        ("  =1", "'  =1"),
+        ("\u00a0\u2003@x", "'\u00a0\u2003@x"),
+        ("\ufeff\u200b-1", "'\ufeff\u200b-1"),
+        ("\uff0b1", "'\uff0b1"),
+        (" plain", " plain"),  # a space before text that is no formula: unchanged
+        ("\u00a0", "\u00a0"),
+        ("Zoë", "Zoë"),
+    ],
 )
 def test_neutralised_prefixes_text_only(value, safe):
     assert exports.neutralised(value) == safe
