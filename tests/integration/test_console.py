@@ -19,6 +19,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 import testbed as tb
 from api.ui import FILES as CONSOLE
+from dummyjson.users import make_user
 from tests.browser import BrowserLog, PrefixProxy, chromium, downloaded, leaving_the_machine
 from tests.support import Pipeline, real_users
 from tests.unit.api.test_exports import HOSTILE, hostile_users, runs_as_formula, unneutralised
@@ -542,6 +543,65 @@ def test_an_analyst_charts_runs_sorts_filters_downloads_and_shares_the_view(make
         driver.quit()
         proxy.stop()
         http.close()
+
+
+def test_a_stale_link_a_long_department_and_the_keyboard(make_source, make_pipeline, tmp_path):
+    """A link to a page past the end shows the last page; a long department never widens the page; a sort
+    header used from the keyboard keeps the focus."""
+    users = [make_user(uid) for uid in range(1, 51)]
+    long_name = "Research and Development of " + "very " * 60 + "long names"  # ~340 characters
+    for user in users[:3]:
+        user["company"]["department"] = long_name
+    users[3]["company"]["department"] = "Sales\tEast"  # a name the API cannot filter on (a control character)
+    p = make_pipeline(make_source(users=users))
+    p.start_workers()
+    run = _load(p)
+    port = tb.free_port()
+    api = p.start("api", ETL_API_PORT=str(port))
+    tb.wait_port(port, proc=api.popen)
+    proxy = PrefixProxy(PREFIX, port)
+    driver = chromium(tmp_path / "chromium-profile")
+    log = BrowserLog(driver)
+    ui = Console(driver, log)
+    try:
+        # -- links to pages past the end (the data changed, or a hand-made URL): the last page instead ---
+        driver.get(f"{proxy.url}/ui/?sort=age&order=desc&page=99&runs=7#token={TOKEN}")
+        ui.wait(lambda: ui.text("#records-range") == f"41{DASH}50 of 50", what="the last page of records")
+        ui.wait(lambda: ui.text("#runs-range") == f"1{DASH}1 of 1", what="the only page of runs")
+        assert _query(driver.current_url) == {"run": run["run_id"], "sort": "age", "order": "desc", "page": "3"}
+        assert len(ui.rows("#records-table")) == 10 and not ui.text("#records-error")
+        driver.get(f"{proxy.url}/ui/?page=600000")  # past the API's largest offset too
+        ui.wait(lambda: ui.text("#records-range") == f"41{DASH}50 of 50", what="the last page, not a 422")
+        assert not ui.text("#records-error") and _query(driver.current_url)["page"] == "3"
+
+        # -- a sort header used from the keyboard: the focus stays on it ------------------------------
+        driver.get(f"{proxy.url}/ui/")
+        ui.wait(lambda: ui.text("#records-range") == f"1{DASH}20 of 50", what="page 1")
+        ui.find("#records-table th button[data-key=age]").send_keys(Keys.ENTER)
+        ui.wait(lambda: "by Age ascending" in ui.text("#records-caption"), what="sorted by age")
+        focused = "return document.activeElement.dataset.key || document.activeElement.tagName"
+        assert driver.execute_script(focused) == "age"
+        driver.switch_to.active_element.send_keys(Keys.ENTER)
+        ui.wait(lambda: "by Age descending" in ui.text("#records-caption"), what="sorted by age, descending")
+        assert driver.execute_script(focused) == "age"
+
+        # -- 820 px with a department of 340 characters in the filter: no sideways scroll -------------
+        ui.wait(lambda: long_name in [o.text for o in Select(ui.find("#records-department")).options], what="it")
+        offered = [o.get_attribute("value") for o in Select(ui.find("#records-department")).options]
+        assert "Sales\tEast" not in offered and "Sales East" in ui.find("#chart-departments svg").get_attribute(
+            "aria-description"
+        ).replace("\t", " ")
+        for width in (1280, 820):
+            driver.set_window_size(width, 1000)
+            ui.wait(lambda w=width: driver.execute_script("return window.innerWidth") <= w, what="the window")
+            wide = driver.execute_script("return document.documentElement.scrollWidth - innerWidth")
+            assert wide <= 0, (width, wide)
+        Select(ui.find("#records-department")).select_by_value(long_name)
+        ui.wait(lambda: ui.text("#records-range") == f"1{DASH}3 of 3", what="the long department's records")
+        assert _unexpected_errors(log, []) == []
+    finally:
+        driver.quit()
+        proxy.stop()
 
 
 def test_the_built_package_ships_every_console_file(tmp_path):

@@ -34,6 +34,10 @@ const LABELS = {
 const NUMERIC = new Set(["user_id", "age", "id"]);
 const TABLE_NAMES = { processed_users: "Processed", invalid_users: "Invalid", raw_users: "Raw" };
 const ALL_RUNS = "all"; // the URL's run=all: every run's records
+const MAX_OFFSET = 10000000; // the API's largest offset (GET /etl_runs and GET /data/{table})
+// The department filter takes at most this many characters, none a control character (GET /data/{table}).
+const DEPARTMENT_MAX = 1000;
+const filterable = (name) => [...name].length <= DEPARTMENT_MAX && !/[\u0000-\u001f\u007f]/.test(name);
 
 const $ = (id) => document.getElementById(id);
 // The view: what the URL holds (?run=&table=&q=&department=&sort=&order=&page=&runs=), pages from 0.
@@ -76,9 +80,10 @@ function readUrl() {
   const sort = params.get("sort");
   view.sort = sort && COLUMNS[view.table].includes(sort) && !UNSORTABLE.has(sort) ? sort : "source";
   view.order = params.get("order") === "desc" ? "desc" : "asc";
-  const page = (name) => Math.max(0, (Number.parseInt(params.get(name), 10) || 1) - 1);
-  view.page = page("page");
-  view.runsPage = page("runs");
+  // A page past the API's largest offset is past the end of any table: the last page is shown instead.
+  const page = (name, size) => Math.min(Math.floor(MAX_OFFSET / size), Math.max(0, (Number.parseInt(params.get(name), 10) || 1) - 1));
+  view.page = page("page", RECORDS_PAGE);
+  view.runsPage = page("runs", RUNS_PAGE);
 }
 
 function urlOf() {
@@ -184,6 +189,7 @@ async function loadRuns() {
     return;
   }
   if (signal.aborted) return;
+  if (pastTheEnd(page.data.length, page.total, RUNS_PAGE, "runsPage")) return loadRuns();
   const offset = view.runsPage * RUNS_PAGE;
   const body = $("runs-table").tBodies[0];
   body.replaceChildren();
@@ -315,9 +321,10 @@ async function loadSummary() {
     barChart("chart-gender", "Users by gender", summary.by_gender.map((g) => ({ label: g.gender, count: g.count }))),
     barChart("chart-device", "Users by device", summary.by_device.map((d) => ({ label: d.device, count: d.count }))),
   );
-  // The department filter offers the departments of the run (the one chosen stays, even if absent).
+  // The department filter offers the departments of the run the API can filter on (the one chosen stays,
+  // even if absent); a name with a control character or past DEPARTMENT_MAX is only in the chart.
   const select = $("records-department");
-  const names = departments.map((d) => d.label).filter((name) => name !== "unknown");
+  const names = departments.map((d) => d.label).filter((name) => name !== "unknown" && filterable(name));
   if (names.join("\n") !== [...select.options].slice(1).map((o) => o.value).join("\n")) {
     select.replaceChildren(el("option", { value: "" }, "All departments"));
     for (const name of names) select.append(el("option", { value: name }, name));
@@ -449,6 +456,7 @@ async function loadRecords() {
     return;
   }
   if (signal.aborted) return;
+  if (pastTheEnd(page.items.length, page.total, RECORDS_PAGE, "page")) return loadRecords();
   const keys = COLUMNS[view.table];
   const columns = keys.map((key) => ({ key, label: LABELS[key], num: NUMERIC.has(key), sortable: !UNSORTABLE.has(key) }));
   const table = $("records-table");
@@ -468,6 +476,19 @@ async function loadRecords() {
   setText("records-range", `${first}–${offset + page.items.length} of ${fmtNumber(page.total)}`);
   $("records-prev").disabled = offset === 0;
   $("records-next").disabled = offset + RECORDS_PAGE >= page.total;
+}
+
+/**
+ * True when view[key] is a page past the last one (a shared link or a reload after the data changed, or a
+ * page typed into the URL): view[key] becomes the last page, in the URL too, and the caller loads it again.
+ */
+function pastTheEnd(shown, total, size, key) {
+  if (shown || !view[key]) return false;
+  const last = Math.max(0, Math.ceil(total / size) - 1);
+  if (view[key] <= last) return false;
+  view[key] = last;
+  writeUrl(false);
+  return true;
 }
 
 function sortBy(key) {

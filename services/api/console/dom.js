@@ -29,6 +29,8 @@ function svg(tag, attrs = {}, text) {
 export function fillTable(table, columns, rows, options = {}) {
   const head = table.tHead;
   const body = table.tBodies[0];
+  // A sort header used from the keyboard is rebuilt below: the focus moves to its successor, not to the page.
+  const focused = head.contains(document.activeElement) ? document.activeElement.dataset.key : undefined;
   head.replaceChildren();
   body.replaceChildren();
   const tr = el("tr");
@@ -48,6 +50,7 @@ export function fillTable(table, columns, rows, options = {}) {
   }
   if (options.action) tr.append(el("th", { scope: "col" }, options.action.label));
   head.append(tr);
+  if (focused !== undefined) tr.querySelector(`button[data-key="${CSS.escape(focused)}"]`)?.focus();
   for (const row of rows) {
     const line = el("tr");
     columns.forEach((c, i) => {

@@ -21,6 +21,7 @@ from api.models import NO_CONTROL, RecordPage
 
 router = APIRouter(tags=["records"], dependencies=[AuthDep], responses=AUTH_ERRORS)
 
+DEPARTMENT_MAX = 1000  # characters of the department filter (the console's DEPARTMENT_MAX says the same)
 _TOTAL = {"X-Total-Count": {"description": "records matching the filters", "schema": {"type": "integer"}}}
 
 
@@ -33,7 +34,10 @@ class _Params(BaseModel):
     q: str | None = Field(
         None, max_length=100, pattern=NO_CONTROL, description="substring of first/last name, email or username"
     )
-    department: str | None = Field(None, max_length=100, pattern=NO_CONTROL, description="department name (any case)")
+    # As long as a department name a person would pick from a list (the console offers the run's departments).
+    department: str | None = Field(
+        None, max_length=DEPARTMENT_MAX, pattern=NO_CONTROL, description="department name (any case)"
+    )
     sort: str = "source"  # narrowed to the table's sortable columns by _params_model
     order: Literal["asc", "desc"] = "asc"
     limit: int = Field(50, ge=1, le=500)
