@@ -553,6 +553,8 @@ def test_a_stale_link_a_long_department_and_the_keyboard(make_source, make_pipel
     for user in users[:3]:
         user["company"]["department"] = long_name
     users[3]["company"]["department"] = "Sales\tEast"  # a name the API cannot filter on (a control character)
+    unbroken = "Q" * 400  # a name without a place to break a line
+    users[4]["company"]["department"] = unbroken
     p = make_pipeline(make_source(users=users))
     p.start_workers()
     run = _load(p)
@@ -598,7 +600,17 @@ def test_a_stale_link_a_long_department_and_the_keyboard(make_source, make_pipel
             assert wide <= 0, (width, wide)
         Select(ui.find("#records-department")).select_by_value(long_name)
         ui.wait(lambda: ui.text("#records-range") == f"1{DASH}3 of 3", what="the long department's records")
-        assert _unexpected_errors(log, []) == []
+        Select(ui.find("#records-department")).select_by_value(unbroken)  # in the caption now
+        ui.wait(lambda: ui.text("#records-range") == f"1{DASH}1 of 1", what="the unbroken department's record")
+        assert unbroken in ui.text("#records-caption")
+        assert driver.execute_script("return document.documentElement.scrollWidth - innerWidth") <= 0
+        # A refusal quoting a long word of the query breaks too.
+        box = ui.find("#sql-query")
+        box.clear()
+        box.send_keys(f"SELECT {unbroken} FROM processed_users", Keys.CONTROL, Keys.ENTER)
+        ui.wait(lambda: unbroken in ui.text("#sql-error"), what="the refusal")
+        assert driver.execute_script("return document.documentElement.scrollWidth - innerWidth") <= 0
+        assert _unexpected_errors(log, [("/query_sql", 400)]) == []
     finally:
         driver.quit()
         proxy.stop()
