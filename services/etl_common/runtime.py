@@ -9,7 +9,7 @@ import redis
 import structlog
 from tenacity import RetryCallState, retry_if_exception
 
-from etl_common import logs, retry, tracing
+from etl_common import logs, metrics, retry, tracing
 from etl_common.ops import Heartbeat, serve
 from etl_common.redis_client import connect, wait_for_redis
 from etl_common.retry import RETRYABLE_REDIS
@@ -53,6 +53,7 @@ def start(service: str, settings: BaseEtlSettings, ready: Callable[[], bool]) ->
     """
     logs.configure(service, settings.log_level, settings.log_format)
     tracing.configure(service)
+    metrics.register(service)  # its own families only: absent() alerts tell which service is gone
     heartbeat = Heartbeat(settings.heartbeat_stale_s)
     if settings.ops_port:
         try:
