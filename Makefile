@@ -59,8 +59,12 @@ engine-test: env ## Compose and the chart's pods on a private Docker engine (roo
 	@ETL_ENGINE_REQUIRED=1 $(PY) -m pytest -q tests/engine
 	@cat .run/engine/summary.txt
 
-clean: ## Remove local data of the demo
-	rm -rf database sftp_data data .run
+# The demo holds .run/demo.lock (flock) for its life: clean is refused while it is held, and holds it while it removes.
+demo_pid = $(shell [ -e .run/demo.lock ] && ! flock -n .run/demo.lock true && (cat .run/demo.lock; echo ' '))
+clean: ## Remove local data of the demo (refused while a demo runs in this checkout)
+	$(if $(demo_pid),$(error make clean refused: a demo is running in this checkout (pid $(strip $(demo_pid))); stop it with Ctrl-C in its terminal or kill $(strip $(demo_pid)) then run make clean again))
+	@mkdir -p .run && flock -n .run/demo.lock rm -rf database sftp_data data .run
+	@echo "removed database/, data/, sftp_data/ and .run/"
 
 kind-up: env ## Kubernetes on kind: cluster, images, ingress-nginx, keys, helm install + test, API URL
 	@PY=$(PY) scripts/kind.sh up

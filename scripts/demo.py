@@ -235,10 +235,39 @@ def wait_run(
             cp = Checkpoint.load(client, Keys(prefix).checkpoint)
             total = (cp.total if cp else -1) if row is None or row["total_expected"] is None else row["total_expected"]
             pages = _pages_loaded(row["run_id"]) if row is not None else 0
-            progress.update((row["raw_count"] or 0) if row is not None else 0, total, pages)
+            progress.update((row["raw_count"] or 0) if row is not None else 0, total, pages, retrying(extract))
             time.sleep(0.5)
     finally:
         progress.close()
+
+
+# The extractor's log events (services/extractor/source.py, run.py) that say where a page fetch stands.
+RETRY_EVENT = "source request failed, retrying"
+FETCH_EVENTS = {RETRY_EVENT, "page handed on", "run started", "resuming run", "extraction complete"}
+
+
+def retrying(extract: tb.Proc) -> str:
+    """The source is being retried (its log says why): "retrying the source ...", else ""."""
+    try:
+        with extract.log.open("rb") as fh:
+            fh.seek(max(fh.seek(0, os.SEEK_END) - 16384, 0))
+            tail = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(tail):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or record.get("event") not in FETCH_EVENTS:
+            continue
+        if record["event"] != RETRY_EVENT:
+            return ""
+        return (
+            f"retrying the source (try {int(record.get('attempt', 0)) + 1} after a {record.get('wait_s', '?')}s wait): "
+            f"{record.get('error', 'no cause logged')}"
+        )
+    return ""
 
 
 def _pages_loaded(run_id: str) -> int:
@@ -410,6 +439,13 @@ def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
     }
     print("\n" + summary(run, time.monotonic() - t0, api, len(runs), token, facts), flush=True)
     if args.once:
+        for proc in [extract, *reversed(procs)]:
+            proc.stop()
+        print(
+            "stopped (ONCE=1): the API, console and metrics above no longer answer; "
+            "`make demo` without ONCE=1 keeps them serving until Ctrl-C",
+            flush=True,
+        )
         return 0
     extract.popen.wait()  # its ops port is the serving extractor's
     procs.append(tb.start_service("extractor", {**env, "ETL_OPS_PORT": str(ops["extractor"])}, logs))
