@@ -25,13 +25,14 @@ from typing import IO
 import httpx
 import redis
 from dotenv import dotenv_values
+from pydantic import ValidationError
 
 import testbed as tb
 from api.settings import ApiSettings
 from etl_common import setting_names
 from etl_common.db import connect_reader
 from etl_common.keys import Keys
-from etl_common.settings import load
+from etl_common.settings import describe, from_env_file
 from extractor.checkpoint import Checkpoint
 from extractor.settings import ExtractorSettings
 from saver.settings import SaverSettings
@@ -87,7 +88,10 @@ def check_settings(env: dict[str, str]) -> None:
         raise Refused(f"unknown setting {', '.join(hints)}: no service reads it; fix or remove it", code=2)
     values = {k.removeprefix("ETL_").lower(): v for k, v in env.items()}
     for cls in SETTINGS:
-        load(cls, _env_file=None, **values)
+        try:
+            cls(_env_file=None, **values)
+        except ValidationError as exc:
+            raise Refused(f"invalid setting: {describe(exc)}", code=2) from None
 
 
 def ops_ports_base(value: str | None) -> int:
@@ -358,10 +362,12 @@ def main() -> int:
     except (KeyboardInterrupt, Stop):
         return 0
     except Refused as exc:
-        print(f"demo refused: {exc}", file=sys.stderr)
+        print(f"demo refused: {exc}{from_env_file(str(exc), ROOT / '.env')}", file=sys.stderr)
         return exc.code
     except (RuntimeError, TimeoutError, OSError, redis.RedisError) as exc:
-        print(f"demo failed: {exc}; see {RUN / 'logs' / 'latest'}", file=sys.stderr)
+        # A value copied from .env.example fails in a service: the line says where it was set.
+        note = from_env_file(str(exc), ROOT / ".env")
+        print(f"demo failed: {exc}{note}; see {RUN / 'logs' / 'latest'}", file=sys.stderr)
         return 1
     finally:
         stop_all()
