@@ -144,11 +144,7 @@ BACKPRESSURE_WAITS = counter(
     "etl_backpressure_wait_seconds_total",
     "Time the extractor waited for the raw stream's backlog to drain.",
 )
-RUN_STARTED = gauge(
-    EXTRACTOR,
-    "etl_last_run_start_timestamp_seconds",
-    "Unix time at which the extractor started or resumed its latest run.",
-)
+RUN_STARTED = gauge(EXTRACTOR, "etl_last_run_start_timestamp_seconds", "Unix time the latest run started or resumed.")
 RUN_EXPECTED = gauge(EXTRACTOR, "etl_run_expected_records", "Records the source announced for the current run.")
 RUN_WARNINGS = counter(
     EXTRACTOR,
@@ -159,13 +155,7 @@ RUN_WARNINGS = counter(
 )
 
 # --- saver ------------------------------------------------------------------------------------------------------
-SFTP_UPLOADS = counter(SAVER, "etl_sftp_uploads_total", "SFTP upload attempts by outcome.", ("outcome",))
-SFTP_BYTES = counter(SAVER, "etl_sftp_uploaded_bytes_total", "Bytes uploaded over SFTP.")
-LAST_SUCCESS = gauge(
-    SAVER,
-    "etl_last_success_timestamp_seconds",
-    "Unix time at which the last run succeeded (0: none in the database yet).",
-)
+LAST_SUCCESS = gauge(SAVER, "etl_last_success_timestamp_seconds", "Unix time the last run succeeded (0: none yet).")
 LAST_RUN_DURATION = gauge(
     SAVER,
     "etl_last_run_duration_seconds",
@@ -176,6 +166,8 @@ LAST_RUN_INVALID_RATIO = gauge(
     "etl_last_run_invalid_ratio",
     "Share (0 to 1) of the records of the last loaded run that were invalid, from its quality report.",
 )
+SFTP_UPLOADS = counter(SAVER, "etl_sftp_uploads_total", "SFTP upload attempts by outcome.", ("outcome",))
+SFTP_BYTES = counter(SAVER, "etl_sftp_uploaded_bytes_total", "Bytes uploaded over SFTP.")
 
 # --- api --------------------------------------------------------------------------------------------------------
 API_REQUESTS = counter(
