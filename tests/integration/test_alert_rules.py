@@ -93,7 +93,7 @@ def input_series(timelines: dict[str, Timeline], epoch0: int) -> list[dict[str, 
                     live = False
                     continue
                 if v and name.endswith(TIMESTAMPS):
-                    v = round(v) - epoch0
+                    v = int(v) - epoch0  # whole seconds, never past the scrape
                 tokens.append(f"{_number(v)}x{minutes - 1}")
                 live = True
             text = ",".join(f"{k}={json.dumps(val)}" for k, val in (*labels, *target.items()))
@@ -214,7 +214,7 @@ def _epoch0(scrapes) -> int:
 def test_after_a_run_all_is_quiet_and_26_hours_later_no_success_pages(scrapes, tmp_path):
     epoch0 = _epoch0(scrapes)
     series = input_series(_timeline(scrapes, 29 * 60), epoch0)
-    success = round(scrapes["run"]["saver"].value("etl_last_success_timestamp_seconds")) - epoch0
+    success = int(scrapes["run"]["saver"].value("etl_last_success_timestamp_seconds")) - epoch0
     assert 3000 < success <= 3600
     late = firing("EtlNoSuccessfulRun", humanize_duration(28 * 3600 - success))
     check_rules(
