@@ -13,6 +13,7 @@ class Progress:
     def __init__(self, stream: IO[str], every_s: float = 5.0) -> None:
         self.stream, self.every_s = stream, every_s
         self.bar: Any = None
+        self.note = ""
         self.last_line = time.monotonic()  # the first line after every_s: short runs print none
         self.t0 = time.monotonic()
 
@@ -34,9 +35,12 @@ class Progress:
                     nrows=size.lines,
                 )
             self.bar.total = max(total, loaded, 1)
+            # While the source is retried the bar says so, and why on a line above it (once per new cause).
+            if note and note != self.note:
+                self.bar.write(note, file=self.stream)
+            self.note = note
+            self.bar.set_description("retrying" if note else "loading", refresh=False)
             self.bar.set_postfix(pages=pages, refresh=False)
-            if note:
-                self.bar.set_postfix_str(f"pages={pages}, {note}", refresh=False)
             self.bar.update(loaded - self.bar.n)  # through update() so tqdm's rate and time left follow
             self.bar.refresh()
         elif time.monotonic() - self.last_line >= self.every_s:
