@@ -66,7 +66,8 @@ engine-test: env-dev ## Compose and the chart's pods on a private Docker engine 
 demo_pid = $(shell [ -e .run/demo.lock ] && ! flock -n .run/demo.lock true && (cat .run/demo.lock; echo ' '))
 clean: ## Remove local data of the demo (refused while a demo runs in this checkout)
 	$(if $(demo_pid),$(error make clean refused: a demo is running in this checkout (pid $(strip $(demo_pid))); stop it with Ctrl-C in its terminal or kill $(strip $(demo_pid)) then run make clean again))
-	@mkdir -p .run && flock -n .run/demo.lock rm -rf database sftp_data data .run
+	@mkdir -p .run && flock -n .run/demo.lock rm -rf database sftp_data data .run \
+	  || { echo "make clean refused: a demo started meanwhile (pid $$(cat .run/demo.lock)); stop it first" >&2; exit 1; }
 	@echo "removed database/, data/, sftp_data/ and .run/"
 
 kind-up: env-dev ## Kubernetes on kind: cluster, images, ingress-nginx, keys, helm install + test, API URL
