@@ -2,33 +2,36 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench-quality bench bench-compare engine-test lock kind-up kind-down helm-lint helm-template
+.PHONY: help env env-dev demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench-quality bench bench-compare engine-test lock kind-up kind-down helm-lint helm-template
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-env: ## Install system packages when missing (as root) and create .venv
+env: ## The runtime only: system packages when missing (as root) and .venv with the runtime packages (Python 3.11+)
 	@scripts/bootstrap.sh
+
+env-dev: ## The runtime and the test tools and linters (the dev extra) in .venv; no browser, no apt extras
+	@scripts/bootstrap.sh --dev
 
 demo: env ## Run the whole system locally and perform one run (ONCE=1 stops after the summary; BAD_EVERY=0 no broken users)
 	@$(PY) scripts/demo.py $(if $(ONCE),--once,) $(if $(BAD_EVERY),--bad-every $(BAD_EVERY),)
 
-test: ## All tests: unit, integration and faults, on real Redis, SFTP and SQLite (installs Prometheus and age as root)
+test: ## All tests on real Redis, SFTP and SQLite (adds the test tools; as root Chromium, Prometheus, age)
 	@scripts/bootstrap.sh --test
 	@$(PY) -m pytest
 
-test-unit: env ## Only the pure-logic tests
+test-unit: env-dev ## Only the pure-logic tests
 	@$(PY) -m pytest tests/unit
 
-lint: env ## ruff and mypy
+lint: env-dev ## ruff and mypy
 	@$(PY) -m ruff check services scripts tests testbed
 	@$(PY) -m ruff format --check services scripts tests testbed
 	@$(PY) -m mypy services
 
-lock: env ## Pin every dependency of pyproject.toml (runtime and dev) in requirements.lock (pip-compile)
+lock: env-dev ## Pin every dependency of pyproject.toml (runtime and dev) in requirements.lock (pip-compile)
 	@.venv/bin/pip-compile --quiet
 
-format: env ## Format the code
+format: env-dev ## Format the code
 	@$(PY) -m ruff format services scripts tests testbed
 	@$(PY) -m ruff check --fix services scripts tests testbed
 
@@ -52,25 +55,30 @@ keys: env ## Generate the SFTP client key, host keys and known_hosts for compose
 	@# Made here, owned by you (HOST_UID in .env), so Docker does not create them as root.
 	@mkdir -p database data sftp_data
 
-compose-check: env ## Lint the Dockerfile, validate docker-compose.yml, run it as local processes
+compose-check: env-dev ## Lint the Dockerfile, validate docker-compose.yml, run it as local processes
 	@$(PY) -m pytest -q tests/compose
 
-engine-test: env ## Compose and the chart's pods on a private Docker engine (root): build, up, a run, checks, cleanup
+engine-test: env-dev ## Compose and the chart's pods on a private Docker engine (root): build, up, a run, checks, cleanup
 	@ETL_ENGINE_REQUIRED=1 $(PY) -m pytest -q tests/engine
 	@cat .run/engine/summary.txt
 
-clean: ## Remove local data of the demo
-	rm -rf database sftp_data data .run
+# The demo holds .run/demo.lock (flock) for its life: clean is refused while it is held, and holds it while it removes.
+demo_pid = $(shell [ -e .run/demo.lock ] && ! flock -n .run/demo.lock true && (cat .run/demo.lock; echo ' '))
+clean: ## Remove local data of the demo (refused while a demo runs in this checkout)
+	$(if $(demo_pid),$(error make clean refused: a demo is running in this checkout (pid $(strip $(demo_pid))); stop it with Ctrl-C in its terminal or kill $(strip $(demo_pid)) then run make clean again))
+	@mkdir -p .run && flock -n .run/demo.lock rm -rf database sftp_data data .run \
+	  || { echo "make clean refused: a demo started meanwhile (pid $$(cat .run/demo.lock)); stop it first" >&2; exit 1; }
+	@echo "removed database/, data/, sftp_data/ and .run/"
 
-kind-up: env ## Kubernetes on kind: cluster, images, ingress-nginx, keys, helm install + test, API URL
+kind-up: env-dev ## Kubernetes on kind: cluster, images, ingress-nginx, keys, helm install + test, API URL
 	@PY=$(PY) scripts/kind.sh up
 
 kind-down: ## Delete the kind cluster (and everything in it)
 	@scripts/kind.sh down
 
-helm-lint: env ## Lint charts/etl (Helm's engine, strict) with the default and every ci/*-values.yaml
+helm-lint: env-dev ## Lint charts/etl (Helm's engine, strict) with the default and every ci/*-values.yaml
 	@$(PY) -m testbed.chart lint
 	@$(PY) -m testbed.chart lint $(foreach f,$(wildcard charts/etl/ci/*-values.yaml),-f $(f))
 
-helm-template: env ## Render charts/etl to stdout (VALUES=charts/etl/ci/kind-values.yaml to pick values)
+helm-template: env-dev ## Render charts/etl to stdout (VALUES=charts/etl/ci/kind-values.yaml to pick values)
 	@$(PY) -m testbed.chart template $(if $(VALUES),-f $(VALUES),)

@@ -25,13 +25,14 @@ from typing import IO
 import httpx
 import redis
 from dotenv import dotenv_values
+from pydantic import ValidationError
 
 import testbed as tb
 from api.settings import ApiSettings
 from etl_common import setting_names
 from etl_common.db import connect_reader
 from etl_common.keys import Keys
-from etl_common.settings import load
+from etl_common.settings import describe, from_env_file
 from extractor.checkpoint import Checkpoint
 from extractor.settings import ExtractorSettings
 from saver.settings import SaverSettings
@@ -87,7 +88,10 @@ def check_settings(env: dict[str, str]) -> None:
         raise Refused(f"unknown setting {', '.join(hints)}: no service reads it; fix or remove it", code=2)
     values = {k.removeprefix("ETL_").lower(): v for k, v in env.items()}
     for cls in SETTINGS:
-        load(cls, _env_file=None, **values)
+        try:
+            cls(_env_file=None, **values)
+        except ValidationError as exc:
+            raise Refused(f"invalid setting: {describe(exc)}", code=2) from None
 
 
 def ops_ports_base(value: str | None) -> int:
@@ -235,10 +239,39 @@ def wait_run(
             cp = Checkpoint.load(client, Keys(prefix).checkpoint)
             total = (cp.total if cp else -1) if row is None or row["total_expected"] is None else row["total_expected"]
             pages = _pages_loaded(row["run_id"]) if row is not None else 0
-            progress.update((row["raw_count"] or 0) if row is not None else 0, total, pages)
+            progress.update((row["raw_count"] or 0) if row is not None else 0, total, pages, retrying(extract))
             time.sleep(0.5)
     finally:
         progress.close()
+
+
+# The extractor's log events (services/extractor/source.py, run.py) that say where a page fetch stands.
+RETRY_EVENT = "source request failed, retrying"
+FETCH_EVENTS = {RETRY_EVENT, "page handed on", "run started", "resuming run", "extraction complete"}
+
+
+def retrying(extract: tb.Proc) -> str:
+    """The source is being retried (its log says why): "retrying the source ...", else ""."""
+    try:
+        with extract.log.open("rb") as fh:
+            fh.seek(max(fh.seek(0, os.SEEK_END) - 16384, 0))
+            tail = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(tail):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or record.get("event") not in FETCH_EVENTS:
+            continue
+        if record["event"] != RETRY_EVENT:
+            return ""
+        return (
+            f"retrying the source (try {int(record.get('attempt', 0)) + 1} after a {record.get('wait_s', '?')}s wait): "
+            f"{record.get('error', 'no cause logged')}"
+        )
+    return ""
 
 
 def _pages_loaded(run_id: str) -> int:
@@ -329,10 +362,12 @@ def main() -> int:
     except (KeyboardInterrupt, Stop):
         return 0
     except Refused as exc:
-        print(f"demo refused: {exc}", file=sys.stderr)
+        print(f"demo refused: {exc}{from_env_file(str(exc), ROOT / '.env')}", file=sys.stderr)
         return exc.code
     except (RuntimeError, TimeoutError, OSError, redis.RedisError) as exc:
-        print(f"demo failed: {exc}; see {RUN / 'logs' / 'latest'}", file=sys.stderr)
+        # A value copied from .env.example fails in a service: the line says where it was set.
+        note = from_env_file(str(exc), ROOT / ".env")
+        print(f"demo failed: {exc}{note}; see {RUN / 'logs' / 'latest'}", file=sys.stderr)
         return 1
     finally:
         stop_all()
@@ -410,6 +445,13 @@ def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
     }
     print("\n" + summary(run, time.monotonic() - t0, api, len(runs), token, facts), flush=True)
     if args.once:
+        for proc in [extract, *reversed(procs)]:
+            proc.stop()
+        print(
+            "stopped (ONCE=1): the API, console and metrics above no longer answer; "
+            "`make demo` without ONCE=1 keeps them serving until Ctrl-C",
+            flush=True,
+        )
         return 0
     extract.popen.wait()  # its ops port is the serving extractor's
     procs.append(tb.start_service("extractor", {**env, "ETL_OPS_PORT": str(ops["extractor"])}, logs))

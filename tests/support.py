@@ -3,9 +3,9 @@
 import json
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
+import tomllib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,11 +13,6 @@ from typing import Any
 
 import httpx
 import redis
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib
 
 import testbed as tb
 from dummyjson.server import Source, build

@@ -1,15 +1,17 @@
-"""Request dependencies: settings, the database, bearer-token authentication, and the JSON answer helper.
+"""Request dependencies: settings, the database, bearer-token authentication, query checks, run keys, JSON answers.
 
 Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in its thread
 pool, and a thread hop per dependency costs more than the work they do.
 """
 
+import difflib
 import secrets
 from functools import lru_cache
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 
 from api.db import Database
 from api.models import Error
@@ -57,6 +59,67 @@ async def require_token(request: Request) -> None:
 
 
 AuthDep = Depends(require_token)
+
+
+def _declared_queries(app: FastAPI) -> dict[tuple[str, str], frozenset[str]]:
+    """(method, path template) -> the query parameters the route declares in the OpenAPI document; built once."""
+    declared: dict[tuple[str, str], frozenset[str]] | None = getattr(app.state, "declared_queries", None)
+    if declared is None:
+        declared = {
+            (method.upper(), path): frozenset(p["name"] for p in op.get("parameters", []) if p.get("in") == "query")
+            for path, ops in app.openapi().get("paths", {}).items()
+            for method, op in ops.items()
+            if isinstance(op, dict)
+        }
+        app.state.declared_queries = declared
+    return declared
+
+
+async def reject_unknown_query(request: Request) -> None:
+    """422 naming each query parameter the route does not declare (a misspelt or unsupported filter).
+
+    Ignoring it would answer as if there were no filter: every row, every run. The declared names are
+    the OpenAPI document's, so what the document says and what the API takes cannot drift apart; a route
+    outside the document (/metrics) takes none.
+    """
+    if not request.scope.get("query_string"):
+        return
+    route = request.scope.get("route")
+    method = "GET" if request.method == "HEAD" else request.method
+    allowed = _declared_queries(request.app).get((method, getattr(route, "path_format", "")), frozenset())
+    unknown = [name for name in dict.fromkeys(request.query_params.keys()) if name not in allowed]
+    if not unknown:
+        return
+    takes = f"this route takes {', '.join(sorted(allowed))}" if allowed else "this route takes no query parameters"
+    errors = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(allowed), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        msg = f"unknown query parameter {name!r}{hint}; {takes}"
+        errors.append(
+            {"type": "unknown_parameter", "loc": ("query", name), "msg": msg, "input": request.query_params[name]}
+        )
+    raise RequestValidationError(errors)
+
+
+QueryCheckDep = Depends(reject_unknown_query)
+
+
+def run_key(run: str) -> tuple[str, int | str]:
+    """The column and value a run is looked up by: the integer ``id``, or the ``run_id`` text."""
+    # isascii: "³".isdigit() is true, and int() refuses it.
+    if run.isascii() and run.isdigit() and len(run) < 19:
+        return "id", int(run)
+    return "run_id", run
+
+
+def run_id_of(db: Database, run: str) -> str:
+    """The ``run_id`` text of a run given in either form (an integer ``id`` that names no run stays as given)."""
+    column, key = run_key(run)
+    if column == "run_id":
+        return run
+    found = db.scalar("SELECT run_id FROM etl_runs WHERE id = ?", (key,))
+    return str(found) if found is not None else run
 
 
 def error(status: int, description: str) -> dict[int | str, dict[str, Any]]:

@@ -11,7 +11,7 @@ from api import errors, openapi, ui
 from api.cache import ResponseCache
 from api.commands import CommandQueue
 from api.db import Database
-from api.deps import get_settings
+from api.deps import QueryCheckDep, get_settings
 from api.middleware import install_observability
 from api.routes import data, health, runs, sql, summary
 from api.settings import ApiSettings
@@ -46,6 +46,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         static_url=DOCS_ASSETS,
         # No validator badge: Swagger UI would send the document to an outside validator.
         swagger_ui_parameters={"validatorUrl": None},
+        # Every route: a query parameter it does not declare is a 422 naming it, never silently ignored.
+        dependencies=[QueryCheckDep],
     )
     app.state.settings = settings
     app.state.db = Database(settings.db_path)

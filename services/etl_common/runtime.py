@@ -1,19 +1,22 @@
 """Process start-up shared by the workers: logs, tracing, ops endpoint, SIGTERM handling, the serve loop."""
 
+import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import redis
 import structlog
 from tenacity import RetryCallState, retry_if_exception
 
-from etl_common import logs, retry, tracing
+from etl_common import logs, metrics, retry, tracing
 from etl_common.ops import Heartbeat, serve
 from etl_common.redis_client import connect, wait_for_redis
 from etl_common.retry import RETRYABLE_REDIS
-from etl_common.settings import BaseEtlSettings
+from etl_common.settings import BaseEtlSettings, from_env_file
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +56,7 @@ def start(service: str, settings: BaseEtlSettings, ready: Callable[[], bool]) ->
     """
     logs.configure(service, settings.log_level, settings.log_format)
     tracing.configure(service)
+    metrics.register(service)  # its own families only: absent() alerts tell which service is gone
     heartbeat = Heartbeat(settings.heartbeat_stale_s)
     if settings.ops_port:
         try:
@@ -65,6 +69,32 @@ def start(service: str, settings: BaseEtlSettings, ready: Callable[[], bool]) ->
             )
             raise SystemExit(2) from exc
     return heartbeat, Stopper().install()
+
+
+def require_writable(service: str, variable: str, path: Path, *, folder: bool = True) -> None:
+    """Exit 2 with one line naming ``path``, "not writable" and ``variable`` when the service cannot write there.
+
+    ``folder``: ``path`` is a folder (made when missing) that must take new files; otherwise a file whose folder
+    must (SQLite adds its -wal and -shm files beside it) and which, when it exists, must open for writing.
+    Tried for real, not with ``os.access``: root passes that check on a read-only mount.
+    """
+    where = path if folder else path.parent
+    what = where
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=where):
+            pass
+        if not folder and path.exists():
+            what = path
+            with path.open("r+b"):
+                pass
+    except OSError as exc:
+        line = (
+            f"{service}: {what} is not writable ({exc.strerror}); {variable}={str(path)!r} must be a place this user "
+            f"(uid {os.getuid()}) can write: fix its permissions or mount, or set {variable} elsewhere"
+        )
+        print(line + from_env_file(line), file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def wait_for_redis_or_exit(service: str, client: redis.Redis) -> None:

@@ -1,12 +1,16 @@
 """Settings base shared by every service: read from the environment (prefix ETL_) and a .env file."""
 
+import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import Field, ValidationError
+from dotenv import dotenv_values
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.connection import parse_url
 
 from etl_common.setting_names import given, warn_misspelt
 
@@ -36,15 +40,76 @@ class BaseEtlSettings(BaseSettings):
     # Heartbeat older than this makes /healthz fail.
     heartbeat_stale_s: float = Field(60.0, gt=0)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        """Parsed as redis-py will (scheme, port): a malformed URL is a setting error, not a traceback later."""
+        try:
+            parse_url(url)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            # The parser's messages name the part at fault, never the password; redacted all the same.
+            reason = str(exc).replace(_password(url), "***") if _password(url) else str(exc)
+            raise ValueError(
+                f"expected redis://[[user]:password@]host[:port][/db], rediss:// or unix://: {reason}"
+            ) from None
+        return url
+
+
+_USERINFO = re.compile(r"^(?P<head>[^/]*//[^/@:]*:)(?P<password>[^@]*)@")
+
+
+def _password(url: str) -> str:
+    m = _USERINFO.match(url)
+    return m.group("password") if m else ""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password, if any, as ``***`` (``redis://:***@host:6379/0``)."""
+    return _USERINFO.sub(lambda m: f"{m.group('head')}***@", url, count=1)
+
+
+SECRET_WORDS = ("token", "key", "passphrase", "password")
+
+
+def shown(name: str, value: object) -> str:
+    """A setting's value as a message may show it: secrets hidden, a URL's password redacted."""
+    lower = name.lower()
+    if any(w in lower for w in SECRET_WORDS):
+        return "<hidden>"
+    if lower.endswith("url") and isinstance(value, str):
+        return repr(redact_url(value))
+    return repr(value)
+
+
+def from_env_file(message: str, env_file: str | Path | None = ".env", environ: Mapping[str, str] = os.environ) -> str:
+    """A note naming the settings of ``message`` (by name or value) whose value came from ``env_file``, else "".
+
+    ``" (ETL_ENCRYPTION_RECIPIENTS_FILE='/run/secrets/age/recipients.txt' came from .env: fix or remove it there)"``:
+    a value copied from .env.example is found where it was set, not only where it failed.
+    """
+    if env_file is None or not Path(env_file).is_file():
+        return ""
+    named = []
+    for name, value in dotenv_values(env_file).items():
+        if not name.upper().startswith(ENV_PREFIX) or name in environ or not value:
+            continue
+        secret = shown(name, value) == "<hidden>"
+        if name in message or (not secret and len(value) >= 4 and value in message):
+            named.append(name if secret else f"{name}={shown(name, value)}")
+    if not named:
+        return ""
+    return f" ({', '.join(named)} came from {env_file}: fix or remove {'it' if len(named) == 1 else 'them'} there)"
+
 
 S = TypeVar("S", bound=BaseSettings)
 
 
-def describe(exc: ValidationError) -> str:
+def describe(exc: ValidationError, env_file: str | Path | None = None) -> str:
     """One line for a settings error: each bad variable, the value given and what is expected.
 
     ``ETL_PAGE_SIZE='abc': expected a valid integer, unable to parse string as an integer``;
-    several errors are joined with ``; ``. Values of secret fields are never shown.
+    several errors are joined with ``; ``. Values of secret fields are never shown, a URL's password neither.
+    A value that came from ``env_file`` rather than the environment is said to (``from_env_file``).
     """
     parts = []
     for err in exc.errors():
@@ -54,10 +119,9 @@ def describe(exc: ValidationError) -> str:
             parts.append(expected)
             continue
         name = ENV_PREFIX + loc[0].upper()
-        secret = any(w in loc[0] for w in ("token", "key", "passphrase", "password"))
-        value = "<hidden>" if secret else repr(err.get("input"))
-        parts.append(f"{name}={value}: {expected}")
-    return "; ".join(parts)
+        parts.append(f"{name}={shown(name, err.get('input'))}: {expected}")
+    line = "; ".join(parts)
+    return line + from_env_file(line, env_file)
 
 
 def _expected(err: Any) -> str:
@@ -81,5 +145,6 @@ def load(cls: type[S], **values: Any) -> S:
     try:
         return cls(**values)
     except ValidationError as exc:
-        print(f"invalid setting: {describe(exc)}", file=sys.stderr)
+        source = env_file if isinstance(env_file, (str, Path)) else None
+        print(f"invalid setting: {describe(exc, source)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -2,9 +2,10 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 from etl_common import runtime
-from etl_common.settings import load
+from etl_common.settings import from_env_file, load
 from saver import crypto
 from saver.settings import SaverSettings
 from saver.store import Store
@@ -37,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             crypto.load_recipients(settings.encryption_recipients, settings.encryption_recipients_file)
         except crypto.CryptoError as exc:
-            print(f"invalid setting: {exc}", file=sys.stderr)
+            print(f"invalid setting: {exc}{from_env_file(str(exc))}", file=sys.stderr)
             return 2
+    runtime.require_writable("saver", "ETL_DB_PATH", Path(settings.db_path), folder=False)
+    runtime.require_writable("saver", "ETL_DATA_DIR", Path(settings.data_dir))
     # Encrypted files are written at the end of the run (no plaintext copy may touch the disk); plain ones as
     # the pages commit.
     store = Store(settings.db_path, None if settings.encryption_enabled else settings.data_dir)

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import exports, records
 from api.db import Database
-from api.deps import AUTH_ERRORS, AuthDep, raw_json
+from api.deps import AUTH_ERRORS, AuthDep, raw_json, run_id_of
 from api.models import NO_CONTROL, RecordPage
 
 router = APIRouter(tags=["records"], dependencies=[AuthDep], responses=AUTH_ERRORS)
@@ -29,7 +29,10 @@ class _Params(BaseModel):
     """Query parameters shared by the three tables (one model: FastAPI validates it in one pass)."""
 
     run_id: str | None = Field(
-        None, max_length=200, pattern=NO_CONTROL, description="only this run's records (etl_runs.run_id)"
+        None,
+        max_length=200,
+        pattern=NO_CONTROL,
+        description="only this run's records: its integer id or its run_id text (as in /etl_runs/{run})",
     )
     q: str | None = Field(
         None, max_length=100, pattern=NO_CONTROL, description="substring of first/last name, email or username"
@@ -102,9 +105,9 @@ def _validated(model: type[_Params], request: Request) -> _Params:
         raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in errors]) from None
 
 
-def _query(params: _Params) -> records.Query:
+def _query(params: _Params, db: Database) -> records.Query:
     return records.Query(
-        params.run_id,
+        run_id_of(db, params.run_id) if params.run_id is not None else None,
         params.q,
         params.department,
         getattr(params, "department_code", None),
@@ -119,8 +122,8 @@ def _serve(table: records.Table) -> tuple[Callable[[Request], Awaitable[Response
     model = _params_model(table)
 
     async def handler(request: Request) -> Response:
-        query = _query(_validated(model, request))
         db: Database = request.app.state.db
+        query = _query(_validated(model, request), db)
         version = db.version()
         if records.is_cheap(query):
             # An index walk of well under a millisecond: cheaper here than a hop to a thread.
@@ -138,8 +141,8 @@ def _serve_export(table: records.Table, fmt: str) -> tuple[Callable[[Request], A
 
     async def handler(request: Request) -> Response:
         params = _validated(model, request)
-        query = _query(params)
         db: Database = request.app.state.db
+        query = _query(params, db)
         # Opening the cursor runs the query's first step (a sort may scan the run): off the event loop.
         selection = await run_in_threadpool(exports.Selection, db, table, query, params.limit)
         raw = getattr(params, "raw", False)

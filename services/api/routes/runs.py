@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import commands
 from api.db import Database
-from api.deps import AUTH_ERRORS, AuthDep, DbDep, error, json_response, raw_json
+from api.deps import AUTH_ERRORS, AuthDep, DbDep, error, json_response, raw_json, run_key
 from api.models import NO_CONTROL, QualityReport, Run, RunDetail, RunRequested, Status
 from etl_common import tracing
 
@@ -75,7 +75,7 @@ async def get_run(
 
     `dead_letters` is null when Redis cannot be reached.
     """
-    column, key = _run_key(run)
+    column, key = run_key(run)
     rows = db.dicts(
         f"SELECT {_COLUMNS}, pages_expected, updated_at, warnings, (SELECT count(*) FROM loaded_pages lp "
         "WHERE lp.run_id = r.run_id) AS pages_loaded, round((julianday(finished_at) - julianday(started_at)) "
@@ -92,14 +92,6 @@ async def get_run(
     return json_response(rows[0])
 
 
-def _run_key(run: str) -> tuple[str, int | str]:
-    """The column and value a run is looked up by: the integer id, or the run_id text."""
-    # isascii: "³".isdigit() is true, and int() refuses it.
-    if run.isascii() and run.isdigit() and len(run) < 19:
-        return "id", int(run)
-    return "run_id", run
-
-
 @router.get(
     "/etl_runs/{run}/quality",
     summary="The run's data-quality report",
@@ -114,7 +106,7 @@ async def get_quality(
 
     404 when there is no such run; 409 while the run has no report, with the reason.
     """
-    column, key = _run_key(run)
+    column, key = run_key(run)
     rows = db.dicts(
         "SELECT r.run_id, r.status, q.report, q.computed_at FROM etl_runs r LEFT JOIN run_quality q "
         f"ON q.run_id = r.run_id WHERE r.{column} = ?",

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import summary
 from api.db import Database
-from api.deps import AUTH_ERRORS, AuthDep, DbDep, error, raw_json
+from api.deps import AUTH_ERRORS, AuthDep, DbDep, error, raw_json, run_id_of
 from api.models import NO_CONTROL, Summary
 
 router = APIRouter(tags=["summary"], dependencies=[AuthDep], responses=AUTH_ERRORS)
@@ -19,13 +19,21 @@ router = APIRouter(tags=["summary"], dependencies=[AuthDep], responses=AUTH_ERRO
 async def get_summary(
     db: DbDep,
     run_id: Annotated[
-        str | None, Query(max_length=200, pattern=NO_CONTROL, description="default: the latest run with data")
+        str | None,
+        Query(
+            max_length=200,
+            pattern=NO_CONTROL,
+            description="the run: its integer id or its run_id text (default: the latest run with data)",
+        ),
     ] = None,
 ) -> Response:
     """Counts of one run's valid records by department, gender, age band and device; valid/invalid of recent runs.
 
-    The run is `run_id`, by default the latest run with valid records; 404 when `run_id` names no run.
+    The run is `run_id` (its integer id or its run_id text, as in /etl_runs/{run}), by default the latest
+    run with valid records; 404 when `run_id` names no run.
     """
+    if run_id is not None:
+        run_id = run_id_of(db, run_id)
     version = db.version()
     key = ("summary", run_id)
     hit = db.cache_get(key, version)
