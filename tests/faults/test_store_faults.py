@@ -1,0 +1,110 @@
+"""Store and upload faults on real parts: SFTP without posix-rename, known_hosts cut short or revoked."""
+
+import base64
+from pathlib import Path
+
+import pytest
+
+import testbed as tb
+from saver import sftp
+from saver.settings import SaverSettings
+from tests.faults.conftest import assert_exact
+from tests.faults.test_known_hosts import _server_keys, _wait_error
+
+
+def _leftovers(*dirs: Path) -> list[Path]:
+    """Temporary files (``.part``, ``.stream.part``) under ``dirs``: none may outlive a run."""
+    return [f for d in dirs for f in d.rglob("*.part")]
+
+
+@pytest.fixture
+def no_posix_rename(tmp_path):
+    """An OpenSSH SFTP server that refuses the posix-rename extension (``internal-sftp -P posix-rename``)."""
+    server = tb.start_sftp(
+        tmp_path / "sshd-np", tmp_path / "keys-np", tmp_path / "upload-np", denied_requests="posix-rename"
+    )
+    yield server
+    server.stop()
+
+
+def test_a_server_without_posix_rename_gets_a_plain_rename_and_the_run_succeeds(
+    make_source, make_pipeline, no_posix_rename
+):
+    src = make_source(count=250)
+    p = make_pipeline(src, upload_dir=no_posix_rename.upload_dir)
+    p.sftp_env.update(no_posix_rename.env())
+    p.start_workers()
+    assert p.extract().returncode == 0
+    run = p.wait_run(("succeeded", "failed", "upload_pending"))
+    assert run["error"] is None, dict(run)
+    assert_exact(p, run, list(range(1, 251)))
+    assert not _leftovers(p.data_dir, no_posix_rename.upload_dir)
+    assert "refused posix-rename; used a plain rename" in p.procs["saver"].output()
+
+
+def test_the_whole_file_upload_replaces_an_existing_target_without_posix_rename(tmp_path, no_posix_rename):
+    """A plain SFTP rename fails on an existing target: the target is removed first, then renamed over."""
+    local = tmp_path / "local"
+    local.mkdir()
+    files = {}
+    for kind in ("raw", "processed", "dlq"):
+        (local / f"{kind}.jsonl").write_bytes(b'{"id": 1}\n' * (100 if kind == "raw" else 3))
+        files[kind] = (local / f"{kind}.jsonl", f"sub/{kind}.jsonl")
+    remote = no_posix_rename.upload_dir
+    (remote / "sub").mkdir()
+    (remote / "sub" / "raw.jsonl").write_bytes(b"an older upload of the same name\n")
+    (remote / "sub" / "dlq.jsonl.stream.part").write_bytes(b"left by a stream given up on\n")
+    settings = SaverSettings(
+        **{k.removeprefix("ETL_").lower(): v for k, v in no_posix_rename.env().items()}, sftp_attempts=1
+    )
+    out = sftp.upload(settings, files)
+    assert out == {kind: str(remote / name) for kind, (_, name) in files.items()}
+    for kind, (path, name) in files.items():
+        assert (remote / name).read_bytes() == path.read_bytes()
+    assert not _leftovers(remote)
+
+
+def test_a_known_hosts_key_cut_at_a_base64_boundary_is_skipped_not_taken_for_an_attack(
+    tmp_path, make_source, make_pipeline, sftp_server
+):
+    keys = _server_keys(sftp_server)
+    host = f"[127.0.0.1]:{sftp_server.port}"
+    key_type, blob = keys["ed25519"].split()
+    cut = blob[: len(blob) // 8 * 4]  # decodes as base64, but is half a key
+    base64.b64decode(cut, validate=True)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{host} {key_type} {cut}\n")
+    src = make_source(count=30)
+    p = make_pipeline(src, ETL_SFTP_KNOWN_HOSTS=str(known))
+    p.start_workers()
+    assert p.extract().returncode == 0
+    run = _wait_error(p, f"known_hosts {known} has no usable host key (line 1: unreadable key")
+    assert "does not match" not in run["error"] and "someone in between" not in run["error"]
+    assert "cut short" in run["error"]
+    log = p.procs["saver"].output()
+    assert "known_hosts line skipped" in log and "cut short" in log
+    # The whole line restored: the next try uploads, without a restart.
+    known.write_text(f"{host} {keys['ed25519']}\n")
+    run = p.wait_run()
+    assert (run["status"], run["error"]) == ("succeeded", None)
+    assert (p.count("raw_users", run["run_id"]), p.count("processed_users", run["run_id"])) == (30, 30)
+    assert not _leftovers(p.data_dir, p.upload_dir)
+
+
+def test_a_host_whose_only_keys_are_revoked_is_refused_as_marked_revoked(
+    tmp_path, make_source, make_pipeline, sftp_server
+):
+    keys = _server_keys(sftp_server)
+    host = f"[127.0.0.1]:{sftp_server.port}"
+    known = tmp_path / "known_hosts"
+    revoked = "".join(f"@revoked * {keys[k]}\n" for k in ("ed25519", "rsa"))
+    known.write_text(f"{revoked}{host} {keys['ed25519']}\n{host} {keys['rsa']}\n")
+    src = make_source(count=30)
+    p = make_pipeline(src, ETL_SFTP_KNOWN_HOSTS=str(known))
+    p.start_workers()
+    assert p.extract().returncode == 0
+    run = _wait_error(p, "is marked @revoked in known_hosts")
+    assert "no host key lines" not in run["error"]
+    assert (p.count("raw_users", run["run_id"]), run["valid_count"]) == (30, 30)
+    assert not list(p.upload_dir.rglob("*.jsonl")) and not _leftovers(p.data_dir, p.upload_dir)
+    assert p.procs["saver"].alive()
