@@ -354,6 +354,22 @@ class Store:
                 )
             self._finish(run_id, "succeeded", None)
 
+    def note_in_flight(self, error: str) -> None:
+        """Show ``error`` on every run in flight (a saver-wide condition, e.g. a full volume, holds them all)."""
+        with self._tx():
+            self.conn.execute(
+                "UPDATE etl_runs SET error=? WHERE status IN ('running','extracted','transformed','loaded')", (error,)
+            )
+
+    def clear_in_flight(self, prefix: str) -> None:
+        """Clear the error shown by ``note_in_flight`` (the one starting with ``prefix``) once the condition ended."""
+        with self._tx():
+            self.conn.execute(
+                "UPDATE etl_runs SET error=NULL WHERE substr(error, 1, ?)=? "
+                "AND status IN ('running','extracted','transformed','loaded')",
+                (len(prefix), prefix),
+            )
+
     def fail(self, run_id: str, error: str) -> None:
         """The run can never complete (a page of it is poison): failed with ``error``, unless it already succeeded."""
         self.apply_event({"type": "run_failed", "run_id": run_id, "error": error})
@@ -408,4 +424,15 @@ class _Transaction:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            if not exc_type:
+                self.conn.execute("COMMIT")
+                return
+        except sqlite3.Error:
+            # A COMMIT that failed (a full disk) may leave the transaction open: end it, or no later one can begin.
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR): a second ROLLBACK would hide the error.
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")

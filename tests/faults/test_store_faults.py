@@ -1,20 +1,92 @@
-"""Store and upload faults on real parts: SFTP without posix-rename, known_hosts cut short or revoked."""
+"""Store and upload faults on real parts: a full volume, SFTP without posix-rename, known_hosts cut or revoked."""
 
 import base64
+import os
+import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 import testbed as tb
 from saver import sftp
 from saver.settings import SaverSettings
-from tests.faults.conftest import assert_exact
+from tests.faults.conftest import assert_exact, wait_for
 from tests.faults.test_known_hosts import _server_keys, _wait_error
 
 
 def _leftovers(*dirs: Path) -> list[Path]:
     """Temporary files (``.part``, ``.stream.part``) under ``dirs``: none may outlive a run."""
     return [f for d in dirs for f in d.rglob("*.part")]
+
+
+def _no_stale_state(p) -> None:
+    """Nothing of the run is left in Redis: no extraction lock, no checkpoint of a run in progress."""
+    assert not p.redis.exists(p.keys.extract_lock)
+    assert not p.checkpoint().get("run_id"), p.checkpoint()
+
+
+@pytest.fixture
+def small_volume(tmp_path):
+    """A 24 MiB tmpfs for the database and the run files, unmounted at the end (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; run as root to exercise a full volume")
+    mount = tmp_path / "vol"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], check=True)
+    yield mount
+    if subprocess.run(["umount", str(mount)]).returncode != 0:
+        subprocess.run(["umount", "-l", str(mount)], check=True)  # a process still holds a file: detach it
+
+
+def _free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _readyz(port: int) -> httpx.Response:
+    return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+
+
+def test_a_full_database_volume_holds_the_run_until_space_is_freed_then_it_ends_exact(
+    small_volume, make_source, make_pipeline
+):
+    src = make_source(count=600)
+    p = make_pipeline(src, ETL_PAGE_SIZE="50", ETL_STORAGE_RETRY_S="0.5", ETL_STORAGE_RETRY_MAX_S="1")
+    p.db_path, p.data_dir = small_volume / "database" / "data.db", small_volume / "data"
+    ops = tb.free_port()
+    p.start("saver", ETL_OPS_PORT=str(ops), ETL_OPS_HOST="127.0.0.1")
+    p.start("transformer")
+    wait_for(lambda: p.db_path.exists() and _readyz(ops).status_code == 200, what="saver ready")
+    # Room for a few pages only: the load runs out of space mid-run.
+    ballast = small_volume / "ballast"
+    ballast.write_bytes(b"\0" * (_free_bytes(small_volume) - (1 << 20)))
+    assert p.extract().returncode == 0
+
+    ready = wait_for(lambda: (r := _readyz(ops)).status_code == 503 and r, what="/readyz saying why", timeout_s=60)
+    reason = ready.json()["reason"]
+    assert reason.startswith("save: no space left on the volume of ") and str(small_volume) in reason
+    assert "Free space on that volume" in reason and "ETL_STORAGE_RETRY_S" in reason
+    metrics = httpx.get(f"http://127.0.0.1:{ops}/metrics", timeout=2).text
+    assert "etl_saver_storage_full 1.0" in metrics
+    run = p.runs()[-1]
+    assert run["status"] in ("running", "extracted", "transformed"), dict(run)
+    assert (run["error"] or "").startswith("save: no space left"), dict(run)
+    assert p.procs["saver"].alive(), p.logs()
+    assert "Traceback" not in p.procs["saver"].output()
+    held = p.redis.xlen(p.keys.processed_stream)
+    assert held > 0  # the pages not committed wait in Redis, not acked
+
+    ballast.unlink()
+    run = p.wait_run(("succeeded", "failed", "upload_pending"), timeout_s=90)
+    assert run["error"] is None, dict(run)
+    assert_exact(p, run, list(range(1, 601)), page_size=50)
+    assert _readyz(ops).status_code == 200
+    assert "etl_saver_storage_full 0.0" in httpx.get(f"http://127.0.0.1:{ops}/metrics", timeout=2).text
+    assert not _leftovers(p.data_dir, p.upload_dir)
+    assert p.redis.xlen(p.keys.processed_stream) == 0
+    _no_stale_state(p)
+    p.stop_all()
 
 
 @pytest.fixture
