@@ -180,3 +180,19 @@ def test_a_host_whose_only_keys_are_revoked_is_refused_as_marked_revoked(
     assert (p.count("raw_users", run["run_id"]), run["valid_count"]) == (30, 30)
     assert not list(p.upload_dir.rglob("*.jsonl")) and not _leftovers(p.data_dir, p.upload_dir)
     assert p.procs["saver"].alive()
+
+
+def test_a_saver_killed_mid_stream_leaves_no_stream_part_beside_the_whole_files(slow_source, make_pipeline):
+    """The files streamed as pages commit are given up on by the kill; the whole-file upload removes them."""
+    src = slow_source(delay_s=0.2)
+    p = make_pipeline(src, ETL_PAGE_SIZE="50")
+    p.start_workers()
+    extractor = p.start("extractor", "once")
+    wait_for(lambda: list(p.upload_dir.rglob("*.stream.part")), what="a streamed file on the server")
+    p.procs["saver"].kill9()
+    assert extractor.popen.wait(60) == 0
+    p.start("saver")
+    run = p.wait_run(("succeeded", "failed", "upload_pending"), timeout_s=90)
+    assert_exact(p, run, list(range(1, 601)), page_size=50)
+    assert not _leftovers(p.data_dir, p.upload_dir)
+    _no_stale_state(p)
