@@ -354,6 +354,30 @@ class Store:
                 )
             self._finish(run_id, "succeeded", None)
 
+    def in_flight(self) -> list[sqlite3.Row]:
+        """Runs not yet final (with their loaded page count), for the watchdog."""
+        return self.conn.execute(
+            "SELECT r.run_id, r.status, r.updated_at, r.pages_expected, "
+            "(SELECT count(*) FROM loaded_pages lp WHERE lp.run_id = r.run_id) AS loaded_pages FROM etl_runs r "
+            "WHERE r.status IN ('running','extracted','transformed','loaded') AND r.updated_at IS NOT NULL "
+            "ORDER BY r.id"
+        ).fetchall()
+
+    def missing_pages(self, run_id: str, expected: int) -> list[int]:
+        """The pages 0..expected-1 of the run not in the ledger."""
+        loaded = {r[0] for r in self.conn.execute("SELECT page FROM loaded_pages WHERE run_id=?", (run_id,))}
+        return [p for p in range(expected) if p not in loaded]
+
+    def fail_unless_progressed(self, run_id: str, status: str, updated_at: str, error: str) -> bool:
+        """Fail the run if it is still as the watchdog saw it (same status, no progress since); True when it did."""
+        with self._tx():
+            cur = self.conn.execute(
+                "UPDATE etl_runs SET status='failed', error=?, updated_at=? "
+                "WHERE run_id=? AND status=? AND updated_at=?",
+                (error[:2000], now_iso(), run_id, status, updated_at),
+            )
+        return cur.rowcount == 1
+
     def note_in_flight(self, error: str) -> None:
         """Show ``error`` on every run in flight (a saver-wide condition, e.g. a full volume, holds them all)."""
         with self._tx():

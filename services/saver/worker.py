@@ -24,6 +24,7 @@ from saver.files import LoadingFiles, RunFile, write_run_files
 from saver.settings import SaverSettings
 from saver.store import Store
 from saver.stream import StreamingUpload
+from saver.watchdog import Watchdog
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("saver")
@@ -69,6 +70,7 @@ class Worker(StreamWorker[SaverSettings]):
         )
         self.held: list[streams.Entry] = []
         self.settled: set[str] = set()  # ids of this turn's entries acked or dead-lettered
+        self.watchdog = Watchdog(settings, client, self.keys, store)
 
     def serve(self) -> None:
         """Create the groups, restore the last success metric, finish what a restart left, then loop until SIGTERM."""
@@ -120,6 +122,10 @@ class Worker(StreamWorker[SaverSettings]):
         self.settled.clear()
         try:
             self._handle(entries, retrying)
+            # Only once caught up with the streams: what waited for the saver is loaded before runs are judged.
+            if not entries and self.watchdog.due():
+                for run_id in self.watchdog.check():
+                    self._release(run_id)
         except Exception as exc:
             if not storage.is_full(exc):
                 raise
@@ -177,6 +183,18 @@ class Worker(StreamWorker[SaverSettings]):
         run_id = streams.run_id_of(entry.fields)
         if entry.stream == self.keys.processed_stream and run_id:
             self.store.fail(run_id, f"save: a processed page was dead-lettered: {reason}")
+            self._release(run_id)
+
+    def _release(self, run_id: str) -> None:
+        """A failed run keeps nothing half-made: its appended files and its streamed remote files are removed.
+
+        Safe if the run is resumed later: its next appends find no file and its files are written from the tables.
+        """
+        run = self.store.run(run_id)
+        if run is not None:
+            (self.store.loading or LoadingFiles(self.settings.data_dir)).discard(run)
+        if self.streaming:
+            self.streaming.discard(run_id)
 
     def _owned(self, entry: streams.Entry) -> bool:
         # The events stream has other readers: only the processed stream is deleted on ack.

@@ -3,6 +3,7 @@
 import base64
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -11,13 +12,14 @@ import pytest
 import testbed as tb
 from saver import sftp
 from saver.settings import SaverSettings
-from tests.faults.conftest import assert_exact, wait_for
+from tests.faults.conftest import assert_exact, loaded_pages, wait_for
 from tests.faults.test_known_hosts import _server_keys, _wait_error
+from tests.support import Pipeline
 
 
 def _leftovers(*dirs: Path) -> list[Path]:
-    """Temporary files (``.part``, ``.stream.part``) under ``dirs``: none may outlive a run."""
-    return [f for d in dirs for f in d.rglob("*.part")]
+    """Temporary files (``.part``, ``.stream.part``, ``.loading``) under ``dirs``: none may outlive a run."""
+    return [f for d in dirs for pattern in ("*.part", "*.loading") for f in d.rglob(pattern)]
 
 
 def _no_stale_state(p) -> None:
@@ -196,3 +198,97 @@ def test_a_saver_killed_mid_stream_leaves_no_stream_part_beside_the_whole_files(
     assert_exact(p, run, list(range(1, 601)), page_size=50)
     assert not _leftovers(p.data_dir, p.upload_dir)
     _no_stale_state(p)
+
+
+@pytest.fixture
+def volatile_redis(tmp_path):
+    """A redis-server without persistence (no AOF, no snapshots): a restart comes back empty."""
+    server = tb.start_redis(tmp_path / "redis-volatile", aof=False)
+    yield server
+    server.proc.stop()
+
+
+def _pipeline(tmp_path, redis_url: str, sftp_server, source, **extra: str) -> Pipeline:
+    upload = tmp_path / "upload-w"
+    upload.mkdir()
+    p = Pipeline(
+        tmp_path / "pw", redis_url, {**sftp_server.env(), "ETL_SFTP_REMOTE_DIR": str(upload)}, source.url, extra
+    )
+    p.upload_dir = upload
+    return p
+
+
+def _status(p: Pipeline, status: str, timeout_s: float = 60):
+    return wait_for(lambda: (r := p.runs()) and r[-1]["status"] == status and r[-1], timeout_s, f"run {status}")
+
+
+def test_pages_lost_with_a_redis_restarted_empty_fail_the_run_with_the_pages_and_the_next_step(
+    tmp_path, volatile_redis, sftp_server, slow_source
+):
+    src = slow_source(count=600, delay_s=0.3)
+    p = _pipeline(tmp_path, volatile_redis.url, sftp_server, src, ETL_WATCHDOG_INTERVAL_S="0.5")
+    try:
+        p.start_workers()
+        extractor = p.start("extractor", "once")
+        wait_for(lambda: loaded_pages(p) >= 2, what="2 pages loaded")
+        p.procs["transformer"].stop()  # the other pages wait in transit
+        assert extractor.popen.wait(60) == 0, extractor.output()[-2000:]
+        _status(p, "extracted")
+        loaded = loaded_pages(p)
+        assert loaded < 6
+        volatile_redis.restart()  # comes back empty: the pages in transit are gone
+        p.start("transformer")
+        run = p.wait_run(("failed", "succeeded"), timeout_s=30)
+        assert run["status"] == "failed", dict(run)
+        assert run["error"].startswith(f"watchdog: pages lost in transit: {6 - loaded} of the 6 pages"), run["error"]
+        assert "Redis restarted without persistence" in run["error"] and "start a new run" in run["error"]
+        missing = ", ".join(str(n) for n in range(6) if n >= loaded)
+        assert f"(pages {missing})" in run["error"]
+        rid = run["run_id"]
+        assert (p.count("raw_users", rid), p.count("processed_users", rid)) == (loaded * 100, loaded * 100)
+        assert p.procs["saver"].alive()
+        # The streamed remote files of the failed run are removed by the stream's thread, shortly after.
+        wait_for(lambda: not _leftovers(p.data_dir, p.upload_dir), timeout_s=10, what="no temporary file left")
+        assert not list(p.upload_dir.rglob("*.jsonl"))
+        _no_stale_state(p)
+    finally:
+        p.stop_all()
+
+
+def test_a_dead_transformer_stalls_the_run_and_the_watchdog_names_it(make_source, make_pipeline):
+    src = make_source(count=600)
+    p = make_pipeline(src, ETL_RUN_STALL_TIMEOUT_S="3", ETL_WATCHDOG_INTERVAL_S="0.5")
+    p.start("saver")  # no transformer: it "died" before the run
+    assert p.extract().returncode == 0
+    run = p.wait_run(("failed", "succeeded"), timeout_s=30)
+    assert run["status"] == "failed", dict(run)
+    assert run["error"].startswith("watchdog: no progress for over 3 s (ETL_RUN_STALL_TIMEOUT_S) since ")
+    assert f"stalled at the transformer: 6 pages of the run wait in {p.keys.raw_stream}" in run["error"]
+    assert p.count("raw_users", run["run_id"]) == 0
+    assert not _leftovers(p.data_dir, p.upload_dir)
+    _no_stale_state(p)
+
+
+def test_a_saver_restarted_after_the_extractor_died_loads_what_waited_then_fails_the_stalled_run(
+    slow_source, make_pipeline
+):
+    src = slow_source(count=600, delay_s=0.3)
+    p = make_pipeline(src, ETL_RUN_STALL_TIMEOUT_S="4", ETL_WATCHDOG_INTERVAL_S="0.5", ETL_LOCK_TTL_S="2")
+    p.start_workers()
+    extractor = p.start("extractor", "once")
+    wait_for(lambda: loaded_pages(p) >= 1, what="a page loaded")
+    p.procs["saver"].kill9()  # the saver dies first ...
+    wait_for(lambda: p.redis.xlen(p.keys.processed_stream) >= 1, what="a page waiting for the saver")
+    extractor.kill9()  # ... then the extractor: nobody owns the run
+    time.sleep(6)  # longer than the stall timeout: the run's last progress is old when the saver comes back
+    p.start("saver")
+    run = p.wait_run(("failed", "succeeded"), timeout_s=30)
+    assert run["status"] == "failed", dict(run)
+    assert p.redis.xlen(p.keys.processed_stream) == 0  # what waited was loaded (or found loaded) first
+    log = p.procs["saver"].output()
+    assert log.index("claimed idle entries") < log.index("watchdog failed the run")
+    assert "stalled at the extractor: no extractor holds the run's lock" in run["error"], run["error"]
+    assert "since 20" in run["error"] and "(status running)" in run["error"]
+    assert p.count("raw_users", run["run_id"]) == loaded_pages(p) * 100
+    assert not p.redis.exists(p.keys.extract_lock)
+    assert not _leftovers(p.data_dir, p.upload_dir)
