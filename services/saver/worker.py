@@ -264,6 +264,7 @@ class Worker(StreamWorker[SaverSettings]):
             return
         ctx = tracing.context_from(self.run_traces.get(run_id))
         with tracer.start_as_current_span("save.finish", context=ctx, attributes={"etl.run_id": run_id}):
+            self._check_invariants(run_id)
             self._start_report(run_id)
             t0 = time.monotonic()
             with tracer.start_as_current_span("files.write"):
@@ -284,6 +285,15 @@ class Worker(StreamWorker[SaverSettings]):
             metrics.STAGE_DURATION.labels(stage="files").observe(time.monotonic() - t0)
             log.info("files written", run_id=run_id, **{k: v["records"] for k, v in written.items()})
             self._upload(run_id, {k: (v["path"], v["name"]) for k, v in written.items()})
+
+    def _check_invariants(self, run_id: str) -> None:
+        """The store-side checks of a loaded run (whatever the cause upstream): each violation is a warning once."""
+        found = self.store.invariant_violations(run_id)
+        added = set(self.store.add_warnings(run_id, [w for _, w in found])) if found else set()
+        for check, warning in found:
+            if warning in added:
+                metrics.RUN_INVARIANT_VIOLATIONS.labels(check=check).inc()
+                log.warning("run invariant violated", run_id=run_id, check=check, warning=warning)
 
     def _files(self, run: sqlite3.Row, recipients: list[x25519.Recipient] | None) -> dict[str, RunFile]:
         """The run's three files: those appended while it loaded when they are whole, else written from the tables."""

@@ -1,6 +1,7 @@
 """Store and upload faults on real parts: a full volume, SFTP without posix-rename, known_hosts cut or revoked."""
 
 import base64
+import json
 import os
 import subprocess
 import time
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 import testbed as tb
+from dummyjson.users import make_user
 from saver import sftp
 from saver.settings import SaverSettings
 from tests.faults.conftest import assert_exact, loaded_pages, wait_for
@@ -292,3 +294,28 @@ def test_a_saver_restarted_after_the_extractor_died_loads_what_waited_then_fails
     assert p.count("raw_users", run["run_id"]) == loaded_pages(p) * 100
     assert not p.redis.exists(p.keys.extract_lock)
     assert not _leftovers(p.data_dir, p.upload_dir)
+
+
+def test_duplicate_user_ids_in_a_run_are_a_warning_and_a_metric_whatever_the_cause(make_source, make_pipeline):
+    """Users 201-250 reuse the ids 1-50 (other people): no page repeats another, the store-side check sees it."""
+    users = [make_user(i) for i in range(1, 201)] + [{**make_user(i, seed=7), "id": i} for i in range(1, 51)]
+    src = make_source(users=users)
+    p = make_pipeline(src)
+    ops = tb.free_port()
+    p.start("saver", ETL_OPS_PORT=str(ops), ETL_OPS_HOST="127.0.0.1")
+    p.start("transformer")
+    assert p.extract().returncode == 0
+    run = p.wait_run(("succeeded", "failed", "upload_pending"))
+    assert (run["status"], run["error"]) == ("succeeded", None)
+    warnings = [w for w in json.loads(run["warnings"] or "[]") if w.startswith("duplicate user ids")]
+    assert warnings == [
+        "duplicate user ids: 50 ids appear on 100 raw rows of the run (e.g. 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ...); "
+        "the source may ignore skip, overlap its pages or repeat users: this run's data may be wrong, compare it "
+        "with the source before using it"
+    ]
+    rid = run["run_id"]
+    assert (p.count("raw_users", rid), p.count("processed_users", rid) + p.count("invalid_users", rid)) == (250, 250)
+    metrics = httpx.get(f"http://127.0.0.1:{ops}/metrics", timeout=2).text
+    assert 'etl_run_invariant_violations_total{check="duplicate_user_ids"} 1.0' in metrics
+    assert not _leftovers(p.data_dir, p.upload_dir)
+    _no_stale_state(p)

@@ -2,6 +2,7 @@
 
 import sqlite3
 
+import orjson
 import pytest
 
 from dummyjson.users import make_user
@@ -73,3 +74,37 @@ def test_a_full_volume_error_is_shown_on_runs_in_flight_and_cleared_alone(tmp_pa
 )
 def test_what_counts_as_a_full_volume(exc, full):
     assert storage.is_full(exc) is full
+
+
+def _page(page: int, ids: list[int]) -> dict:
+    return {**RUN, "page": page, **transform_page([make_user(i) for i in ids], load_departments())}
+
+
+def test_overlapping_pages_are_a_duplicate_user_ids_warning_added_once(tmp_path):
+    store = Store(str(tmp_path / "data.db"))
+    store.load_pages([_page(0, list(range(1, 11))), _page(1, list(range(6, 16)))])
+    [(check, warning)] = store.invariant_violations("r1")
+    assert check == "duplicate_user_ids"
+    assert warning.startswith("duplicate user ids: 5 ids appear on 10 raw rows of the run (e.g. 6, 7, 8, 9, 10)")
+    assert store.add_warnings("r1", [warning]) == [warning]
+    assert store.add_warnings("r1", [warning]) == []  # checked again after a restart: still one warning
+    assert orjson.loads(store.run("r1")["warnings"]) == [warning]
+    store.close()
+
+
+def test_rows_dropped_against_what_the_pages_announced_are_a_table_counts_warning(tmp_path):
+    store = Store(str(tmp_path / "data.db"))
+    page = _page(0, [1, 2, 3])
+    page["valid"].append(dict(page["valid"][0]))  # two valid records at one position: one row kept
+    store.load_pages([page])
+    [(check, warning)] = store.invariant_violations("r1")
+    assert check == "table_counts"
+    assert "processed_users has 3 rows, its pages announced 4" in warning
+    store.close()
+
+
+def test_a_clean_run_breaks_no_invariant(tmp_path):
+    store = Store(str(tmp_path / "data.db"))
+    store.load_pages([_page(0, list(range(1, 11))), _page(1, list(range(11, 21)))])
+    assert store.invariant_violations("r1") == []
+    store.close()
