@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 import testbed as tb
@@ -283,12 +284,14 @@ def test_a_saver_restarted_after_the_extractor_died_loads_what_waited_then_fails
     wait_for(lambda: p.redis.xlen(p.keys.processed_stream) >= 1, what="a page waiting for the saver")
     extractor.kill9()  # ... then the extractor: nobody owns the run
     time.sleep(6)  # longer than the stall timeout: the run's last progress is old when the saver comes back
+    waiting = {orjson.loads(f[b"data"])["page"] for _, f in p.redis.xrange(p.keys.processed_stream)}
+    with p.db() as db:
+        handed_on = waiting | {r[0] for r in db.execute("SELECT page FROM loaded_pages")}
     p.start("saver")
     run = p.wait_run(("failed", "succeeded"), timeout_s=30)
     assert run["status"] == "failed", dict(run)
-    assert p.redis.xlen(p.keys.processed_stream) == 0  # what waited was loaded (or found loaded) first
-    log = p.procs["saver"].output()
-    assert log.index("claimed idle entries") < log.index("watchdog failed the run")
+    assert p.redis.xlen(p.keys.processed_stream) == 0
+    assert loaded_pages(p) == len(handed_on)  # what waited for the saver was loaded before the run was judged
     assert "stalled at the extractor: no extractor holds the run's lock" in run["error"], run["error"]
     assert "since 20" in run["error"] and "(status running)" in run["error"]
     assert p.count("raw_users", run["run_id"]) == loaded_pages(p) * 100
