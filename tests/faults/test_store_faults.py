@@ -141,6 +141,15 @@ def test_the_whole_file_upload_replaces_an_existing_target_without_posix_rename(
     assert not _leftovers(remote)
 
 
+def _run_pinned_by(known: Path, text: str, make_source, make_pipeline) -> Pipeline:
+    """A run of 30 users whose upload trusts the known_hosts ``text`` (written to ``known``)."""
+    known.write_text(text)
+    p = make_pipeline(make_source(count=30), ETL_SFTP_KNOWN_HOSTS=str(known))
+    p.start_workers()
+    assert p.extract().returncode == 0
+    return p
+
+
 def test_a_known_hosts_key_cut_at_a_base64_boundary_is_skipped_not_taken_for_an_attack(
     tmp_path, make_source, make_pipeline, sftp_server
 ):
@@ -150,11 +159,7 @@ def test_a_known_hosts_key_cut_at_a_base64_boundary_is_skipped_not_taken_for_an_
     cut = blob[: len(blob) // 8 * 4]  # decodes as base64, but is half a key
     base64.b64decode(cut, validate=True)
     known = tmp_path / "known_hosts"
-    known.write_text(f"{host} {key_type} {cut}\n")
-    src = make_source(count=30)
-    p = make_pipeline(src, ETL_SFTP_KNOWN_HOSTS=str(known))
-    p.start_workers()
-    assert p.extract().returncode == 0
+    p = _run_pinned_by(known, f"{host} {key_type} {cut}\n", make_source, make_pipeline)
     run = _wait_error(p, f"known_hosts {known} has no usable host key (line 1: unreadable key")
     assert "does not match" not in run["error"] and "someone in between" not in run["error"]
     assert "cut short" in run["error"]
@@ -173,13 +178,9 @@ def test_a_host_whose_only_keys_are_revoked_is_refused_as_marked_revoked(
 ):
     keys = _server_keys(sftp_server)
     host = f"[127.0.0.1]:{sftp_server.port}"
-    known = tmp_path / "known_hosts"
     revoked = "".join(f"@revoked * {keys[k]}\n" for k in ("ed25519", "rsa"))
-    known.write_text(f"{revoked}{host} {keys['ed25519']}\n{host} {keys['rsa']}\n")
-    src = make_source(count=30)
-    p = make_pipeline(src, ETL_SFTP_KNOWN_HOSTS=str(known))
-    p.start_workers()
-    assert p.extract().returncode == 0
+    text = f"{revoked}{host} {keys['ed25519']}\n{host} {keys['rsa']}\n"
+    p = _run_pinned_by(tmp_path / "known_hosts", text, make_source, make_pipeline)
     run = _wait_error(p, "is marked @revoked in known_hosts")
     assert "no host key lines" not in run["error"]
     assert (p.count("raw_users", run["run_id"]), run["valid_count"]) == (30, 30)
