@@ -27,8 +27,8 @@ def is_full(exc: BaseException) -> bool:
 class StorageFull:
     """The saver's wait for space: set by ``hit``, retried when ``due``, ended by ``cleared``."""
 
-    def __init__(self, db_path: str, retry_s: float, retry_max_s: float, heartbeat: Heartbeat) -> None:
-        self.db_path = db_path
+    def __init__(self, db_path: str, data_dir: str, retry_s: float, retry_max_s: float, heartbeat: Heartbeat) -> None:
+        self.db_path, self.data_dir = db_path, data_dir
         self.heartbeat = heartbeat
         self.wait = wait_exponential(multiplier=retry_s, max=retry_max_s)
         self.failures = 0
@@ -51,11 +51,14 @@ class StorageFull:
         state.attempt_number = self.failures
         delay = self.wait(state)
         self.due_at = time.monotonic() + delay
-        path = getattr(exc, "filename", None) or self.db_path
-        volume = Path(path).resolve().parent
+        # SQLite's error names no file: it is the database's; a file write is the run files' (ETL_DATA_DIR).
+        if isinstance(exc, sqlite3.Error):
+            volume = Path(self.db_path).resolve().parent
+        else:
+            volume = Path(getattr(exc, "filename", None) or Path(self.data_dir) / "x").resolve().parent
         self.reason = (
-            f"{ERROR_PREFIX} on the volume of {volume} ({type(exc).__name__}: {exc}); nothing is lost: the pages "
-            f"stay in Redis until they commit. Free space on that volume (or grow it): the saver tries again every "
+            f"{ERROR_PREFIX} on the volume of {volume} ({type(exc).__name__}: {exc}); nothing is lost (pages not "
+            f"committed stay in Redis). Free space on that volume (or grow it): the saver tries again every "
             f"{delay:g} s (ETL_STORAGE_RETRY_S, ETL_STORAGE_RETRY_MAX_S) and the run resumes by itself"
         )
         self.heartbeat.problem = self.reason

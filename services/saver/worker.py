@@ -66,7 +66,7 @@ class Worker(StreamWorker[SaverSettings]):
         # A full volume: the entries read but not settled are kept (not acked, not read again, so their delivery
         # count does not grow) and handled again when the next try is due.
         self.storage = storage.StorageFull(
-            settings.db_path, settings.storage_retry_s, settings.storage_retry_max_s, heartbeat
+            settings.db_path, settings.data_dir, settings.storage_retry_s, settings.storage_retry_max_s, heartbeat
         )
         self.held: list[streams.Entry] = []
         self.settled: set[str] = set()  # ids of this turn's entries acked or dead-lettered
@@ -122,6 +122,9 @@ class Worker(StreamWorker[SaverSettings]):
         self.settled.clear()
         try:
             self._handle(entries, retrying)
+            if retrying:
+                self.store.clear_in_flight(storage.ERROR_PREFIX)
+                self.storage.cleared()
             # Only once caught up with the streams: what waited for the saver is loaded before runs are judged.
             if not entries and self.watchdog.due():
                 for run_id in self.watchdog.check():
@@ -133,9 +136,6 @@ class Worker(StreamWorker[SaverSettings]):
             self._storage_full(exc)
             return
         self.held = []
-        if retrying:
-            self.storage.cleared()
-            self.store.clear_in_flight(storage.ERROR_PREFIX)
 
     def _storage_full(self, exc: BaseException) -> None:
         """Wait for space: shown on /readyz, the metric, the log and (when the write fits) every run in flight."""

@@ -74,9 +74,10 @@ def test_a_full_database_volume_holds_the_run_until_space_is_freed_then_it_ends_
     assert "Free space on that volume" in reason and "ETL_STORAGE_RETRY_S" in reason
     metrics = httpx.get(f"http://127.0.0.1:{ops}/metrics", timeout=2).text
     assert "etl_saver_storage_full 1.0" in metrics
-    run = p.runs()[-1]
+    # The run's error is written just after /readyz turns: into WAL space the rolled-back transaction left.
+    run = wait_for(lambda: (r := p.runs()[-1])["error"] and r, timeout_s=10, what="the run's error")
     assert run["status"] in ("running", "extracted", "transformed"), dict(run)
-    assert (run["error"] or "").startswith("save: no space left"), dict(run)
+    assert run["error"].split(" every ")[0] == reason.split(" every ")[0]  # the delay grows between tries
     assert p.procs["saver"].alive(), p.logs()
     assert "Traceback" not in p.procs["saver"].output()
     held = p.redis.xlen(p.keys.processed_stream)
@@ -90,6 +91,41 @@ def test_a_full_database_volume_holds_the_run_until_space_is_freed_then_it_ends_
     assert "etl_saver_storage_full 0.0" in httpx.get(f"http://127.0.0.1:{ops}/metrics", timeout=2).text
     assert not _leftovers(p.data_dir, p.upload_dir)
     assert p.redis.xlen(p.keys.processed_stream) == 0
+    _no_stale_state(p)
+    p.stop_all()
+
+
+def test_a_full_data_volume_at_the_files_step_holds_the_run_loaded_then_it_ends_exact(
+    small_volume, make_source, make_pipeline
+):
+    """The database has room, the run files' volume has not: the files wait, the run shows why, then succeeds."""
+    src = make_source(count=250)
+    p = make_pipeline(src, ETL_STORAGE_RETRY_S="0.5", ETL_STORAGE_RETRY_MAX_S="1")
+    p.data_dir = small_volume / "data"
+    ops = tb.free_port()
+    p.start("saver", ETL_OPS_PORT=str(ops), ETL_OPS_HOST="127.0.0.1")
+    p.start("transformer")
+    ballast = small_volume / "ballast"
+    ballast.write_bytes(b"\0" * (_free_bytes(small_volume) - (64 << 10)))
+    assert p.extract().returncode == 0
+
+    run = wait_for(
+        lambda: (r := p.runs()) and (r[-1]["error"] or "").startswith("save: no space left") and r[-1],
+        timeout_s=60,
+        what="the run showing the full volume",
+    )
+    assert run["status"] == "loaded", dict(run)
+    assert f"on the volume of {p.data_dir}" in run["error"] and "No space left on device" in run["error"]
+    assert _readyz(ops).json()["reason"].split(" every ")[0] == run["error"].split(" every ")[0]
+    assert (p.count("raw_users", run["run_id"]), p.count("processed_users", run["run_id"])) == (250, 250)
+    assert not list(p.data_dir.rglob("*.part"))  # a half-written file is removed at once
+    assert p.procs["saver"].alive()
+
+    ballast.unlink()
+    run = p.wait_run(("succeeded", "failed", "upload_pending"), timeout_s=60)
+    assert run["error"] is None, dict(run)
+    assert_exact(p, run, list(range(1, 251)))
+    assert not _leftovers(p.data_dir, p.upload_dir)
     _no_stale_state(p)
     p.stop_all()
 
