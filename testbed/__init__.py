@@ -198,16 +198,19 @@ class Sftp:
     upload_dir: Path
     proc: Proc | None = None
     user: str = field(default_factory=lambda: _user())
+    # SFTP requests the server refuses (internal-sftp -P), e.g. "posix-rename" as on some hardened servers.
+    denied_requests: str = ""
 
     def config(self) -> Path:
         cfg = self.dir / "sshd_config"
+        sftp = f"internal-sftp -P {self.denied_requests}" if self.denied_requests else "internal-sftp"
         cfg.write_text(
             f"Port {self.port}\nListenAddress 127.0.0.1\n"
             f"HostKey {self.keys_dir / 'ssh_host_ed25519_key'}\nHostKey {self.keys_dir / 'ssh_host_rsa_key'}\n"
             f"PidFile {self.dir / 'sshd.pid'}\nAuthorizedKeysFile {self.dir / 'authorized_keys'}\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
             "PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n"
-            f"AllowUsers {self.user}\nSubsystem sftp internal-sftp\nForceCommand internal-sftp\n"
+            f"AllowUsers {self.user}\nSubsystem sftp {sftp}\nForceCommand {sftp}\n"
             "AllowTcpForwarding no\nX11Forwarding no\nLogLevel INFO\n"
         )
         return cfg
@@ -244,12 +247,15 @@ def _user() -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
 
-def start_sftp(d: Path, keys_dir: Path, upload_dir: Path, port: int | None = None, passphrase: str = "") -> Sftp:
+def start_sftp(
+    d: Path, keys_dir: Path, upload_dir: Path, port: int | None = None, passphrase: str = "", denied_requests: str = ""
+) -> Sftp:
+    """Start an SFTP-only sshd; ``denied_requests``: SFTP requests it refuses (``internal-sftp -P``)."""
     d.mkdir(parents=True, exist_ok=True)
     upload_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     gen_keys(keys_dir, port, passphrase)
-    server = Sftp(port, d, keys_dir, upload_dir)
+    server = Sftp(port, d, keys_dir, upload_dir, denied_requests=denied_requests)
     server.start()
     return server
 

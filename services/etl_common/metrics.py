@@ -183,3 +183,20 @@ API_DURATION = histogram(
     ("method", "route"),
     (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+# --- saver: store faults, run watchdog and end-of-run invariants ---
+SAVER_STORAGE_FULL = Gauge(
+    "etl_saver_storage_full",
+    "1 while the saver waits for space on its database or data volume (pages kept in Redis), else 0.",
+)
+RUNS_STALLED = Counter(
+    "etl_runs_stalled_total",
+    "Runs the saver's watchdog failed, by reason (stalled: no progress; pages_lost: pages gone from Redis).",
+    ["reason"],
+)
+RUN_INVARIANT_VIOLATIONS = Counter(
+    "etl_run_invariant_violations_total",
+    "End-of-run checks a loaded run failed (recorded in its warnings), by check (duplicate_user_ids, table_counts).",
+    ["check"],
+)

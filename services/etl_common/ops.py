@@ -1,5 +1,6 @@
 """A worker's ops endpoint: /metrics, /healthz (loop heartbeat fresh) and /readyz (Redis reachable)."""
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,8 @@ class Heartbeat:
     def __init__(self, stale_s: float) -> None:
         self.stale_s = stale_s
         self._at = time.monotonic()
+        # A condition the worker waits out (e.g. a full disk): /readyz answers 503 with it as the reason.
+        self.problem: str | None = None
 
     def beat(self) -> None:
         """Record that the loop is alive now."""
@@ -36,6 +39,10 @@ def serve(host: str, port: int, heartbeat: Heartbeat, ready: Callable[[], bool])
                 ok = heartbeat.fresh()
                 self._send(200 if ok else 503, b'{"status":"ok"}' if ok else b'{"status":"stale"}')
             elif path == "/readyz":
+                problem = heartbeat.problem
+                if problem:
+                    self._send(503, json.dumps({"status": "not ready", "reason": problem}).encode())
+                    return
                 try:
                     ok = ready()
                 except Exception:

@@ -50,6 +50,7 @@ SETTINGS = frozenset(
         "ETL_RETRY_AFTER_MAX_S",
         "ETL_RETRY_DELAYS",
         "ETL_RUN_ON_START",
+        "ETL_RUN_STALL_TIMEOUT_S",
         "ETL_RUN_STATE_TTL_S",
         "ETL_SCHEDULE",
         "ETL_SFTP_ATTEMPTS",
@@ -65,9 +66,12 @@ SETTINGS = frozenset(
         "ETL_SFTP_TIMEOUT_S",
         "ETL_SFTP_USER",
         "ETL_SOURCE_URL",
+        "ETL_STORAGE_RETRY_MAX_S",
+        "ETL_STORAGE_RETRY_S",
         "ETL_UNKNOWN_DEPARTMENT",
         "ETL_UPLOAD_RETRY_MAX_S",
         "ETL_UPLOAD_RETRY_S",
+        "ETL_WATCHDOG_INTERVAL_S",
     )
 )
 # Read outside the Settings classes: the image's service name, the chart's Redis password (expanded

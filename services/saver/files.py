@@ -72,19 +72,23 @@ def write_run_files(
         tmp = path.with_name(path.name + ".part")
         counter = [0]
         lines = _lines(conn, kind, query, run["run_id"], counter)
-        with tmp.open("wb") as fh:
-            if recipients:
-                size, sha256 = crypto.encrypt_chunks(lines, fh, recipients)
-            else:
-                digest, size = hashlib.sha256(), 0
-                for line in lines:
-                    fh.write(line)
-                    digest.update(line)
-                    size += len(line)
-                sha256 = digest.hexdigest()
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
+        try:
+            with tmp.open("wb") as fh:
+                if recipients:
+                    size, sha256 = crypto.encrypt_chunks(lines, fh, recipients)
+                else:
+                    digest, size = hashlib.sha256(), 0
+                    for line in lines:
+                        fh.write(line)
+                        digest.update(line)
+                        size += len(line)
+                    sha256 = digest.hexdigest()
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a half-written file (a full disk, a bug) must not stay behind
+            raise
         # A copy left by an earlier write in the other mode must not linger (plaintext beside its .age).
         other = Path(data_dir) / (plain_name if recipients else plain_name + crypto.SUFFIX)
         other.unlink(missing_ok=True)

@@ -1,15 +1,19 @@
 """known_hosts as people keep it: usable lines trusted, the rest skipped with a warning, revoked keys never.
 
 paramiko's own loader raises on a line it cannot parse (``@cert-authority``, ``@revoked``, bad
-base64), which would stop the saver, and it knows nothing of ``@revoked``.
+base64), which would stop the saver, and it knows nothing of ``@revoked``. It also takes a key blob cut short
+(at a base64 boundary) for a key: every blob is checked whole here first.
 """
 
 import base64
 import binascii
+import struct
 from dataclasses import dataclass, field
 
 import paramiko
 import structlog
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 
 log = structlog.get_logger(__name__)
@@ -52,6 +56,32 @@ def _hashed_ok(name: str) -> bool:
     return True
 
 
+def _blob_problem(key_type: str, blob_b64: str) -> str | None:
+    """Why the key field is not one whole key of the line's type, or None when it is.
+
+    The blob must decode, name ``key_type`` inside, and parse as that type's key with nothing left over
+    (it re-encodes to the same bytes): a line cut at a base64 boundary decodes, but is not a key.
+    """
+    try:
+        blob = base64.b64decode(blob_b64, validate=True)
+        (size,) = struct.unpack(">I", blob[:4])
+        inner = blob[4 : 4 + size].decode("ascii")
+    except (binascii.Error, struct.error, UnicodeDecodeError):
+        return "unreadable key (not a key blob: bad base64, or cut short)"
+    if inner != key_type:
+        return f"unreadable key (the blob is of type {inner[:40]!r}, not the line's {key_type[:40]!r})"
+    try:
+        key = serialization.load_ssh_public_key(f"{key_type} {blob_b64}".encode())
+    except UnsupportedAlgorithm:
+        return None  # a type cryptography does not know: paramiko's own loader decides
+    except ValueError:
+        return f"unreadable key (the {key_type} blob is cut short or corrupt)"
+    whole = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).split()[1]
+    if base64.b64decode(whole) != blob:
+        return f"unreadable key (the {key_type} blob has bytes beyond the key)"
+    return None
+
+
 def parse(text: str, path: str) -> KnownHosts:
     """Every entry of ``text`` (a known_hosts file's content) that can be used; never raises on a line."""
     kh = KnownHosts()
@@ -69,6 +99,11 @@ def parse(text: str, path: str) -> KnownHosts:
             _skip(kh, path, lineno, line, f"unknown marker {marker[:40]!r}")
             continue
         body = line.split(None, 1)[1] if marker and len(line.split(None, 1)) > 1 else line
+        fields = body.split()
+        problem = _blob_problem(fields[1], fields[2]) if len(fields) >= 3 else None
+        if problem:
+            _skip(kh, path, lineno, line, problem)
+            continue
         try:
             entry = HostKeyEntry.from_line(" ".join(body.split()), lineno)
         except (InvalidHostKey, paramiko.SSHException, ValueError, TypeError, IndexError) as exc:

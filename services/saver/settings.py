@@ -31,6 +31,16 @@ class SaverSettings(BaseEtlSettings):
     upload_retry_s: float = Field(30.0, gt=0)
     upload_retry_max_s: float = Field(900.0, gt=0)
 
+    # A full database or data volume: the pages stay in Redis and the load is tried again after this delay
+    # (doubling up to the max), until space is freed.
+    storage_retry_s: float = Field(2.0, gt=0)
+    storage_retry_max_s: float = Field(60.0, gt=0)
+    # The run watchdog: a run with no progress (no page, event or status change) for this long is failed with
+    # the stage that stalled; it also fails a run whose announced pages Redis no longer holds (lost in transit).
+    run_stall_timeout_s: float = Field(1800.0, gt=0)
+    # How often the watchdog looks at the runs in flight (a lost page is confirmed by two looks in a row).
+    watchdog_interval_s: float = Field(30.0, gt=0)
+
     # age encryption of the three files before upload, to public keys only: the saver cannot read them back.
     encryption_enabled: bool = False
     # age public keys (age1...), separated by commas or spaces.

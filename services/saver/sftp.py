@@ -24,6 +24,12 @@ from saver.settings import SaverSettings
 log = structlog.get_logger(__name__)
 
 
+# Suffixes of the remote temporary files: the whole-file upload's, and the one written as pages commit (apart, so
+# a stream given up on can never rename over a whole-file upload of the same run).
+PART = ".part"
+STREAM_PART = ".stream.part"
+
+
 class UploadFailed(TransientError):
     """The files could not be uploaded now; the run stays upload_pending and is retried."""
 
@@ -92,7 +98,8 @@ def connect(s: SaverSettings) -> paramiko.SSHClient:
             pinned = knownhosts.parse(fh.read(), s.sftp_known_hosts)
     except OSError as exc:
         raise UploadRefused(f"known_hosts {s.sftp_known_hosts} is unreadable: {exc.strerror}") from exc
-    if not pinned.usable:
+    # A file whose only keys are revoked goes on to the handshake: the refusal then names the revoked key.
+    if not pinned.usable and not pinned.revoked:
         lines = ", ".join(f"line {n}: {why}" for n, why in pinned.skipped[:5]) or "no host key lines"
         raise UploadRefused(f"known_hosts {s.sftp_known_hosts} has no usable host key ({lines})")
     client = paramiko.SSHClient()
@@ -153,25 +160,64 @@ def mkdirs(sftp: paramiko.SFTPClient, path: str) -> None:
             sftp.mkdir(current)
 
 
+def replace(sftp: paramiko.SFTPClient, tmp: str, target: str) -> None:
+    """Rename ``tmp`` over ``target``: atomically (posix-rename) where the server offers it, else a plain rename.
+
+    A server may refuse the ``posix-rename@openssh.com`` extension (``internal-sftp -P posix-rename``); a plain
+    SFTP rename fails on an existing target, so the target is removed first (a reader may then miss the file for
+    a moment; it never sees a partial one).
+    """
+    try:
+        sftp.posix_rename(tmp, target)
+        return
+    except OSError as exc:
+        refused = exc
+    try:
+        sftp.stat(target)
+        sftp.remove(target)
+    except FileNotFoundError:
+        pass
+    try:
+        sftp.rename(tmp, target)
+    except OSError as exc:
+        raise OSError(f"renaming {tmp} to {target} failed (posix-rename: {refused}; rename: {exc})") from exc
+    log.info("sftp server refused posix-rename; used a plain rename", target=target, error=str(refused))
+
+
+def remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
+    """Remove ``path`` on the server if it is there; a dead session is ignored (the next upload tries again)."""
+    try:
+        sftp.remove(path)
+    except (OSError, paramiko.SSHException, EOFError):
+        pass
+
+
 def _upload_once(s: SaverSettings, files: dict[str, tuple[Path, str]]) -> dict[str, str]:
     client = connect(s)
+    tmp = ""
+    sftp: paramiko.SFTPClient | None = None
     try:
         sftp = client.open_sftp()
         remote: dict[str, str] = {}
         for kind, (local, name) in files.items():
             target = posixpath.join(s.sftp_remote_dir, name)
             mkdirs(sftp, posixpath.dirname(target))
-            tmp = target + ".part"
+            tmp = target + PART
             size = local.stat().st_size
             # confirm=True stats the upload and fails on a size mismatch.
             sftp.put(str(local), tmp, confirm=True)
-            sftp.posix_rename(tmp, target)
+            replace(sftp, tmp, target)
+            tmp = ""
             if sftp.stat(target).st_size != size:
                 raise UploadFailed(f"size of {target} on the server differs from the local file")
+            # What a streamed upload given up on (or a saver killed mid-stream) left beside the file.
+            remove_quietly(sftp, target + STREAM_PART)
             metrics.SFTP_BYTES.inc(size)
             remote[kind] = target
         return remote
     except (OSError, paramiko.SSHException) as exc:
+        if sftp is not None and tmp:
+            remove_quietly(sftp, tmp)
         raise UploadFailed(f"SFTP transfer failed: {exc}") from exc
     finally:
         client.close()

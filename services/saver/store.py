@@ -161,12 +161,7 @@ class Store:
                 )
             elif kind == "run_warning":
                 self._ensure_run(run_id, event["run_ts"])
-                # Events may be delivered twice: a warning is added once.
-                self.conn.execute(
-                    "UPDATE etl_runs SET warnings=json_insert(COALESCE(warnings, '[]'), '$[#]', ?), updated_at=? "
-                    "WHERE run_id=? AND NOT EXISTS (SELECT 1 FROM json_each(COALESCE(warnings, '[]')) WHERE value=?)",
-                    (str(event["warning"])[:2000], now_iso(), run_id, str(event["warning"])[:2000]),
-                )
+                self._add_warning(run_id, str(event["warning"]))
             elif kind == "run_failed":
                 # A stage gave up on part of the run (an entry dead-lettered): it can never complete.
                 self.conn.execute(
@@ -184,6 +179,60 @@ class Store:
                     "UPDATE etl_runs SET status='running', error=NULL, updated_at=? WHERE run_id=? AND status='failed'",
                     (now_iso(), run_id),
                 )
+
+    def _add_warning(self, run_id: str, warning: str) -> bool:
+        """Append ``warning`` to the run's warnings unless it is there (events may come twice); True when added."""
+        text = warning[:2000]
+        cur = self.conn.execute(
+            "UPDATE etl_runs SET warnings=json_insert(COALESCE(warnings, '[]'), '$[#]', ?), updated_at=? "
+            "WHERE run_id=? AND NOT EXISTS (SELECT 1 FROM json_each(COALESCE(warnings, '[]')) WHERE value=?)",
+            (text, now_iso(), run_id, text),
+        )
+        return cur.rowcount == 1
+
+    def add_warnings(self, run_id: str, warnings: list[str]) -> list[str]:
+        """Append each warning once, in one transaction; returns those newly added."""
+        with self._tx():
+            return [w for w in warnings if self._add_warning(run_id, w)]
+
+    def invariant_violations(self, run_id: str) -> list[tuple[str, str]]:
+        """What the loaded run's rows contradict, as (check, warning): the same user id on several raw rows, and a
+        table whose rows differ from what the run's pages announced (the ledger)."""
+        found = []
+        dup = self.conn.execute(
+            "SELECT count(*), sum(n), group_concat(user_id) FROM (SELECT user_id, count(*) AS n FROM raw_users "
+            "WHERE run_id=? AND user_id IS NOT NULL GROUP BY user_id HAVING n > 1 ORDER BY user_id)",
+            (run_id,),
+        ).fetchone()
+        if dup[0]:
+            sample = ", ".join(str(dup[2]).split(",")[:10]) + (", ..." if dup[0] > 10 else "")
+            found.append(
+                (
+                    "duplicate_user_ids",
+                    f"duplicate user ids: {dup[0]} ids appear on {dup[1]} raw rows of the run (e.g. {sample}); the "
+                    "source may ignore skip, overlap its pages or repeat users: this run's data may be wrong, "
+                    "compare it with the source before using it",
+                )
+            )
+        announced = self.conn.execute(
+            "SELECT coalesce(sum(raw_count),0), coalesce(sum(valid_count),0), coalesce(sum(invalid_count),0) "
+            "FROM loaded_pages WHERE run_id=?",
+            (run_id,),
+        ).fetchone()
+        differ = []
+        for table, expected in zip(("raw_users", "processed_users", "invalid_users"), announced, strict=True):
+            rows = self.conn.execute(f"SELECT count(*) FROM {table} WHERE run_id=?", (run_id,)).fetchone()[0]
+            if rows != expected:
+                differ.append(f"{table} has {rows} rows, its pages announced {expected}")
+        if differ:
+            found.append(
+                (
+                    "table_counts",
+                    f"table counts differ from the pages loaded: {'; '.join(differ)} (records sharing a page "
+                    "position were dropped); this run's data is incomplete: look at the transformer's output",
+                )
+            )
+        return found
 
     def load_pages(self, pages: Iterable[dict[str, Any]]) -> list[tuple[str, int]]:
         """Load pages in one transaction; a page already in the ledger adds nothing. Returns the new ones."""
@@ -354,6 +403,46 @@ class Store:
                 )
             self._finish(run_id, "succeeded", None)
 
+    def in_flight(self) -> list[sqlite3.Row]:
+        """Runs not yet final (with their loaded page count), for the watchdog."""
+        return self.conn.execute(
+            "SELECT r.run_id, r.status, r.updated_at, r.pages_expected, "
+            "(SELECT count(*) FROM loaded_pages lp WHERE lp.run_id = r.run_id) AS loaded_pages FROM etl_runs r "
+            "WHERE r.status IN ('running','extracted','transformed','loaded') AND r.updated_at IS NOT NULL "
+            "ORDER BY r.id"
+        ).fetchall()
+
+    def missing_pages(self, run_id: str, expected: int) -> list[int]:
+        """The pages 0..expected-1 of the run not in the ledger."""
+        loaded = {r[0] for r in self.conn.execute("SELECT page FROM loaded_pages WHERE run_id=?", (run_id,))}
+        return [p for p in range(expected) if p not in loaded]
+
+    def fail_unless_progressed(self, run_id: str, status: str, updated_at: str, error: str) -> bool:
+        """Fail the run if it is still as the watchdog saw it (same status, no progress since); True when it did."""
+        with self._tx():
+            cur = self.conn.execute(
+                "UPDATE etl_runs SET status='failed', error=?, updated_at=? "
+                "WHERE run_id=? AND status=? AND updated_at=?",
+                (error[:2000], now_iso(), run_id, status, updated_at),
+            )
+        return cur.rowcount == 1
+
+    def note_in_flight(self, error: str) -> None:
+        """Show ``error`` on every run in flight (a saver-wide condition, e.g. a full volume, holds them all)."""
+        with self._tx():
+            self.conn.execute(
+                "UPDATE etl_runs SET error=? WHERE status IN ('running','extracted','transformed','loaded')", (error,)
+            )
+
+    def clear_in_flight(self, prefix: str) -> None:
+        """Clear the error shown by ``note_in_flight`` (the one starting with ``prefix``) once the condition ended."""
+        with self._tx():
+            self.conn.execute(
+                "UPDATE etl_runs SET error=NULL WHERE substr(error, 1, ?)=? "
+                "AND status IN ('running','extracted','transformed','loaded')",
+                (len(prefix), prefix),
+            )
+
     def fail(self, run_id: str, error: str) -> None:
         """The run can never complete (a page of it is poison): failed with ``error``, unless it already succeeded."""
         self.apply_event({"type": "run_failed", "run_id": run_id, "error": error})
@@ -408,4 +497,15 @@ class _Transaction:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            if not exc_type:
+                self.conn.execute("COMMIT")
+                return
+        except sqlite3.Error:
+            # A COMMIT that failed (a full disk) may leave the transaction open: end it, or no later one can begin.
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR): a second ROLLBACK would hide the error.
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")

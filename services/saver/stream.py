@@ -17,9 +17,8 @@ from saver.settings import SaverSettings
 
 log = structlog.get_logger(__name__)
 
-# Suffix of the remote temporary files written as pages commit (apart from the whole-file upload's ``.part``, so
-# a stream given up on can never rename over a whole-file upload of the same run).
-SUFFIX = ".stream.part"
+# Suffix of the remote temporary files written as pages commit (see sftp.STREAM_PART).
+SUFFIX = sftp.STREAM_PART
 
 
 class _Run:
@@ -175,7 +174,7 @@ class StreamingUpload:
                 for kind, (session, _, target, sent) in run.files.items():
                     if session.stat(target + SUFFIX).st_size != sent:
                         raise ValueError(f"size of {target}{SUFFIX} on the server differs from the local file")
-                    session.posix_rename(target + SUFFIX, target)
+                    sftp.replace(session, target + SUFFIX, target)
                     metrics.SFTP_BYTES.inc(sent)
                     out[kind] = target
                 metrics.SFTP_UPLOADS.labels(outcome="succeeded").inc()
@@ -204,7 +203,4 @@ class StreamingUpload:
     def _remove(run: _Run) -> None:
         """Best effort: a temporary file left behind on a dead connection is harmless (never renamed)."""
         for session, _, target, _ in run.files.values():
-            try:
-                session.remove(target + SUFFIX)
-            except (OSError, paramiko.SSHException, EOFError):
-                pass
+            sftp.remove_quietly(session, target + SUFFIX)

@@ -18,12 +18,13 @@ from etl_common.keys import CHANNEL_PHASE3, GROUP_SAVER
 from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
-from saver import crypto, report, sftp
+from saver import crypto, report, sftp, storage
 from saver.agefmt import x25519
 from saver.files import LoadingFiles, RunFile, write_run_files
 from saver.settings import SaverSettings
 from saver.store import Store
 from saver.stream import StreamingUpload
+from saver.watchdog import Watchdog
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("saver")
@@ -62,6 +63,14 @@ class Worker(StreamWorker[SaverSettings]):
             store.loading.on_commit = self.streaming.send
         self.streamed: set[str] = set()  # runs whose files are those appended (and streamed) while they loaded
         self.reports: dict[str, report.Job] = {}  # run_id -> its quality report being computed
+        # A full volume: the entries read but not settled are kept (not acked, not read again, so their delivery
+        # count does not grow) and handled again when the next try is due.
+        self.storage = storage.StorageFull(
+            settings.db_path, settings.data_dir, settings.storage_retry_s, settings.storage_retry_max_s, heartbeat
+        )
+        self.held: list[streams.Entry] = []
+        self.settled: set[str] = set()  # ids of this turn's entries acked or dead-lettered
+        self.watchdog = Watchdog(settings, client, self.keys, store)
 
     def serve(self) -> None:
         """Create the groups, restore the last success metric, finish what a restart left, then loop until SIGTERM."""
@@ -70,7 +79,12 @@ class Worker(StreamWorker[SaverSettings]):
         self._restore_last_run()
         for run_id in self.store.runs_owing_upload():
             self.upload_due[run_id] = (0.0, 0)
-        self.finish_runs()
+        try:
+            self.finish_runs()
+        except Exception as exc:
+            if not storage.is_full(exc):
+                raise
+            self._storage_full(exc)  # the loop tries again when due
         latest = self.store.latest_run_without_quality()
         if latest is not None:  # its report was under way when the saver stopped
             self._start_report(latest)
@@ -96,8 +110,42 @@ class Worker(StreamWorker[SaverSettings]):
             metrics.LAST_RUN_INVALID_RATIO.set(ratio)
 
     def turn(self) -> None:
-        """Handle up to ``batch_pages`` entries (events applied, pages loaded at once); finish runs; retry uploads."""
-        entries = self.reader.read(self.settings.batch_pages)
+        """Handle up to ``batch_pages`` entries (events applied, pages loaded at once); finish runs; retry uploads.
+
+        While the volume is full, nothing is read: the held entries are handled again when the next try is due.
+        """
+        retrying = self.storage.full
+        if retrying and self.storage.seconds_to_retry() > 0:
+            self.stopper.sleep(min(1.0, self.storage.seconds_to_retry()))
+            return
+        entries = self.held or self.reader.read(self.settings.batch_pages)
+        self.settled.clear()
+        try:
+            self._handle(entries, retrying)
+            if retrying:
+                self.store.clear_in_flight(storage.ERROR_PREFIX)
+                self.storage.cleared()
+            # Only once caught up with the streams: what waited for the saver is loaded before runs are judged.
+            if not entries and self.watchdog.due():
+                for run_id in self.watchdog.check():
+                    self._release(run_id)
+        except Exception as exc:
+            if not storage.is_full(exc):
+                raise
+            self.held = [e for e in entries if e.id not in self.settled]
+            self._storage_full(exc)
+            return
+        self.held = []
+
+    def _storage_full(self, exc: BaseException) -> None:
+        """Wait for space: shown on /readyz, the metric, the log and (when the write fits) every run in flight."""
+        reason = self.storage.hit(exc)
+        try:
+            self.store.note_in_flight(reason[:2000])
+        except sqlite3.Error:
+            pass  # no room even for that: /readyz, the log and etl_saver_storage_full say it
+
+    def _handle(self, entries: list[streams.Entry], retrying: bool) -> None:
         pages: list[tuple[streams.Entry, dict[str, Any], str | None]] = []
         for entry in entries:
             if self.reader.too_many_deliveries(entry):
@@ -112,24 +160,41 @@ class Worker(StreamWorker[SaverSettings]):
                     self.store.apply_event(payload)
                     if payload.get("type") == "run_started" and tp:
                         self.run_traces[str(payload["run_id"])] = tp
-                    self.reader.ack([entry], delete=False)
+                    self._ack([entry], delete=False)
             except PermanentError as exc:
                 self._dead(entry, str(exc))
             except (KeyError, TypeError, ValueError) as exc:
                 self._dead(entry, f"malformed entry: {type(exc).__name__}: {exc}")
         if pages:
             self._load(pages)
-        if entries:
+        if entries or retrying:
             self.finish_runs()
         self._retry_uploads()
         self._collect_reports()
 
+    def _ack(self, entries: list[streams.Entry], delete: bool = True) -> None:
+        self.reader.ack(entries, delete=delete)
+        self.settled.update(e.id for e in entries)
+
     def _dead(self, entry: streams.Entry, reason: str) -> None:
         """Dead-letter the entry; a processed page lost so fails its run (it can never complete), with the reason."""
         self.reader.dead_letter(entry, reason, delete=self._owned(entry))
+        self.settled.add(entry.id)
         run_id = streams.run_id_of(entry.fields)
         if entry.stream == self.keys.processed_stream and run_id:
             self.store.fail(run_id, f"save: a processed page was dead-lettered: {reason}")
+            self._release(run_id)
+
+    def _release(self, run_id: str) -> None:
+        """A failed run keeps nothing half-made: its appended files and its streamed remote files are removed.
+
+        Safe if the run is resumed later: its next appends find no file and its files are written from the tables.
+        """
+        run = self.store.run(run_id)
+        if run is not None:
+            (self.store.loading or LoadingFiles(self.settings.data_dir)).discard(run)
+        if self.streaming:
+            self.streaming.discard(run_id)
 
     def _owned(self, entry: streams.Entry) -> bool:
         # The events stream has other readers: only the processed stream is deleted on ack.
@@ -149,7 +214,7 @@ class Worker(StreamWorker[SaverSettings]):
                 log.warning("batch failed; loading its pages one by one", error=str(exc))
                 pages, loaded = self._load_one_by_one(pages)
         # Acked only after the commit: a crash before it redelivers, the ledger skips repeats.
-        self.reader.ack([e for e, _, _ in pages])
+        self._ack([e for e, _, _ in pages])
         elapsed = time.monotonic() - t0
         for _, p, page_tp in pages:
             if page_tp:  # the run's trace, for save.finish when run_started was read before a restart
@@ -199,6 +264,7 @@ class Worker(StreamWorker[SaverSettings]):
             return
         ctx = tracing.context_from(self.run_traces.get(run_id))
         with tracer.start_as_current_span("save.finish", context=ctx, attributes={"etl.run_id": run_id}):
+            self._check_invariants(run_id)
             self._start_report(run_id)
             t0 = time.monotonic()
             with tracer.start_as_current_span("files.write"):
@@ -209,7 +275,9 @@ class Worker(StreamWorker[SaverSettings]):
                     self._defer(run_id, str(exc))
                     return
                 except Exception as exc:
-                    # A full disk or a bug: the run waits with the reason and the files are written again later.
+                    if storage.is_full(exc):
+                        raise  # the whole saver waits for space (Worker.turn), the run stays loaded
+                    # A bug: the run waits with the reason and the files are written again later.
                     self._defer_unexpected(run_id, "files", "writing the files", exc)
                     return
             for kind, info in written.items():
@@ -217,6 +285,15 @@ class Worker(StreamWorker[SaverSettings]):
             metrics.STAGE_DURATION.labels(stage="files").observe(time.monotonic() - t0)
             log.info("files written", run_id=run_id, **{k: v["records"] for k, v in written.items()})
             self._upload(run_id, {k: (v["path"], v["name"]) for k, v in written.items()})
+
+    def _check_invariants(self, run_id: str) -> None:
+        """The store-side checks of a loaded run (whatever the cause upstream): each violation is a warning once."""
+        found = self.store.invariant_violations(run_id)
+        added = set(self.store.add_warnings(run_id, [w for _, w in found])) if found else set()
+        for check, warning in found:
+            if warning in added:
+                metrics.RUN_INVARIANT_VIOLATIONS.labels(check=check).inc()
+                log.warning("run invariant violated", run_id=run_id, check=check, warning=warning)
 
     def _files(self, run: sqlite3.Row, recipients: list[x25519.Recipient] | None) -> dict[str, RunFile]:
         """The run's three files: those appended while it loaded when they are whole, else written from the tables."""
