@@ -185,18 +185,23 @@ API_DURATION = histogram(
 )
 
 
-# --- saver: store faults, run watchdog and end-of-run invariants ---
-SAVER_STORAGE_FULL = Gauge(
+# --- saver: store faults, run watchdog and end-of-run invariants ---------------------------------------------
+SAVER_STORAGE_FULL = gauge(
+    SAVER,
     "etl_saver_storage_full",
     "1 while the saver waits for space on its database or data volume (pages kept in Redis), else 0.",
 )
-RUNS_STALLED = Counter(
+RUNS_STALLED = counter(
+    SAVER,
     "etl_runs_stalled_total",
     "Runs the saver's watchdog failed, by reason (stalled: no progress; pages_lost: pages gone from Redis).",
-    ["reason"],
+    ("reason",),
+    preset={SAVER: [("stalled",), ("pages_lost",)]},
 )
-RUN_INVARIANT_VIOLATIONS = Counter(
+RUN_INVARIANT_VIOLATIONS = counter(
+    SAVER,
     "etl_run_invariant_violations_total",
     "End-of-run checks a loaded run failed (recorded in its warnings), by check (duplicate_user_ids, table_counts).",
-    ["check"],
+    ("check",),
+    preset={SAVER: [("duplicate_user_ids",), ("table_counts",)]},
 )
