@@ -213,9 +213,9 @@ def _coding(headers: httpx.Headers, skip: int) -> str | None:
 
 def _too_large(skip: int, limit: int, bounds: Bounds, where: str) -> SourceRefused:
     return SourceRefused(
-        f"the page at skip={skip} is larger than {bounds.max_bytes} bytes {where} (cap: {bounds.max_bytes_origin}): "
-        f"a decompression bomb, or a source that ignores limit={limit}. Check the source; if its pages are "
-        "really this large, raise ETL_SOURCE_MAX_PAGE_BYTES"
+        f"the page at skip={skip} is larger than its cap {where}: {bounds.max_bytes} bytes "
+        f"({bounds.max_bytes_origin}). A decompression bomb, or a source that ignores limit={limit}. "
+        "Check the source; if its pages are really this large, raise ETL_SOURCE_MAX_PAGE_BYTES"
     )
 
 
