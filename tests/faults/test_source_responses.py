@@ -36,6 +36,15 @@ def _failed_at(p, done, skip: int, pages_loaded: int, *expected: str):
     return run
 
 
+def _page_100_fails(make_source, make_pipeline, fault: dict, *expected: str, **settings: str):
+    """A run of 250 users whose page at skip=100 always has ``fault``: it fails with ``expected``; (src, p, run)."""
+    src = make_source(count=250)
+    src.faults([{"skip": 100, "times": -1, **fault}])
+    p = make_pipeline(src, **{**FAST_RETRIES, **settings})
+    p.start_workers()
+    return src, p, _failed_at(p, p.extract(), 100, 1, *expected)
+
+
 def _resumes_exactly(p, src, run) -> None:
     src.faults([])
     done = p.extract()
@@ -57,20 +66,15 @@ def _requests_at(src, skip: int) -> list[dict]:
     ids=["body at 2 bytes per second", "headers after 30 s"],
 )
 def test_a_trickling_or_stalled_source_is_cut_at_the_deadline(make_source, make_pipeline, fault, got):
-    src = make_source(count=250)
-    src.faults([{"skip": 100, "times": -1, **fault}])
-    p = make_pipeline(src, ETL_SOURCE_DEADLINE_S="1.5", **FAST_RETRIES)
-    p.start_workers()
-    done = p.extract()
-    run = _failed_at(
-        p,
-        done,
-        100,
-        1,
+    src, p, run = _page_100_fails(
+        make_source,
+        make_pipeline,
+        fault,
         f"the source sent {got}",
         "for the page at skip=100 within 1.5 s (ETL_SOURCE_DEADLINE_S, a total per response)",
         "if the source is only slow, raise ETL_SOURCE_DEADLINE_S",
         "after 1 retries",
+        ETL_SOURCE_DEADLINE_S="1.5",
     )
     assert len(_requests_at(src, 100)) == 2  # the deadline is a retryable failure: one retry, then the run fails
     _resumes_exactly(p, src, run)
@@ -134,15 +138,10 @@ def test_retry_after_in_every_form_is_honoured(make_source, make_pipeline):
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
 def test_a_decompression_bomb_fails_the_run_naming_the_cap(make_source, make_pipeline, encoding):
     """1 GiB of spaces after a valid page, ~1 MB on the wire: refused at the cap, once, without a retry."""
-    src = make_source(count=250)
-    src.faults([{"skip": 100, "times": -1, "bomb_bytes": 1 << 30, "encoding": encoding}])
-    p = make_pipeline(src, **FAST_RETRIES)
-    p.start_workers()
-    run = _failed_at(
-        p,
-        p.extract(),
-        100,
-        1,
+    src, p, run = _page_100_fails(
+        make_source,
+        make_pipeline,
+        {"bomb_bytes": 1 << 30, "encoding": encoding},
         "the page at skip=100 is larger than its cap once decoded: 8388608 bytes "
         "(ETL_SOURCE_MAX_PAGE_BYTES, unset, so derived from ETL_PAGE_SIZE=100)",
         "A decompression bomb, or a source that ignores limit=100",
@@ -153,28 +152,26 @@ def test_a_decompression_bomb_fails_the_run_naming_the_cap(make_source, make_pip
 
 
 @pytest.mark.parametrize(
-    ("users", "settings", "expected"),
+    ("fault", "settings", "expected"),
     [
         # The local source takes seconds to write 50,000 users: only the cap may end this request.
-        (50_000, {"ETL_REQUEST_TIMEOUT_S": "120"}, "is larger than its cap on the wire (Content-Length "),
         (
-            3_000,
-            {"ETL_SOURCE_MAX_PAGE_BYTES": "1000000", "encoding": "gzip"},
+            {"users_per_page": 50_000},
+            {"ETL_REQUEST_TIMEOUT_S": "120"},
+            "is larger than its cap on the wire (Content-Length ",
+        ),
+        (
+            {"users_per_page": 3_000, "encoding": "gzip"},
+            {"ETL_SOURCE_MAX_PAGE_BYTES": "1000000"},
             "larger than its cap once decoded: 1000000 bytes (ETL_SOURCE_MAX_PAGE_BYTES).",
         ),
-        (150, {}, "the source answered 150 users for limit=100 at skip=100"),
+        ({"users_per_page": 150}, {}, "the source answered 150 users for limit=100 at skip=100"),
     ],
     ids=["50,000 users", "over a set cap, gzip", "150 users"],
 )
-def test_a_page_larger_than_asked_fails_the_run(make_source, make_pipeline, users, settings, expected):
-    settings = dict(settings)
-    encoding = settings.pop("encoding", None)
-    src = make_source(count=250)
-    src.faults([{"skip": 100, "times": -1, "users_per_page": users, "encoding": encoding}])
-    p = make_pipeline(src, **FAST_RETRIES, **settings)
-    p.start_workers()
-    run = _failed_at(p, p.extract(), 100, 1, expected)
-    if users == 50_000:
+def test_a_page_larger_than_asked_fails_the_run(make_source, make_pipeline, fault, settings, expected):
+    src, _, run = _page_100_fails(make_source, make_pipeline, fault, expected, **settings)
+    if fault["users_per_page"] == 50_000:
         assert "8388608 bytes (ETL_SOURCE_MAX_PAGE_BYTES, unset, so derived from ETL_PAGE_SIZE=100)" in run["error"]
     assert len(_requests_at(src, 100)) == 1
 
@@ -184,34 +181,24 @@ def test_a_page_larger_than_asked_fails_the_run(make_source, make_pipeline, user
 
 @pytest.mark.parametrize("encoding", ["br", "zstd", "gzip, br"])  # more variants: tests/unit/extractor/test_source.py
 def test_an_encoding_not_asked_for_fails_the_run_by_name(make_source, make_pipeline, encoding):
-    src = make_source(count=250)
-    src.faults([{"skip": 0, "times": -1, "encoding": encoding}])
-    p = make_pipeline(src, **FAST_RETRIES)
-    p.start_workers()
-    _failed_at(
-        p,
-        p.extract(),
-        0,
-        0,
-        f"the page at skip=0 came with Content-Encoding {encoding!r}, which the extractor does not decode",
+    src, _, _ = _page_100_fails(
+        make_source,
+        make_pipeline,
+        {"encoding": encoding},
+        f"the page at skip=100 came with Content-Encoding {encoding!r}, which the extractor does not decode",
         "it asks for gzip, deflate or identity (Accept-Encoding)",
         "Make the source, or the proxy in front of it, answer in one of those",
     )
-    assert len(src.requests()) == 1
+    assert len(_requests_at(src, 100)) == 1
 
 
 def test_an_error_object_with_status_200_keeps_the_source_message(make_source, make_pipeline):
     said = "Invalid API key\x1b[31m supplied.\u202e Get one at https://example.test/keys " + "z" * 400
-    src = make_source(count=250)
     body = base64.b64encode(orjson.dumps({"message": said})).decode()
-    src.faults([{"skip": 100, "times": -1, "body_b64": body}])
-    p = make_pipeline(src, **FAST_RETRIES)
-    p.start_workers()
-    run = _failed_at(
-        p,
-        p.extract(),
-        100,
-        1,
+    src, _, run = _page_100_fails(
+        make_source,
+        make_pipeline,
+        {"body_b64": body},
         "the source answered HTTP 200 for skip=100 without a 'users' list, with the message "
         "'Invalid API key[31m supplied. Get one at https://example.test/keys zzz",
         "check ETL_SOURCE_URL and the source's access (key, quota)",
