@@ -181,6 +181,7 @@ RESPONSE_FAULTS = """Rule keys that change how an answer's bytes look (tests/fau
   users_per_page: n    answer n users from skip on, whatever limit asks
   bom: true            a UTF-8 byte order mark before the body
   pad: " \r\n\t"        this white space before and after the body
+  charset: name        the body in this encoding (utf-16 and utf-32 with their BOM, utf-16-le without...)
   encoding: name       Content-Encoding: gzip and deflate compress the body (deflate-raw: deflate without its
                        zlib wrapper, labelled deflate); any other name (br, zstd...) only labels it
   label_only: true     encoding only labels the body (body_b64 already encoded, or a corrupt one)
@@ -220,6 +221,8 @@ def faulty_body(rule: dict[str, Any], body: bytes) -> tuple[bytes, dict[str, str
     headers: dict[str, str] = {}
     pad = str(rule.get("pad", "")).encode()
     body = (b"\xef\xbb\xbf" if rule.get("bom") else b"") + pad + body + pad
+    if rule.get("charset"):
+        body = body.decode("utf-8", "surrogatepass").encode(str(rule["charset"]), "surrogatepass")
     encoding = rule.get("encoding") or ("gzip" if rule.get("bomb_bytes") else None)
     if encoding:
         headers["Content-Encoding"] = "deflate" if encoding == "deflate-raw" else str(encoding)

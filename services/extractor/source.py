@@ -1,6 +1,7 @@
 """The source client: one page per call, bounded in time and size, retried with backoff and Retry-After."""
 
 import contextvars
+import json
 import re
 import threading
 import time
@@ -28,7 +29,6 @@ log = structlog.get_logger(__name__)
 ACCEPT_ENCODING = "gzip, deflate"
 # zlib window bits per Content-Encoding the extractor decodes ("deflate" is tried as zlib, then as raw deflate).
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-_BOM = b"\xef\xbb\xbf"
 # How often a wait for the source looks at SIGTERM and the deadline, and how often it tells the run it is alive.
 _TICK_S = 0.1
 _ALIVE_EVERY_S = 1.0
@@ -39,6 +39,7 @@ _MESSAGE_CHARS = 200
 _MESSAGE_KEYS = ("message", "error", "error_description", "detail", "title", "msg", "errors")
 # Control, format (bidi overrides), surrogate and private-use characters: never copied into an error or a log line.
 _UNSHOWN = frozenset(("Cc", "Cf", "Cs", "Co"))
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _DELTA_SECONDS = re.compile(r"\d+(\.\d+)?")
 
 
@@ -313,7 +314,7 @@ def fetch_once(
     if ex.error is not None:
         raise ex.error
     assert ex.headers is not None
-    body = ex.body.removeprefix(_BOM)  # RFC 8259 8.1: a parser may ignore a byte order mark
+    body = as_utf8(ex.body, skip)
     if ex.status != 200:
         said = _said(body)
         raise SourceUnavailable(
@@ -340,6 +341,28 @@ def fetch_once(
     if not isinstance(total, int) or isinstance(total, bool) or total < 0:
         raise SourceUnavailable(f"page at skip={skip} has no valid 'total'")
     return Page(users=users, total=total)
+
+
+def as_utf8(body: bytes, skip: int) -> bytes:
+    """The body as UTF-8 without a byte order mark, which RFC 8259 (8.1) lets a parser ignore.
+
+    UTF-16 and UTF-32 text (RFC 7159 allowed them; RFC 8259 section 9 lets a parser accept more than it
+    must), told by its BOM or its zero bytes as the standard library does, is transcoded: the page is read.
+    """
+    encoding = json.detect_encoding(body)
+    if encoding == "utf-8":
+        return body
+    if encoding == "utf-8-sig":
+        return body[3:]
+    try:
+        text = body.decode(encoding, "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise SourceUnavailable(
+            f"page at skip={skip} is not JSON: it looks like {encoding} but is not ({exc})"
+        ) from exc
+    log.info("page transcoded to UTF-8", skip=skip, encoding=encoding)
+    # A lone surrogate becomes its JSON escape, so the record holding it is quarantined as such, not the page.
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text.removeprefix("\ufeff")).encode()
 
 
 def _said(body: bytes) -> str:

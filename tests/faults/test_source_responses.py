@@ -128,7 +128,7 @@ def test_retry_after_in_every_form_is_honoured(make_source, make_pipeline):
     assert done.stdout.count("Retry-After ignored: neither delta-seconds nor an HTTP-date") == 2
     run = p.wait_run()
     assert run["warnings"] is None
-    assert_exact(p, run, list(range(1, 551)))
+    assert_exact(p, run, list(range(1, 751)))
     _no_lock(p)
 
 
@@ -211,7 +211,7 @@ def test_an_error_object_with_status_200_keeps_the_source_message(make_source, m
 
 
 def test_bytes_rfc_8259_lets_a_reader_accept_are_read(make_source, make_pipeline):
-    """A byte order mark, white space around the text, and the compressions asked for, alone and together."""
+    """A byte order mark, white space around the text, UTF-16 and UTF-32, and the compressions asked for."""
     variants = [
         {"bom": True},
         {"pad": " \r\n\t"},
@@ -219,15 +219,17 @@ def test_bytes_rfc_8259_lets_a_reader_accept_are_read(make_source, make_pipeline
         {"encoding": "deflate", "pad": "  "},
         {"encoding": "deflate-raw", "bom": True},
         {"encoding": "x-gzip"},
+        {"charset": "utf-16"},  # RFC 7159 allowed UTF-16 and UTF-32; RFC 8259 lets a reader accept them
+        {"charset": "utf-32-be", "encoding": "gzip"},
     ]
-    src = make_source(count=550)
+    src = make_source(count=750)
     src.faults([{"skip": 100 * i, "times": -1, **v} for i, v in enumerate(variants)])
     p = make_pipeline(src)
     p.start_workers()
     done = p.extract()
     assert done.returncode == 0, done.stdout + done.stderr
-    assert [r["skip"] for r in src.requests()] == [0, 100, 200, 300, 400, 500]  # no page needed a retry
+    assert [r["skip"] for r in src.requests()] == list(range(0, 800, 100))  # no page needed a retry
     run = p.wait_run()
     assert (run["error"], run["warnings"]) == (None, None)
-    assert_exact(p, run, list(range(1, 551)))
+    assert_exact(p, run, list(range(1, 751)))
     _no_lock(p)

@@ -166,6 +166,11 @@ def _ids(page) -> list[int]:
         {"encoding": "deflate-raw"},
         {"encoding": "gzip", "bom": True, "pad": "\r\n"},
         {"encoding": "identity", "bom": True},
+        {"charset": "utf-16"},
+        {"charset": "utf-16-be", "pad": " "},
+        {"charset": "utf-16-le"},
+        {"charset": "utf-32", "encoding": "gzip"},
+        {"charset": "utf-32-le", "bom": True},
     ],
     ids=str,
 )
@@ -173,6 +178,21 @@ def test_pages_rfc_8259_and_http_allow_are_read(source, http, fault):
     source.faults([{"skip": 100, "times": -1, **fault}])
     page = fetch_once(http, source.url, 100, 100, BOUNDS)
     assert (_ids(page), page.total) == (list(range(101, 201)), 250)
+
+
+def test_a_lone_surrogate_in_utf_16_quarantines_its_record_only(source, http):
+    body = '{"users":[{"id":1,"firstName":"a\ud83d"},{"id":2,"firstName":"Łukasz 🙂"}],"total":2}'
+    source.faults([{"skip": 0, "body_b64": base64.b64encode(body.encode("utf-16", "surrogatepass")).decode()}])
+    page = fetch_once(http, source.url, 0, 100, BOUNDS)
+    assert page.users[1] == {"id": 2, "firstName": "Łukasz 🙂"}
+    assert page.quarantined() == ["firstName: not valid Unicode (lone surrogate U+D83D, half of a character)"]
+
+
+def test_bytes_that_only_look_like_utf_16_are_not_json(source, http):
+    odd = b'\xff\xfe{\x00"\x00a'  # an odd number of bytes after a UTF-16 BOM
+    source.faults([{"skip": 0, "body_b64": base64.b64encode(odd).decode()}])
+    with pytest.raises(SourceUnavailable, match="is not JSON: it looks like utf-16 but is not"):
+        fetch_once(http, source.url, 0, 100, BOUNDS)
 
 
 def test_a_bom_before_a_page_with_a_value_only_the_tolerant_reader_reads(source, http):
