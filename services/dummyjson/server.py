@@ -141,11 +141,14 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
         def _page(self, rule: dict[str, Any] | None, body: bytes) -> None:
             """A page's bytes at status 200, as the rule's response faults (RESPONSE_FAULTS) make them."""
             body, headers = faulty_body(rule or {}, body)
+            status = 200
+            if (rule or {}).get("redirect"):
+                status, headers["Location"] = 302, self.path
             rate = float((rule or {}).get("trickle_bps") or 0)
             if rate <= 0:
-                self._raw(200, body, "application/json", headers)
+                self._raw(status, body, "application/json", headers)
                 return
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             for k, v in headers.items():
@@ -187,6 +190,8 @@ RESPONSE_FAULTS = """Rule keys that change how an answer's bytes look (tests/fau
   label_only: true     encoding only labels the body (body_b64 already encoded, or a corrupt one)
   bomb_bytes: n        with encoding gzip (the default) or deflate: the page, then spaces up to n bytes once
                        inflated (1 GiB is about 1 MB on the wire)
+  redirect: true       status 302 to the same URL, with the body as the other keys make it (once the rule is
+                       used up, the redirected request gets the page)
   trickle_bps: r       after the headers, the body at r bytes per second (delay_s delays the headers)
   retry_after_form: f  with status and retry_after (seconds from now): Retry-After as an HTTP-date in form f,
                        one of imf (Sun, 06 Nov 1994 08:49:37 GMT), rfc850 (Sunday, 06-Nov-94 08:49:37 GMT)

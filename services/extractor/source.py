@@ -34,6 +34,7 @@ _TICK_S = 0.1
 _ALIVE_EVERY_S = 1.0
 # Of an answer that is not a page (4xx, 5xx) only this much is read: enough for the source's message.
 _ERROR_BODY_BYTES = 64 * 1024
+_MAX_REDIRECTS = 10
 _MESSAGE_CHARS = 200
 # Keys under which JSON APIs put the reason of an error object (`{"message": "Invalid API key"}`).
 _MESSAGE_KEYS = ("message", "error", "error_description", "detail", "title", "msg", "errors")
@@ -252,17 +253,22 @@ def _exchange(client: httpx.Client, url: str, skip: int, limit: int, bounds: Bou
         return _too_large(skip, limit, bounds, where)
 
     try:
-        params = {"limit": limit, "skip": skip}
-        with client.stream("GET", url, params=params, headers={"Accept-Encoding": ACCEPT_ENCODING}) as resp:
-            ex.status, ex.headers = resp.status_code, resp.headers
-            metrics.SOURCE_REQUESTS.labels(status=str(resp.status_code)).inc()
-            if resp.status_code == 200:
-                ex.body = _read_body(resp, ex, bounds.max_bytes, False, refuse, skip)
-            else:
-                try:
-                    ex.body = _read_body(resp, ex, _ERROR_BODY_BYTES, True, refuse, skip)
-                except (SourceUnavailable, SourceRefused, httpx.HTTPError):
-                    ex.body = b""  # the status says enough; its message is only a courtesy
+        request = client.build_request(
+            "GET", url, params={"limit": limit, "skip": skip}, headers={"Accept-Encoding": ACCEPT_ENCODING}
+        )
+        for _ in range(_MAX_REDIRECTS + 1):
+            # Redirects are followed here, not by httpx, which would read (and inflate) their bodies unbounded.
+            resp = client.send(request, stream=True, follow_redirects=False)
+            try:
+                if resp.next_request is None:
+                    _answer(resp, ex, bounds, refuse, skip)
+                    return
+                request = resp.next_request
+            finally:
+                resp.close()
+            if ex.abandoned.is_set():
+                return
+        ex.error = SourceUnavailable(f"more than {_MAX_REDIRECTS} redirects for skip={skip}; check ETL_SOURCE_URL")
     except httpx.HTTPError as exc:
         if ex.status is None and not ex.abandoned.is_set():
             metrics.SOURCE_REQUESTS.labels(status="error").inc()
@@ -273,6 +279,22 @@ def _exchange(client: httpx.Client, url: str, skip: int, limit: int, bounds: Bou
         ex.error = exc
     finally:
         ex.done.set()
+
+
+def _answer(
+    resp: httpx.Response, ex: _Exchange, bounds: Bounds, refuse: Callable[[str], SourceRefused], skip: int
+) -> None:
+    """Status, headers and body of the final answer into ``ex``: a page's body up to the cap, an error's enough
+    for its message."""
+    ex.status, ex.headers = resp.status_code, resp.headers
+    metrics.SOURCE_REQUESTS.labels(status=str(resp.status_code)).inc()
+    if resp.status_code == 200:
+        ex.body = _read_body(resp, ex, bounds.max_bytes, False, refuse, skip)
+        return
+    try:
+        ex.body = _read_body(resp, ex, _ERROR_BODY_BYTES, True, refuse, skip)
+    except (SourceUnavailable, SourceRefused, httpx.HTTPError):
+        ex.body = b""  # the status says enough; its message is only a courtesy
 
 
 def _await(ex: _Exchange, skip: int, bounds: Bounds, alive: Callable[[], None]) -> None:

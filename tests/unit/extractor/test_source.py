@@ -228,6 +228,16 @@ def test_a_page_larger_than_the_cap_is_refused_on_the_wire(source, http):
         fetch_once(http, source.url, 0, 100, small)
 
 
+def test_redirects_are_followed_without_reading_their_bodies(source, http):
+    source.faults([{"skip": 0, "redirect": True, "bomb_bytes": 1 << 30, "times": 3}])
+    assert _ids(fetch_once(http, source.url, 0, 100, BOUNDS)) == list(range(1, 101))
+    assert len(source.requests()) == 4
+    source.faults([{"skip": 0, "redirect": True, "times": -1}], reset_stats=True)
+    with pytest.raises(SourceUnavailable, match="more than 10 redirects for skip=0; check ETL_SOURCE_URL"):
+        fetch_once(http, source.url, 0, 100, BOUNDS)
+    assert len(source.requests()) == 11
+
+
 def test_more_users_than_asked_is_refused(source, http):
     source.faults([{"skip": 0, "users_per_page": 101}])
     with pytest.raises(SourceRefused, match="answered 101 users for limit=100 at skip=0"):
