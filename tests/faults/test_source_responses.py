@@ -128,7 +128,7 @@ def test_retry_after_in_every_form_is_honoured(make_source, make_pipeline):
     assert done.stdout.count("Retry-After ignored: neither delta-seconds nor an HTTP-date") == 2
     run = p.wait_run()
     assert run["warnings"] is None
-    assert_exact(p, run, list(range(1, 751)))
+    assert_exact(p, run, list(range(1, 551)))
     _no_lock(p)
 
 
