@@ -115,12 +115,13 @@ def clean(text: str, limit: int = _MESSAGE_CHARS) -> str:
 
 
 def source_message(value: Any) -> str | None:
-    """The reason a JSON error object gives (``{"message": ...}``, ``{"error": {"message": ...}}``...), cleaned."""
-    for _ in range(3):  # {"errors": [{"message": ...}]}: a few levels, never a deep walk
+    """The reason a JSON error object gives (``{"message": ...}``, ``{"errors": [{"detail": ...}]}``...), cleaned."""
+    for _ in range(3):  # a few levels, never a deep walk
+        if not isinstance(value, dict):
+            return None
+        value = next((value[k] for k in _MESSAGE_KEYS if k in value and value[k] not in (None, "", [], {})), None)
         if isinstance(value, list) and value:
             value = value[0]
-        if isinstance(value, dict):
-            value = next((value[k] for k in _MESSAGE_KEYS if k in value and value[k] not in (None, "", [], {})), None)
         if isinstance(value, str):
             return clean(value)
     return None

@@ -122,7 +122,8 @@ def test_messages_lose_control_characters_and_are_cut():
     assert source_message({"error": {"message": "quota exceeded", "code": 429}}) == "quota exceeded"
     assert source_message({"errors": [{"detail": "bad token"}]}) == "bad token"
     assert source_message({"error": "unauthorized", "message": ""}) == "unauthorized"
-    assert source_message({"users": None}) is None and source_message([1]) is None
+    assert source_message({"errors": ["bad token", "expired"]}) == "bad token"
+    assert source_message({"users": None}) is None and source_message([{"message": "a user's field"}]) is None
 
 
 # --- one response, read from the local source server ---------------------------------------------------------
