@@ -1,10 +1,15 @@
 """HTTP server answering /users like DummyJSON, with runtime fault switches under /_faults and /_stats."""
 
 import base64
+import functools
 import json
 import socket
+import struct
 import threading
 import time
+import zlib
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -27,8 +32,8 @@ class Source:
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         # Each rule: {skip: int|None, status: int, times: int (-1 forever), retry_after: s,
-        # delay_s: float, body: "notjson"|None, body_b64: the exact bytes to answer (base64)};
-        # a request consumes the first rule that matches.
+        # delay_s: float (before the headers), body: "notjson"|None, body_b64: the exact bytes to answer (base64),
+        # and the response faults of RESPONSE_FAULTS}; a request consumes the first rule that matches.
         self.rules: list[dict[str, Any]] = []
         self.total_delta = 0  # added to `total` after `total_delta_after` requests
         self.total_delta_after = 0
@@ -99,12 +104,12 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
             if rule and rule.get("status", 200) != 200:
                 headers = {}
                 if rule.get("retry_after") is not None:
-                    headers["Retry-After"] = str(rule["retry_after"])
+                    headers["Retry-After"] = retry_after(rule)
                 self._json(int(rule["status"]), {"message": "injected failure"}, headers)
                 return
             if rule and rule.get("body_b64") is not None:
                 # Bytes no JSON writer would produce (lone surrogates, NaN, bytes that are not UTF-8...).
-                self._raw(200, base64.b64decode(rule["body_b64"]), "application/json")
+                self._page(rule, base64.b64decode(rule["body_b64"]))
                 return
             if rule and rule.get("body") == "notjson":
                 self._raw(200, b"<html>502 Bad Gateway</html>", "text/html")
@@ -112,15 +117,13 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
             skip = max(skip, 0)
             end = source.count if limit <= 0 else min(source.count, skip + limit)
             users = [source.user(i) for i in range(skip, end)] if skip < source.count else []
+            if rule and rule.get("users_per_page") is not None:
+                users = oversized_page(source, skip, int(rule["users_per_page"]))
             total = source.count
             if source.total_delta and n_requests > source.total_delta_after:
                 total += source.total_delta
             # orjson: serialising a page of 100 users with json.dumps costs more than the pipeline's work on it.
-            self._raw(
-                200,
-                orjson.dumps({"users": users, "total": total, "skip": skip, "limit": len(users)}),
-                "application/json",
-            )
+            self._page(rule, orjson.dumps({"users": users, "total": total, "skip": skip, "limit": len(users)}))
 
         def do_POST(self) -> None:
             if urlparse(self.path).path != "/_faults":
@@ -134,6 +137,29 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
                 if body.get("reset_stats"):
                     source.requests.clear()
             self._json(200, {"ok": True})
+
+        def _page(self, rule: dict[str, Any] | None, body: bytes) -> None:
+            """A page's bytes at status 200, as the rule's response faults (RESPONSE_FAULTS) make them."""
+            body, headers = faulty_body(rule or {}, body)
+            status = 200
+            if (rule or {}).get("redirect"):
+                status, headers["Location"] = 302, self.path
+            rate = float((rule or {}).get("trickle_bps") or 0)
+            if rate <= 0:
+                self._raw(status, body, "application/json", headers)
+                return
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.flush()
+            step = max(1, int(rate / 10))
+            for at in range(0, len(body), step):
+                self.wfile.write(body[at : at + step])
+                self.wfile.flush()
+                time.sleep(step / rate)
 
         def _json(self, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
             self._raw(code, json.dumps(obj).encode(), "application/json", headers)
@@ -151,6 +177,103 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+# ---- Response faults: bytes of an answer that misbehave (extractor/source.py must survive them) -----------
+RESPONSE_FAULTS = """Rule keys that change how an answer's bytes look (tests/faults/test_source_responses.py):
+  users_per_page: n    answer n users from skip on, whatever limit asks
+  bom: true            a UTF-8 byte order mark before the body
+  pad: " \r\n\t"        this white space before and after the body
+  charset: name        the body in this encoding (utf-16 and utf-32 with their BOM, utf-16-le without...)
+  encoding: name       Content-Encoding: gzip and deflate compress the body (deflate-raw: deflate without its
+                       zlib wrapper, labelled deflate); any other name (br, zstd...) only labels it
+  label_only: true     encoding only labels the body (body_b64 already encoded, or a corrupt one)
+  bomb_bytes: n        with encoding gzip (the default) or deflate: the page, then spaces up to n bytes once
+                       inflated (1 GiB is about 1 MB on the wire)
+  redirect: true       status 302 to the same URL, with the body as the other keys make it (once the rule is
+                       used up, the redirected request gets the page)
+  trickle_bps: r       after the headers, the body at r bytes per second (delay_s delays the headers)
+  retry_after_form: f  with status and retry_after (seconds from now): Retry-After as an HTTP-date in form f,
+                       one of imf (Sun, 06 Nov 1994 08:49:37 GMT), rfc850 (Sunday, 06-Nov-94 08:49:37 GMT)
+                       or asctime (Sun Nov  6 08:49:37 1994)
+"""
+
+
+def retry_after(rule: dict[str, Any]) -> str:
+    """The Retry-After value of a rule: its seconds, or the HTTP-date that far ahead in ``retry_after_form``."""
+    form = rule.get("retry_after_form")
+    if not form:
+        return str(rule["retry_after"])
+    when = datetime.now(timezone.utc) + timedelta(seconds=float(rule["retry_after"]))
+    if form == "imf":
+        return format_datetime(when, usegmt=True)
+    if form == "rfc850":
+        return when.strftime("%A, %d-%b-%y %H:%M:%S GMT")
+    if form == "asctime":
+        return f"{when:%a %b} {when.day:2d} {when:%H:%M:%S %Y}"
+    raise ValueError(f"unknown retry_after_form {form!r}")
+
+
+def oversized_page(source: Source, skip: int, n: int) -> list[Any]:
+    """``n`` users from ``skip`` on (given users repeat when there are not enough)."""
+    if source.users is not None:
+        return [source.users[i % len(source.users)] for i in range(skip, skip + n)]
+    return [source.user(i) for i in range(skip, skip + n)]
+
+
+def faulty_body(rule: dict[str, Any], body: bytes) -> tuple[bytes, dict[str, str]]:
+    """``body`` and extra headers after the rule's byte faults (bom, pad, encoding, bomb_bytes)."""
+    headers: dict[str, str] = {}
+    pad = str(rule.get("pad", "")).encode()
+    body = (b"\xef\xbb\xbf" if rule.get("bom") else b"") + pad + body + pad
+    if rule.get("charset"):
+        body = body.decode("utf-8", "surrogatepass").encode(str(rule["charset"]), "surrogatepass")
+    encoding = rule.get("encoding") or ("gzip" if rule.get("bomb_bytes") else None)
+    if encoding:
+        headers["Content-Encoding"] = "deflate" if encoding == "deflate-raw" else str(encoding)
+    if rule.get("bomb_bytes"):
+        return bomb(body, int(rule["bomb_bytes"]), str(encoding)), headers
+    if encoding in ("gzip", "x-gzip", "deflate", "deflate-raw") and not rule.get("label_only"):
+        return compress(body, str(encoding)), headers
+    return body, headers
+
+
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+_ZLIB_HEADER = b"\x78\xda"
+
+
+def compress(data: bytes, encoding: str) -> bytes:
+    """``data`` as a gzip, deflate (zlib) or deflate-raw body."""
+    wbits = {"gzip": 31, "x-gzip": 31, "deflate": 15, "deflate-raw": -15}[encoding]
+    c = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    return c.compress(data) + c.flush()
+
+
+@functools.lru_cache(maxsize=4)
+def bomb(body: bytes, size: int, encoding: str) -> bytes:
+    """``body`` then spaces up to ``size`` bytes, as a gzip or deflate body about ``size`` / 1000 bytes long.
+
+    Built in a second for 1 GiB: after a full flush the compressor starts afresh, so every 1 MiB block of
+    spaces compresses to the same bytes, computed once; only the checksum reads the whole inflated size.
+    """
+    block = b" " * (1 << 20)
+    blocks, rest = divmod(max(size - len(body), 0), len(block))
+    c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = c.compress(body) + c.flush(zlib.Z_FULL_FLUSH)
+    one = c.compress(block) + c.flush(zlib.Z_FULL_FLUSH) if blocks else b""
+    deflated = head + one * blocks + c.compress(block[:rest]) + c.flush()
+    check = zlib.crc32 if encoding == "gzip" else zlib.adler32
+    value = check(body, 0 if encoding == "gzip" else 1)
+    for _ in range(blocks):
+        value = check(block, value)
+    value = check(block[:rest], value)
+    if encoding == "gzip":
+        inflated = len(body) + blocks * len(block) + rest
+        return _GZIP_HEADER + deflated + struct.pack("<II", value, inflated & 0xFFFFFFFF)
+    return _ZLIB_HEADER + deflated + struct.pack(">I", value)
+
+
+# ---- end of response faults ----------------------------------------------------------------------------------
 
 
 class _Server(ThreadingHTTPServer):

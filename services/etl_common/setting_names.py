@@ -65,6 +65,8 @@ SETTINGS = frozenset(
         "ETL_SFTP_REMOTE_DIR",
         "ETL_SFTP_TIMEOUT_S",
         "ETL_SFTP_USER",
+        "ETL_SOURCE_DEADLINE_S",
+        "ETL_SOURCE_MAX_PAGE_BYTES",
         "ETL_SOURCE_URL",
         "ETL_STORAGE_RETRY_MAX_S",
         "ETL_STORAGE_RETRY_S",

@@ -23,7 +23,7 @@ from etl_common.redis_client import RETRYABLE_ERRORS
 from extractor.checkpoint import Checkpoint
 from extractor.pagejson import protected
 from extractor.settings import ExtractorSettings
-from extractor.source import SourceFailed, fetch_page
+from extractor.source import Bounds, SourceFailed, fetch_page
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("extractor")
@@ -189,6 +189,11 @@ def _pages(
     run_started = time.monotonic()
     metrics.RUN_STARTED.set(time.time())
     metrics.RUN_PROGRESS.labels(stage="extract").set(cp.records)
+
+    def alive() -> None:  # while a slow page is awaited: keep the lease and the heartbeat
+        lock.extend(settings.lock_ttl_s, replace_ttl=True)
+        beat()
+
     with httpx.Client(timeout=settings.request_timeout_s, follow_redirects=True) as http:
         while True:
             if should_stop():
@@ -206,6 +211,8 @@ def _pages(
                         settings.page_size,
                         settings.retry_delays,
                         settings.retry_after_max_s,
+                        Bounds.of(settings),
+                        alive,
                     )
                 except SourceFailed as exc:
                     _fail(client, keys, cp, str(exc))

@@ -8,6 +8,10 @@ from pydantic_settings import NoDecode
 
 from etl_common.settings import BaseEtlSettings
 
+# The derived page cap: generous for real users (a record may hold a 1 MB string) yet far from a bomb's GiB.
+USER_MAX_BYTES = 64 * 1024
+PAGE_MAX_BYTES_FLOOR = 8 * 1024 * 1024
+
 
 class ExtractorSettings(BaseEtlSettings):
     """Source, paging, retries, schedule and backpressure."""
@@ -18,7 +22,12 @@ class ExtractorSettings(BaseEtlSettings):
     retry_delays: Annotated[list[float], NoDecode] = [5.0, 15.0, 45.0]
     # Cap applied to a server's Retry-After so a hostile value cannot stall a run.
     retry_after_max_s: float = Field(120.0, ge=0)
+    # Per read (connect, each chunk); the total of one response is bounded by source_deadline_s.
     request_timeout_s: float = Field(30.0, gt=0)
+    # Total time one source response may take, headers and body: a trickling source is cut, the page retried.
+    source_deadline_s: float = Field(60.0, gt=0)
+    # Cap on a page's body, on the wire and once decompressed; 0 derives it from page_size (page_max_bytes).
+    source_max_page_bytes: int = Field(0, ge=0)
     schedule: str = "0 3 * * *"
     run_on_start: bool = False
     # After a failed run, the service retries (resuming the same run) after this delay.
@@ -28,6 +37,10 @@ class ExtractorSettings(BaseEtlSettings):
     raw_backlog_max_pages: int = Field(50, ge=1)
     # The PII policy (etl_common.pii) applied before a page enters Redis; the transformer's ETL_PII_POLICY too.
     pii_policy: str = Field("mask", pattern="^(mask|drop|keep)$")
+
+    def page_max_bytes(self) -> int:
+        """A page's body cap: the setting, else 64 KiB per user asked (DummyJSON's are ~2 KiB), at least 8 MiB."""
+        return self.source_max_page_bytes or max(PAGE_MAX_BYTES_FLOOR, self.page_size * USER_MAX_BYTES)
 
     @field_validator("retry_delays", mode="before")
     @classmethod
