@@ -14,6 +14,8 @@ class ApiSettings(BaseEtlSettings):
     # Bearer token for data and command routes; required unless api_auth is "none".
     api_token: SecretStr | None = None
     api_auth: str = Field("token", pattern="^(token|none)$")
+    # Bearer token of operator routes (dead-letter replay and drop, retention on demand); none: they refuse all.
+    api_operator_token: SecretStr | None = None
     # Comma-separated origins allowed by CORS (the frontend).
     api_cors_origins: str = ""
     api_host: str = "127.0.0.1"

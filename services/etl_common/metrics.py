@@ -67,6 +67,16 @@ RUN_WARNINGS = Counter(
     "Things a run noticed and recorded in its warnings, by kind (source_total_changed, records_differ_from_total).",
     ["kind"],
 )
+RETENTION_REMOVED = Counter(
+    "etl_retention_removed_total",
+    "What retention removed, by kind (rows, files, remote, dead_letters, headers) (saver).",
+    ["kind"],
+)
+RETENTION_FREED = Counter(
+    "etl_retention_freed_bytes_total",
+    "Bytes retention freed, by kind (database pages, files, remote, dead_letters) (saver).",
+    ["kind"],
+)
 ERRORS = Counter("etl_errors_total", "Unexpected errors (bugs or dependency failures), by stage.", ["stage"])
 API_REQUESTS = Counter(
     "etl_api_requests_total",

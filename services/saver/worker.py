@@ -18,7 +18,7 @@ from etl_common.keys import CHANNEL_PHASE3, GROUP_SAVER
 from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
-from saver import crypto, report, sftp
+from saver import crypto, report, retention, sftp
 from saver.agefmt import x25519
 from saver.files import LoadingFiles, RunFile, write_run_files
 from saver.settings import SaverSettings
@@ -62,6 +62,7 @@ class Worker(StreamWorker[SaverSettings]):
             store.loading.on_commit = self.streaming.send
         self.streamed: set[str] = set()  # runs whose files are those appended (and streamed) while they loaded
         self.reports: dict[str, report.Job] = {}  # run_id -> its quality report being computed
+        self.retention = retention.Retention(settings, store.conn, client, heartbeat.beat)
 
     def serve(self) -> None:
         """Create the groups, restore the last success metric, finish what a restart left, then loop until SIGTERM."""
@@ -110,6 +111,7 @@ class Worker(StreamWorker[SaverSettings]):
                     pages.append((entry, payload, tp))
                 else:
                     self.store.apply_event(payload)
+                    self.retention.on_event(payload)
                     if payload.get("type") == "run_started" and tp:
                         self.run_traces[str(payload["run_id"])] = tp
                     self.reader.ack([entry], delete=False)
@@ -403,6 +405,7 @@ class Worker(StreamWorker[SaverSettings]):
             invalid=run["invalid_count"] if run else None,
             files=files,
         )
+        self.retention.after_success()
 
 
 def _parse_iso(value: str) -> datetime:
