@@ -84,8 +84,8 @@ SETTINGS = frozenset(
     )
 )
 # Read outside the Settings classes: the image's service name, the chart's Redis password (expanded
-# into ETL_REDIS_URL), the engine tests' switch.
-OTHERS = frozenset(("ETL_SERVICE", "ETL_REDIS_PASSWORD", "ETL_ENGINE_KEEP_IMAGES"))
+# into ETL_REDIS_URL), the engine tests' switch, the operators' CLI's API address (etlctl).
+OTHERS = frozenset(("ETL_SERVICE", "ETL_REDIS_PASSWORD", "ETL_ENGINE_KEEP_IMAGES", "ETL_API_URL"))
 KNOWN = SETTINGS | OTHERS
 
 
