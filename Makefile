@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench-quality bench bench-compare engine-test lock kind-up kind-down helm-lint helm-template
+.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench-quality bench bench-compare engine-test lock kind-up kind-down helm-lint helm-template chart-readme check runs run-now dead-letters retention-plan
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -59,6 +59,23 @@ engine-test: env ## Compose and the chart's pods on a private Docker engine (roo
 	@ETL_ENGINE_REQUIRED=1 $(PY) -m pytest -q tests/engine
 	@cat .run/engine/summary.txt
 
+ETL := .venv/bin/etl
+
+check: env ## Can this machine reach Redis, the source, SFTP, the database and the API (etl check; .env settings)
+	@$(ETL) check
+
+runs: env ## The latest runs through the API (etl runs list; ETL_API_URL, ETL_API_TOKEN)
+	@$(ETL) runs list
+
+run-now: env ## Start a run through the API and follow it to its end (etl runs start --follow)
+	@$(ETL) runs start --follow
+
+dead-letters: env ## Dead letters with their reasons (etl dead-letters list)
+	@$(ETL) dead-letters list
+
+retention-plan: env ## What retention would remove now, measured by the saver (etl retention plan; operator token)
+	@$(ETL) retention plan
+
 clean: ## Remove local data of the demo
 	rm -rf database sftp_data data .run
 
@@ -71,6 +88,9 @@ kind-down: ## Delete the kind cluster (and everything in it)
 helm-lint: env ## Lint charts/etl (Helm's engine, strict) with the default and every ci/*-values.yaml
 	@$(PY) -m testbed.chart lint
 	@$(PY) -m testbed.chart lint $(foreach f,$(wildcard charts/etl/ci/*-values.yaml),-f $(f))
+
+chart-readme: env ## Write charts/etl/README.md from values.schema.json and values.yaml (helm-docs style)
+	@$(PY) -m testbed.chartdocs
 
 helm-template: env ## Render charts/etl to stdout (VALUES=charts/etl/ci/kind-values.yaml to pick values)
 	@$(PY) -m testbed.chart template $(if $(VALUES),-f $(VALUES),)

@@ -260,8 +260,9 @@ class Retention:
         page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]
         before = self.conn.execute("PRAGMA page_count").fetchone()[0]
         while self.conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
-            # Each step is its own short write transaction; WAL readers are never blocked by it.
-            self.conn.execute(f"PRAGMA incremental_vacuum({int(self.settings.retention_vacuum_pages)})").fetchall()
+            # Each step is its own short write transaction; WAL readers are never blocked by it. executescript steps
+            # the pragma to its end: execute() steps it once, which frees a single page.
+            self.conn.executescript(f"PRAGMA incremental_vacuum({int(self.settings.retention_vacuum_pages)});")
             self.beat()
         after = self.conn.execute("PRAGMA page_count").fetchone()[0]
         return {"mode": "incremental", "returned": (before - after) * page_size}

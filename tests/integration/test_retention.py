@@ -105,6 +105,9 @@ def test_retention_after_each_run_removes_exactly_what_the_settings_say(make_sou
     assert sum(r["removed"]["dead_letters"] for r in reports) == 4
     assert sum(r["bytes_freed"]["database"] for r in reports) > 0
     assert all(r["vacuum"] == "incremental" for r in reports)
+    assert sum(r["bytes_freed"]["database_returned"] for r in reports) > 0
+    with closing(p.db()) as conn:
+        assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0  # every freed page went back
     metrics = httpx.get(f"http://127.0.0.1:{ops}/metrics", timeout=5).text
     assert f'etl_retention_removed_total{{kind="rows"}} {float(total_rows)}' in metrics
     assert 'etl_retention_removed_total{kind="remote"} 9.0' in metrics
