@@ -1,5 +1,7 @@
 """``etl check``: can this machine reach Redis, the source, SFTP, the database and the API, one line each."""
 
+import importlib
+import importlib.util
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -11,6 +13,7 @@ import redis
 
 from etl_common.db import connect_reader
 from etl_common.keys import Keys
+from etl_common.settings import BaseEtlSettings
 
 
 @dataclass
@@ -18,7 +21,7 @@ class Check:
     """One dependency: reached or not, what was seen, how long it took."""
 
     name: str
-    ok: bool
+    ok: bool | None  # None: not checked from here (the image lacks the service that knows how)
     detail: str
     ms: float
 
@@ -36,23 +39,36 @@ def _timed(name: str, probe: Callable[[], str]) -> Check:
     return Check(name, ok, detail, round((time.monotonic() - t0) * 1000, 1))
 
 
-def run_checks(api_url: str, timeout_s: float = 5.0) -> list[Check]:
-    """Each dependency as the services' settings (environment, ``.env``) name it, and the API at ``api_url``."""
-    from extractor.settings import ExtractorSettings  # the services' own settings, read as they read them
-    from saver.settings import SaverSettings
+def _service_settings(service: str, cls: str) -> Any:
+    """The service's own settings class read as it reads them, or None when this installation lacks the service."""
+    if importlib.util.find_spec(service) is None:
+        return None
+    return getattr(importlib.import_module(f"{service}.settings"), cls)()
 
-    checks: list[Check] = []
+
+def _missing(name: str, package: str) -> Check:
+    return Check(name, None, f"not checked here: this installation has no {package} package (run it in its pod)", 0.0)
+
+
+def run_checks(api_url: str, timeout_s: float = 5.0) -> list[Check]:
+    """Each dependency as the services' settings (environment, ``.env``) name it, and the API at ``api_url``.
+
+    An image carries one service: the checks that need another's settings say so instead of guessing them.
+    """
     try:
-        saver, source_url = SaverSettings(), ExtractorSettings().source_url
+        saver = _service_settings("saver", "SaverSettings")
+        extractor = _service_settings("extractor", "ExtractorSettings")
+        common = saver or BaseEtlSettings()
     except Exception as exc:
         return [Check("settings", False, f"{type(exc).__name__}: {exc}", 0.0)]
+    source_url: str = extractor.source_url if extractor else ""
 
     def ping_redis() -> str:
-        client = redis.Redis.from_url(saver.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        client = redis.Redis.from_url(common.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         with closing(client):
             client.ping()
-            dead = client.xlen(Keys(saver.key_prefix).dead_stream)
-            return f"{_safe(saver.redis_url)} answers PING; {dead} dead letters"
+            dead = client.xlen(Keys(common.key_prefix).dead_stream)
+            return f"{_safe(common.redis_url)} answers PING; {dead} dead letters"
 
     def get_source() -> str:
         resp = httpx.get(source_url, params={"limit": 1, "select": "id"}, timeout=timeout_s)
@@ -84,15 +100,13 @@ def run_checks(api_url: str, timeout_s: float = 5.0) -> list[Check]:
             raise RuntimeError(f"{api_url}/readyz answers {resp.status_code}: {resp.text[:200]}")
         return f"{api_url} is ready"
 
-    for name, probe in (
-        ("redis", ping_redis),
-        ("source", get_source),
-        ("sftp", open_sftp),
-        ("database", read_db),
-        ("api", get_api),
-    ):
-        checks.append(_timed(name, probe))
-    return checks
+    return [
+        _timed("redis", ping_redis),
+        _timed("source", get_source) if source_url else _missing("source", "extractor"),
+        _timed("sftp", open_sftp) if saver else _missing("sftp", "saver"),
+        _timed("database", read_db) if saver else _missing("database", "saver"),
+        _timed("api", get_api),
+    ]
 
 
 def _safe(url: str) -> str:

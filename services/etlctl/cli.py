@@ -380,8 +380,10 @@ def decrypt(
     output: Annotated[Path, typer.Argument(help="Where to write the plaintext .jsonl.")],
 ) -> None:
     """Decrypt a downloaded .age file (python -m saver decrypt); OUTPUT appears only if it authenticates."""
-    from saver.__main__ import main as saver_main
-
+    try:
+        from saver.__main__ import main as saver_main
+    except ImportError:
+        _fail("decrypt needs the saver package: install the project (pipx install .) or run it in the saver's pod", 1)
     raise typer.Exit(saver_main(["decrypt", "-i", str(identity), str(input_file), str(output)]))
 
 
@@ -391,6 +393,7 @@ def check(ctx: typer.Context, timeout: Annotated[float, typer.Option(help="Secon
     each; exit 1 when one cannot be reached."""
     o = _ctx(ctx)
     checks = run_checks(o.api.url, timeout)
-    text = "\n".join(f"{'ok  ' if k.ok else 'FAIL'} {k.name:<9} {k.detail} ({k.ms:g} ms)" for k in checks)
+    mark = {True: "ok  ", False: "FAIL", None: "--  "}
+    text = "\n".join(f"{mark[k.ok]} {k.name:<9} {k.detail} ({k.ms:g} ms)" for k in checks)
     _out(o, [k.as_dict() for k in checks], text)
-    raise typer.Exit(c.OK if all(k.ok for k in checks) else c.FAILED)
+    raise typer.Exit(c.FAILED if any(k.ok is False for k in checks) else c.OK)

@@ -7,6 +7,7 @@ from contextlib import closing
 import pytest
 
 from etl_common.db import connect_writer
+from tests.faults.conftest import wait_for
 from tests.integration.test_api import AUTH, Api
 
 OPERATOR = {"Authorization": "Bearer op-token"}
@@ -15,14 +16,6 @@ REFUSE = (
     "CREATE TRIGGER refuse_150 BEFORE INSERT ON raw_users WHEN NEW.user_id = 150 "
     "BEGIN SELECT RAISE(ABORT, 'user 150 refused'); END"
 )
-
-
-def _wait(check, what: str, timeout_s: float = 30.0):
-    deadline = time.monotonic() + timeout_s
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return result
 
 
 def _migrated(p) -> bool:
@@ -44,14 +37,14 @@ def refused(make_source, make_pipeline):
     source = make_source(count=250)
     p = make_pipeline(source)
     p.start_workers()
-    _wait(lambda: _migrated(p), "the saver's migrations")
+    wait_for(lambda: _migrated(p), what="the saver's migrations")
     _sql(p, REFUSE)
     assert p.extract().returncode == 0
     # The run fails when its page is dead-lettered, unless the saver applies phase1_complete after that (then the
     # run waits in 'transformed' for the missing page): either way it waits for the page.
-    _wait(lambda: p.redis.xlen(p.keys.dead_stream) == 1, "the refused page dead-lettered")
+    wait_for(lambda: p.redis.xlen(p.keys.dead_stream) == 1, what="the refused page dead-lettered")
     run = p.wait_run(("failed", "transformed"))
-    _wait(lambda: p.count("raw_users", run["run_id"]) == 150, "pages 0 and 2 loaded")
+    wait_for(lambda: p.count("raw_users", run["run_id"]) == 150, what="pages 0 and 2 loaded")
     api = Api(p, "api-dead", ETL_API_OPERATOR_TOKEN="op-token")
     yield p, run, api
     api.client.close()
@@ -90,7 +83,7 @@ def test_a_refused_page_is_replayed_after_the_fix_and_loaded_once(refused):
     assert again["done"] == 0 and again["results"][0]["status"] == "missing"
     dup = p.redis.xadd(p.keys.dead_stream, copy)
     assert api.client.post("/dead_letters/replay", json={"ids": [dup.decode()]}, headers=OPERATOR).json()["done"] == 1
-    _wait(lambda: p.redis.xlen(p.keys.processed_stream) == 0, "the replayed copy consumed")
+    wait_for(lambda: p.redis.xlen(p.keys.processed_stream) == 0, what="the replayed copy consumed")
     time.sleep(0.5)
     assert p.count("raw_users", rid) == 250 and p.count("processed_users", rid) == 250
     assert p.wait_run(("succeeded",), run_id=rid)["finished_at"] == done["finished_at"]
@@ -103,7 +96,9 @@ def test_a_refused_page_is_replayed_after_the_fix_and_loaded_once(refused):
 def test_a_poison_entry_is_dropped_by_the_operator_and_audited(refused):
     p, _, api = refused
     p.redis.xadd(p.keys.raw_stream, {"data": b"{not json"})
-    poison = _wait(lambda: [d for d in api.get("/dead_letters").json() if d["run_id"] == ""], "the poison entry")
+    poison = wait_for(
+        lambda: [d for d in api.get("/dead_letters").json() if d["run_id"] == ""], what="the poison entry", step_s=0.2
+    )
     assert "not JSON" in poison[0]["reason"] and poison[0]["stream"] == p.keys.raw_stream
     r = api.client.post("/dead_letters/drop", json={"ids": [poison[0]["id"]]}, headers=OPERATOR)
     assert r.status_code == 200 and r.json()["done"] == 1, r.text

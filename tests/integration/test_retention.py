@@ -14,6 +14,7 @@ from etl_common.keys import GROUP_SAVER
 from etl_common.streams import Entry, GroupReader, encode
 from saver import migrate
 from saver.retention import Bound, Policy, plan
+from tests.faults.conftest import wait_for
 
 TABLES = ("raw_users", "processed_users", "invalid_users")
 
@@ -29,14 +30,6 @@ def _dead_letter(p, run_id: str, page: int) -> None:
 def _reports(p) -> list[dict]:
     with closing(p.db()) as conn:
         return [json.loads(r[0]) for r in conn.execute("SELECT report FROM retention_log ORDER BY id")]
-
-
-def _wait(check, what: str, timeout_s: float = 30.0):
-    deadline = time.monotonic() + timeout_s
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return result
 
 
 def _remote(p, run, name_key: str):
@@ -60,7 +53,7 @@ def test_retention_after_each_run_removes_exactly_what_the_settings_say(make_sou
         done = p.extract()
         assert done.returncode == 0, done.stdout + done.stderr
         runs.append(tb.wait_for_run(p.db_path, ("succeeded",), count=i + 1, logs=p.logs))
-        _wait(lambda n=i + 1: len(_reports(p)) >= n, f"retention after run {i + 1}")
+        wait_for(lambda n=i + 1: len(_reports(p)) >= n, what=f"retention after run {i + 1}")
         _dead_letter(p, runs[-1]["run_id"], 0)
         _dead_letter(p, runs[-1]["run_id"], 1)
         time.sleep(1.1)  # the runs' file names differ by their start second
@@ -125,7 +118,7 @@ def test_retention_on_request_plans_then_applies(make_source, make_pipeline):
     for request_id, dry in (("plan-1", True), ("apply-1", False)):
         event = {"type": "retention_requested", "request_id": request_id, "dry_run": dry, "trigger": "test"}
         p.redis.xadd(p.keys.events_stream, encode(event))
-        report = _wait(lambda rid=request_id: [r for r in _reports(p) if r["request_id"] == rid], request_id)[0]
+        report = wait_for(lambda rid=request_id: [r for r in _reports(p) if r["request_id"] == rid], what=request_id)[0]
         assert report["runs"]["headers"] == [old] and report["protected"] == [runs[1]["run_id"]]
         assert report["removed"]["rows"]["raw_users"] == before == 120
         assert report["removed"]["files"] == 3 and report["removed"]["remote"] == 3

@@ -1,5 +1,6 @@
 """Dead letters: listed with their reasons (read token), replayed or dropped (operator token), each action audited."""
 
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import redis
@@ -93,37 +94,43 @@ def audit(request: Request, limit: Annotated[int, Query(ge=1, le=10_000)] = 100)
         raise HTTPException(503, "the dead-letter stream (Redis) is not reachable") from exc
 
 
-def _act(request: Request, action: str, body: Selection) -> Response:
-    queue = _queue(request)
-    try:
-        ids = deadletters.select(queue.client, queue.keys, body.ids, "*" if body.all else body.run_id)
-        results = deadletters.act(queue.client, queue.keys, action, ids, actor=body.actor)
-    except redis.RedisError as exc:
-        raise HTTPException(503, "the dead-letter stream (Redis) is not reachable") from exc
-    done = sum(r["status"] == "done" for r in results)
-    return json_response({"action": action, "done": done, "results": results})
+def _action(action: str) -> Callable[[Request, Selection], Response]:
+    """The handler of ``POST /dead_letters/{action}``."""
+
+    def handler(request: Request, body: Selection) -> Response:
+        queue = _queue(request)
+        try:
+            ids = deadletters.select(queue.client, queue.keys, body.ids, "*" if body.all else body.run_id)
+            results = deadletters.act(queue.client, queue.keys, action, ids, actor=body.actor)
+        except redis.RedisError as exc:
+            raise HTTPException(503, "the dead-letter stream (Redis) is not reachable") from exc
+        done = sum(r["status"] == "done" for r in results)
+        return json_response({"action": action, "done": done, "results": results})
+
+    return handler
 
 
-@router.post(
-    "/dead_letters/replay",
-    summary="Put dead letters back onto the stream they came from",
-    response_model=ActionResult,
-    dependencies=[OperatorDep],
-    responses=error(403, "The token is not the operator token"),
-)
-def replay(request: Request, body: Selection) -> Response:
-    """Replay the dead letters chosen (operator token). A page already loaded adds nothing (the saver's page ledger);
-    a dead letter already replayed or dropped is `missing`. The run of replayed pages leaves `failed` to complete."""
-    return _act(request, "replay", body)
-
-
-@router.post(
-    "/dead_letters/drop",
-    summary="Remove dead letters for good",
-    response_model=ActionResult,
-    dependencies=[OperatorDep],
-    responses=error(403, "The token is not the operator token"),
-)
-def drop(request: Request, body: Selection) -> Response:
-    """Drop the dead letters chosen (operator token); each drop is recorded in the audit stream."""
-    return _act(request, "drop", body)
+_ACTIONS = {
+    "replay": (
+        "Put dead letters back onto the stream they came from",
+        "Replay the dead letters chosen (operator token). A page already loaded adds nothing (the saver's page "
+        "ledger); a dead letter already replayed or dropped is `missing`. The run of replayed pages leaves `failed` "
+        "to complete.",
+    ),
+    "drop": (
+        "Remove dead letters for good",
+        "Drop the dead letters chosen (operator token); each drop is recorded in the audit stream.",
+    ),
+}
+for _name, (_summary, _description) in _ACTIONS.items():
+    router.add_api_route(
+        f"/dead_letters/{_name}",
+        _action(_name),
+        methods=["POST"],
+        summary=_summary,
+        description=_description,
+        name=f"dead_letters_{_name}",
+        response_model=ActionResult,
+        dependencies=[OperatorDep],
+        responses=error(403, "The token is not the operator token"),
+    )
