@@ -132,6 +132,11 @@ def test_retention_plan_through_the_saver(stack):
     assert reports[0]["request_id"] == report["request_id"]
     refused = etl(stack, "retention", "apply")
     assert refused.returncode == 5
+    # Applied (this saver has no bound set): nothing removed, and the application is reported like the plan.
+    applied = as_json(etl(stack, "--json", "retention", "apply", operator=True))
+    assert applied["dry_run"] is False and applied["errors"] == [] and applied["vacuum"] == "incremental"
+    assert applied["removed"]["rows"] == dict.fromkeys(("raw_users", "processed_users", "invalid_users"), 0)
+    assert as_json(etl(stack, "--json", "retention", "reports"))[0]["request_id"] == applied["request_id"]
 
 
 def test_runs_start_follows_the_run_to_its_end(stack):
