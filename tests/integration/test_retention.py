@@ -169,3 +169,31 @@ def test_runs_in_progress_and_the_latest_success_are_never_chosen(tmp_path):
         assert rows_only(Bound(days=35)) == ["r0"]
         assert rows_only(Bound(days=35, runs=2)) == ["r6", "r0"]
         assert rows_only(Bound()) == []
+
+
+def test_while_sftp_is_down_remote_files_and_headers_wait_and_the_report_says_why(make_source, make_pipeline):
+    source = make_source(count=50)
+    p = make_pipeline(source, ETL_RETENTION_AFTER_RUN="false", ETL_RETENTION_HEADERS_RUNS="1")
+    p.start_workers()
+    old, latest = p.load_runs([source, source])
+    p.procs["saver"].stop()
+
+    def apply(request_id: str, **env: str) -> dict:
+        saver = p.start("saver", tag=f"saver-{request_id}", **env)
+        event = {"type": "retention_requested", "request_id": request_id, "dry_run": False, "trigger": "test"}
+        p.redis.xadd(p.keys.events_stream, encode(event))
+        try:
+            return wait_for(lambda: [r for r in _reports(p) if r["request_id"] == request_id], what=request_id)[0]
+        finally:
+            saver.stop()
+
+    down = apply("down", ETL_SFTP_PORT=str(tb.free_port()), ETL_SFTP_TIMEOUT_S="2")
+    assert len(down["errors"]) == 1 and "remote files kept for now" in down["errors"][0]
+    assert down["removed"]["rows"]["raw_users"] == 50 and down["removed"]["files"] == 3
+    assert down["removed"]["remote"] == 0 and down["removed"]["headers"] == 0
+    assert _remote(p, old, "raw_file").exists() and [r["run_id"] for r in p.runs()] == [old["run_id"], latest["run_id"]]
+
+    up = apply("up")
+    assert up["errors"] == [] and up["removed"]["remote"] == 3 and up["removed"]["headers"] == 1
+    assert not _remote(p, old, "raw_file").exists() and _remote(p, latest, "raw_file").exists()
+    assert [r["run_id"] for r in p.runs()] == [latest["run_id"]]
