@@ -18,9 +18,10 @@ from etl_common.keys import CHANNEL_PHASE3, GROUP_SAVER
 from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
-from saver import crypto, report, retention, sftp
+from saver import crypto, report, sftp
 from saver.agefmt import x25519
 from saver.files import LoadingFiles, RunFile, write_run_files
+from saver.retention import Retention
 from saver.settings import SaverSettings
 from saver.store import Store
 from saver.stream import StreamingUpload
@@ -56,13 +57,13 @@ class Worker(StreamWorker[SaverSettings]):
         # The same tenacity strategy as every other retry, spread over turns instead of slept in one.
         self.upload_wait = wait_exponential(multiplier=settings.upload_retry_s, max=settings.upload_retry_max_s)
         self.run_traces: dict[str, str] = {}
+        self.retention = Retention(settings, store.conn, client, heartbeat.beat)  # applied after each success
         # The upload streamed as pages commit, when the files are appended while loading (plaintext) and SFTP is on.
         self.streaming = StreamingUpload(settings) if settings.sftp_enabled and store.loading else None
         if self.streaming and store.loading:
             store.loading.on_commit = self.streaming.send
         self.streamed: set[str] = set()  # runs whose files are those appended (and streamed) while they loaded
         self.reports: dict[str, report.Job] = {}  # run_id -> its quality report being computed
-        self.retention = retention.Retention(settings, store.conn, client, heartbeat.beat)
 
     def serve(self) -> None:
         """Create the groups, restore the last success metric, finish what a restart left, then loop until SIGTERM."""
