@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 .DEFAULT_GOAL := help
 
-.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench-quality bench bench-compare engine-test lock kind-up kind-down helm-lint helm-template chart-readme check runs run-now dead-letters retention-plan
+.PHONY: help env demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench-quality bench bench-compare engine-test lock kind-up kind-down helm-lint helm-template
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -59,6 +59,28 @@ engine-test: env ## Compose and the chart's pods on a private Docker engine (roo
 	@ETL_ENGINE_REQUIRED=1 $(PY) -m pytest -q tests/engine
 	@cat .run/engine/summary.txt
 
+clean: ## Remove local data of the demo
+	rm -rf database sftp_data data .run
+
+kind-up: env ## Kubernetes on kind: cluster, images, ingress-nginx, keys, helm install + test, API URL
+	@PY=$(PY) scripts/kind.sh up
+
+kind-down: ## Delete the kind cluster (and everything in it)
+	@scripts/kind.sh down
+
+helm-lint: env ## Lint charts/etl (Helm's engine, strict) with the default and every ci/*-values.yaml
+	@$(PY) -m testbed.chart lint
+	@$(PY) -m testbed.chart lint $(foreach f,$(wildcard charts/etl/ci/*-values.yaml),-f $(f))
+
+helm-template: env ## Render charts/etl to stdout (VALUES=charts/etl/ci/kind-values.yaml to pick values)
+	@$(PY) -m testbed.chart template $(if $(VALUES),-f $(VALUES),)
+
+# Day two: the chart's README and the operators' command line (docs/operations.md).
+.PHONY: chart-readme check runs run-now dead-letters retention-plan
+
+chart-readme: env ## Write charts/etl/README.md from values.schema.json and values.yaml (helm-docs style)
+	@$(PY) -m testbed.chartdocs
+
 ETL := .venv/bin/etl
 
 check: env ## Can this machine reach Redis, the source, SFTP, the database and the API (etl check; .env settings)
@@ -75,22 +97,3 @@ dead-letters: env ## Dead letters with their reasons (etl dead-letters list)
 
 retention-plan: env ## What retention would remove now, measured by the saver (etl retention plan; operator token)
 	@$(ETL) retention plan
-
-clean: ## Remove local data of the demo
-	rm -rf database sftp_data data .run
-
-kind-up: env ## Kubernetes on kind: cluster, images, ingress-nginx, keys, helm install + test, API URL
-	@PY=$(PY) scripts/kind.sh up
-
-kind-down: ## Delete the kind cluster (and everything in it)
-	@scripts/kind.sh down
-
-helm-lint: env ## Lint charts/etl (Helm's engine, strict) with the default and every ci/*-values.yaml
-	@$(PY) -m testbed.chart lint
-	@$(PY) -m testbed.chart lint $(foreach f,$(wildcard charts/etl/ci/*-values.yaml),-f $(f))
-
-chart-readme: env ## Write charts/etl/README.md from values.schema.json and values.yaml (helm-docs style)
-	@$(PY) -m testbed.chartdocs
-
-helm-template: env ## Render charts/etl to stdout (VALUES=charts/etl/ci/kind-values.yaml to pick values)
-	@$(PY) -m testbed.chart template $(if $(VALUES),-f $(VALUES),)

@@ -59,6 +59,25 @@ async def require_token(request: Request) -> None:
 AuthDep = Depends(require_token)
 
 
+
+def error(status: int, description: str) -> dict[int | str, dict[str, Any]]:
+    """An error answer for the OpenAPI document: ``{"detail": ...}``."""
+    return {status: {"model": Error, "description": description}}
+
+
+AUTH_ERRORS = {**error(401, "Missing or invalid bearer token"), **error(503, "The database does not exist yet")}
+
+
+def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer of ``content`` serialised with orjson (datetimes as RFC 3339), without FastAPI's encoder."""
+    return Response(orjson.dumps(content), status_code=status_code, headers=headers, media_type="application/json")
+
+
+def raw_json(body: bytes, headers: dict[str, str] | None = None) -> Response:
+    """A 200 JSON answer of ``body``, already serialised (a cached answer is sent as it is)."""
+    return Response(body, headers=headers, media_type="application/json")
+
+
 async def require_operator(request: Request) -> None:
     """The operator check (dead-letter replay and drop, retention on demand): ``ETL_API_OPERATOR_TOKEN``.
 
@@ -79,21 +98,3 @@ async def require_operator(request: Request) -> None:
 
 
 OperatorDep = Depends(require_operator)
-
-
-def error(status: int, description: str) -> dict[int | str, dict[str, Any]]:
-    """An error answer for the OpenAPI document: ``{"detail": ...}``."""
-    return {status: {"model": Error, "description": description}}
-
-
-AUTH_ERRORS = {**error(401, "Missing or invalid bearer token"), **error(503, "The database does not exist yet")}
-
-
-def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A JSON answer of ``content`` serialised with orjson (datetimes as RFC 3339), without FastAPI's encoder."""
-    return Response(orjson.dumps(content), status_code=status_code, headers=headers, media_type="application/json")
-
-
-def raw_json(body: bytes, headers: dict[str, str] | None = None) -> Response:
-    """A 200 JSON answer of ``body``, already serialised (a cached answer is sent as it is)."""
-    return Response(body, headers=headers, media_type="application/json")

@@ -5,7 +5,8 @@ import sys
 
 from etl_common import runtime
 from etl_common.settings import load
-from saver import crypto, retention
+from saver import crypto
+from saver.retention import make_incremental
 from saver.settings import SaverSettings
 from saver.store import Store
 from saver.worker import Worker
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     store = Store(settings.db_path, None if settings.encryption_enabled else settings.data_dir)
     if args.command in ("migrate", "vacuum"):
         if args.command == "vacuum":
-            print(retention.make_incremental(store.conn), file=sys.stderr)
+            print(make_incremental(store.conn), file=sys.stderr)
         store.close()
         return 0
     try:
