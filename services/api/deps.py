@@ -59,7 +59,6 @@ async def require_token(request: Request) -> None:
 AuthDep = Depends(require_token)
 
 
-
 def error(status: int, description: str) -> dict[int | str, dict[str, Any]]:
     """An error answer for the OpenAPI document: ``{"detail": ...}``."""
     return {status: {"model": Error, "description": description}}
