@@ -1,7 +1,10 @@
 """Retention on real runs: rows, local and remote files and dead letters removed exactly as the settings say."""
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
@@ -197,3 +200,26 @@ def test_while_sftp_is_down_remote_files_and_headers_wait_and_the_report_says_wh
     assert up["errors"] == [] and up["removed"]["remote"] == 3 and up["removed"]["headers"] == 1
     assert not _remote(p, old, "raw_file").exists() and _remote(p, latest, "raw_file").exists()
     assert [r["run_id"] for r in p.runs()] == [latest["run_id"]]
+
+
+def test_saver_vacuum_switches_a_database_made_before_to_incremental(tmp_path):
+    """A database created without incremental vacuum (as before retention) is switched once by `saver vacuum`."""
+    db = tmp_path / "old.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE kept (x TEXT)")
+        conn.execute("INSERT INTO kept VALUES ('row')")
+        conn.commit()
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")} | {"ETL_DB_PATH": str(db)}
+    done = subprocess.run(
+        [sys.executable, "-m", "saver", "vacuum"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0 and "auto_vacuum is now incremental" in done.stderr, done.stderr
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+        assert conn.execute("SELECT x FROM kept").fetchall() == [("row",)]
+        assert conn.execute("SELECT count(*) FROM retention_log").fetchone()[0] == 0  # migrated too
+    again = subprocess.run(
+        [sys.executable, "-m", "saver", "vacuum"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert again.returncode == 0 and "already incremental" in again.stderr
