@@ -21,6 +21,8 @@ ARG SERVICE
 # The service and the shared package, laid out as the import names; compiled now because the
 # root filesystem is read-only at run time. An unknown SERVICE fails here (no such folder).
 COPY services/etl_common /app/etl_common
+# The operators' command line, so `python -m etlctl` works in every pod (docs/operations.md).
+COPY services/etlctl /app/etlctl
 COPY services/${SERVICE} /app/${SERVICE}
 RUN python -m compileall -q /app /opt/venv/lib
 

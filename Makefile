@@ -82,3 +82,26 @@ helm-lint: env-dev ## Lint charts/etl (Helm's engine, strict) with the default a
 
 helm-template: env-dev ## Render charts/etl to stdout (VALUES=charts/etl/ci/kind-values.yaml to pick values)
 	@$(PY) -m testbed.chart template $(if $(VALUES),-f $(VALUES),)
+
+# Day two: the chart's README and the operators' command line (docs/operations.md).
+.PHONY: chart-readme check runs run-now dead-letters retention-plan
+
+chart-readme: env ## Write charts/etl/README.md from values.schema.json and values.yaml (helm-docs style)
+	@$(PY) -m testbed.chartdocs
+
+ETL := .venv/bin/etl
+
+check: env ## Can this machine reach Redis, the source, SFTP, the database and the API (etl check; .env settings)
+	@$(ETL) check
+
+runs: env ## The latest runs through the API (etl runs list; ETL_API_URL, ETL_API_TOKEN)
+	@$(ETL) runs list
+
+run-now: env ## Start a run through the API and follow it to its end (etl runs start --follow)
+	@$(ETL) runs start --follow
+
+dead-letters: env ## Dead letters with their reasons (etl dead-letters list)
+	@$(ETL) dead-letters list
+
+retention-plan: env ## What retention would remove now, measured by the saver (etl retention plan; operator token)
+	@$(ETL) retention plan

@@ -138,3 +138,25 @@ def json_response(content: Any, status_code: int = 200, headers: dict[str, str] 
 def raw_json(body: bytes, headers: dict[str, str] | None = None) -> Response:
     """A 200 JSON answer of ``body``, already serialised (a cached answer is sent as it is)."""
     return Response(body, headers=headers, media_type="application/json")
+
+
+async def require_operator(request: Request) -> None:
+    """The operator check (dead-letter replay and drop, retention on demand): ``ETL_API_OPERATOR_TOKEN``.
+
+    401 without a valid token of either kind, 403 with the read token (or when no operator token is set).
+    """
+    settings: ApiSettings = request.app.state.settings
+    if settings.api_auth == "none":
+        return
+    header = request.headers.get("authorization")
+    operator = settings.api_operator_token.get_secret_value().encode() if settings.api_operator_token else b""
+    scheme, _, token = (header or "").partition(" ")
+    if operator and scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), operator):
+        return
+    if not token_ok(settings, header):
+        raise HTTPException(401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+    why = "this token only reads" if operator else "no operator token is configured (ETL_API_OPERATOR_TOKEN)"
+    raise HTTPException(403, f"operator action refused: {why}")
+
+
+OperatorDep = Depends(require_operator)

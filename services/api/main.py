@@ -13,7 +13,7 @@ from api.commands import CommandQueue
 from api.db import Database
 from api.deps import QueryCheckDep, get_settings
 from api.middleware import install_observability
-from api.routes import data, health, runs, sql, summary
+from api.routes import data, deadletters, health, retention, runs, sql, summary
 from api.settings import ApiSettings
 from etl_common import __version__
 
@@ -21,6 +21,7 @@ DOCS_ASSETS = "/docs-assets"
 DESCRIPTION = """Read API over the ETL's SQLite file (opened read-only) for the frontend.
 
 Data and command routes need `Authorization: Bearer <ETL_API_TOKEN>` unless `ETL_API_AUTH=none`;
+operator routes (dead-letter replay and drop, retention on demand) need `ETL_API_OPERATOR_TOKEN`;
 health, readiness, metrics and these docs are open. Errors are `{"detail": ...}`."""
 
 
@@ -69,7 +70,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             max_age=600,
         )
     install_observability(app)
-    for module in (health, runs, data, summary, sql):
+    for module in (health, runs, data, summary, sql, deadletters, retention):
         app.include_router(module.router)
     ui.install(app)
     openapi.install(app)

@@ -2,7 +2,7 @@
 
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from etl_common.settings import BaseEtlSettings
 
@@ -14,6 +14,8 @@ class ApiSettings(BaseEtlSettings):
     # Bearer token for data and command routes; required unless api_auth is "none".
     api_token: SecretStr | None = None
     api_auth: str = Field("token", pattern="^(token|none)$")
+    # Bearer token of operator routes (dead-letter replay and drop, retention on demand); none: they refuse all.
+    api_operator_token: SecretStr | None = None
     # Comma-separated origins allowed by CORS (the frontend).
     api_cors_origins: str = ""
     api_host: str = "127.0.0.1"
@@ -42,6 +44,14 @@ class ApiSettings(BaseEtlSettings):
             if origin != "*":
                 _check_origin(origin)
         return ",".join(origins)
+
+    @model_validator(mode="after")
+    def _operator_token_is_its_own(self) -> "ApiSettings":
+        # The same value would let every reader replay and drop dead letters: a broken deployment, said at start-up.
+        token, operator = (t.get_secret_value() if t else "" for t in (self.api_token, self.api_operator_token))
+        if operator and operator == token:
+            raise ValueError("ETL_API_OPERATOR_TOKEN must differ from ETL_API_TOKEN (it grants more than reading)")
+        return self
 
 
 def _check_origin(origin: str) -> None:

@@ -51,6 +51,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "error",
             "updated_at",
             "warnings",
+            "rows_removed_at",
         )
     ),
     "raw_users": frozenset(_COMMON),

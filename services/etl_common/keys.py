@@ -49,6 +49,11 @@ class Keys:
         return f"{self.prefix}stream:dead:runs"
 
     @property
+    def dead_audit(self) -> str:
+        """Audit stream of what operators and retention did with dead letters (replayed, dropped, expired)."""
+        return f"{self.prefix}stream:dead:audit"
+
+    @property
     def checkpoint(self) -> str:
         """Hash of the run in progress and where its next page starts (``extractor.checkpoint``)."""
         return f"{self.prefix}checkpoint"

@@ -168,6 +168,18 @@ LAST_RUN_INVALID_RATIO = gauge(
 )
 SFTP_UPLOADS = counter(SAVER, "etl_sftp_uploads_total", "SFTP upload attempts by outcome.", ("outcome",))
 SFTP_BYTES = counter(SAVER, "etl_sftp_uploaded_bytes_total", "Bytes uploaded over SFTP.")
+RETENTION_REMOVED = counter(
+    SAVER,
+    "etl_retention_removed_total",
+    "What retention removed, by kind (rows, files, remote, dead_letters, headers).",
+    ("kind",),
+)
+RETENTION_FREED = counter(
+    SAVER,
+    "etl_retention_freed_bytes_total",
+    "Bytes retention freed, by kind (database pages, files, remote, dead_letters).",
+    ("kind",),
+)
 
 # --- api --------------------------------------------------------------------------------------------------------
 API_REQUESTS = counter(

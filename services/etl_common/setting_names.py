@@ -16,6 +16,7 @@ SETTINGS = frozenset(
         "ETL_API_AUTH",
         "ETL_API_CORS_ORIGINS",
         "ETL_API_HOST",
+        "ETL_API_OPERATOR_TOKEN",
         "ETL_API_PORT",
         "ETL_API_REDIS_TIMEOUT_S",
         "ETL_API_SQL_MAX_BYTES",
@@ -47,6 +48,18 @@ SETTINGS = frozenset(
         "ETL_REDIS_URL",
         "ETL_REQUEST_TIMEOUT_S",
         "ETL_RESUME_DELAY_S",
+        "ETL_RETENTION_AFTER_RUN",
+        "ETL_RETENTION_DEAD_LETTERS_DAYS",
+        "ETL_RETENTION_DEAD_LETTERS_RUNS",
+        "ETL_RETENTION_FILES_DAYS",
+        "ETL_RETENTION_FILES_RUNS",
+        "ETL_RETENTION_HEADERS_DAYS",
+        "ETL_RETENTION_HEADERS_RUNS",
+        "ETL_RETENTION_REMOTE_DAYS",
+        "ETL_RETENTION_REMOTE_RUNS",
+        "ETL_RETENTION_ROWS_DAYS",
+        "ETL_RETENTION_ROWS_RUNS",
+        "ETL_RETENTION_VACUUM_PAGES",
         "ETL_RETRY_AFTER_MAX_S",
         "ETL_RETRY_DELAYS",
         "ETL_RUN_ON_START",
@@ -77,8 +90,8 @@ SETTINGS = frozenset(
     )
 )
 # Read outside the Settings classes: the image's service name, the chart's Redis password (expanded
-# into ETL_REDIS_URL), the engine tests' switch.
-OTHERS = frozenset(("ETL_SERVICE", "ETL_REDIS_PASSWORD", "ETL_ENGINE_KEEP_IMAGES"))
+# into ETL_REDIS_URL), the engine tests' switch, the operators' CLI's API address (etlctl).
+OTHERS = frozenset(("ETL_SERVICE", "ETL_REDIS_PASSWORD", "ETL_ENGINE_KEEP_IMAGES", "ETL_API_URL"))
 KNOWN = SETTINGS | OTHERS
 
 

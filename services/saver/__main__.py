@@ -1,4 +1,4 @@
-"""Entry point: ``python -m saver`` serves until SIGTERM; ``migrate``; ``keygen`` and ``decrypt`` for age files."""
+"""Entry point: ``python -m saver`` serves until SIGTERM; ``migrate``; ``vacuum``; ``keygen`` and ``decrypt``."""
 
 import argparse
 import sys
@@ -7,6 +7,7 @@ from pathlib import Path
 from etl_common import runtime
 from etl_common.settings import from_env_file, load
 from saver import crypto
+from saver.retention import make_incremental
 from saver.settings import SaverSettings
 from saver.store import Store
 from saver.worker import Worker
@@ -17,6 +18,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="load pages, write and upload files (the default)")
     sub.add_parser("migrate", help="apply the database migrations and exit")
+    sub.add_parser(
+        "vacuum", help="switch an existing database to incremental vacuum (one full VACUUM; stop the saver first)"
+    )
     keygen = sub.add_parser("keygen", help="create an age key pair; prints the public key (ETL_ENCRYPTION_RECIPIENTS)")
     keygen.add_argument("-o", "--output", required=True, help="identity file to create (mode 0600, never overwritten)")
     decrypt = sub.add_parser("decrypt", help="decrypt an uploaded .age file; OUT appears only if it authenticates")
@@ -45,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     # Encrypted files are written at the end of the run (no plaintext copy may touch the disk); plain ones as
     # the pages commit.
     store = Store(settings.db_path, None if settings.encryption_enabled else settings.data_dir)
-    if args.command == "migrate":
+    if args.command in ("migrate", "vacuum"):
+        if args.command == "vacuum":
+            print(make_incremental(store.conn), file=sys.stderr)
         store.close()
         return 0
     try:

@@ -48,6 +48,24 @@ class SaverSettings(BaseEtlSettings):
     # A file of age public keys, one per line ('#' comments), e.g. a mounted secret or config map.
     encryption_recipients_file: str = ""
 
+    # Retention (saver/retention.py): keep N days and/or the newest N runs of each kind of data; 0 keeps it forever.
+    # A run outside any bound set loses that data; runs in progress and the latest succeeded run are never touched.
+    retention_rows_days: int = Field(0, ge=0)
+    retention_rows_runs: int = Field(0, ge=0)
+    retention_files_days: int = Field(0, ge=0)
+    retention_files_runs: int = Field(0, ge=0)
+    retention_remote_days: int = Field(0, ge=0)
+    retention_remote_runs: int = Field(0, ge=0)
+    retention_dead_letters_days: int = Field(0, ge=0)
+    retention_dead_letters_runs: int = Field(0, ge=0)
+    # Run headers and quality reports stay unless these are set: a run outside them loses everything.
+    retention_headers_days: int = Field(0, ge=0)
+    retention_headers_runs: int = Field(0, ge=0)
+    # Apply retention after each succeeded run (on demand it is always possible).
+    retention_after_run: bool = True
+    # Pages returned to the file system per incremental-vacuum step (each step is a short write transaction).
+    retention_vacuum_pages: int = Field(2048, ge=1, le=1_000_000)
+
     @model_validator(mode="after")
     def _encryption_has_recipients(self) -> "SaverSettings":
         # Fail at start-up, not at the first upload: encryption on without a recipient is a broken deployment.

@@ -174,6 +174,13 @@ class Store:
                     "UPDATE etl_runs SET error=?, updated_at=? WHERE run_id=? AND status NOT IN ('succeeded','failed')",
                     (str(event.get("error", ""))[:2000], now_iso(), run_id),
                 )
+            elif kind == "run_replayed":
+                # Its dead-lettered pages went back onto their stream (etl_common.deadletters): it may complete now.
+                self.conn.execute(
+                    "UPDATE etl_runs SET status='extracted', error=NULL, updated_at=? WHERE run_id=? "
+                    "AND status='failed' AND pages_expected IS NOT NULL",
+                    (now_iso(), run_id),
+                )
             elif kind == "run_resumed":
                 self.conn.execute(
                     "UPDATE etl_runs SET status='running', error=NULL, updated_at=? WHERE run_id=? AND status='failed'",

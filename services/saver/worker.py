@@ -21,6 +21,7 @@ from etl_common.worker import StreamWorker
 from saver import crypto, report, sftp, storage
 from saver.agefmt import x25519
 from saver.files import LoadingFiles, RunFile, write_run_files
+from saver.retention import Retention
 from saver.settings import SaverSettings
 from saver.store import Store
 from saver.stream import StreamingUpload
@@ -57,6 +58,7 @@ class Worker(StreamWorker[SaverSettings]):
         # The same tenacity strategy as every other retry, spread over turns instead of slept in one.
         self.upload_wait = wait_exponential(multiplier=settings.upload_retry_s, max=settings.upload_retry_max_s)
         self.run_traces: dict[str, str] = {}
+        self.retention = Retention(settings, store.conn, client, heartbeat.beat)  # applied after each success
         # The upload streamed as pages commit, when the files are appended while loading (plaintext) and SFTP is on.
         self.streaming = StreamingUpload(settings) if settings.sftp_enabled and store.loading else None
         if self.streaming and store.loading:
@@ -158,6 +160,7 @@ class Worker(StreamWorker[SaverSettings]):
                     pages.append((entry, payload, tp))
                 else:
                     self.store.apply_event(payload)
+                    self.retention.on_event(payload)
                     if payload.get("type") == "run_started" and tp:
                         self.run_traces[str(payload["run_id"])] = tp
                     self._ack([entry], delete=False)
@@ -480,6 +483,7 @@ class Worker(StreamWorker[SaverSettings]):
             invalid=run["invalid_count"] if run else None,
             files=files,
         )
+        self.retention.after_success()
 
 
 def _parse_iso(value: str) -> datetime:

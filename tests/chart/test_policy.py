@@ -3,8 +3,12 @@
 import base64
 
 import pytest
+import yaml
 
+import testbed.chart
 from tests.chart import k8s
+
+CHART = yaml.safe_load((testbed.chart.CHART / "Chart.yaml").read_text())
 
 # Only sshd of the optional in-cluster SFTP server must start as root (chroot, switch to the account).
 BASELINE_ONLY = {"sftp"}
@@ -168,7 +172,7 @@ def test_selectors_use_the_helper_labels_and_match_their_pods(rendered):
     for o in rendered:
         labels = o["metadata"]["labels"]
         assert labels["app.kubernetes.io/instance"] == "etl" and labels["app.kubernetes.io/name"] == "etl"
-        assert labels["app.kubernetes.io/managed-by"] == "Helm" and labels["helm.sh/chart"] == "etl-1.0.0"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm" and labels["helm.sh/chart"] == f"etl-{CHART['version']}"
         if o["kind"] in ("Deployment", "StatefulSet"):
             sel = o["spec"]["selector"]["matchLabels"]
             assert set(sel) == {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}

@@ -1,4 +1,4 @@
-"""The API's CORS origins: each as a browser sends it, or `*` alone."""
+"""The API's settings: CORS origins each as a browser sends it, or `*` alone; an operator token of its own."""
 
 import pytest
 from pydantic import ValidationError
@@ -45,3 +45,11 @@ def test_origins_are_kept(given, kept):
 def test_a_bad_origin_is_refused_naming_it(given, reason):
     with pytest.raises(ValidationError, match=reason):
         origins(given)
+
+
+def test_the_operator_token_must_differ_from_the_read_token():
+    with pytest.raises(ValidationError, match="must differ from ETL_API_TOKEN"):
+        ApiSettings(_env_file=None, api_token="same", api_operator_token="same")
+    both = ApiSettings(_env_file=None, api_token="read", api_operator_token="operate")
+    assert both.api_operator_token is not None and both.api_operator_token.get_secret_value() == "operate"
+    assert ApiSettings(_env_file=None, api_token="read", api_operator_token="").api_operator_token is not None

@@ -129,7 +129,7 @@ def test_select_star_works_on_every_table_without_secret_columns(db):
             result = run(db, f"SELECT * FROM {table}")
             assert set(result.columns) == columns
     conn.close()
-    assert run(db, "SELECT * FROM etl_runs").columns[-1] == "warnings"
+    assert run(db, "SELECT * FROM etl_runs").columns[-2:] == ["warnings", "rows_removed_at"]
 
 
 def test_runaway_query_is_interrupted_near_the_limit(db):

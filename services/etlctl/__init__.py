@@ -1,0 +1,1 @@
+"""``etl``: the operators' command line (runs, quality, exports, dead letters, retention, decrypt, check)."""
