@@ -32,6 +32,10 @@ class Source:
         self.rules: list[dict[str, Any]] = []
         self.total_delta = 0  # added to `total` after `total_delta_after` requests
         self.total_delta_after = 0
+        # --- schema change switch (drift tests) ---
+        # The changes every user is served with, as a changed API would: "add" (`nickname` added), "drop"
+        # (`maidenName` dropped), "age_text" (`age` as text, "42"); true means all three.
+        self.schema_change: frozenset[str] = frozenset()
 
     def user(self, index: int) -> Any:
         """The user at 0-based ``index`` (id ``index + 1``); any JSON value, as given users may be malformed.
@@ -68,7 +72,7 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
 
     ``GET /users?limit=&skip=`` answers ``{users, total, skip, limit}`` as dummyjson.com does (``limit=0``:
     all the rest); ``POST /_faults`` sets the fault rules (``{rules, total_delta, total_delta_after,
-    reset_stats}``, see ``Source``); ``GET /_stats`` lists the requests received.
+    reset_stats, schema_change}``, see ``Source``); ``GET /_stats`` lists the requests received.
     """
 
     class Handler(BaseHTTPRequestHandler):
@@ -112,6 +116,8 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
             skip = max(skip, 0)
             end = source.count if limit <= 0 else min(source.count, skip + limit)
             users = [source.user(i) for i in range(skip, end)] if skip < source.count else []
+            if source.schema_change:
+                users = [changed_shape(u, source.schema_change) for u in users]
             total = source.count
             if source.total_delta and n_requests > source.total_delta_after:
                 total += source.total_delta
@@ -133,6 +139,9 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
                 source.total_delta_after = int(body.get("total_delta_after", 0))
                 if body.get("reset_stats"):
                     source.requests.clear()
+                # --- schema change switch (drift tests) ---
+                change = body.get("schema_change") or []
+                source.schema_change = frozenset(SCHEMA_CHANGES if change is True else change) & SCHEMA_CHANGES
             self._json(200, {"ok": True})
 
         def _json(self, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
@@ -151,6 +160,22 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+# --- schema change switch (drift tests) ---
+SCHEMA_CHANGES = frozenset({"add", "drop", "age_text"})
+
+
+def changed_shape(user: Any, changes: frozenset[str] = SCHEMA_CHANGES) -> Any:
+    """``user`` as a changed API would serve it: ``nickname`` added, ``maidenName`` dropped, ``age`` as text."""
+    if not isinstance(user, dict):
+        return user
+    changed = {k: v for k, v in user.items() if k != "maidenName" or "drop" not in changes}
+    if "add" in changes:
+        changed["nickname"] = str(user.get("firstName", ""))[:3]
+    if "age_text" in changes and "age" in user:
+        changed["age"] = str(user["age"])
+    return changed
 
 
 class _Server(ThreadingHTTPServer):

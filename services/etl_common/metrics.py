@@ -79,3 +79,19 @@ API_DURATION = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+# --- transformer: the data contract (services/transformer/contract.py) ---
+CONTRACT_VIOLATIONS = Counter(
+    "etl_contract_violations_total",
+    "Records that broke the data contract, by the policy applied (evolve: loaded, freeze: invalid, "
+    "discard_value: offending values dropped).",
+    ["policy"],
+)
+
+# --- saver: schema drift against the previous succeeded run (services/saver/schema.py) ---
+SCHEMA_DRIFT = Counter(
+    "etl_schema_drift_total",
+    "Changes of the users' observed schema against the previous succeeded run, by change "
+    "(added, removed, type_changed, null_rate).",
+    ["change"],
+)

@@ -38,6 +38,13 @@ class SaverSettings(BaseEtlSettings):
     # A file of age public keys, one per line ('#' comments), e.g. a mounted secret or config map.
     encryption_recipients_file: str = ""
 
+    # A field whose null-or-missing share rises by more than this against the previous succeeded run is drift.
+    drift_null_rate_jump: float = Field(0.1, gt=0, le=1)
+    # The source, named as the runs' input dataset in lineage events (the extractor reads the same setting).
+    source_url: str = "https://dummyjson.com/users"
+    # The OpenLineage job namespace; events go out only when the client is configured (OPENLINEAGE_URL, ...).
+    lineage_namespace: str = Field("etl", min_length=1, max_length=200)
+
     @model_validator(mode="after")
     def _encryption_has_recipients(self) -> "SaverSettings":
         # Fail at start-up, not at the first upload: encryption on without a recipient is a broken deployment.

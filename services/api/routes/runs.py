@@ -92,6 +92,20 @@ async def get_run(
     return json_response(rows[0])
 
 
+def schema_summary(db: Database, run_id: str) -> dict[str, Any] | None:
+    """The drift and contract report of the run for its quality report (the fields: GET /etl_runs/{id}/schema)."""
+    rows = db.dicts("SELECT schema, drift, previous_run_id FROM run_schema WHERE run_id = ?", (run_id,))
+    if not rows:
+        return None
+    observed = orjson.loads(rows[0]["schema"])
+    return {
+        "fields": len(observed["fields"]),
+        "previous_run_id": rows[0]["previous_run_id"],
+        "drift": orjson.loads(rows[0]["drift"]),
+        "contract": observed["contract"],
+    }
+
+
 def _run_key(run: str) -> tuple[str, int | str]:
     """The column and value a run is looked up by: the integer id, or the run_id text."""
     # isascii: "³".isdigit() is true, and int() refuses it.
@@ -131,6 +145,7 @@ async def get_quality(
         raise HTTPException(409, f"run {row['run_id']} has no quality report yet: {why}")
     report = orjson.loads(row["report"])  # a few KB, whatever the size of the run
     report["computed_at"] = row["computed_at"]
+    report["schema"] = schema_summary(db, row["run_id"])
     return raw_json(orjson.dumps(report))
 
 
