@@ -36,6 +36,8 @@ _SHAPE_KEYWORDS = {"type", "properties", "additionalProperties", "items"}
 _ANNOTATIONS = {"$schema", "$id", "$comment", "title", "description", "examples", "default", "deprecated"}
 
 Fields = list[tuple[str, str]]
+Shape = tuple[tuple[str, str], ...]  # a record's fields as a key: users of one shape share it
+SHAPES_KEPT = 4096
 
 
 class ContractError(ValueError):
@@ -91,8 +93,19 @@ class Contract:
         self.types: dict[str, frozenset[str] | None] = {}  # path -> allowed types (None: any)
         self.closed: set[str] = set()  # object paths that allow no other field ("" is the record)
         self.exact = _shape(schema, "", self.types, self.closed)  # the fast path decides alone
+        # Verdicts of the shapes seen (most users share a handful); emptied when it grows past SHAPES_KEPT.
+        self.verdicts: dict[Shape, bool] = {}
 
-    def conforms(self, found: Fields) -> bool:
+    def fits(self, shape: Shape) -> bool:
+        """``conforms`` for a record's shape, remembered: a page of users of one shape pays for it once."""
+        verdict = self.verdicts.get(shape)
+        if verdict is None:
+            if len(self.verdicts) >= SHAPES_KEPT:
+                self.verdicts.clear()
+            verdict = self.verdicts[shape] = self.conforms(shape)
+        return verdict
+
+    def conforms(self, found: Fields | Shape) -> bool:
         """Whether the record's fields fit the contract's shape (then it is valid without a full validation)."""
         types, closed = self.types, self.closed
         for path, kind in found:
@@ -183,8 +196,7 @@ class PageSchema:
     def __init__(self, contract: Contract | None) -> None:
         self.contract = contract
         self.records = 0
-        self.values: Counter[tuple[str, str]] = Counter()  # (path, type) -> values seen
-        self.in_arrays: Counter[str] = Counter()  # path under an array -> records holding it
+        self.shapes: Counter[Shape] = Counter()  # shape -> records of that shape on the page
         self.broken: dict[str, dict[str, Any]] = {}  # path -> {expected, got: {type: n}}
         self.broken_records = 0
         self.discarded = 0
@@ -194,10 +206,11 @@ class PageSchema:
         under ``discard_value``) and, under ``freeze``, a problem per violation."""
         if not isinstance(record, dict):
             return record, []
-        found = fields(record)
-        self._observe(found)
+        shape = tuple(fields(record))
+        self.records += 1
+        self.shapes[shape] += 1
         contract = self.contract
-        if contract is None or contract.conforms(found):
+        if contract is None or contract.fits(shape):
             return record, []
         broken = contract.violations(record)
         if not broken:
@@ -212,19 +225,19 @@ class PageSchema:
             self.discarded += _discard(record, [v["at"] for v in broken])
         return record, []
 
-    def _observe(self, found: Fields) -> None:
-        self.records += 1
-        self.values.update(found)  # counted in C; a path outside arrays occurs once per record
-        if any(kind == "array" for _, kind in found):
-            self.in_arrays.update({path for path, _ in found if "[]" in path})
-
     def summary(self) -> dict[str, Any]:
         """``{records, fields: {path: {present, types}}, contract: {...}}`` (merged per run by the saver)."""
+        values: Counter[tuple[str, str]] = Counter()  # (path, type) -> values
+        present: Counter[str] = Counter()  # path -> records holding it
+        for shape, n in self.shapes.items():
+            for field in shape:
+                values[field] += n
+            for path in {path for path, _ in shape}:  # a path under an array may occur more than once
+                present[path] += n
         table: dict[str, dict[str, Any]] = {}
-        for (path, kind), n in self.values.items():
-            entry = table.setdefault(path, {"present": 0, "types": {}})
+        for (path, kind), n in values.items():
+            entry = table.setdefault(path, {"present": present[path], "types": {}})
             entry["types"][kind] = n
-            entry["present"] = self.in_arrays[path] if "[]" in path else entry["present"] + n
         out: dict[str, Any] = {"records": self.records, "fields": table}
         if self.contract is not None:
             out["contract"] = {
