@@ -138,7 +138,9 @@ class Contract:
                 got = json_type(error.instance)
                 out.append({"path": _dotted(at), "expected": expected, "got": got, "at": at})
             else:
-                out.append({"path": _dotted(at) or "record", "expected": error.message[:200], "got": "", "at": at})
+                # The schema's words, never jsonschema's message: that quotes the value, which may be personal data.
+                rule = f"{error.validator} {orjson.dumps(error.validator_value, default=str).decode()}"[:200]
+                out.append({"path": _dotted(at) or "record", "expected": rule, "got": "", "at": at})
         return out
 
 

@@ -113,7 +113,9 @@ def test_freeze_rejects_records_naming_field_and_type_where_evolve_loads_them(ma
     evolve.stop_all()
 
     frozen = make_pipeline(src, ETL_PAGE_SIZE="25", ETL_CONTRACT_POLICY="freeze")
-    frozen.start_workers()
+    ops = tb.free_port()
+    frozen.start("transformer", ETL_OPS_PORT=str(ops), ETL_OPS_HOST="127.0.0.1")
+    frozen.start("saver")
     rejected = run_once(frozen, src, schema_change=True)
     assert (rejected["valid_count"], rejected["invalid_count"]) == (0, COUNT)
     with frozen.db() as conn:
@@ -125,3 +127,4 @@ def test_freeze_rejects_records_naming_field_and_type_where_evolve_loads_them(ma
         assert "age: string where contract users.v1 expects integer" in reasons, row["error_reason"]
         assert "nickname: unknown field (not in contract users.v1)" in reasons, row["error_reason"]
         assert set(row["failed_rules"].split(",")) == {"age", "contract"}
+    assert metric(ops, f'etl_contract_violations_total{{policy="freeze"}} {COUNT}.0')

@@ -106,6 +106,21 @@ def schema_summary(db: Database, run_id: str) -> dict[str, Any] | None:
     }
 
 
+def run_joined(db: Database, run: str, table: str, columns: str) -> dict[str, Any]:
+    """The run's ``run_id`` and ``status`` with ``columns`` of its row in ``table`` (null when it has none);
+    404 for no such run."""
+    column, key = _run_key(run)
+    found = ", ".join(f"t.{c.strip()}" for c in columns.split(","))
+    rows = db.dicts(
+        f"SELECT r.run_id, r.status, {found} FROM etl_runs r LEFT JOIN {table} t ON t.run_id = r.run_id "
+        f"WHERE r.{column} = ?",
+        (key,),
+    )
+    if not rows:
+        raise HTTPException(404, f"no run {run!r}")
+    return rows[0]
+
+
 def _run_key(run: str) -> tuple[str, int | str]:
     """The column and value a run is looked up by: the integer id, or the run_id text."""
     # isascii: "³".isdigit() is true, and int() refuses it.
@@ -128,15 +143,7 @@ async def get_quality(
 
     404 when there is no such run; 409 while the run has no report, with the reason.
     """
-    column, key = _run_key(run)
-    rows = db.dicts(
-        "SELECT r.run_id, r.status, q.report, q.computed_at FROM etl_runs r LEFT JOIN run_quality q "
-        f"ON q.run_id = r.run_id WHERE r.{column} = ?",
-        (key,),
-    )
-    if not rows:
-        raise HTTPException(404, f"no run {run!r}")
-    row = rows[0]
+    row = run_joined(db, run, "run_quality", "report, computed_at")
     if row["report"] is None:
         if row["status"] in ("loaded", "upload_pending", "succeeded"):
             why = "the saver is computing it (a run whose report failed, or loaded before reports existed, has none)"

@@ -8,22 +8,14 @@ from fastapi import APIRouter, HTTPException, Path, Response
 from api.db import Database
 from api.deps import AUTH_ERRORS, AuthDep, DbDep, error, raw_json
 from api.models import NO_CONTROL, ObservedSchema
-from api.routes.runs import _run_key
+from api.routes.runs import run_joined
 
 router = APIRouter(tags=["runs"], dependencies=[AuthDep], responses=AUTH_ERRORS)
 
 
 def run_schema(db: Database, run: str) -> dict[str, Any] | None:
     """The run's recorded schema and drift (``ObservedSchema``); None while it has none. 404 for no such run."""
-    column, key = _run_key(run)
-    rows = db.dicts(
-        "SELECT r.run_id, r.status, s.schema, s.drift, s.previous_run_id, s.computed_at FROM etl_runs r "
-        f"LEFT JOIN run_schema s ON s.run_id = r.run_id WHERE r.{column} = ?",
-        (key,),
-    )
-    if not rows:
-        raise HTTPException(404, f"no run {run!r}")
-    row = rows[0]
+    row = run_joined(db, run, "run_schema", "schema, drift, previous_run_id, computed_at")
     if row["schema"] is None:
         return None
     return {

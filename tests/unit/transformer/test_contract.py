@@ -137,3 +137,21 @@ def test_transformer_refuses_a_wrong_contract_at_start_with_exit_2(tmp_path):
 def test_shipped_contract_is_the_package_data_file():
     assert json.loads(DEFAULT_CONTRACT.read_text())["$id"] == "urn:etl-users:contract:users:v1"
     assert tb.ROOT.joinpath("services/transformer/contracts/users.v1.json").samefile(DEFAULT_CONTRACT)
+
+
+def test_other_keywords_are_enforced_without_quoting_the_value(tmp_path):
+    """A contract with a pattern on ssn: the reason names the field and the rule, never the (personal) value."""
+    schema = json.loads(DEFAULT_CONTRACT.read_text())
+    schema["properties"]["ssn"] = {"type": "string", "pattern": "^[0-9]{3}-[0-9]{2}-[0-9]{4}$"}
+    path = tmp_path / "users.v2.json"
+    path.write_text(json.dumps(schema))
+    contract = load_contract(path, "freeze")
+    assert not contract.exact  # pattern is beyond the fast path: every record is validated fully
+    _, problems = PageSchema(contract).take({**USERS[0], "ssn": "secret-123"})
+    assert problems == ['ssn: breaks contract users.v2: pattern "^[0-9]{3}-[0-9]{2}-[0-9]{4}$"']
+    assert PageSchema(contract).take({**USERS[0], "ssn": "123-45-6789"})[1] == []
+
+
+def test_the_chart_ships_the_same_contract():
+    """charts/etl/files/ holds a copy (a chart reads only its own folder): it must not drift from the shipped one."""
+    assert (tb.ROOT / "charts/etl/files/contract-users.v1.json").read_bytes() == DEFAULT_CONTRACT.read_bytes()
