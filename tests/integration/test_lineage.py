@@ -12,7 +12,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 import testbed as tb
-from saver.lineage import Lineage, run_uuid
+from saver.lineage import Lineage
+from saver.lineage_events import run_uuid
 from saver.settings import SaverSettings
 
 COUNT = 50
