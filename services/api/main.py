@@ -13,7 +13,7 @@ from api.commands import CommandQueue
 from api.db import Database
 from api.deps import QueryCheckDep, get_settings
 from api.middleware import install_observability
-from api.routes import data, deadletters, health, retention, runs, sql, summary
+from api.routes import data, deadletters, health, retention, runs, schema, sql, summary
 from api.settings import ApiSettings
 from etl_common import __version__
 
@@ -70,7 +70,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             max_age=600,
         )
     install_observability(app)
-    for module in (health, runs, data, summary, sql, deadletters, retention):
+    for module in (health, runs, schema, data, summary, sql, deadletters, retention):
         app.include_router(module.router)
     ui.install(app)
     openapi.install(app)

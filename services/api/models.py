@@ -211,3 +211,65 @@ class QualityReport(BaseModel):
     age: AgeProfile
     departments: list[DepartmentQuality]
     previous: PreviousRun | None
+    schema_: "SchemaSummary | None" = Field(
+        None, alias="schema", description="drift and contract; null for a run loaded before they were recorded"
+    )
+
+
+class SchemaField(BaseModel):
+    """One field path of the users (``company.address.city``; array items as ``path[]``) as the run saw it."""
+
+    types: dict[str, int] = Field(description="values per JSON type (string, integer, number, boolean, null, ...)")
+    present: int = Field(description="users holding the field")
+    nulls: int
+    missing: int = Field(description="users without the field")
+    null_rate: float = Field(description="(nulls + missing) / users, 0 to 1")
+
+
+class ContractViolation(BaseModel):
+    expected: str = Field(description="the contract's type, or 'absent' for a field it does not know")
+    got: dict[str, int] = Field(description="what the records held instead, with counts")
+
+
+class ContractReport(BaseModel):
+    """How the run's records kept to the data contract (docs/contracts.md)."""
+
+    name: str
+    policy: Literal["evolve", "freeze", "discard_value"]
+    records: int = Field(description="records that broke the contract")
+    discarded: int = Field(description="values dropped (policy discard_value)")
+    violations: dict[str, ContractViolation]
+
+
+class DriftChange(BaseModel):
+    """A change of the observed schema against the previous succeeded run."""
+
+    change: Literal["added", "removed", "type_changed", "null_rate"]
+    field: str
+    before: list[str] | float | None
+    after: list[str] | float | None
+
+
+class ObservedSchema(BaseModel):
+    """The observed schema of a run's users, its contract report and its drift."""
+
+    run_id: str
+    computed_at: str
+    records: int = Field(description="users (JSON objects) observed")
+    pages: int
+    fields: dict[str, SchemaField]
+    contract: ContractReport | None
+    previous_run_id: str | None = Field(description="the succeeded run compared with; null for the first")
+    drift: list[DriftChange]
+
+
+class SchemaSummary(BaseModel):
+    """The schema part of the quality report: what changed and the contract (fields: GET /etl_runs/{id}/schema)."""
+
+    fields: int
+    previous_run_id: str | None
+    drift: list[DriftChange]
+    contract: ContractReport | None
+
+
+QualityReport.model_rebuild()  # its schema field refers to SchemaSummary, defined after it

@@ -37,6 +37,10 @@ class Source:
         self.rules: list[dict[str, Any]] = []
         self.total_delta = 0  # added to `total` after `total_delta_after` requests
         self.total_delta_after = 0
+        # --- schema change switch (drift tests) ---
+        # The changes every user is served with, as a changed API would: "add" (`nickname` added), "drop"
+        # (`maidenName` dropped), "age_text" (`age` as text, "42"); true means all three.
+        self.schema_change: frozenset[str] = frozenset()
 
     def user(self, index: int) -> Any:
         """The user at 0-based ``index`` (id ``index + 1``); any JSON value, as given users may be malformed.
@@ -73,7 +77,7 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
 
     ``GET /users?limit=&skip=`` answers ``{users, total, skip, limit}`` as dummyjson.com does (``limit=0``:
     all the rest); ``POST /_faults`` sets the fault rules (``{rules, total_delta, total_delta_after,
-    reset_stats}``, see ``Source``); ``GET /_stats`` lists the requests received.
+    reset_stats, schema_change}``, see ``Source``); ``GET /_stats`` lists the requests received.
     """
 
     class Handler(BaseHTTPRequestHandler):
@@ -119,6 +123,8 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
             users = [source.user(i) for i in range(skip, end)] if skip < source.count else []
             if rule and rule.get("users_per_page") is not None:
                 users = oversized_page(source, skip, int(rule["users_per_page"]))
+            if source.schema_change:
+                users = [changed_shape(u, source.schema_change) for u in users]
             total = source.count
             if source.total_delta and n_requests > source.total_delta_after:
                 total += source.total_delta
@@ -136,6 +142,9 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
                 source.total_delta_after = int(body.get("total_delta_after", 0))
                 if body.get("reset_stats"):
                     source.requests.clear()
+                # --- schema change switch (drift tests) ---
+                change = body.get("schema_change") or []
+                source.schema_change = frozenset(SCHEMA_CHANGES if change is True else change) & SCHEMA_CHANGES
             self._json(200, {"ok": True})
 
         def _page(self, rule: dict[str, Any] | None, body: bytes) -> None:
@@ -274,6 +283,20 @@ def bomb(body: bytes, size: int, encoding: str) -> bytes:
 
 
 # ---- end of response faults ----------------------------------------------------------------------------------
+# --- schema change switch (drift tests) ---
+SCHEMA_CHANGES = frozenset({"add", "drop", "age_text"})
+
+
+def changed_shape(user: Any, changes: frozenset[str] = SCHEMA_CHANGES) -> Any:
+    """``user`` as a changed API would serve it: ``nickname`` added, ``maidenName`` dropped, ``age`` as text."""
+    if not isinstance(user, dict):
+        return user
+    changed = {k: v for k, v in user.items() if k != "maidenName" or "drop" not in changes}
+    if "add" in changes:
+        changed["nickname"] = str(user.get("firstName", ""))[:3]
+    if "age_text" in changes and "age" in user:
+        changed["age"] = str(user["age"])
+    return changed
 
 
 class _Server(ThreadingHTTPServer):

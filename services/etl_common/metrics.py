@@ -217,3 +217,19 @@ RUN_INVARIANT_VIOLATIONS = counter(
     ("check",),
     preset={SAVER: [("duplicate_user_ids",), ("table_counts",)]},
 )
+
+# --- transformer: the data contract (services/transformer/contract.py) ---
+CONTRACT_VIOLATIONS = Counter(
+    "etl_contract_violations_total",
+    "Records that broke the data contract, by the policy applied (evolve: loaded, freeze: invalid, "
+    "discard_value: offending values dropped).",
+    ["policy"],
+)
+
+# --- saver: schema drift against the previous succeeded run (services/saver/schema.py) ---
+SCHEMA_DRIFT = Counter(
+    "etl_schema_drift_total",
+    "Changes of the users' observed schema against the previous succeeded run, by change "
+    "(added, removed, type_changed, null_rate).",
+    ["change"],
+)

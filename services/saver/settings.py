@@ -65,6 +65,12 @@ class SaverSettings(BaseEtlSettings):
     retention_after_run: bool = True
     # Pages returned to the file system per incremental-vacuum step (each step is a short write transaction).
     retention_vacuum_pages: int = Field(2048, ge=1, le=1_000_000)
+    # A field whose null-or-missing share rises by more than this against the previous succeeded run is drift.
+    drift_null_rate_jump: float = Field(0.1, gt=0, le=1)
+    # The source, named as the runs' input dataset in lineage events (the extractor reads the same setting).
+    source_url: str = "https://dummyjson.com/users"
+    # The OpenLineage job namespace; events go out only when the client is configured (OPENLINEAGE_URL, ...).
+    lineage_namespace: str = Field("etl", min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _encryption_has_recipients(self) -> "SaverSettings":

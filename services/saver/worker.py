@@ -18,7 +18,7 @@ from etl_common.keys import CHANNEL_PHASE3, GROUP_SAVER
 from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
-from saver import crypto, report, sftp, storage
+from saver import crypto, lineage, report, schema, sftp, storage
 from saver.agefmt import x25519
 from saver.files import LoadingFiles, RunFile, write_run_files
 from saver.retention import Retention
@@ -73,6 +73,7 @@ class Worker(StreamWorker[SaverSettings]):
         self.held: list[streams.Entry] = []
         self.settled: set[str] = set()  # ids of this turn's entries acked or dead-lettered
         self.watchdog = Watchdog(settings, client, self.keys, store)
+        self.lineage = lineage.Lineage(settings)  # OpenLineage events, when configured
 
     def serve(self) -> None:
         """Create the groups, restore the last success metric, finish what a restart left, then loop until SIGTERM."""
@@ -161,6 +162,8 @@ class Worker(StreamWorker[SaverSettings]):
                 else:
                     self.store.apply_event(payload)
                     self.retention.on_event(payload)
+                    if payload.get("type") in ("run_started", "extract_failed", "run_failed"):
+                        self.lineage.emit(self.store.conn, str(payload["run_id"]))
                     if payload.get("type") == "run_started" and tp:
                         self.run_traces[str(payload["run_id"])] = tp
                     self._ack([entry], delete=False)
@@ -187,6 +190,7 @@ class Worker(StreamWorker[SaverSettings]):
         if entry.stream == self.keys.processed_stream and run_id:
             self.store.fail(run_id, f"save: a processed page was dead-lettered: {reason}")
             self._release(run_id)
+            self.lineage.emit(self.store.conn, run_id)
 
     def _release(self, run_id: str) -> None:
         """A failed run keeps nothing half-made: its appended files and its streamed remote files are removed.
@@ -216,6 +220,7 @@ class Worker(StreamWorker[SaverSettings]):
                 # One bad page must not block the batch: load them one by one, dead-letter the culprit.
                 log.warning("batch failed; loading its pages one by one", error=str(exc))
                 pages, loaded = self._load_one_by_one(pages)
+        self._keep_schemas([p for _, p, _ in pages])
         # Acked only after the commit: a crash before it redelivers, the ledger skips repeats.
         self._ack([e for e, _, _ in pages])
         elapsed = time.monotonic() - t0
@@ -268,6 +273,7 @@ class Worker(StreamWorker[SaverSettings]):
         ctx = tracing.context_from(self.run_traces.get(run_id))
         with tracer.start_as_current_span("save.finish", context=ctx, attributes={"etl.run_id": run_id}):
             self._check_invariants(run_id)
+            self._record_schema(run_id)
             self._start_report(run_id)
             t0 = time.monotonic()
             with tracer.start_as_current_span("files.write"):
@@ -311,6 +317,27 @@ class Worker(StreamWorker[SaverSettings]):
         else:
             self.streamed.add(run["run_id"])
         return written
+
+    def _keep_schemas(self, pages: list[dict[str, Any]]) -> None:
+        """Keep the pages' observed schemas for their runs' drift; a failure costs the drift, never the pages."""
+        try:
+            schema.save_pages(self.store.conn, pages)
+        except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+            metrics.ERRORS.labels(stage="schema").inc()
+            log.error("page schemas not kept; the run's drift will miss them", error=str(exc))
+
+    def _record_schema(self, run_id: str) -> None:
+        """Merge the loaded run's schema and record its drift (warnings, metric); never holds the run back."""
+        try:
+            changes = schema.finish(self.store.conn, run_id, self.settings.drift_null_rate_jump)
+        except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+            metrics.ERRORS.labels(stage="schema").inc()
+            log.error("run schema not recorded; the run goes on without its drift", run_id=run_id, error=str(exc))
+            return
+        for change in changes or []:
+            metrics.SCHEMA_DRIFT.labels(change=change["change"]).inc()
+        if changes:
+            log.warning("schema drift", run_id=run_id, changes=[f"{c['change']}:{c['field']}" for c in changes])
 
     def _start_report(self, run_id: str) -> None:
         """Start computing the run's data-quality report in a child process, unless it exists or is under way."""
@@ -469,6 +496,7 @@ class Worker(StreamWorker[SaverSettings]):
         )
         pipe.execute()
         self.run_traces.pop(run_id, None)
+        self.lineage.emit(self.store.conn, run_id)
         metrics.RUNS.labels(stage="save", outcome="succeeded").inc()
         metrics.RECORDS.labels(stage="upload", outcome="uploaded").inc(run["valid_count"] if run else 0)
         metrics.LAST_SUCCESS.set(time.time())

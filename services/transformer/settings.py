@@ -14,6 +14,10 @@ class TransformerSettings(BaseEtlSettings):
     unknown_department: str = Field("unknown", pattern="^(unknown|reject)$")
     # Sensitive fields (ssn, ein, bank.cardNumber, bank.iban, crypto.wallet): mask, drop or keep.
     pii_policy: str = Field("mask", pattern="^(mask|drop|keep)$")
+    # The data contract (a JSON Schema file); empty means the one shipped for DummyJSON users (docs/contracts.md).
+    contract_path: str = ""
+    # A record breaking the contract: evolve (load it, report), freeze (invalid), discard_value (drop the values).
+    contract_policy: str = Field("evolve", pattern="^(evolve|freeze|discard_value)$")
     # Pages read per XREADGROUP call.
     batch_pages: int = Field(10, ge=1, le=1000)
     # Lifetime of a run's page tally in Redis.

@@ -6,20 +6,27 @@ import orjson
 
 from etl_common import pii
 from etl_common.jsontext import QUARANTINE, quarantined
+from transformer.contract import Contract, PageSchema
 from transformer.enrich import UNKNOWN, department_code
 from transformer.validate import NOT_AN_OBJECT, Problem, problems
 
 
 def transform_page(
-    records: list[Any], departments: dict[str, str], pii_policy: str = "mask", reject_unknown: bool = False
-) -> dict[str, list[Any]]:
+    records: list[Any],
+    departments: dict[str, str],
+    pii_policy: str = "mask",
+    reject_unknown: bool = False,
+    contract: Contract | None = None,
+) -> dict[str, Any]:
     """``{raw, valid, invalid}`` for a page; positions are the records' places in the source page.
 
     ``raw`` holds every record once (protected); ``valid`` and ``invalid`` refer to it by position,
     so a page crosses Redis with each record once: ``valid`` adds the department code, ``invalid``
     the reason, the names of the broken rules (``rules``, each once, e.g. ``["email", "age"]``) and
-    the text of a record that is not an object.
+    the text of a record that is not an object; ``schema`` is the page's observed schema and contract
+    violations (``transformer.contract``).
     """
+    page_schema = PageSchema(contract)
     raw: list[Any] = []
     valid: list[dict[str, Any]] = []
     invalid: list[dict[str, Any]] = []
@@ -33,9 +40,10 @@ def transform_page(
             raw.append(masked)
             invalid.append({"pos": pos, "raw_line": masked, "error_reason": reason, "rules": [NOT_AN_OBJECT]})
             continue
+        record, broken = page_schema.take(record)
         safe = pii.protect(record, pii_policy)
         raw.append(safe)
-        errors = problems(record)
+        errors = problems(record) + broken
         if not errors:
             code = department_code(departments, record["company"]["department"])
             if code == UNKNOWN and reject_unknown:
@@ -52,7 +60,7 @@ def transform_page(
         raw_line = None if isinstance(record, dict) else _text(safe)
         rules = list(dict.fromkeys(e.rule for e in errors))
         invalid.append({"pos": pos, "raw_line": raw_line, "error_reason": "; ".join(errors), "rules": rules})
-    return {"raw": raw, "valid": valid, "invalid": invalid}
+    return {"raw": raw, "valid": valid, "invalid": invalid, "schema": page_schema.summary()}
 
 
 def _text(value: Any) -> str:

@@ -16,6 +16,7 @@ from etl_common.ops import Heartbeat
 from etl_common.redis_client import RETRYABLE_ERRORS
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
+from transformer.contract import Contract
 from transformer.settings import TransformerSettings
 from transformer.transform import transform_page
 
@@ -61,9 +62,11 @@ class Worker(StreamWorker[TransformerSettings]):
         departments: dict[str, str],
         heartbeat: Heartbeat,
         stopper: Stopper,
+        contract: Contract | None = None,
     ) -> None:
         super().__init__(settings, client, heartbeat, stopper, GROUP_TRANSFORMER, lambda keys: [keys.raw_stream])
         self.departments = departments
+        self.contract = contract
         self.complete = client.register_script(_COMPLETE)
 
     def serve(self) -> None:
@@ -128,7 +131,11 @@ class Worker(StreamWorker[TransformerSettings]):
             "transform.page", context=tracing.context_from(tp), attributes={"etl.run_id": run_id, "etl.page": page}
         ) as span:
             out = transform_page(
-                records, self.departments, self.settings.pii_policy, self.settings.unknown_department == "reject"
+                records,
+                self.departments,
+                self.settings.pii_policy,
+                self.settings.unknown_department == "reject",
+                self.contract,
             )
             processed = {
                 "kind": "page",
@@ -151,6 +158,8 @@ class Worker(StreamWorker[TransformerSettings]):
         metrics.RECORDS.labels(stage="transform", outcome="valid").inc(n_valid)
         metrics.RECORDS.labels(stage="transform", outcome="invalid").inc(n_invalid)
         metrics.PAGE_DURATION.labels(stage="transform").observe(time.monotonic() - t0)
+        if checked := out["schema"].get("contract"):
+            metrics.CONTRACT_VIOLATIONS.labels(policy=checked["policy"]).inc(checked["records"])
         log.info(
             "page transformed",
             run_id=run_id,

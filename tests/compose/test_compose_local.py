@@ -52,6 +52,8 @@ class LocalCompose:
             "./database": tmp / "database",
             "./data": tmp / "data",
             "./sftp_data": tmp / "sftp_data",
+            # Configuration shipped in the repository (the data contract): the checkout's own folder.
+            "./services/transformer/contracts": tb.ROOT / "services" / "transformer" / "contracts",
         }
         for d in ("database", "data", "sftp_data"):
             (tmp / d).mkdir()

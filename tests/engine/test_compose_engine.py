@@ -110,6 +110,8 @@ def test_compose_up_runs_the_pipeline_on_the_engine(engine, tmp_path):
     )
     for d in ("database", "data", "sftp_data"):
         (proj / d).mkdir()
+    # The data contract compose mounts from the checkout (services/transformer/contracts).
+    shutil.copytree(ROOT / "services" / "transformer" / "contracts", proj / "services" / "transformer" / "contracts")
     for p in [proj, *proj.rglob("*")]:
         os.chown(p, uid, gid)
     os.chmod(tmp_path, 0o755)

@@ -416,6 +416,7 @@ async function loadQuality() {
   $("quality-columns").hidden = !columns.length;
   const rules = Object.entries(report.rules || {}).map(([label, count]) => ({ label, count }));
   charts.append(barChart("chart-rules", "Invalid records by rule", rules, true));
+  if (report.schema) charts.append(schemaSection(report.schema));
 }
 
 /** The records selection of the view as API parameters (without paging). */
@@ -439,6 +440,24 @@ function showRecord(row, button) {
     button.focus();
   };
   $("record-json").focus();
+}
+
+// The quality report's schema part: drift against the previous succeeded run and the data contract.
+function schemaSection(schema) {
+  const box = el("div", { id: "quality-schema" });
+  const against = schema.previous_run_id ? ` against ${schema.previous_run_id}` : " (no previous run)";
+  box.append(el("h3", {}, `Schema: ${schema.fields} fields, ${schema.drift.length} changes${against}`));
+  const list = el("ul");
+  const words = (v) => (Array.isArray(v) ? v.join(" or ") : v === null ? "-" : `${(100 * v).toFixed(1)} % null`);
+  for (const c of schema.drift) {
+    list.append(el("li", {}, `${c.change}: ${c.field} (${words(c.before)} → ${words(c.after)})`));
+  }
+  const contract = schema.contract;
+  if (contract) {
+    list.append(el("li", {}, `contract ${contract.name} (${contract.policy}): ${contract.records} records broke it`));
+  }
+  box.append(list);
+  return box;
 }
 
 async function loadRecords() {

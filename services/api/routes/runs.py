@@ -92,6 +92,35 @@ async def get_run(
     return json_response(rows[0])
 
 
+def schema_summary(db: Database, run_id: str) -> dict[str, Any] | None:
+    """The drift and contract report of the run for its quality report (the fields: GET /etl_runs/{id}/schema)."""
+    rows = db.dicts("SELECT schema, drift, previous_run_id FROM run_schema WHERE run_id = ?", (run_id,))
+    if not rows:
+        return None
+    observed = orjson.loads(rows[0]["schema"])
+    return {
+        "fields": len(observed["fields"]),
+        "previous_run_id": rows[0]["previous_run_id"],
+        "drift": orjson.loads(rows[0]["drift"]),
+        "contract": observed["contract"],
+    }
+
+
+def run_joined(db: Database, run: str, table: str, columns: str) -> dict[str, Any]:
+    """The run's ``run_id`` and ``status`` with ``columns`` of its row in ``table`` (null when it has none);
+    404 for no such run."""
+    column, key = run_key(run)
+    found = ", ".join(f"t.{c.strip()}" for c in columns.split(","))
+    rows = db.dicts(
+        f"SELECT r.run_id, r.status, {found} FROM etl_runs r LEFT JOIN {table} t ON t.run_id = r.run_id "
+        f"WHERE r.{column} = ?",
+        (key,),
+    )
+    if not rows:
+        raise HTTPException(404, f"no run {run!r}")
+    return rows[0]
+
+
 @router.get(
     "/etl_runs/{run}/quality",
     summary="The run's data-quality report",
@@ -106,15 +135,7 @@ async def get_quality(
 
     404 when there is no such run; 409 while the run has no report, with the reason.
     """
-    column, key = run_key(run)
-    rows = db.dicts(
-        "SELECT r.run_id, r.status, q.report, q.computed_at FROM etl_runs r LEFT JOIN run_quality q "
-        f"ON q.run_id = r.run_id WHERE r.{column} = ?",
-        (key,),
-    )
-    if not rows:
-        raise HTTPException(404, f"no run {run!r}")
-    row = rows[0]
+    row = run_joined(db, run, "run_quality", "report, computed_at")
     if row["report"] is None:
         if row["status"] in ("loaded", "upload_pending", "succeeded"):
             why = "the saver is computing it (a run whose report failed, or loaded before reports existed, has none)"
@@ -123,6 +144,7 @@ async def get_quality(
         raise HTTPException(409, f"run {row['run_id']} has no quality report yet: {why}")
     report = orjson.loads(row["report"])  # a few KB, whatever the size of the run
     report["computed_at"] = row["computed_at"]
+    report["schema"] = schema_summary(db, row["run_id"])
     return raw_json(orjson.dumps(report))
 
 
