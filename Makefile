@@ -86,7 +86,7 @@ helm-template: env-dev ## Render charts/etl to stdout (VALUES=charts/etl/ci/kind
 # Day two: the chart's README and the operators' command line (docs/operations.md).
 .PHONY: chart-readme check runs run-now dead-letters retention-plan
 
-chart-readme: env ## Write charts/etl/README.md from values.schema.json and values.yaml (helm-docs style)
+chart-readme: env-dev ## Write charts/etl/README.md from values.schema.json and values.yaml (helm-docs style)
 	@$(PY) -m testbed.chartdocs
 
 ETL := .venv/bin/etl

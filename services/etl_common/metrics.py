@@ -218,18 +218,22 @@ RUN_INVARIANT_VIOLATIONS = counter(
     preset={SAVER: [("duplicate_user_ids",), ("table_counts",)]},
 )
 
-# --- transformer: the data contract (services/transformer/contract.py) ---
-CONTRACT_VIOLATIONS = Counter(
+# --- transformer: the data contract (services/transformer/contract.py) ------------------------------------------
+CONTRACT_VIOLATIONS = counter(
+    TRANSFORMER,
     "etl_contract_violations_total",
     "Records that broke the data contract, by the policy applied (evolve: loaded, freeze: invalid, "
     "discard_value: offending values dropped).",
-    ["policy"],
+    ("policy",),
+    preset={TRANSFORMER: [("evolve",), ("freeze",), ("discard_value",)]},  # EtlContractBroken
 )
 
-# --- saver: schema drift against the previous succeeded run (services/saver/schema.py) ---
-SCHEMA_DRIFT = Counter(
+# --- saver: schema drift against the previous succeeded run (services/saver/schema.py) -------------------------
+SCHEMA_DRIFT = counter(
+    SAVER,
     "etl_schema_drift_total",
     "Changes of the users' observed schema against the previous succeeded run, by change "
     "(added, removed, type_changed, null_rate).",
-    ["change"],
+    ("change",),
+    preset={SAVER: [("added",), ("removed",), ("type_changed",), ("null_rate",)]},  # EtlSchemaDrift
 )
