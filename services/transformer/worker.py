@@ -8,7 +8,7 @@ import structlog
 from opentelemetry import trace
 from redis.client import Pipeline
 
-from etl_common import metrics, streams, tracing
+from etl_common import metrics, pii, streams, tracing
 from etl_common.errors import PermanentError
 from etl_common.files import file_names
 from etl_common.keys import CHANNEL_PHASE2, GROUP_TRANSFORMER
@@ -128,7 +128,12 @@ class Worker(StreamWorker[TransformerSettings]):
             "transform.page", context=tracing.context_from(tp), attributes={"etl.run_id": run_id, "etl.page": page}
         ) as span:
             out = transform_page(
-                records, self.departments, self.settings.pii_policy, self.settings.unknown_department == "reject"
+                records,
+                self.departments,
+                self.settings.pii_policy,
+                self.settings.unknown_department == "reject",
+                # A page the extractor protected with this very policy is not protected again; any other is.
+                protected=payload.get(pii.MARK) == self.settings.pii_policy,
             )
             processed = {
                 "kind": "page",
