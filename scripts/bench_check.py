@@ -1,9 +1,10 @@
 """`make bench-check`: the CI guard on CPU and memory: the real pipeline on ~20,000 users against the recorded budget.
 
-Fails (exit 1) when the whole stack's CPU per user, as a multiple of the reference loader's measured in the same
-run (scripts/bench.py ``loader``: fetch + parse + five rules + one insert per user, one process), or any service's
-peak RSS exceeds scripts/bench_budget.toml. CPU time, not wall-clock, so it holds on a shared or slower machine:
-both sides slow down together. A measurement over budget is taken once more before failing (a neighbour's burst
+Fails (exit 1) when the CPU per user of the whole stack or of one service, as a multiple of the reference loader's
+measured in the same run (scripts/bench.py ``loader``: fetch + parse + five rules + one insert per user, one process;
+the least of three runs), or any service's peak RSS exceeds scripts/bench_budget.toml. CPU time, not wall-clock, so
+it holds on a shared, faster or slower machine better than a rate would (the ratio still moves with the load: see
+the budget's comments). A measurement over budget is taken once more before failing (a neighbour's burst
 should not fail CI; a regression fails both). Environment: BENCH_CHECK_BUDGET (the budget file).
 """
 
@@ -34,9 +35,11 @@ def measure_once(sftp: tb.Sftp, work: Path, budget: dict) -> dict:
         result = bench.measure(stack, n)
         for role in [r for r in stack.roles if r != "source"]:
             stack.roles[role].stop()  # the loader runs alone, as the pipeline did
-        # The yardstick three times, its median taken: it is the denominator of every figure checked.
+        # The yardstick three times, the least CPU taken (a neighbour's burst only adds CPU): it is the denominator
+        # of every figure checked, and a single run of it moved by a third on the shared machine.
         loaders = [bench.loader(stack.source_url, n, int(budget["page_size"]), base / str(i)) for i in range(3)]
-        result["loader"] = sorted(loaders, key=lambda x: x["cpu_us"])[1]
+        result["loader"] = min(loaders, key=lambda x: x["cpu_us"])
+        print("    reference loader, 3 runs (us per user): " + ", ".join(f"{x['cpu_us']:.0f}" for x in loaders))
     finally:
         stack.stop()
         bench._clean(base, sftp)
