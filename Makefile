@@ -41,6 +41,10 @@ bench-encrypt: env ## Benchmark: peak memory of the saver's age encryption on 1 
 bench: env ## Benchmark: end-to-end users/s, stage times, peak RSS vs an in-run ceiling (BENCH_SIZES=10000,100000 ...)
 	@$(PY) scripts/bench.py
 
+.PHONY: bench-check
+bench-check: env ## CI guard (1-2 min): 20,000 users; fails when CPU per user or a peak RSS is over scripts/bench_budget.toml
+	@$(PY) scripts/bench_check.py
+
 bench-compare: env ## Benchmark: this pipeline vs dlt on the same source, alternating (BENCH_COMPARE_SIZES, BENCH_COMPARE_REPEAT)
 	@$(PY) scripts/bench_compare.py
 

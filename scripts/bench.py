@@ -4,10 +4,12 @@ A benchmark, not a test: it prints figures and asserts nothing. Each run starts 
 transformer(s), saver and extractor as processes (package testbed; one OpenSSH SFTP server for all), asks
 for a run on the commands stream and waits for `succeeded` in etl_runs. Environment: BENCH_SIZES ("10000,100000"),
 BENCH_REPEAT (1), BENCH_TRANSFORMERS (1), BENCH_PAGE_SIZE (100), BENCH_POOL (1000: users the source really
-generates, the rest are cloned from them), BENCH_SMALL (3: timed 208-user runs on a warm stack; 0 skips them).
+generates, the rest are cloned from them), BENCH_SMALL (3: timed 208-user runs on a warm stack; 0 skips them),
+BENCH_CEILING (1; 0 skips the in-run ceiling and reference loader), BENCH_PROFILE (1: py-spy on every service).
 """
 
 import os
+import re
 import secrets
 import sqlite3
 import statistics
@@ -179,7 +181,8 @@ class Stack:
         return wait(tb.FINAL_STATUSES)
 
     def cpu(self) -> dict[str, float]:
-        return {role: cpu_s(p.popen.pid) for role, p in self.roles.items()}
+        """CPU seconds per role, with its reaped children (the saver's quality-report child, Redis's rewrites)."""
+        return {role: cpu_s(p.popen.pid, children=True) for role, p in self.roles.items()}
 
     def peaks(self) -> dict[str, float]:
         out = {role: vm_hwm_mb(p.popen.pid) for role, p in self.roles.items()}
@@ -244,6 +247,48 @@ def ceiling(source_url: str, total: int, page_size: int, base: Path, batch_pages
     return total / busy
 
 
+# The reference loader's five rules: fixed yardstick code, not the transformer's (whose changes it must not follow).
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
+
+
+def _five_rules(user: dict) -> bool:
+    company = user.get("company")
+    return (
+        type(user.get("id")) is int
+        and isinstance(user.get("firstName"), str)
+        and bool(user["firstName"].strip())
+        and isinstance(user.get("email"), str)
+        and _EMAIL.fullmatch(user["email"]) is not None
+        and isinstance(user.get("age"), (int, float))
+        and 18 <= user["age"] <= 65
+        and isinstance(company, dict)
+        and isinstance(company.get("department"), str)
+        and bool(company["department"].strip())
+    )
+
+
+def loader(source_url: str, total: int, page_size: int, base: Path) -> dict[str, float]:
+    """The one-process loader the pipeline is held against: fetch + parse + the five rules + one insert per user.
+
+    Fetch (httpx), orjson, the rules above and one SQLite row per user (the record as the source wrote it, and
+    whether it is valid), a transaction per page. Returns its CPU per user (``process_time``: robust to other load
+    on the machine) and its rate (wall clock, fetch included: the source's time counts as it does for the pipeline).
+    """
+    base.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(base / "loader.db")
+    db.execute("CREATE TABLE users (id INTEGER, page INTEGER, valid INTEGER, record TEXT)")
+    t0, c0 = time.perf_counter(), time.process_time()
+    with httpx.Client(timeout=60) as http:
+        for skip in range(0, total, page_size):
+            users = orjson.loads(http.get(source_url, params={"limit": page_size, "skip": skip}).content)["users"]
+            rows = [(u.get("id"), skip, _five_rules(u), orjson.dumps(u).decode()) for u in users]
+            with db:
+                db.executemany("INSERT INTO users VALUES (?, ?, ?, ?)", rows)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    db.close()
+    return {"cpu_us": cpu * 1e6 / total, "rate": total / wall}
+
+
 def measure(stack: Stack, n: int) -> dict:
     """Trigger one run of ``n`` users on a started stack and wait for it: rate, stages, tail, CPU and RSS."""
     load0 = os.getloadavg()[0]
@@ -292,7 +337,9 @@ def bench_size(n: int, sftp: tb.Sftp, work: Path, transformers: int, page_size: 
         # The ceiling runs with the workers stopped, on the same source and data.
         for role in [r for r in stack.roles if r != "source"]:
             stack.roles[role].stop()
-        result["ceiling"] = ceiling(stack.source_url, n, page_size, base)
+        if os.environ.get("BENCH_CEILING", "1") != "0":  # 0: skip both (they take as long as the run at 1,000,000)
+            result["ceiling"] = ceiling(stack.source_url, n, page_size, base)
+            result["loader"] = loader(stack.source_url, n, page_size, base)
     finally:
         stack.stop()
         for p in profilers:
@@ -350,12 +397,18 @@ def small_runs(sftp: tb.Sftp, work: Path, times: int) -> list[float]:
     return out
 
 
+def _stack_cpu(r: dict) -> float:
+    """CPU per user of the whole stack: every process but the source (Redis and the quality child included)."""
+    return sum(v for k, v in r["cpu"].items() if k != "source")
+
+
 def report(r: dict) -> None:
     frac = r["rate"] / r["ceiling"] if r.get("ceiling") else float("nan")
     print(
         f"  N={r['n']:,}: {r['status']} in {r['seconds']:.2f} s = {r['rate']:,.0f} users/s "
-        f"({r['valid']:,} valid, {r['invalid']:,} invalid); ceiling {r.get('ceiling', 0):,.0f} users/s -> {frac:.0%}"
-        f"; load average {r['load'][0]:.2f} -> {r['load'][1]:.2f}"
+        f"({r['valid']:,} valid, {r['invalid']:,} invalid)"
+        + (f"; ceiling {r['ceiling']:,.0f} users/s -> {frac:.0%}" if r.get("ceiling") else "")
+        + f"; load average {r['load'][0]:.2f} -> {r['load'][1]:.2f}"
     )
     print("    stage ends (s after trigger): " + ", ".join(f"{k} {v}" for k, v in r["stages"].items()))
     tail_cpu = r["tail_cpu"]
@@ -371,12 +424,19 @@ def report(r: dict) -> None:
         + f"; SFTP server (sshd) {r['sshd_cpu']:.0f} us per user, not counted above"
     )
     print("    peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in r["peaks"].items()))
-    stack_cpu = sum(v for k, v in r["cpu"].items() if k != "source")
+    stack_cpu = _stack_cpu(r)
     print(
         f"    CPU per user (us): {sum(r['cpu'].values()):.0f} = "
         + ", ".join(f"{k} {v:.0f}" for k, v in r["cpu"].items())
         + f" (pipeline without the source: {stack_cpu:.0f})"
     )
+    if r.get("loader"):
+        ref = r["loader"]
+        print(
+            f"    reference loader (fetch + parse + five rules + one insert per user, one process): "
+            f"{ref['cpu_us']:.0f} us CPU per user, {ref['rate']:,.0f} users/s; the pipeline spends "
+            f"{stack_cpu / ref['cpu_us']:.2f}x its CPU per user and runs at {r['rate'] / ref['rate']:.0%} of its rate"
+        )
     print("    pages per transformer: " + ", ".join(f"{k} {v}" for k, v in r["split"].items()), flush=True)
 
 
@@ -412,6 +472,9 @@ def main() -> int:
                 results.append(bench_size(n, sftp, work, transformers, page_size, pool))
                 report(results[-1])
             rates = [r["rate"] for r in results]
+            if not all(r.get("loader") for r in results):
+                summary.append(f"N={n:,}: median {statistics.median(rates):,.0f} users/s (no ceiling, BENCH_CEILING=0)")
+                continue
             ceil = statistics.median(r["ceiling"] for r in results)
             rss = max(v for r in results for k, v in r["peaks"].items() if k not in ("redis used_memory_peak",))
             summary.append(
@@ -420,7 +483,11 @@ def main() -> int:
                 f"({statistics.median(rates) / ceil:.0%}), max service peak RSS {rss:.0f} MB, redis peak "
                 f"{max(r['peaks']['redis used_memory_peak'] for r in results):.0f} MB, tail "
                 f"{statistics.median(r['tail_share'] for r in results):.0%} of the run, CPU per user "
-                f"{statistics.median(sum(r['cpu'].values()) for r in results):.0f} us (median)"
+                f"{statistics.median(sum(r['cpu'].values()) for r in results):.0f} us (median), without the "
+                f"source {statistics.median(_stack_cpu(r) for r in results):.0f} us = "
+                f"{statistics.median(_stack_cpu(r) / r['loader']['cpu_us'] for r in results):.2f}x the reference "
+                f"loader's ({statistics.median(r['loader']['cpu_us'] for r in results):.0f} us), rate "
+                f"{statistics.median(r['rate'] / r['loader']['rate'] for r in results):.0%} of the loader's"
             )
     finally:
         sftp.stop()

@@ -14,7 +14,7 @@ from opentelemetry import trace
 from redis.client import Pipeline
 from redis.lock import Lock
 
-from etl_common import metrics, streams, tracing
+from etl_common import metrics, pii, streams, tracing
 from etl_common.clock import STAMP_FORMAT, utc_iso
 from etl_common.errors import PermanentError, TransientError
 from etl_common.files import file_names
@@ -242,6 +242,7 @@ def _pages(
                     "total": cp.total,
                     # Secrets never enter Redis (its append-only file keeps what a stream entry held).
                     "records": [protected(user, settings.pii_policy) for user in page.users],
+                    pii.MARK: settings.pii_policy,  # the transformer need not protect these records again
                 }
                 cp.next_skip += len(page.users)
                 cp.next_page += 1

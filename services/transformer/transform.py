@@ -17,8 +17,12 @@ def transform_page(
     pii_policy: str = "mask",
     reject_unknown: bool = False,
     contract: Contract | None = None,
+    protected: bool = False,
 ) -> dict[str, Any]:
     """``{raw, valid, invalid}`` for a page; positions are the records' places in the source page.
+
+    ``protected``: the records already went through ``pii_policy`` (the extractor's page carries its mark,
+    ``pii.MARK``), so they are handed on as they are instead of being protected a second time.
 
     ``raw`` holds every record once (protected); ``valid`` and ``invalid`` refer to it by position,
     so a page crosses Redis with each record once: ``valid`` adds the department code, ``invalid``
@@ -34,14 +38,17 @@ def transform_page(
         if quarantined(record):
             # The extractor could not hand it on as values: its masked text is the raw copy and the invalid line.
             reason, text = str(record[QUARANTINE].get("reason")), record[QUARANTINE].get("text")
-            masked = pii.protect_text(text, pii_policy) if isinstance(text, str) else None
+            if protected:
+                masked = text if isinstance(text, str) else None
+            else:
+                masked = pii.protect_text(text, pii_policy) if isinstance(text, str) else None
             if masked is None:
                 reason += "; its text is withheld because it could not be masked"
             raw.append(masked)
             invalid.append({"pos": pos, "raw_line": masked, "error_reason": reason, "rules": [NOT_AN_OBJECT]})
             continue
         record, broken = page_schema.take(record)
-        safe = pii.protect(record, pii_policy)
+        safe = record if protected else pii.protect(record, pii_policy)
         raw.append(safe)
         errors = problems(record) + broken
         if not errors:

@@ -1,6 +1,7 @@
 """The business rules a user must meet; every failed rule is reported in words a person can act on."""
 
 import re
+import unicodedata
 from functools import lru_cache
 from typing import Any
 
@@ -57,11 +58,42 @@ def _host_ok(host: str) -> bool:
     return True
 
 
+# An internationalized address (``zoé12@x.com``): email_validator checks its local part character by character,
+# treating every ASCII letter alike and every digit alike, so the verdict is that of its shape (``aaé00@x.com``),
+# cached, as long as no character can compose with a neighbouring letter under NFC (a combining mark, or a character
+# whose canonical decomposition starts with one). The profiler found these at 165 us each, ~11% of generated users.
+_UNICODE_EMAIL = re.compile(r"([^\s@\"<>()\[\]\\,;:]+)@([A-Za-z0-9.-]+)")
+_SHAPE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", "a" * 52 + "0" * 10)
+
+
+def _composes(char: str) -> bool:
+    """Whether ``char`` may combine with the character before it under NFC."""
+    if unicodedata.combining(char):
+        return True
+    parts = unicodedata.decomposition(char).split()
+    return bool(parts) and not parts[0].startswith("<") and unicodedata.combining(chr(int(parts[0], 16))) != 0
+
+
+@lru_cache(maxsize=4096)
+def _shape_ok(shape: str) -> bool:
+    try:
+        validate_email(shape, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
 def email_problem(email: str) -> str | None:
     """Why ``email`` is not a valid address (email_validator's words), or None when it is."""
     plain = _PLAIN_EMAIL.fullmatch(email)
     if plain is not None and len(email) <= 254 and _host_ok(plain.group(1)):
         return None
+    if plain is None and (intl := _UNICODE_EMAIL.fullmatch(email)) is not None:
+        local = intl.group(1)
+        if not any(_composes(c) for c in local if not c.isascii()) and _shape_ok(
+            local.translate(_SHAPE) + "@" + intl.group(2)
+        ):
+            return None
     try:
         validate_email(email, check_deliverability=False)
     except EmailNotValidError as exc:

@@ -8,7 +8,7 @@ import structlog
 from opentelemetry import trace
 from redis.client import Pipeline
 
-from etl_common import metrics, streams, tracing
+from etl_common import metrics, pii, streams, tracing
 from etl_common.errors import PermanentError
 from etl_common.files import file_names
 from etl_common.keys import CHANNEL_PHASE2, GROUP_TRANSFORMER
@@ -67,7 +67,6 @@ class Worker(StreamWorker[TransformerSettings]):
         super().__init__(settings, client, heartbeat, stopper, GROUP_TRANSFORMER, lambda keys: [keys.raw_stream])
         self.departments = departments
         self.contract = contract
-        self.complete = client.register_script(_COMPLETE)
 
     def serve(self) -> None:
         """Create the group, then handle raw pages until SIGTERM (a Redis outage is waited out)."""
@@ -136,6 +135,8 @@ class Worker(StreamWorker[TransformerSettings]):
                 self.settings.pii_policy,
                 self.settings.unknown_department == "reject",
                 self.contract,
+                # A page the extractor protected with this very policy is not protected again; any other is.
+                protected=payload.get(pii.MARK) == self.settings.pii_policy,
             )
             processed = {
                 "kind": "page",
@@ -182,19 +183,22 @@ class Worker(StreamWorker[TransformerSettings]):
     def _tally(self, pipe: Pipeline, payload: dict[str, Any], mode: str, number: int, counts: str) -> None:
         run_id = str(payload["run_id"])
         raw_file, processed_file, dlq_file = _names(str(payload["run_ts"]))
-        self.complete(
-            keys=[self.keys.run_pages(run_id), self.keys.run_meta(run_id), self.keys.events_stream],
-            args=[
-                mode,
-                number,
-                counts,
-                self.settings.run_state_ttl_s,
-                CHANNEL_PHASE2,
-                run_id,
-                raw_file,
-                processed_file,
-                dlq_file,
-                tracing.current_traceparent() or "",
-            ],
-            client=pipe,
+        # EVAL with the body inside the transaction (Redis caches the compiled script): redis-py sends a
+        # registered script's SCRIPT EXISTS as a round trip of its own before every transaction that uses it.
+        pipe.eval(
+            _COMPLETE,
+            3,
+            self.keys.run_pages(run_id),
+            self.keys.run_meta(run_id),
+            self.keys.events_stream,
+            mode,
+            number,
+            counts,
+            self.settings.run_state_ttl_s,
+            CHANNEL_PHASE2,
+            run_id,
+            raw_file,
+            processed_file,
+            dlq_file,
+            tracing.current_traceparent() or "",
         )

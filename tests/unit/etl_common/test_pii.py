@@ -1,11 +1,14 @@
 """The PII policy: the password always dropped, sensitive fields masked or dropped, the input untouched."""
 
+import copy
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dummyjson.users import make_user
-from etl_common import pii
+from etl_common import jsontext, pii
 
 
 def test_mask_keeps_last_four():
@@ -118,3 +121,105 @@ def test_the_policy_is_idempotent(policy):
     record = {"password": "p", "ssn": "123-45-6789", "bank": {"iban": ["GB82WEST12345698765432"]}, "n": "x"}
     once = pii.protect(record, policy)
     assert pii.protect(once, policy) == once and "password" not in once
+
+
+# The fast path (only the objects and arrays on the way to a secret are rebuilt, field names classified once)
+# must give exactly what rebuilding every level with a fresh look at every name gives: the definition below.
+def _reference(record, policy="mask", encodings=0):
+    """The policy as first written: every level copied, every field name normalised with a regex."""
+    import re
+
+    def norm(name):
+        return re.sub(r"[^0-9a-z]", "", name.lower())
+
+    if isinstance(record, dict):
+        out = {}
+        for key, value in record.items():
+            name = norm(key) if isinstance(key, str) else ""
+            if name == "password" or (name in {"ssn", "ein", "cardnumber", "iban", "wallet"} and policy == "drop"):
+                continue
+            if name in {"ssn", "ein", "cardnumber", "iban", "wallet"} and policy == "mask":
+                out[key] = pii.mask(value)
+            else:
+                out[key] = _reference(value, policy, encodings)
+        return out
+    if isinstance(record, list):
+        return [_reference(item, policy, encodings) for item in record]
+    if isinstance(record, str) and record.lstrip()[:1] in ("{", "[", '"'):
+        try:
+            value, cuts = jsontext.loads_tolerant(record, 64)
+        except ValueError:
+            return record
+        if not isinstance(value, (dict, list, str)):
+            return record
+        if encodings >= 8:
+            return pii.WITHHELD
+        protected = _reference(value, policy, encodings + 1)
+        return record if protected == value else jsontext.dumps_exact(protected, cuts)
+    return record
+
+
+# Field names: every spelling of every secret, near misses, and ordinary names.
+_NAMES = st.sampled_from(
+    "password Password PASS_WORD pass-word ssn S.S.N Ssn ein EIN cardNumber card_number CARD-NUMBER iban IBan "
+    "wallet Wallet_ passwords ssn2 bank crypto id name einstein x".split()
+) | st.text(max_size=8)
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(["{", "[1, 2", ' {"ssn": "123-45-6789"}', '\n["x"]', '"\\"s\\""', "\u3000{}", "{not json"])
+)
+
+
+def _values(leaves):
+    return st.recursive(
+        leaves,
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(_NAMES, inner, max_size=5)
+            # JSON inside a string, once or more, with JSON's white space around it.
+            | st.tuples(inner, st.sampled_from(["", " ", "\n\t"])).map(lambda v: v[1] + json.dumps(v[0]))
+        ),
+        max_leaves=25,
+    )
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record=_values(_SCALARS), policy=st.sampled_from(pii.POLICIES))
+def test_the_fast_path_gives_what_the_definition_gives_and_leaves_the_input_alone(record, policy):
+    before = copy.deepcopy(record)
+    out = pii.protect(record, policy)
+    assert out == _reference(before, policy)
+    assert record == before  # nothing of the input is changed, however much of it the result shares
+    assert pii.protect(out, policy) == out
+
+
+def test_a_record_without_secrets_is_handed_on_as_it_is_and_untouched_parts_are_shared():
+    """What makes the policy cheap: no copy of what carries no secret, no re-encoding of JSON text that has none."""
+    user = make_user(3)
+    clean = {k: v for k, v in user.items() if not pii.is_secret(k) and k not in ("bank", "crypto")}
+    assert pii.protect(clean) is clean
+    text = json.dumps(clean)
+    assert pii.protect({"blob": text})["blob"] is text
+    out = pii.protect(user)
+    assert out is not user and out["address"] is user["address"] and out["company"] is user["company"]
+    assert out["bank"] is not user["bank"] and out["bank"]["cardNumber"].startswith("*")
+
+
+def test_every_spelling_is_found_even_once_the_name_cache_is_full():
+    """The names seen are classified once and kept (bounded): names past the bound are classified each time."""
+    for i in range(5000):
+        pii.protect({f"field{i}": 1})
+    record = {"Pass_Word_": "p", "new-name": {"S-S-N": "123456789"}, "CardNumber9": "x"}
+    assert pii.protect(record) == {"new-name": {"S-S-N": "*****6789"}, "CardNumber9": "x"}
+    assert pii.is_secret("I_B_A_N") and not pii.is_secret("ibans")
+
+
+@pytest.mark.parametrize("lead", ["", " ", "\n", "\t\r "])
+def test_json_text_after_white_space_is_read(lead):
+    record = {"note": lead + json.dumps({"password": "hunter2-secret", "ssn": "123-45-6789"})}
+    out = pii.protect(record)
+    assert "hunter2-secret" not in out["note"] and "*******6789" in out["note"]
