@@ -79,3 +79,16 @@ API_DURATION = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+# --- extractor: the run's truth (duplicates, caps, lease) ---
+RUN_DUPLICATE_IDS = Counter(
+    "etl_run_duplicate_ids_total", "User ids a run fetched again (overlapping pages), dropped before hand-on."
+)
+RUN_ABORTED = Counter(
+    "etl_run_aborted_total",
+    "Runs failed for good because the source cannot give a correct run, by reason (repeats, records_cap, pages_cap).",
+    ["reason"],
+)
+LEASE_LOST = Counter(
+    "etl_extract_lease_lost_total", "Runs an extractor stopped writing because another extractor took its lease."
+)

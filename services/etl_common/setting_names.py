@@ -49,6 +49,8 @@ SETTINGS = frozenset(
         "ETL_RESUME_DELAY_S",
         "ETL_RETRY_AFTER_MAX_S",
         "ETL_RETRY_DELAYS",
+        "ETL_RUN_MAX_PAGES_FACTOR",
+        "ETL_RUN_MAX_RECORDS_FACTOR",
         "ETL_RUN_ON_START",
         "ETL_RUN_STATE_TTL_S",
         "ETL_SCHEDULE",

@@ -1,0 +1,200 @@
+"""A run tells the truth about its source and its lease, on real parts: a source that ignores `skip` or overlaps
+its pages, a total that runs ahead, a list that grows per request, a lease lost under a slow page, a stop.
+
+Each test asserts the run's final status, its error or warnings, the rows per table and that nothing is left
+behind (checkpoint, ids, lock)."""
+
+import json
+import signal
+import time
+
+import httpx
+import pytest
+
+import testbed as tb
+from tests.faults.conftest import assert_exact, loaded_pages, wait_for
+
+RESUMABLE_HINT = "run it again to resume"
+
+
+def warnings_of(run) -> list[str]:
+    return json.loads(run["warnings"] or "[]")
+
+
+def assert_nothing_left(p) -> None:
+    """No run in progress is left: no checkpoint, no ids of one, no run lock."""
+    assert not p.redis.exists(p.keys.checkpoint), p.checkpoint()
+    assert not p.redis.exists(p.keys.checkpoint_ids)
+    assert not p.redis.exists(p.keys.extract_lock)
+
+
+def metric(port: int, name: str) -> float:
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not exported")
+
+
+# --- Kind 1: a source that repeats pages --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("switches", "page_size", "repeated"),
+    [
+        ({"ignore_skip": True}, 100, "repeats ids 1-100"),  # every page is the first one
+        ({"ignore_skip": True}, 40, "repeats ids 1-40"),
+        ({"overlap": 50}, 50, "repeats ids 1-50"),  # each page starts one page early: the source never advances
+    ],
+)
+def test_a_source_that_repeats_its_pages_fails_the_run_for_good(
+    make_source, make_pipeline, switches, page_size, repeated
+):
+    src = make_source(count=300)
+    src.faults(**switches)
+    p = make_pipeline(src, ETL_PAGE_SIZE=str(page_size))
+    p.start_workers()
+    done = p.extract()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert RESUMABLE_HINT not in done.stdout + done.stderr  # nothing to resume: it is over
+    run = p.wait_run(("failed",))
+    assert "the source ignores skip" in run["error"] and f"page at skip={page_size}" in run["error"], run["error"]
+    assert repeated in run["error"] and "ETL_SOURCE_URL" in run["error"]
+    # The first page was true and is kept; the repeat was never handed on.
+    wait_for(lambda: loaded_pages(p) == 1, what="the first page loaded")
+    assert p.count("raw_users", run["run_id"]) == page_size
+    assert p.user_ids("processed_users", run["run_id"]) == list(range(1, page_size + 1))
+    assert_nothing_left(p)
+    # The next run starts afresh (it does not resume the failed one) and, with a sane source, is exact.
+    src.faults()
+    again = p.extract()
+    assert again.returncode == 0, again.stdout + again.stderr
+    second = p.wait_run()
+    assert second["run_id"] != run["run_id"]
+    assert_exact(p, second, list(range(1, 301)), page_size=page_size)
+    assert p.runs()[0]["status"] == "failed"  # the failed run stays failed
+
+
+def test_overlapping_pages_load_each_user_once_and_say_so(make_source, make_pipeline):
+    src = make_source(count=300)
+    src.faults(overlap=10)  # each page starts 10 users early: ids 91-100 come twice, 291-300 never
+    p = make_pipeline(src)
+    ports = {"extractor": tb.free_port()}
+    p.start_workers()
+    p.start("extractor", ETL_RUN_ON_START="true", ETL_OPS_PORT=str(ports["extractor"]), ETL_OPS_HOST="127.0.0.1")
+    run = p.wait_run()
+    warnings = warnings_of(run)
+    assert any("10 user ids came again on pages 1 and were dropped" in w for w in warnings), warnings
+    assert any("fetched 290 users but the source's total says 300" in w for w in warnings), warnings
+    ids = p.user_ids("raw_users", run["run_id"])
+    assert ids == list(range(1, 291))  # each user once, in page order
+    assert p.count("processed_users", run["run_id"]) == 290
+    assert metric(ports["extractor"], "etl_run_duplicate_ids_total") == 10
+    assert_nothing_left(p)
+
+
+# --- Kind 2: a source that never ends -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "cause", "loaded"),
+    [
+        # The list grows by a page per request (first total 400): past 1.5 x 400 + 100 users the run stops.
+        ({}, "ETL_RUN_MAX_RECORDS_FACTOR=1.5", 700),
+        # The page cap: 1 x the 4 pages of the first total, plus one.
+        ({"ETL_RUN_MAX_PAGES_FACTOR": "1", "ETL_RUN_MAX_RECORDS_FACTOR": "10"}, "ETL_RUN_MAX_PAGES_FACTOR=1", 500),
+    ],
+)
+def test_a_list_that_grows_per_request_ends_the_run_at_the_cap(make_source, make_pipeline, settings, cause, loaded):
+    src = make_source(count=300)
+    src.faults(grow_per_request=100)
+    p = make_pipeline(src, **settings)
+    p.start_workers()
+    done = p.extract()
+    assert done.returncode == 1, done.stdout + done.stderr
+    run = p.wait_run(("failed",))
+    assert cause in run["error"] and "the total first announced (400" in run["error"], run["error"]
+    changed = [w for w in warnings_of(run) if w.startswith("source total changed")]
+    assert len(changed) == 1, warnings_of(run)  # once, not once per page
+    wait_for(lambda: loaded_pages(p) == loaded // 100, what="the pages handed on before the cap loaded")
+    assert p.user_ids("raw_users", run["run_id"]) == list(range(1, loaded + 1))
+    assert_nothing_left(p)
+
+
+def test_a_total_one_page_ahead_ends_with_a_warning(make_source, make_pipeline):
+    src = make_source(count=300)
+    src.faults(total_ahead=100)
+    p = make_pipeline(src)
+    p.start_workers()
+    assert p.extract().returncode == 0
+    run = p.wait_run()
+    assert warnings_of(run) == ["fetched 300 users but the source's total says 400"]
+    assert_exact(p, run, list(range(1, 301)))
+    assert_nothing_left(p)
+
+
+# --- Kind 4: the lease lapses under a slow page -------------------------------------------------------------
+
+
+def test_a_lapsed_lease_taken_over_fences_the_late_extractor(make_source, make_pipeline):
+    src = make_source(count=300)
+    # The first extractor's second page takes 8 s, four times its 2 s lease.
+    src.faults([{"skip": 100, "delay_s": 8, "status": 200, "times": 1}])
+    p = make_pipeline(src, ETL_LOCK_TTL_S="2", ETL_REQUEST_TIMEOUT_S="30")
+    p.start_workers()
+    late = p.start("extractor", "once", tag="late")
+    wait_for(lambda: any(r["skip"] == 100 for r in src.requests()), what="the slow page asked")
+    taker = p.extract()  # waits out the lapsed lease, takes the run over and finishes it
+    assert taker.returncode == 0, taker.stdout + taker.stderr
+    run = p.wait_run()
+    assert late.popen.wait(30) == 1
+    out = late.output()
+    assert "run lease lost; stopping without writing" in out and "another extractor took the run lease" in out
+    assert RESUMABLE_HINT not in out
+    assert_exact(p, run, list(range(1, 301)))
+    assert len(p.runs()) == 1 and p.runs()[0]["status"] == "succeeded"  # the finished run was not reopened
+    assert_nothing_left(p)
+    # POST /etl_runs is accepted (nothing runs), and the next run is a new one.
+    port = tb.free_port()
+    api = p.start("api", ETL_API_PORT=str(port), ETL_API_HOST="127.0.0.1")
+    tb.wait_port(port, proc=api.popen)
+    asked = httpx.post(f"http://127.0.0.1:{port}/etl_runs", headers={"Authorization": "Bearer test-token"}, timeout=10)
+    assert asked.status_code == 202, asked.text
+    p.start("extractor", tag="service")  # takes the request
+    wait_for(lambda: len(p.runs()) == 2 and p.runs()[-1]["status"] == "succeeded", timeout_s=60, what="next run")
+    assert p.runs()[-1]["run_id"] != run["run_id"]
+
+
+def test_a_lapsed_lease_nobody_took_is_taken_back(make_source, make_pipeline):
+    src = make_source(count=300)
+    src.faults([{"skip": 100, "delay_s": 3, "status": 200, "times": 1}])
+    p = make_pipeline(src, ETL_LOCK_TTL_S="2", ETL_REQUEST_TIMEOUT_S="30")
+    p.start_workers()
+    done = p.extract()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "nobody took it: taken back" in done.stdout + done.stderr
+    assert_exact(p, p.wait_run(), list(range(1, 301)))
+    assert_nothing_left(p)
+
+
+# --- Issue 22 item 2: a stopped extractor frees its lease -----------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_extractor_frees_its_lease_so_the_next_resumes_at_once(make_source, make_pipeline, sig):
+    src = make_source(count=600)
+    src.faults([{"skip": None, "delay_s": 0.3, "status": 200, "times": -1}])
+    ttl_s = 120
+    p = make_pipeline(src, ETL_PAGE_SIZE="50", ETL_LOCK_TTL_S=str(ttl_s))
+    p.start_workers()
+    first = p.start("extractor", "once", tag="first")
+    wait_for(lambda: int(p.checkpoint().get("next_page", 0)) >= 2, what="two pages handed on")
+    first.popen.send_signal(sig)
+    assert first.popen.wait(10) == 1
+    stopped = time.monotonic()
+    assert not p.redis.exists(p.keys.extract_lock)  # freed before the process ended
+    handed_on = int(p.checkpoint()["next_page"])
+    again = p.start("extractor", "once", tag="again")
+    wait_for(lambda: int(p.checkpoint().get("next_page", 0)) > handed_on, timeout_s=ttl_s, what="a new page")
+    assert time.monotonic() - stopped < ttl_s / 2  # not after the lease (120 s): at once
+    assert again.popen.wait(60) == 0
+    assert_exact(p, p.wait_run(), list(range(1, 601)), page_size=50)
