@@ -6,6 +6,7 @@ behind (checkpoint, ids, lock)."""
 
 import json
 import signal
+import subprocess
 import time
 
 import httpx
@@ -198,3 +199,29 @@ def test_a_stopped_extractor_frees_its_lease_so_the_next_resumes_at_once(make_so
     assert time.monotonic() - stopped < ttl_s / 2  # not after the lease (120 s): at once
     assert again.popen.wait(60) == 0
     assert_exact(p, p.wait_run(), list(range(1, 601)), page_size=50)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_demo_frees_the_lease_and_the_next_demo_resumes_at_once(tmp_path, make_source):
+    from tests.integration.test_demo import Demo
+
+    src = make_source(count=3000)
+    src.faults([{"skip": None, "delay_s": 0.3, "status": 200, "times": -1}])
+    demo = Demo(tmp_path / "home")
+    env = demo.env(ETL_SOURCE_URL=src.url)
+    with (tmp_path / "first.out").open("w") as out:
+        first = subprocess.Popen(demo.argv("--once"), env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: len(src.requests()) >= 3, timeout_s=120, what="the demo's run under way")
+        first.send_signal(signal.SIGINT)  # Ctrl-C
+        assert first.wait(30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    stopped = time.time()
+    asked = {r["skip"] for r in src.requests()}
+    second = subprocess.run(demo.argv("--once"), env=env, capture_output=True, text=True, timeout=170)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resuming run" in second.stdout
+    new = [r["at"] for r in src.requests() if r["skip"] not in asked and r["at"] > stopped]
+    assert new and min(new) - stopped < 60, (stopped, new[:3])  # 120 s is the lease: it was not waited out
