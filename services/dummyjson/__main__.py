@@ -1,5 +1,5 @@
 """Run the source server: python -m dummyjson --port 8001 --count 208 [--data F] [--bad-every 10] [--pool 1000]
-[--latency-ms 150] [--ignore-skip] [--overlap N] [--total-ahead N] [--grow-per-request N]."""
+[--latency-ms 150] [--ignore-skip] [--overlap N] [--total-ahead N] [--grow-per-request N] [--max-limit N]."""
 
 import argparse
 import json
@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overlap", type=int, default=0, help="fault: every page starts N users before skip")
     p.add_argument("--total-ahead", type=int, default=0, help="fault: total says N users more than the list holds")
     p.add_argument("--grow-per-request", type=int, default=0, help="fault: the list grows by N users per request")
+    p.add_argument("--max-limit", type=int, default=0, help="fault: pages hold at most N users whatever limit asks")
     args = p.parse_args(argv)
-    paging = Paging(args.ignore_skip, args.overlap, args.total_ahead, args.grow_per_request, args.latency_ms)
+    paging = Paging(
+        args.ignore_skip, args.overlap, args.total_ahead, args.grow_per_request, args.latency_ms, args.max_limit
+    )
     users = None
     if args.data:
         with open(args.data, encoding="utf-8") as fh:

@@ -25,6 +25,7 @@ class Paging:
     total_ahead: int = 0  # `total` says this many users more than the list holds
     grow_per_request: int = 0  # the list grows by this many users at every /users request (generated users)
     latency_ms: float = 0.0  # added before every /users answer (a far-away source)
+    max_limit: int = 0  # pages hold at most this many users whatever `limit` asks (0: no cap)
 
     def given(self, body: dict[str, Any]) -> "Paging":
         """These switches with the ones named in ``body`` changed."""
@@ -150,6 +151,8 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
                 return
             skip = max(skip, 0)
             first = paging.start(skip)
+            if paging.max_limit:
+                limit = min(limit, paging.max_limit) if limit > 0 else paging.max_limit
             end = source.count if limit <= 0 else min(source.count, first + limit)
             users = [source.user(i) for i in range(first, end)] if first < source.count else []
             total = source.count + paging.total_ahead

@@ -82,7 +82,7 @@ API_DURATION = Histogram(
 
 # --- extractor: the run's truth (duplicates, caps, lease) ---
 RUN_DUPLICATE_IDS = Counter(
-    "etl_run_duplicate_ids_total", "User ids a run fetched again (overlapping pages), dropped before hand-on."
+    "etl_run_duplicate_ids_total", "User ids a run fetched again (overlapping pages); recorded in its warnings."
 )
 RUN_ABORTED = Counter(
     "etl_run_aborted_total",

@@ -32,7 +32,7 @@ class Checkpoint:
     first_total: int = -1
     # Users the source answered, duplicates included (``records`` counts those handed on).
     fetched: int = 0
-    # Duplicate user ids dropped so far and the pages they came on (comma-separated, the first 20).
+    # User ids fetched again so far and the pages they came on (comma-separated, the first 20).
     duplicate_ids: int = 0
     duplicate_pages: str = ""
     total_change_warned: int = 0

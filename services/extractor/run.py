@@ -21,10 +21,11 @@ from etl_common.files import file_names
 from etl_common.keys import CHANNEL_PHASE1, Keys
 from etl_common.redis_client import RETRYABLE_ERRORS
 from extractor.checkpoint import Checkpoint, SeenIds, id_ranges, user_id
+from extractor.fetcher import Fetcher
 from extractor.lease import Lease, LeaseLost
 from extractor.pagejson import protected
 from extractor.settings import ExtractorSettings
-from extractor.source import SourceFailed, fetch_page
+from extractor.source import SourceFailed
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("extractor")
@@ -217,7 +218,10 @@ class Extraction:
         metrics.RUN_STARTED.set(time.time())
         metrics.RUN_PROGRESS.labels(stage="extract").set(cp.records)
         settings = self.settings
-        with httpx.Client(timeout=settings.request_timeout_s, follow_redirects=True) as http:
+        with (
+            httpx.Client(timeout=settings.request_timeout_s, follow_redirects=True, limits=_limits(settings)) as http,
+            Fetcher(settings, http) as fetcher,
+        ):
             while True:
                 if self.should_stop():
                     raise Interrupted("stop requested; the checkpoint keeps the run's place")
@@ -232,15 +236,10 @@ class Extraction:
                 self._check_pages_cap()
                 t0 = time.monotonic()
                 with tracer.start_as_current_span("extract.page", attributes={"etl.page": cp.next_page}):
+                    if cp.total >= 0:
+                        fetcher.plan(cp.next_skip, cp.total)
                     try:
-                        page = fetch_page(
-                            http,
-                            settings.source_url,
-                            cp.next_skip,
-                            settings.page_size,
-                            settings.retry_delays,
-                            settings.retry_after_max_s,
-                        )
+                        page = fetcher.get(cp.next_skip)
                     except SourceFailed as exc:
                         self.fail(str(exc))
                         raise
@@ -277,7 +276,7 @@ class Extraction:
             if warnings:
                 self.lease.write(lambda pipe: self._emit_warnings(pipe, warnings), cp.run_id)
             return True
-        fresh, duplicates, page_ids = self._split(users)
+        duplicates, page_ids = self._split(users)
         if len(duplicates) == len(users):
             self.abort(
                 "repeats",
@@ -301,7 +300,7 @@ class Extraction:
         if duplicates:
             metrics.RUN_DUPLICATE_IDS.inc(len(duplicates))
             log.warning(
-                "duplicate user ids dropped",
+                "user ids fetched again in this run",
                 page=cp.next_page,
                 skip=cp.next_skip,
                 ids=id_ranges(duplicates),
@@ -319,11 +318,11 @@ class Extraction:
             "skip": cp.next_skip,
             "total": cp.total,
             # Secrets never enter Redis (its append-only file keeps what a stream entry held).
-            "records": [protected(user, settings.pii_policy) for user in fresh],
+            "records": [protected(user, settings.pii_policy) for user in users],
         }
         cp.next_skip += len(users)
         cp.next_page += 1
-        cp.records += len(fresh)
+        cp.records += len(users)
         cp.fetched += len(users)
 
         # The page, the checkpoint and the ids move together: a crash can neither lose nor repeat them.
@@ -339,37 +338,35 @@ class Extraction:
         self.lease.renew()
         self.beat()
         metrics.PAGES.labels(stage="extract", outcome="fetched").inc()
-        metrics.RECORDS.labels(stage="extract", outcome="fetched").inc(len(fresh))
+        metrics.RECORDS.labels(stage="extract", outcome="fetched").inc(len(users))
         metrics.PAGE_DURATION.labels(stage="extract").observe(time.monotonic() - t0)
         metrics.RUN_EXPECTED.set(cp.total)
         metrics.RUN_PROGRESS.labels(stage="extract").set(cp.records)
         log.info(
             "page handed on",
             page=cp.next_page - 1,
-            records=len(fresh),
+            records=len(users),
             progress=f"{cp.records}/{cp.total}",
             outcome="ok",
             duration_ms=round((time.monotonic() - t0) * 1000, 1),
         )
         return cp.next_skip >= cp.total
 
-    def _split(self, users: list[Any]) -> tuple[list[Any], list[int | str], list[int | str]]:
-        """The users not seen before in this run, the ids seen before (this page included), the new ids."""
-        fresh: list[Any] = []
+    def _split(self, users: list[Any]) -> tuple[list[int | str], list[int | str]]:
+        """The ids of ``users`` seen before in this run (this page included), and the new ones."""
         duplicates: list[int | str] = []
         page_ids: list[int | str] = []
         in_page: set[int | str] = set()
         for user in users:
             uid = user_id(user)
             if uid is None:
-                fresh.append(user)  # nothing to tell it by: handed on as it is
-            elif uid in self.seen or uid in in_page:
+                continue  # nothing to tell it by
+            if uid in self.seen or uid in in_page:
                 duplicates.append(uid)
             else:
                 in_page.add(uid)
                 page_ids.append(uid)
-                fresh.append(user)
-        return fresh, duplicates, page_ids
+        return duplicates, page_ids
 
     def _note_total(self, total: int) -> list[str]:
         """Record the source's total; a change during the run is a warning once (the caps keep the first)."""
@@ -380,7 +377,7 @@ class Extraction:
             cp.total_change_warned = 1
             warnings.append(
                 f"source total changed from {cp.total} to {total} at page {cp.next_page} (skip={cp.next_skip}): "
-                "users added or deleted during the run may be missed or fetched twice (said once per run)"
+                "users added or deleted during the run may be missed or fetched twice"
             )
             log.warning("source total changed during the run", was=cp.total, now=total)
             metrics.RUN_WARNINGS.labels(kind="source_total_changed").inc()
@@ -392,15 +389,15 @@ class Extraction:
             emit(pipe, self.keys, _warning_event(self.cp, warning), tracing.current_traceparent())
 
     def _end_warnings(self) -> list[str]:
-        """The warnings about the whole run: duplicates dropped, a count that differs from the total."""
+        """The warnings about the whole run: user ids that came more than once."""
         cp, warnings = self.cp, []
         if cp.duplicate_ids:
             metrics.RUN_WARNINGS.labels(kind="duplicate_ids").inc()
             more = " and later ones" if len(cp.duplicate_pages.split(",")) >= 20 else ""
             warnings.append(
-                f"the source's pages overlap: {cp.duplicate_ids} user ids came again on pages "
-                f"{cp.duplicate_pages.replace(',', ', ')}{more} and were dropped (each user is loaded once); users "
-                "may be missing where pages shifted"
+                f"the source's pages overlap: {cp.duplicate_ids} user ids already fetched in this run came again on "
+                f"pages {cp.duplicate_pages.replace(',', ', ')}{more}; they are loaded as sent, so those users have "
+                "more than one row in this run, and users may be missing where pages shifted"
             )
         return warnings
 
@@ -453,6 +450,11 @@ class Extraction:
         metrics.STAGE_DURATION.labels(stage="extract").observe(seconds)
         log.info("extraction complete", records=cp.records, pages=cp.next_page, seconds=round(seconds, 3))
         return phase1
+
+
+def _limits(settings: ExtractorSettings) -> httpx.Limits:
+    """Connections for every concurrent fetcher (httpx keeps 20 at most by default)."""
+    return httpx.Limits(max_connections=max(settings.fetch_concurrency, 1) + 1)
 
 
 def _warning_event(cp: Checkpoint, warning: str) -> dict[str, Any]:

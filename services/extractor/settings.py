@@ -32,6 +32,8 @@ class ExtractorSettings(BaseEtlSettings):
     # failed with the reason (a source whose total runs ahead or whose list grows per request never ends).
     run_max_records_factor: float = Field(1.5, ge=1.0)
     run_max_pages_factor: float = Field(5.0, ge=1.0)
+    # Page requests in flight at once once the run knows `total` (1: one at a time); a 429's wait holds them all.
+    fetch_concurrency: int = Field(4, ge=1, le=64)
 
     @field_validator("retry_delays", mode="before")
     @classmethod

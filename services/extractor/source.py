@@ -1,5 +1,6 @@
 """The source client: one page per call, retried with exponential backoff and Retry-After."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -95,12 +96,23 @@ def fetch_once(client: httpx.Client, url: str, skip: int, limit: int) -> Page:
 
 
 def fetch_page(
-    client: httpx.Client, url: str, skip: int, limit: int, delays: list[float], retry_after_max_s: float
+    client: httpx.Client,
+    url: str,
+    skip: int,
+    limit: int,
+    delays: list[float],
+    retry_after_max_s: float,
+    on_retry: Callable[[float], None] | None = None,
 ) -> Page:
-    """The page at ``skip``, retried ``len(delays)`` times; SourceFailed when they are exhausted."""
+    """The page at ``skip``, retried ``len(delays)`` times; SourceFailed when they are exhausted.
+
+    ``on_retry`` is told each wait before a retry (concurrent fetchers all hold back for it).
+    """
 
     def before_sleep(state: RetryCallState) -> None:
         metrics.SOURCE_RETRIES.inc()
+        if on_retry is not None:
+            on_retry(state.upcoming_sleep)
         exc = state.outcome.exception() if state.outcome else None
         log.warning(
             "source request failed, retrying",
