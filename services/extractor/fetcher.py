@@ -3,7 +3,8 @@
 import contextvars
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 
 import httpx
@@ -14,6 +15,10 @@ from extractor.settings import ExtractorSettings
 from extractor.source import Page, fetch_page
 
 log = structlog.get_logger(__name__)
+
+
+class FetcherClosed(Exception):
+    """The run no longer wants this page (it ended, failed or stopped): the request is not retried."""
 
 
 class Gate:
@@ -28,10 +33,14 @@ class Gate:
         with self.lock:
             self.not_before = max(self.not_before, time.monotonic() + seconds)
 
-    def wait(self) -> None:
-        """Wait until requests may go (a stop cuts the wait short with ``retry.Stopped``)."""
+    def wait(self, closed: threading.Event) -> None:
+        """Wait until requests may go; FetcherClosed once ``closed`` is set (a stop: ``retry.Stopped``)."""
         while (left := self.not_before - time.monotonic()) > 0:
-            retry.sleep(left)
+            if closed.wait(min(left, 0.1)):
+                break
+            retry.sleep(0)
+        if closed.is_set():
+            raise FetcherClosed("the run no longer needs this page")
 
 
 class Fetcher:
@@ -45,8 +54,10 @@ class Fetcher:
     def __init__(self, settings: ExtractorSettings, http: httpx.Client) -> None:
         self.settings, self.http = settings, http
         self.gate = Gate()
-        self.pool = ThreadPoolExecutor(max(settings.fetch_concurrency, 1), thread_name_prefix="fetch")
+        # Requests in flight, abandoned ones included (their answer may still be on its way).
+        self.slots = threading.BoundedSemaphore(max(settings.fetch_concurrency, 1))
         self.ahead: dict[int, Future[Page]] = {}
+        self.closed = threading.Event()
 
     def __enter__(self) -> "Fetcher":
         return self
@@ -54,23 +65,36 @@ class Fetcher:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # Requests still in flight are abandoned: their daemon threads keep no process alive, and ``closed``
+        # keeps them from retrying or starting.
+        self.closed.set()
         for future in self.ahead.values():
             future.cancel()
-        # Requests already in flight end on their own (deadline, or a stop cutting their retry waits).
-        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def fetch(self, skip: int) -> Page:
         """The page at ``skip``, in this thread, after any hold of the gate."""
-        self.gate.wait()
+        self.gate.wait(self.closed)
         s = self.settings
-        return fetch_page(
-            self.http, s.source_url, skip, s.page_size, s.retry_delays, s.retry_after_max_s, self.gate.hold
-        )
+        return fetch_page(self.http, s.source_url, skip, s.page_size, s.retry_delays, s.retry_after_max_s, self._retry)
+
+    def _retry(self, wait_s: float) -> None:
+        """Before a retry: hold every fetcher for its wait, or end the request when the run is over."""
+        if self.closed.is_set():
+            raise FetcherClosed("the run no longer needs this page")
+        self.gate.hold(wait_s)
 
     def get(self, skip: int) -> Page:
         """The page at ``skip``: the one fetched ahead when there is one, else fetched now."""
         future = self.ahead.pop(skip, None)
-        return future.result() if future is not None else self.fetch(skip)
+        if future is None:
+            return self.fetch(skip)
+        while True:
+            try:
+                return future.result(timeout=0.1)
+            except FutureTimeout:
+                # A stop does not wait for an answer on its way: the request's thread is abandoned.
+                if retry.STOP.is_set():
+                    raise retry.Stopped("stop requested while a page was on its way") from None
 
     def plan(self, next_skip: int, total: int) -> None:
         """Keep ``fetch_concurrency`` requests going for the pages from ``next_skip`` on, below ``total``."""
@@ -80,6 +104,25 @@ class Fetcher:
             self.ahead.pop(skip).cancel()  # offsets shifted by a short page: never handed on
         for skip in wanted:
             if skip not in self.ahead:
-                # The copied context keeps the run id on the fetchers' log lines and the run's trace.
-                ctx = contextvars.copy_context()
-                self.ahead[skip] = self.pool.submit(ctx.run, self.fetch, skip)
+                self.ahead[skip] = self._start(skip)
+
+    def _start(self, skip: int) -> "Future[Page]":
+        """The page at ``skip`` fetched in a daemon thread once a request slot is free."""
+        future: Future[Page] = Future()
+        # The copied context keeps the run id on the fetchers' log lines and the run's trace.
+        ctx = contextvars.copy_context()
+
+        def work() -> None:
+            while not self.slots.acquire(timeout=0.1):
+                if self.closed.is_set() or future.cancelled():
+                    return
+            try:
+                if future.set_running_or_notify_cancel():
+                    future.set_result(ctx.run(self.fetch, skip))
+            except BaseException as exc:  # handed to the reader of the future, as an executor does
+                future.set_exception(exc)
+            finally:
+                self.slots.release()
+
+        threading.Thread(target=work, name=f"fetch-{skip}", daemon=True).start()
+        return future

@@ -278,3 +278,32 @@ def test_a_429_holds_every_fetcher_back(make_source, make_pipeline):
     # Requests already sent when the 429 came back may land just after it; none starts during its wait.
     during = [r for r in requests if refused + 1.0 < r["at"] < refused + 2.5]
     assert during == [], during
+
+
+def test_a_run_that_ends_leaves_no_request_behind(make_source, make_pipeline):
+    """Pages asked for ahead are abandoned when the run ends: `once` exits without waiting for them or retrying."""
+    src = make_source(count=1000)
+    slow_s = 90
+    src.faults([{"skip": 300, "delay_s": slow_s, "status": 200, "times": 1}], ignore_skip=True)
+    p = make_pipeline(src, ETL_FETCH_CONCURRENCY="4", ETL_RETRY_DELAYS="5,15,45", ETL_REQUEST_TIMEOUT_S="120")
+    p.start_workers()
+    done = p.extract(timeout_s=slow_s / 2)  # the page at skip=300 is still being answered when the run fails
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the source ignores skip" in p.wait_run(("failed",))["error"]
+    assert "retrying" not in done.stdout + done.stderr
+    assert_nothing_left(p)
+
+
+def test_sigterm_while_a_page_asked_ahead_is_on_its_way(make_source, make_pipeline):
+    src = make_source(count=600)
+    src.faults([{"skip": 300, "delay_s": 60, "status": 200, "times": 1}])
+    p = make_pipeline(src, ETL_FETCH_CONCURRENCY="4", ETL_REQUEST_TIMEOUT_S="120")
+    p.start_workers()
+    extractor = p.start("extractor", "once")
+    wait_for(lambda: p.checkpoint().get("next_skip") == "300", what="the pages before the slow one handed on")
+    extractor.popen.send_signal(signal.SIGTERM)
+    assert extractor.popen.wait(10) == 1  # the 60 s answer is not waited for
+    assert p.checkpoint()["next_skip"] == "300" and not p.redis.exists(p.keys.extract_lock)
+    again = p.extract()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert_exact(p, p.wait_run(), list(range(1, 601)))
