@@ -29,6 +29,15 @@ def assert_nothing_left(p) -> None:
     assert not p.redis.exists(p.keys.extract_lock)
 
 
+def with_slow_page(make_source, make_pipeline, count: int, skip: int, delay_s: float, switches=None, **settings):
+    """A source of ``count`` users whose page at ``skip`` answers after ``delay_s`` once; the pipeline's workers up."""
+    src = make_source(count=count)
+    src.faults([{"skip": skip, "delay_s": delay_s, "status": 200, "times": 1}], **(switches or {}))
+    p = make_pipeline(src, **settings)
+    p.start_workers()
+    return src, p
+
+
 def metric(port: int, name: str) -> float:
     for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -139,11 +148,8 @@ def test_a_total_one_page_ahead_ends_with_a_warning(make_source, make_pipeline):
 
 
 def test_a_lapsed_lease_taken_over_fences_the_late_extractor(make_source, make_pipeline):
-    src = make_source(count=300)
     # The first extractor's second page takes 8 s, four times its 2 s lease.
-    src.faults([{"skip": 100, "delay_s": 8, "status": 200, "times": 1}])
-    p = make_pipeline(src, ETL_LOCK_TTL_S="2", ETL_REQUEST_TIMEOUT_S="30")
-    p.start_workers()
+    src, p = with_slow_page(make_source, make_pipeline, 300, 100, 8, ETL_LOCK_TTL_S="2", ETL_REQUEST_TIMEOUT_S="30")
     late = p.start("extractor", "once", tag="late")
     wait_for(lambda: any(r["skip"] == 100 for r in src.requests()), what="the slow page asked")
     taker = p.extract()  # waits out the lapsed lease, takes the run over and finishes it
@@ -168,10 +174,7 @@ def test_a_lapsed_lease_taken_over_fences_the_late_extractor(make_source, make_p
 
 
 def test_a_lapsed_lease_nobody_took_is_taken_back(make_source, make_pipeline):
-    src = make_source(count=300)
-    src.faults([{"skip": 100, "delay_s": 3, "status": 200, "times": 1}])
-    p = make_pipeline(src, ETL_LOCK_TTL_S="2", ETL_REQUEST_TIMEOUT_S="30")
-    p.start_workers()
+    _, p = with_slow_page(make_source, make_pipeline, 300, 100, 3, ETL_LOCK_TTL_S="2", ETL_REQUEST_TIMEOUT_S="30")
     done = p.extract()
     assert done.returncode == 0, done.stdout + done.stderr
     assert "nobody took it: taken back" in done.stdout + done.stderr
@@ -233,10 +236,8 @@ def test_ctrl_c_in_the_demo_frees_the_lease_and_the_next_demo_resumes_at_once(tm
 
 
 def test_pages_fetched_at_once_are_handed_on_in_order(make_source, make_pipeline):
-    src = make_source(count=1000)
-    src.faults([{"skip": 100, "delay_s": 1.5, "status": 200, "times": 1}])  # later pages overtake this one
-    p = make_pipeline(src, ETL_FETCH_CONCURRENCY="4")
-    p.start_workers()
+    # Later pages overtake the slow one.
+    src, p = with_slow_page(make_source, make_pipeline, 1000, 100, 1.5, ETL_FETCH_CONCURRENCY="4")
     assert p.extract().returncode == 0
     run = p.wait_run()
     at = {r["skip"]: r["at"] for r in src.requests()}
@@ -282,11 +283,18 @@ def test_a_429_holds_every_fetcher_back(make_source, make_pipeline):
 
 def test_a_run_that_ends_leaves_no_request_behind(make_source, make_pipeline):
     """Pages asked for ahead are abandoned when the run ends: `once` exits without waiting for them or retrying."""
-    src = make_source(count=1000)
     slow_s = 90
-    src.faults([{"skip": 300, "delay_s": slow_s, "status": 200, "times": 1}], ignore_skip=True)
-    p = make_pipeline(src, ETL_FETCH_CONCURRENCY="4", ETL_RETRY_DELAYS="5,15,45", ETL_REQUEST_TIMEOUT_S="120")
-    p.start_workers()
+    _, p = with_slow_page(
+        make_source,
+        make_pipeline,
+        1000,
+        300,
+        slow_s,
+        {"ignore_skip": True},
+        ETL_FETCH_CONCURRENCY="4",
+        ETL_RETRY_DELAYS="5,15,45",
+        ETL_REQUEST_TIMEOUT_S="120",
+    )
     done = p.extract(timeout_s=slow_s / 2)  # the page at skip=300 is still being answered when the run fails
     assert done.returncode == 1, done.stdout + done.stderr
     assert "the source ignores skip" in p.wait_run(("failed",))["error"]
@@ -295,10 +303,9 @@ def test_a_run_that_ends_leaves_no_request_behind(make_source, make_pipeline):
 
 
 def test_sigterm_while_a_page_asked_ahead_is_on_its_way(make_source, make_pipeline):
-    src = make_source(count=600)
-    src.faults([{"skip": 300, "delay_s": 60, "status": 200, "times": 1}])
-    p = make_pipeline(src, ETL_FETCH_CONCURRENCY="4", ETL_REQUEST_TIMEOUT_S="120")
-    p.start_workers()
+    _, p = with_slow_page(
+        make_source, make_pipeline, 600, 300, 60, ETL_FETCH_CONCURRENCY="4", ETL_REQUEST_TIMEOUT_S="120"
+    )
     extractor = p.start("extractor", "once")
     wait_for(lambda: p.checkpoint().get("next_skip") == "300", what="the pages before the slow one handed on")
     extractor.popen.send_signal(signal.SIGTERM)
