@@ -93,7 +93,7 @@ def test_total_changing_between_pages_is_followed(make_source, make_pipeline, st
     assert done.returncode == 0
     assert "source total changed during the run" in done.stdout
     # The page at 200 may have been asked for ahead (concurrent fetches), never handed on: 200 users below.
-    assert [r["skip"] for r in src.requests()][:2] == [0, 100]
+    assert sorted(r["skip"] for r in src.requests())[:2] == [0, 100]
     run = p.wait_run()
     stopwatch.recovered()
     assert_exact(p, run, list(range(1, 201)))
