@@ -6,6 +6,7 @@ for a run on the commands stream and waits for `succeeded` in etl_runs. Environm
 BENCH_REPEAT (1), BENCH_TRANSFORMERS (1), BENCH_PAGE_SIZE (100), BENCH_POOL (1000: users the source really
 generates, the rest are cloned from them), BENCH_SMALL (3: timed 208-user runs on a warm stack; 0 skips them),
 BENCH_CEILING (1; 0 skips the in-run ceiling and reference loader), BENCH_PROFILE (1: py-spy on every service).
+BENCH_SOURCE_LATENCY_MS (0: added to every source answer).
 """
 
 import os
@@ -108,6 +109,8 @@ class Stack:
             if real and REAL_USERS.exists()
             else ["--count", str(count), "--bad-every", str(0 if real else BAD_EVERY), "--pool", str(pool)]
         )
+        # BENCH_SOURCE_LATENCY_MS: added to every source answer (a far-away source; dummyjson.com is 100-300 ms away).
+        args += ["--latency-ms", os.environ.get("BENCH_SOURCE_LATENCY_MS", "0")]
         src = tb.spawn("source", [tb.PYTHON, "-m", "dummyjson", "--port", str(port), *args], base / "logs")
         self.roles["source"] = src
         tb.wait_port(port, proc=src.popen)

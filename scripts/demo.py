@@ -431,7 +431,9 @@ def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
     t0 = time.monotonic()
     after_id = last_row_id()
     extract = tb.start_service("extractor", {**env, "ETL_OPS_PORT": str(ops["extractor"])}, logs, "once", "--ops")
-    run, code = wait_run(extract, list(procs), resume_id, after_id, client, prefix)
+    services = list(procs)
+    procs.append(extract)  # stopped first on Ctrl-C, while Redis still runs: it frees its lease for the next demo
+    run, code = wait_run(extract, services, resume_id, after_id, client, prefix)
     if code not in (None, 0) or run is None or run["status"] != "succeeded":
         print(failure_line(run, extract, env), file=sys.stderr)
         return 1
@@ -454,6 +456,7 @@ def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
         )
         return 0
     extract.popen.wait()  # its ops port is the serving extractor's
+    procs.remove(extract)
     procs.append(tb.start_service("extractor", {**env, "ETL_OPS_PORT": str(ops["extractor"])}, logs))
     listening(procs[-1], ops["extractor"])
     print("serving until Ctrl-C (the extractor also runs on its daily schedule)", flush=True)

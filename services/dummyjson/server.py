@@ -10,6 +10,7 @@ import time
 import zlib
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
+from dataclasses import dataclass, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -19,10 +20,43 @@ import orjson
 from dummyjson.users import break_user, clone_user, make_bad_user, make_user
 
 
+# --- Paging faults and latency (the run's truth): how pages are cut, how far away the source is ---------------
+@dataclass(frozen=True)
+class Paging:
+    """Switches of the pages themselves; POST /_faults sets them by these names (absent: the server's start values)."""
+
+    ignore_skip: bool = False  # every page starts at the first user, whatever `skip` says
+    overlap: int = 0  # every page starts this many users before `skip`
+    total_ahead: int = 0  # `total` says this many users more than the list holds
+    grow_per_request: int = 0  # the list grows by this many users at every /users request (generated users)
+    latency_ms: float = 0.0  # added before every /users answer (a far-away source)
+    max_limit: int = 0  # pages hold at most this many users whatever `limit` asks (0: no cap)
+
+    def given(self, body: dict[str, Any]) -> "Paging":
+        """These switches with the ones named in ``body`` changed."""
+        changed = {f.name: type(getattr(self, f.name))(body[f.name]) for f in fields(self) if f.name in body}
+        return replace(self, **changed)
+
+    def start(self, skip: int) -> int:
+        """Where the page asked at ``skip`` really starts."""
+        return 0 if self.ignore_skip else max(skip - self.overlap, 0)
+
+
+# --- end of the paging faults -------------------------------------------------------------------------------
+
+
 class Source:
     """The data set and the faults; shared by the request threads under one lock."""
 
-    def __init__(self, count: int, seed: int = 0, bad_every: int = 0, users: list[Any] | None = None, pool: int = 0):
+    def __init__(
+        self,
+        count: int,
+        seed: int = 0,
+        bad_every: int = 0,
+        users: list[Any] | None = None,
+        pool: int = 0,
+        paging: Paging | None = None,
+    ):
         self.users = users
         # With a pool, users past the first ``pool`` are cloned from them (cheap; for large benchmarks).
         self.pool = [make_user(i + 1, seed) for i in range(min(pool, count))] if pool > 0 else []
@@ -41,6 +75,7 @@ class Source:
         # The changes every user is served with, as a changed API would: "add" (`nickname` added), "drop"
         # (`maidenName` dropped), "age_text" (`age` as text, "42"); true means all three.
         self.schema_change: frozenset[str] = frozenset()
+        self.paging_default = self.paging = paging or Paging()
 
     def user(self, index: int) -> Any:
         """The user at 0-based ``index`` (id ``index + 1``); any JSON value, as given users may be malformed.
@@ -99,9 +134,14 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 self._json(400, {"message": "limit and skip must be integers"})
                 return
+            paging = source.paging
+            if paging.latency_ms:
+                time.sleep(paging.latency_ms / 1000)
             with source.lock:
                 source.requests.append({"skip": skip, "limit": limit, "at": time.time()})
                 n_requests = len(source.requests)
+                if paging.grow_per_request and source.users is None:
+                    source.count += paging.grow_per_request
             rule = source.take_rule(skip)
             if rule and rule.get("delay_s"):
                 time.sleep(float(rule["delay_s"]))
@@ -119,13 +159,16 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
                 self._raw(200, b"<html>502 Bad Gateway</html>", "text/html")
                 return
             skip = max(skip, 0)
-            end = source.count if limit <= 0 else min(source.count, skip + limit)
-            users = [source.user(i) for i in range(skip, end)] if skip < source.count else []
+            first = paging.start(skip)
+            if paging.max_limit:
+                limit = min(limit, paging.max_limit) if limit > 0 else paging.max_limit
+            end = source.count if limit <= 0 else min(source.count, first + limit)
+            users = [source.user(i) for i in range(first, end)] if first < source.count else []
             if rule and rule.get("users_per_page") is not None:
                 users = oversized_page(source, skip, int(rule["users_per_page"]))
             if source.schema_change:
                 users = [changed_shape(u, source.schema_change) for u in users]
-            total = source.count
+            total = source.count + paging.total_ahead
             if source.total_delta and n_requests > source.total_delta_after:
                 total += source.total_delta
             # orjson: serialising a page of 100 users with json.dumps costs more than the pipeline's work on it.
@@ -140,6 +183,7 @@ def make_handler(source: Source) -> type[BaseHTTPRequestHandler]:
                 source.rules = list(body.get("rules", []))
                 source.total_delta = int(body.get("total_delta", 0))
                 source.total_delta_after = int(body.get("total_delta_after", 0))
+                source.paging = source.paging_default.given(body)
                 if body.get("reset_stats"):
                     source.requests.clear()
                 # --- schema change switch (drift tests) ---

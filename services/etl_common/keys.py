@@ -63,6 +63,16 @@ class Keys:
         """Lock held by the extractor that is running a run, so only one runs at a time."""
         return f"{self.prefix}lock:extract"
 
+    @property
+    def checkpoint_ids(self) -> str:
+        """The user ids the run in progress has handed on, one JSON array per page (duplicates across a resume)."""
+        return f"{self.prefix}checkpoint:ids"
+
+    @property
+    def extract_fence(self) -> str:
+        """Counter taken (INCR) with the run lock: the fencing token every write of the run checks."""
+        return f"{self.prefix}lock:extract:fence"
+
     def run_pages(self, run_id: str) -> str:
         """Hash page -> "valid,invalid" of the pages a transformer has handed on."""
         return f"{self.prefix}run:{run_id}:pages"

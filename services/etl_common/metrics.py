@@ -237,3 +237,16 @@ SCHEMA_DRIFT = counter(
     ("change",),
     preset={SAVER: [("added",), ("removed",), ("type_changed",), ("null_rate",)]},  # EtlSchemaDrift
 )
+
+# --- extractor: the run's truth (duplicates, caps, lease) ---
+RUN_DUPLICATE_IDS = Counter(
+    "etl_run_duplicate_ids_total", "User ids a run fetched again (overlapping pages); recorded in its warnings."
+)
+RUN_ABORTED = Counter(
+    "etl_run_aborted_total",
+    "Runs failed for good because the source cannot give a correct run, by reason (repeats, records_cap, pages_cap).",
+    ["reason"],
+)
+LEASE_LOST = Counter(
+    "etl_extract_lease_lost_total", "Runs an extractor stopped writing because another extractor took its lease."
+)

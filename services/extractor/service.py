@@ -16,7 +16,8 @@ from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
 from extractor.checkpoint import Checkpoint
-from extractor.run import AlreadyRunning, Interrupted, RunFailed, extract
+from extractor.lease import LeaseLost
+from extractor.run import AlreadyRunning, Interrupted, RunFailed, SourceMisbehaved, extract
 from extractor.settings import ExtractorSettings
 from extractor.source import SourceFailed
 
@@ -39,6 +40,8 @@ class Service(StreamWorker[ExtractorSettings]):
         self.serving = serving
         self.next_fire = self._next_fire()
         self.retry_at: float | None = None
+        # What the last failed run_once leaves: a checkpoint to resume, or nothing (failed for good, taken over).
+        self.resumable = True
         # Also the raw stream's length, which drives the backpressure.
         streamstats.watch(settings.redis_url, self.keys, "", [self.keys.raw_stream])
 
@@ -48,6 +51,7 @@ class Service(StreamWorker[ExtractorSettings]):
 
     def run_once(self, trigger: str, lock_wait_s: float = 0.0, resume_only: bool = False) -> bool:
         """One extraction (or the resume of the unfinished one); False when it failed."""
+        self.resumable = True
         try:
             extract(
                 self.settings,
@@ -65,6 +69,15 @@ class Service(StreamWorker[ExtractorSettings]):
             return lock_wait_s == 0
         except (Interrupted, retry.Stopped):
             log.info("run interrupted; the checkpoint keeps its place")
+            return False
+        except LeaseLost:
+            self.resumable = False
+            log.warning("another extractor continues the run; this one wrote nothing after losing its lease")
+            return False
+        except SourceMisbehaved as exc:
+            # A resume would meet the same source: the run is over; the next one starts afresh.
+            self.resumable, self.retry_at = False, None
+            log.error("run failed for good; the next run starts afresh", error=str(exc))
             return False
         except (SourceFailed, RunFailed) as exc:
             if self.serving:

@@ -37,6 +37,12 @@ class ExtractorSettings(BaseEtlSettings):
     raw_backlog_max_pages: int = Field(50, ge=1)
     # The PII policy (etl_common.pii) applied before a page enters Redis; the transformer's ETL_PII_POLICY too.
     pii_policy: str = Field("mask", pattern="^(mask|drop|keep)$")
+    # Caps that make every run end, relative to the `total` the source announced first: past either the run is
+    # failed with the reason (a source whose total runs ahead or whose list grows per request never ends).
+    run_max_records_factor: float = Field(1.5, ge=1.0)
+    run_max_pages_factor: float = Field(5.0, ge=1.0)
+    # Page requests in flight at once once the run knows `total` (1: one at a time); a 429's wait holds them all.
+    fetch_concurrency: int = Field(4, ge=1, le=64)
 
     def page_max_bytes(self) -> int:
         """A page's body cap: the setting, else 64 KiB per user asked (DummyJSON's are ~2 KiB), at least 8 MiB."""

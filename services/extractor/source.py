@@ -433,15 +433,19 @@ def fetch_page(
     retry_after_max_s: float,
     bounds: Bounds,
     alive: Callable[[], None] = lambda: None,
+    on_retry: Callable[[float], None] | None = None,
 ) -> Page:
     """The page at ``skip``, retried ``len(delays)`` times; SourceFailed when they are exhausted or cannot help.
 
     ``alive`` is called about every second while the page is awaited (request or retry wait), so a slow source
-    neither lets the run's lease lapse nor makes the heartbeat stale.
+    neither lets the run's lease lapse nor makes the heartbeat stale. ``on_retry`` is told each wait before a
+    retry (concurrent fetchers all hold back for it).
     """
 
     def before_sleep(state: RetryCallState) -> None:
         metrics.SOURCE_RETRIES.inc()
+        if on_retry is not None:
+            on_retry(state.upcoming_sleep)
         exc = state.outcome.exception() if state.outcome else None
         log.warning(
             "source request failed, retrying",

@@ -54,7 +54,8 @@ def test_source_503_three_times_then_200(make_source, make_pipeline, stopwatch):
     p = make_pipeline(src)
     p.start_workers()
     assert p.extract().returncode == 0
-    assert [r["skip"] for r in src.requests()] == [0, 100, 100, 100, 100, 200]
+    # Pages after the first are fetched several at once (ETL_FETCH_CONCURRENCY): counted, not ordered.
+    assert sorted(r["skip"] for r in src.requests()) == [0, 100, 100, 100, 100, 200]
     run = p.wait_run()
     stopwatch.recovered()
     assert_exact(p, run, list(range(1, 251)))
@@ -74,7 +75,7 @@ def test_source_429_with_retry_after_timeouts_and_a_page_that_is_not_json(make_s
     done = p.extract()
     assert done.returncode == 0, done.stdout
     reqs = src.requests()
-    assert [r["skip"] for r in reqs] == [0, 0, 100, 100, 200, 200]
+    assert sorted(r["skip"] for r in reqs) == [0, 0, 100, 100, 200, 200]
     assert reqs[1]["at"] - reqs[0]["at"] >= 0.95
     assert "ReadTimeout" in done.stdout and "is not JSON" in done.stdout
     run = p.wait_run()
@@ -91,7 +92,8 @@ def test_total_changing_between_pages_is_followed(make_source, make_pipeline, st
     done = p.extract()
     assert done.returncode == 0
     assert "source total changed during the run" in done.stdout
-    assert [r["skip"] for r in src.requests()] == [0, 100]
+    # The page at 200 may have been asked for ahead (concurrent fetches), never handed on: 200 users below.
+    assert sorted(r["skip"] for r in src.requests())[:2] == [0, 100]
     run = p.wait_run()
     stopwatch.recovered()
     assert_exact(p, run, list(range(1, 201)))
