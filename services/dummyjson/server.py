@@ -8,9 +8,9 @@ import struct
 import threading
 import time
 import zlib
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
-from dataclasses import dataclass, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse

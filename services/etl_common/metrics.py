@@ -239,14 +239,20 @@ SCHEMA_DRIFT = counter(
 )
 
 # --- extractor: the run's truth (duplicates, caps, lease) ---
-RUN_DUPLICATE_IDS = Counter(
-    "etl_run_duplicate_ids_total", "User ids a run fetched again (overlapping pages); recorded in its warnings."
+RUN_DUPLICATE_IDS = counter(
+    EXTRACTOR,
+    "etl_run_duplicate_ids_total",
+    "User ids a run fetched again (overlapping pages); recorded in its warnings.",
 )
-RUN_ABORTED = Counter(
+RUN_ABORTED = counter(
+    EXTRACTOR,
     "etl_run_aborted_total",
     "Runs failed for good because the source cannot give a correct run, by reason (repeats, records_cap, pages_cap).",
-    ["reason"],
+    ("reason",),
+    preset={EXTRACTOR: [("repeats",), ("records_cap",), ("pages_cap",)]},
 )
-LEASE_LOST = Counter(
-    "etl_extract_lease_lost_total", "Runs an extractor stopped writing because another extractor took its lease."
+LEASE_LOST = counter(
+    EXTRACTOR,
+    "etl_extract_lease_lost_total",
+    "Runs an extractor stopped writing because another extractor took its lease.",
 )
