@@ -337,8 +337,10 @@ def test_a_saver_restarted_after_the_extractor_died_loads_what_waited_then_fails
 
 
 def test_duplicate_user_ids_in_a_run_are_a_warning_and_a_metric_whatever_the_cause(make_source, make_pipeline):
-    """Users 201-250 reuse the ids 1-50 (other people): no page repeats another, the store-side check sees it."""
-    users = [make_user(i) for i in range(1, 201)] + [{**make_user(i, seed=7), "id": i} for i in range(1, 51)]
+    """Users 201-225 reuse the ids 1-25 (other people) on a page that also has new ids: no page repeats another
+    (which the extractor fails at once), the store-side check sees the duplicates."""
+    reused = [{**make_user(i, seed=7), "id": i} for i in range(1, 26)]
+    users = [make_user(i) for i in range(1, 201)] + reused + [make_user(i) for i in range(226, 251)]
     src = make_source(users=users)
     p = make_pipeline(src)
     ops = tb.free_port()
@@ -349,7 +351,7 @@ def test_duplicate_user_ids_in_a_run_are_a_warning_and_a_metric_whatever_the_cau
     assert (run["status"], run["error"]) == ("succeeded", None)
     warnings = [w for w in json.loads(run["warnings"] or "[]") if w.startswith("duplicate user ids")]
     assert warnings == [
-        "duplicate user ids: 50 ids appear on 100 raw rows of the run (e.g. 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ...); "
+        "duplicate user ids: 25 ids appear on 50 raw rows of the run (e.g. 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ...); "
         "the source may ignore skip, overlap its pages or repeat users: this run's data may be wrong, compare it "
         "with the source before using it"
     ]
