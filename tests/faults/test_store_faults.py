@@ -309,6 +309,22 @@ def test_a_dead_transformer_stalls_the_run_and_the_watchdog_names_it(make_source
     _no_stale_state(p)
 
 
+def test_a_run_the_watchdog_failed_for_a_dead_transformer_completes_once_one_comes_back(make_source, make_pipeline):
+    """Progress after the verdict of no progress wins: the pages that waited are loaded and the run succeeds, exact."""
+    src = make_source(count=600)
+    p = make_pipeline(src, ETL_RUN_STALL_TIMEOUT_S="3", ETL_WATCHDOG_INTERVAL_S="0.5")
+    p.start("saver")  # no transformer: it "died" before the run
+    assert p.extract().returncode == 0
+    failed = p.wait_run(("failed", "succeeded"), timeout_s=30)
+    assert failed["status"] == "failed" and "stalled at the transformer" in failed["error"], dict(failed)
+    p.start("transformer")  # it comes back: the 6 pages that waited in the raw stream move on
+    run = p.wait_run(("succeeded",), timeout_s=60, run_id=failed["run_id"])
+    assert run["error"] is None
+    assert_exact(p, run, list(range(1, 601)))
+    assert not _leftovers(p.data_dir, p.upload_dir)
+    _no_stale_state(p)
+
+
 def test_a_saver_restarted_after_the_extractor_died_loads_what_waited_then_fails_the_stalled_run(
     slow_source, make_pipeline
 ):
