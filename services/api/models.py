@@ -6,7 +6,7 @@ than build them; the schema tests check that the two agree.
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 # Free text in a query string or path: no control characters. SQLite's text functions (LIKE,
 # lower) stop at a NUL, so `q=a%00zzzz` searched like `q=a`; none of the searched columns hold one.
@@ -146,6 +146,9 @@ class Summary(BaseModel):
 
 
 class SqlQuery(BaseModel):
+    # A misspelt or unsupported field (a row limit, bound parameters) is a 422 naming it, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
     query: str = Field(min_length=1, max_length=20_000, description="one read-only SELECT statement")
 
 

@@ -81,6 +81,9 @@ def _common(record: Any) -> _Common:
     )
 
 
+# How the watchdog's verdict of no progress starts (saver.watchdog): a page loaded after it brings the run back.
+STALLED = "watchdog: no progress"
+
 _COMMON_COLS = "user_id, first_name, last_name, email, username, age, gender, department"
 _INSERT_RAW = (
     f"INSERT OR IGNORE INTO raw_users (run_id, page, position, {_COMMON_COLS}, inserted_at, record) "
@@ -316,6 +319,13 @@ class Store:
             "UPDATE etl_runs SET raw_count=raw_count+?, valid_count=valid_count+?, invalid_count=invalid_count+?, "
             "updated_at=? WHERE run_id=?",
             (len(raw), len(valid), len(invalid), at, run_id),
+        )
+        # Progress after the watchdog's verdict of no progress wins as progress before it would have (a stage came
+        # back): a run whose pages were all announced goes on; its files are written again from the tables.
+        self.conn.execute(
+            "UPDATE etl_runs SET status='extracted', error=NULL WHERE run_id=? AND status='failed' "
+            "AND pages_expected IS NOT NULL AND substr(error, 1, ?)=?",
+            (run_id, len(STALLED), STALLED),
         )
         if self.loading:
             self.loading.append(

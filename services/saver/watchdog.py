@@ -4,7 +4,8 @@ It runs in the saver (the writer of ``etl_runs``) on turns where the saver has c
 saver that was down first loads what waited for it and only then judges the runs: a run's last progress is its
 ``updated_at`` (a page loaded, an event, a status change). A run is failed with a compare-and-set on that
 ``updated_at``, so progress made meanwhile, or another replica's verdict, wins. A failed run is not final for good:
-an extractor that resumes it (``run_resumed``) or completes it (``phase1_complete``) brings it back.
+an extractor that resumes it (``run_resumed``) or completes it (``phase1_complete``) brings it back, and so does
+a page of it loaded after a verdict of no progress (a stage that came back).
 
 Pages lost in transit (Redis restarted without persistence) are not fetched again: the source may have changed
 since, and one run must be one snapshot. The run fails with the pages and the next step (a new run).
@@ -23,7 +24,7 @@ import structlog
 from etl_common import metrics, streams
 from etl_common.keys import Keys
 from saver.settings import SaverSettings
-from saver.store import Store
+from saver.store import STALLED, Store
 
 log = structlog.get_logger(__name__)
 
@@ -115,7 +116,7 @@ class Watchdog:
     def _stalled(self, run: sqlite3.Row, raw: int) -> str:
         status, since = run["status"], run["updated_at"]
         timeout = f"{self.settings.run_stall_timeout_s:g} s (ETL_RUN_STALL_TIMEOUT_S)"
-        head = f"watchdog: no progress for over {timeout} since {since} (status {status})"
+        head = f"{STALLED} for over {timeout} since {since} (status {status})"
         if raw:
             return (
                 f"{head}: stalled at the transformer: {raw} pages of the run wait in {self.keys.raw_stream}; is a "

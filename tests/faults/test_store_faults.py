@@ -295,16 +295,33 @@ def test_pages_lost_with_a_redis_restarted_empty_fail_the_run_with_the_pages_and
         p.stop_all()
 
 
-def test_a_dead_transformer_stalls_the_run_and_the_watchdog_names_it(make_source, make_pipeline):
-    src = make_source(count=600)
-    p = make_pipeline(src, ETL_RUN_STALL_TIMEOUT_S="3", ETL_WATCHDOG_INTERVAL_S="0.5")
+def _stalled_by_a_dead_transformer(make_source, make_pipeline):
+    """A run of 600 users the watchdog failed: no transformer ran; the pipeline and the run."""
+    p = make_pipeline(make_source(count=600), ETL_RUN_STALL_TIMEOUT_S="3", ETL_WATCHDOG_INTERVAL_S="0.5")
     p.start("saver")  # no transformer: it "died" before the run
     assert p.extract().returncode == 0
     run = p.wait_run(("failed", "succeeded"), timeout_s=30)
     assert run["status"] == "failed", dict(run)
+    return p, run
+
+
+def test_a_dead_transformer_stalls_the_run_and_the_watchdog_names_it(make_source, make_pipeline):
+    p, run = _stalled_by_a_dead_transformer(make_source, make_pipeline)
     assert run["error"].startswith("watchdog: no progress for over 3 s (ETL_RUN_STALL_TIMEOUT_S) since ")
     assert f"stalled at the transformer: 6 pages of the run wait in {p.keys.raw_stream}" in run["error"]
     assert p.count("raw_users", run["run_id"]) == 0
+    assert not _leftovers(p.data_dir, p.upload_dir)
+    _no_stale_state(p)
+
+
+def test_a_run_the_watchdog_failed_for_a_dead_transformer_completes_once_one_comes_back(make_source, make_pipeline):
+    """Progress after the verdict of no progress wins: the pages that waited are loaded and the run succeeds, exact."""
+    p, failed = _stalled_by_a_dead_transformer(make_source, make_pipeline)
+    assert "stalled at the transformer" in failed["error"]
+    p.start("transformer")  # it comes back: the 6 pages that waited in the raw stream move on
+    run = p.wait_run(("succeeded",), timeout_s=60, run_id=failed["run_id"])
+    assert run["error"] is None
+    assert_exact(p, run, list(range(1, 601)))
     assert not _leftovers(p.data_dir, p.upload_dir)
     _no_stale_state(p)
 

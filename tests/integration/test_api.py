@@ -377,6 +377,13 @@ class TestSqlConsole:
         assert api.client.post("/query_sql", json={"query": ""}, headers=AUTH).status_code == 422
         assert api.client.post("/query_sql", json={}, headers=AUTH).status_code == 422
 
+    @pytest.mark.parametrize("extra", [{"limt": 5}, {"limit": 5}, {"params": ["x"]}])
+    def test_a_body_field_the_console_does_not_take_is_422_naming_it(self, api, extra):
+        """A misspelt or unsupported field (a row limit, bound parameters) is refused, never silently ignored."""
+        r = api.client.post("/query_sql", json={"query": "SELECT 1", **extra}, headers=AUTH)
+        assert r.status_code == 422, r.text
+        assert [e["loc"] for e in r.json()["detail"]] == [["body", name] for name in extra]
+
 
 class TestAuthAndCors:
     ROUTES = ("/etl_runs", "/etl_runs/1", "/data/raw_users", "/data/processed_users", "/data/invalid_users", "/summary")
