@@ -270,9 +270,9 @@ class PageSchema:
     def __init__(self, contract: Contract | None) -> None:
         self.contract = contract
         self.records = 0
-        self.counts: dict[Any, int] = {}  # signature -> records of that shape on the page
-        self.shapes: dict[Any, Shape] = {}  # signature -> its fields (expanded once per page at most)
-        self.fit: dict[Any, bool] = {}  # signature -> the contract's fast-path verdict
+        # Signature -> [records of that shape on the page, its fields, the contract's fast-path verdict]: one
+        # entry, so a record's signature (a nested tuple, whose hash is not cached) is hashed once here.
+        self.shapes: dict[Any, list[Any]] = {}
         self.broken: dict[str, dict[str, Any]] = {}  # path -> {expected, got: {type: n}}
         self.broken_records = 0
         self.discarded = 0
@@ -285,26 +285,24 @@ class PageSchema:
         key = signature(record)
         self.records += 1
         contract = self.contract
-        n = self.counts.get(key)
-        if n is None:
+        seen = self.shapes.get(key)
+        if seen is None:
             # Expanded before any value is discarded: the fields are the record's as it came.
             shape = _expanded(key, record)
             if shape is None:  # a type the signature cannot stand for: this record's own fields are its key
                 shape = tuple(fields(record))
                 key = (_EXPANDED, shape)
-                n = self.counts.get(key)
-            if n is None:
-                self.shapes[key] = shape
-                self.fit[key] = contract is None or contract.fits(shape)
-                n = 0
-        self.counts[key] = n + 1
-        if self.fit[key]:
+                seen = self.shapes.get(key)
+            if seen is None:
+                seen = self.shapes[key] = [0, shape, contract is None or contract.fits(shape)]
+        seen[0] += 1
+        if seen[2]:
             return record, []
         assert contract is not None  # without one every shape fits
         broken = contract.known.get(key)  # read only: shared by the records of the shape
         if broken is None:
             broken = contract.violations(record)
-            if contract.by_shape(self.shapes[key]):
+            if contract.by_shape(seen[1]):
                 if len(contract.known) >= SHAPES_KEPT:
                     contract.known.clear()
                 contract.known[key] = broken
@@ -324,8 +322,7 @@ class PageSchema:
         """``{records, fields: {path: {present, types}}, contract: {...}}`` (merged per run by the saver)."""
         values: Counter[tuple[str, str]] = Counter()  # (path, type) -> values
         present: Counter[str] = Counter()  # path -> records holding it
-        for key, n in self.counts.items():
-            shape = self.shapes[key]
+        for n, shape, _ in self.shapes.values():
             for field in shape:
                 values[field] += n
             for path in {path for path, _ in shape}:  # a path under an array may occur more than once
