@@ -1,10 +1,13 @@
 """The data contract (a JSON Schema the operator owns) and each page's observed schema, checked per record.
 
-Every record's field paths and JSON types are taken in one walk (``fields``): they feed the page's
-observed schema and the contract's fast path, which compares them with the types the contract
-declares; only a record whose shape differs is validated fully by jsonschema, whose errors name the
-field and the expected type. The policy then decides (dlt's terms): ``evolve`` accepts the record
-and reports, ``freeze`` makes it invalid, ``discard_value`` drops the offending values and reports.
+Each record is keyed by its shape (``signature``: its keys and the exact Python types of its values,
+nested, built in C by ``tuple``/``map`` per object) and counted by that key; the field paths and JSON
+types (``fields``) are expanded once per distinct shape, and feed the page's observed schema and the
+contract's fast path, which compares them with the types the contract declares; only a record whose
+shape differs is validated fully by jsonschema, whose errors name the field and the expected type, and
+once per shape when they cannot depend on the values (``Contract.by_shape``). The policy then decides
+(dlt's terms): ``evolve`` accepts the record and reports, ``freeze`` makes it invalid, ``discard_value``
+drops the offending values and reports.
 """
 
 from collections import Counter
@@ -82,6 +85,57 @@ def _items(items: list[Any], path: str, out: Fields) -> None:
             _items(value, path + "[]", out)
 
 
+# Value types a signature stands for as they are: JSON's scalars as orjson parses them, objects and arrays
+# (looked into). A shape whose signature holds any other type (a subclass, a type another parser returns) is
+# keyed by its expanded fields, record by record, so no two shapes share a key.
+_PLAIN = frozenset({str, int, float, bool, type(None), dict, list})
+_EXPANDED = object()  # marks a key that is a record's expanded fields
+
+
+def signature(record: dict[str, Any]) -> Any:
+    """A hashable key equal for two records whose ``fields`` are equal, and (when ``_plain``) only for them."""
+    # The hottest path of the observed schema: an object's keys and value types are taken in C (tuple, map);
+    # only the objects and arrays it holds are looked into.
+    kinds = tuple(map(type, record.values()))
+    if dict not in kinds and list not in kinds:
+        return (tuple(record), kinds)
+    return (tuple(record), kinds, tuple([_nested(v) for v in record.values() if type(v) is dict or type(v) is list]))
+
+
+def _nested(value: Any) -> Any:
+    if type(value) is dict:
+        return signature(value)
+    kinds = tuple(map(type, value))
+    if dict not in kinds and list not in kinds:
+        return kinds
+    return (kinds, tuple([_nested(v) for v in value if type(v) is dict or type(v) is list]))
+
+
+def _plain(key: Any) -> bool:
+    """Whether every type in a signature is one it stands for (then equal keys mean equal fields)."""
+    for part in key:
+        if isinstance(part, tuple):
+            if not _plain(part):
+                return False
+        elif isinstance(part, type) and part not in _PLAIN:
+            return False
+    return True
+
+
+# Signature -> its expanded fields (None: not ``_plain``), shared by the pages of a process (most users share a
+# handful of shapes); emptied when it grows past SHAPES_KEPT.
+_EXPANSIONS: dict[Any, Shape | None] = {}
+
+
+def _expanded(key: Any, record: dict[str, Any]) -> Shape | None:
+    if key in _EXPANSIONS:
+        return _EXPANSIONS[key]
+    if len(_EXPANSIONS) >= SHAPES_KEPT:
+        _EXPANSIONS.clear()
+    shape = _EXPANSIONS[key] = tuple(fields(record)) if _plain(key) else None
+    return shape
+
+
 class Contract:
     """A loaded contract: its jsonschema validator, the shape its fast path checks, and the policy."""
 
@@ -95,6 +149,8 @@ class Contract:
         self.exact = _shape(schema, "", self.types, self.closed)  # the fast path decides alone
         # Verdicts of the shapes seen (most users share a handful); emptied when it grows past SHAPES_KEPT.
         self.verdicts: dict[Shape, bool] = {}
+        # Signature -> the violations every record of that shape has (``by_shape``): validated once, not per record.
+        self.known: dict[Any, list[dict[str, Any]]] = {}
 
     def fits(self, shape: Shape) -> bool:
         """``conforms`` for a record's shape, remembered: a page of users of one shape pays for it once."""
@@ -120,6 +176,22 @@ class Contract:
             if (path[:cut] if cut > 0 else "") in closed:
                 return False  # a field the contract does not know, under an object that allows no other
         return self.exact
+
+    def by_shape(self, shape: Shape) -> bool:
+        """Whether every record of ``shape`` breaks the contract in the same ways (its violations can be shared).
+
+        True for a contract the fast path reads whole (``exact``: only types and fields), unless a float sits
+        where only an integer is allowed: jsonschema takes 30.0 as an integer and 30.5 not, a value's matter.
+        """
+        if not self.exact:
+            return False
+        types = self.types
+        for path, kind in shape:
+            if kind == "number":
+                allowed = types.get(path)
+                if allowed is not None and "integer" in allowed and "number" not in allowed:
+                    return False
+        return True
 
     def violations(self, record: Any) -> list[dict[str, Any]]:
         """Each way ``record`` breaks the contract: ``{path, expected, got, at}`` (``at``: the keys to the value)."""
@@ -198,7 +270,9 @@ class PageSchema:
     def __init__(self, contract: Contract | None) -> None:
         self.contract = contract
         self.records = 0
-        self.shapes: Counter[Shape] = Counter()  # shape -> records of that shape on the page
+        # Signature -> [records of that shape on the page, its fields, the contract's fast-path verdict]: one
+        # entry, so a record's signature (a nested tuple, whose hash is not cached) is hashed once here.
+        self.shapes: dict[Any, list[Any]] = {}
         self.broken: dict[str, dict[str, Any]] = {}  # path -> {expected, got: {type: n}}
         self.broken_records = 0
         self.discarded = 0
@@ -208,13 +282,30 @@ class PageSchema:
         under ``discard_value``) and, under ``freeze``, a problem per violation."""
         if not isinstance(record, dict):
             return record, []
-        shape = tuple(fields(record))
+        key = signature(record)
         self.records += 1
-        self.shapes[shape] += 1
         contract = self.contract
-        if contract is None or contract.fits(shape):
+        seen = self.shapes.get(key)
+        if seen is None:
+            # Expanded before any value is discarded: the fields are the record's as it came.
+            shape = _expanded(key, record)
+            if shape is None:  # a type the signature cannot stand for: this record's own fields are its key
+                shape = tuple(fields(record))
+                key = (_EXPANDED, shape)
+                seen = self.shapes.get(key)
+            if seen is None:
+                seen = self.shapes[key] = [0, shape, contract is None or contract.fits(shape)]
+        seen[0] += 1
+        if seen[2]:
             return record, []
-        broken = contract.violations(record)
+        assert contract is not None  # without one every shape fits
+        broken = contract.known.get(key)  # read only: shared by the records of the shape
+        if broken is None:
+            broken = contract.violations(record)
+            if contract.by_shape(seen[1]):
+                if len(contract.known) >= SHAPES_KEPT:
+                    contract.known.clear()
+                contract.known[key] = broken
         if not broken:
             return record, []
         self.broken_records += 1
@@ -231,7 +322,7 @@ class PageSchema:
         """``{records, fields: {path: {present, types}}, contract: {...}}`` (merged per run by the saver)."""
         values: Counter[tuple[str, str]] = Counter()  # (path, type) -> values
         present: Counter[str] = Counter()  # path -> records holding it
-        for shape, n in self.shapes.items():
+        for n, shape, _ in self.shapes.values():
             for field in shape:
                 values[field] += n
             for path in {path for path, _ in shape}:  # a path under an array may occur more than once
