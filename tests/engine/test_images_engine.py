@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
 def test_image_holds_its_service_and_starts_it_by_default(engine, name):
     image = f"etl-{name}:1.0.0"
     listing = engine.docker("run", "--rm", "--network", "none", "--entrypoint", "ls", image, "/app").stdout.split()
-    assert sorted(listing) == sorted(["etl_common", name])
+    assert sorted(listing) == sorted(["etl_common", "etlctl", name])  # etlctl: the operators' CLI, in every image
     assert engine.docker("image", "inspect", "-f", "{{.Config.User}}", image).stdout.strip() == "10001:10001"
     # The image's own CMD (no command given): the build argument's service becomes PID 1, read-only root.
     box = engine.docker("run", "-d", "--network", "none", "--read-only", "--tmpfs", "/tmp", image).stdout.strip()

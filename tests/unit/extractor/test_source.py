@@ -30,25 +30,25 @@ from extractor.source import (
 )
 from tests.support import SourceServer
 
-IN_30_S = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=30)
-
-
 def _asctime(when: datetime) -> str:
     return f"{when:%a %b} {when.day:2d} {when:%H:%M:%S %Y}"
 
 
-@pytest.mark.parametrize(
-    "value",
-    [
-        format_datetime(IN_30_S, usegmt=True),  # IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
-        IN_30_S.strftime("%A, %d-%b-%y %H:%M:%S GMT"),  # RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
-        _asctime(IN_30_S),  # asctime: Sun Nov  6 08:49:37 1994 (no zone: GMT)
-        IN_30_S.strftime("%a %b %d %H:%M:%S %Y"),  # asctime with a zero-padded day
-        IN_30_S.strftime("%a, %d %b %Y %H:%M:%S -0000"),  # "-0000" reads as a naive date: GMT too
-        (IN_30_S + timedelta(hours=2)).strftime("%a, %d %b %Y %H:%M:%S +0200"),
-    ],
-)
-def test_retry_after_http_dates_in_every_form(value):
+# Each form as a function of the date: the date is taken when the test runs, not when the module is collected
+# (a whole suite can run between the two).
+HTTP_DATE_FORMS = {
+    "imf-fixdate": lambda when: format_datetime(when, usegmt=True),  # Sun, 06 Nov 1994 08:49:37 GMT
+    "rfc850": lambda when: when.strftime("%A, %d-%b-%y %H:%M:%S GMT"),  # Sunday, 06-Nov-94 08:49:37 GMT
+    "asctime": _asctime,  # Sun Nov  6 08:49:37 1994 (no zone: GMT)
+    "asctime-zero-padded": lambda when: when.strftime("%a %b %d %H:%M:%S %Y"),
+    "minus-0000": lambda when: when.strftime("%a, %d %b %Y %H:%M:%S -0000"),  # reads as a naive date: GMT too
+    "plus-0200": lambda when: (when + timedelta(hours=2)).strftime("%a, %d %b %Y %H:%M:%S +0200"),
+}
+
+
+@pytest.mark.parametrize("form", sorted(HTTP_DATE_FORMS))
+def test_retry_after_http_dates_in_every_form(form):
+    value = HTTP_DATE_FORMS[form](datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=30))
     seconds = parse_retry_after(value)
     assert seconds is not None and 20 < seconds <= 30, (value, seconds)
 
