@@ -26,7 +26,7 @@ test-unit: env-dev ## Only the pure-logic tests
 lint: env-dev ## ruff and mypy
 	@$(PY) -m ruff check services scripts tests testbed
 	@$(PY) -m ruff format --check services scripts tests testbed
-	@$(PY) -m mypy services
+	@$(PY) -m mypy services testbed
 
 lock: env-dev ## Pin every dependency of pyproject.toml (runtime and dev) in requirements.lock (pip-compile)
 	@.venv/bin/pip-compile --quiet

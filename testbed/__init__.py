@@ -23,10 +23,10 @@ PYTHON = sys.executable
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout_s: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+def wait_port(port: int, timeout_s: float = 15.0, proc: "subprocess.Popen[bytes] | None" = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -54,7 +54,7 @@ class Proc:
     """A child process with its log file."""
 
     name: str
-    popen: subprocess.Popen
+    popen: "subprocess.Popen[bytes]"
     log: Path
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
@@ -296,7 +296,8 @@ def _read_runs(db: Path, sql: str) -> list[sqlite3.Row]:
         return []
     try:
         with closing(connect_reader(db)) as conn:
-            return conn.execute(sql).fetchall()
+            rows: list[sqlite3.Row] = conn.execute(sql).fetchall()
+            return rows
     except sqlite3.OperationalError:  # the saver has not created the table (or the file) yet
         return []
 

@@ -27,7 +27,7 @@ def load_values(files: list[str | Path]) -> dict[str, Any]:
     return merged
 
 
-def _merge(base: dict, top: dict) -> dict:
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
         out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
@@ -40,9 +40,9 @@ def render(values: dict[str, Any] | None = None, name: str = "etl", namespace: s
         return chart.render(values=values or {}, name=name, namespace=namespace, is_install=True)
 
 
-def objects(values: dict[str, Any] | None = None, name: str = "etl", namespace: str = "etl") -> list[dict]:
+def objects(values: dict[str, Any] | None = None, name: str = "etl", namespace: str = "etl") -> list[dict[str, Any]]:
     """The rendered Kubernetes objects (hooks included), in template order."""
-    out = []
+    out: list[dict[str, Any]] = []
     for path, text in sorted(render(values, name, namespace).items()):
         if path.endswith(".yaml"):
             out.extend(d for d in yaml.safe_load_all(text) if d)

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDINS = Path(__file__).resolve().parent / "standins"
@@ -61,7 +62,7 @@ class Engine:
         self.exec_root = Path(f"/run/{self.name}-exec")
         self.pidfile = Path(f"/run/{self.name}.pid")
         self.log = Path(tempfile.gettempdir()) / f"{self.name}-dockerd.log"
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.python_image = ""  # the stand-in Python image, once built
         self.started = time.monotonic()
         # Debian's client matches its daemon; another client on PATH may be newer than the daemon.
@@ -86,7 +87,7 @@ class Engine:
             time.sleep(0.5)
         raise EngineError(f"dockerd did not answer in {timeout_s}s:\n{self.log.read_text()[-3000:]}")
 
-    def _spawn(self, log) -> subprocess.Popen:
+    def _spawn(self, log: IO[str]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [
                 shutil.which("dockerd") or "/usr/sbin/dockerd",
@@ -124,7 +125,9 @@ class Engine:
                     break
                 time.sleep(0.1)
 
-    def docker(self, *args: str, check: bool = True, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    def docker(
+        self, *args: str, check: bool = True, timeout: float = 600, **kw: Any
+    ) -> subprocess.CompletedProcess[Any]:
         """Run the docker client on this daemon; output captured (text unless text=False); EngineError on failure."""
         kw.setdefault("text", True)
         out = subprocess.run([self.client, *args], env=self.env, capture_output=True, timeout=timeout, **kw)
