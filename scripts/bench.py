@@ -94,16 +94,12 @@ def _log_events(path: Path, event: str) -> list[dict]:
     return [e for e in out if e.get("event") == event]
 
 
-class Stack:
-    """Redis, a source, the workers and the extractor service, up until ``stop``."""
+class Stack(tb.Stack):
+    """Redis, a source, the workers and the extractor service (testbed's stack), up until ``stop``."""
 
     def __init__(
         self, base: Path, sftp: tb.Sftp, count: int, transformers: int, page_size: int, pool: int, real: bool = False
     ) -> None:
-        self.base, self.procs, self.roles, self.sftp = base, [], {}, sftp
-        self.redis = tb.start_redis(base / "redis", aof=True)
-        self.roles["redis"] = self.redis.proc
-        port = tb.free_port()
         args = (
             ["--data", str(REAL_USERS)]
             if real and REAL_USERS.exists()
@@ -111,46 +107,29 @@ class Stack:
         )
         # BENCH_SOURCE_LATENCY_MS: added to every source answer (a far-away source; dummyjson.com is 100-300 ms away).
         args += ["--latency-ms", os.environ.get("BENCH_SOURCE_LATENCY_MS", "0")]
-        src = tb.spawn("source", [tb.PYTHON, "-m", "dummyjson", "--port", str(port), *args], base / "logs")
-        self.roles["source"] = src
-        tb.wait_port(port, proc=src.popen)
-        self.source_url = f"http://127.0.0.1:{port}/users"
         self.keys = Keys("bench:")
-        self.db = base / "data.db"
-        self.env = {
-            "ETL_REDIS_URL": self.redis.url,
-            "ETL_SOURCE_URL": self.source_url,
-            "ETL_KEY_PREFIX": self.keys.prefix,
-            "ETL_DB_PATH": str(self.db),
-            "ETL_DATA_DIR": str(base / "files"),
-            "ETL_PAGE_SIZE": str(page_size),
-            "ETL_RETRY_DELAYS": "0.2,0.5,1",
-            "ETL_SCHEDULE": "0 3 1 1 *",
-            **sftp.env(),
-        }
-        self.env.update({k: v for k, v in os.environ.items() if k.startswith("ETL_") and k not in self.env})
-        for i in range(transformers):
-            self.roles[f"transformer-{i + 1}"] = tb.start_service(
-                "transformer",
-                {**self.env, "ETL_CONSUMER_NAME": f"transformer-{i + 1}"},
-                base / "logs",
-                log_name=f"transformer-{i + 1}",
-            )
-        self.roles["saver"] = tb.start_service("saver", self.env, base / "logs")
-        self.roles["extractor"] = tb.start_service("extractor", self.env, base / "logs")
-        self.client = redis.Redis.from_url(self.redis.url)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        for role, proc in self.roles.items():
-            if role in ("redis", "source"):
-                continue
-            word = f"{role.split('-')[0]} ready"
-            while word not in proc.output():
-                if not proc.alive() or time.monotonic() > deadline:
-                    raise RuntimeError(f"{role} did not start:\n{proc.output()[-2000:]}")
-                time.sleep(0.05)
+        super().__init__(
+            base,
+            services=("transformer", "saver", "extractor"),
+            replicas={"transformer": transformers},
+            settings={"ETL_PAGE_SIZE": str(page_size), "ETL_RETRY_DELAYS": "0.2,0.5,1", "ETL_SCHEDULE": "0 3 1 1 *"},
+            sftp=sftp,
+            source_args=args,
+            prefix=self.keys.prefix,
+            db_path=base / "data.db",
+            data_dir=base / "files",
+        )
+        # The operator's other ETL_* settings lie under the benchmark's own (its Redis and source included).
+        own = {*self.env(), "ETL_REDIS_URL", "ETL_SOURCE_URL"}
+        self.settings.update({k: v for k, v in os.environ.items() if k.startswith("ETL_") and k not in own})
+        self.db = self.db_path
+        self.roles = self.procs  # role -> process: redis, source, transformer-1.., saver, extractor
+        try:
+            self.up()
+        except BaseException:
+            self.close()
+            raise
+        self.client = redis.Redis.from_url(str(self.redis_url))
 
     def trigger(self) -> float:
         """Ask for a run as the API does (a run_now command); the trigger time."""
@@ -192,9 +171,6 @@ class Stack:
         out["redis used_memory_peak"] = int(self.client.info("memory")["used_memory_peak"]) / 2**20
         return out
 
-    def stop(self) -> None:
-        for p in reversed(list(self.roles.values())):
-            p.stop()
 
 
 def stages(stack: Stack, run: sqlite3.Row, t0: float) -> dict[str, float]:
@@ -344,7 +320,7 @@ def bench_size(n: int, sftp: tb.Sftp, work: Path, transformers: int, page_size: 
             result["ceiling"] = ceiling(stack.source_url, n, page_size, base)
             result["loader"] = loader(stack.source_url, n, page_size, base)
     finally:
-        stack.stop()
+        stack.close()
         for p in profilers:
             p.stop()
         _clean(base, sftp)
@@ -396,7 +372,7 @@ def small_runs(sftp: tb.Sftp, work: Path, times: int) -> list[float]:
             if i and run["status"] == "succeeded":
                 out.append(_ts(run["finished_at"]) - t0)
     finally:
-        stack.stop()
+        stack.close()
     return out
 
 

@@ -37,7 +37,7 @@ def measure_once(sftp: tb.Sftp, work: Path, budget: dict) -> dict:
         result["loader"] = min(loaders, key=lambda x: x["cpu_us"])
         print("    reference loader, 3 runs (us per user): " + ", ".join(f"{x['cpu_us']:.0f}" for x in loaders))
     finally:
-        stack.stop()
+        stack.close()
         bench._clean(base, sftp)
     return result
 

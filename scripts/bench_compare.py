@@ -82,7 +82,7 @@ def pair(py: str, sftp: tb.Sftp, work: Path, n: int, page_size: int, pool: int, 
             stack.roles[role].stop()
         theirs = run_dlt(py, stack, n, page_size)
     finally:
-        stack.stop()
+        stack.close()
         bench._clean(base, sftp)
         # dlt's database and its load packages are data (hundreds of MB at 1,000,000), not logs.
         for f in (base / "dlt").glob("*.db"):

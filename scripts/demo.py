@@ -37,6 +37,7 @@ from extractor.checkpoint import Checkpoint
 from extractor.settings import ExtractorSettings
 from saver.settings import SaverSettings
 from testbed.progress import Progress
+from testbed.stack import last_words
 from transformer.settings import TransformerSettings
 
 # The demo's folder (the checkout; --home moves it, for the tests): .env, .run/, database/, data/, sftp_data/.
@@ -348,17 +349,16 @@ def main() -> int:
     args = parser.parse_args()
     global ROOT, RUN, DB
     ROOT, RUN, DB = args.home.resolve(), args.home.resolve() / ".run", args.home.resolve() / "database" / "data.db"
-    procs: list[tb.Proc] = []
+    stack = tb.Stack(ROOT, db_path=DB, data_dir=ROOT / "data")
 
     def stop_all() -> None:
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not leave half of them running
-        for p in reversed(procs):
-            p.stop()
+        stack.close()
 
     try:
         with stop_on_signals():
-            return demo(args, procs)
+            return demo(args, stack)
     except (KeyboardInterrupt, Stop):
         return 0
     except Refused as exc:
@@ -373,7 +373,7 @@ def main() -> int:
         stop_all()
 
 
-def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
+def demo(args: argparse.Namespace, stack: tb.Stack) -> int:
     env = settings_env()
     env.setdefault("ETL_API_PORT", "8000")
     env.setdefault("ETL_API_CORS_ORIGINS", CORS_ORIGINS)
@@ -388,51 +388,34 @@ def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
         + [(f"{name} /metrics", "127.0.0.1", port, "ETL_OPS_PORT") for name, port in ops.items()]
     )
     tb.bind_children()
-    logs = log_dir()
-    redis_srv = tb.start_redis(RUN / "redis", aof=True)
-    procs.append(redis_srv.proc)
+    logs = stack.logdir = log_dir()
+    redis_srv = stack.start_redis(RUN / "redis", aof=True)
     client = redis.Redis.from_url(redis_srv.url)
     prefix = env.get("ETL_KEY_PREFIX", "etl:")
     notes, resume_id = earlier_state(client, prefix)
-    sftp = tb.start_sftp(RUN / "sshd", RUN / "ssh_keys", ROOT / "sftp_data")
-    procs.append(sftp.proc)
+    stack.start_sftp(RUN / "sshd", RUN / "ssh_keys", ROOT / "sftp_data")
     broken = ""
     if not env.get("ETL_SOURCE_URL"):
-        port = tb.free_port()
-        source_args = ["--port", str(port), "--count", str(args.users), "--bad-every", str(args.bad_every)]
-        procs.append(tb.spawn("source", [tb.PYTHON, "-m", "dummyjson", *source_args], logs))
-        tb.wait_port(port, proc=procs[-1].popen)
-        env["ETL_SOURCE_URL"] = f"http://127.0.0.1:{port}/users"
+        env["ETL_SOURCE_URL"] = stack.start_source("--count", str(args.users), "--bad-every", str(args.bad_every))
         if args.bad_every:
             broken = (
                 f"the local source breaks every {args.bad_every}th user on purpose; "
                 "`make demo BAD_EVERY=0` (--bad-every 0) turns it off"
             )
     token = api_token(env)
-    env.update(
-        {
-            "ETL_REDIS_URL": redis_srv.url,
-            "ETL_DB_PATH": str(DB),
-            "ETL_DATA_DIR": str(ROOT / "data"),
-            "ETL_API_TOKEN": token[0],
-            "ETL_API_AUTH": "token",
-            "ETL_OPS_HOST": "127.0.0.1",
-            **sftp.env(),
-        }
-    )
+    env.update({"ETL_API_TOKEN": token[0], "ETL_API_AUTH": "token", "ETL_OPS_HOST": "127.0.0.1"})
+    # The stack's own parts and paths (Redis, SFTP, database, files; its settings still empty) over the settings.
+    env = stack.settings = {**env, **stack.env()}
     for note in notes:
         print(f"note: {note}; `make clean` starts from scratch", flush=True)
-    for name in ("transformer", "saver"):
-        procs.append(tb.start_service(name, {**env, "ETL_OPS_PORT": str(ops[name])}, logs))
-    procs.append(tb.start_service("api", env, logs))
-    for proc, port in zip(procs[-3:], (ops["transformer"], ops["saver"], api_port), strict=True):
-        listening(proc, port)
+    stack.ports = {"transformer": ops["transformer"], "saver": ops["saver"], "api": api_port}
+    stack.up(("transformer", "saver", "api"))
     print(f"services up; logs in {logs}; extracting from {env['ETL_SOURCE_URL']}", flush=True)
     t0 = time.monotonic()
     after_id = last_row_id()
-    extract = tb.start_service("extractor", {**env, "ETL_OPS_PORT": str(ops["extractor"])}, logs, "once", "--ops")
-    services = list(procs)
-    procs.append(extract)  # stopped first on Ctrl-C, while Redis still runs: it frees its lease for the next demo
+    services = list(stack.procs.values())
+    # Started last, so stopped first on Ctrl-C while Redis still runs: it frees its lease for the next demo.
+    extract = stack.start("extractor", "once", "--ops", ETL_OPS_PORT=str(ops["extractor"]))
     run, code = wait_run(extract, services, resume_id, after_id, client, prefix)
     if code not in (None, 0) or run is None or run["status"] != "succeeded":
         print(failure_line(run, extract, env), file=sys.stderr)
@@ -447,8 +430,7 @@ def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
     }
     print("\n" + summary(run, time.monotonic() - t0, api, len(runs), token, facts), flush=True)
     if args.once:
-        for proc in [extract, *reversed(procs)]:
-            proc.stop()
+        stack.close()
         print(
             "stopped (ONCE=1): the API, console and metrics above no longer answer; "
             "`make demo` without ONCE=1 keeps them serving until Ctrl-C",
@@ -456,38 +438,14 @@ def demo(args: argparse.Namespace, procs: list[tb.Proc]) -> int:
         )
         return 0
     extract.popen.wait()  # its ops port is the serving extractor's
-    procs.remove(extract)
-    procs.append(tb.start_service("extractor", {**env, "ETL_OPS_PORT": str(ops["extractor"])}, logs))
-    listening(procs[-1], ops["extractor"])
+    stack.procs.pop("extractor")
+    stack.start("extractor", ETL_OPS_PORT=str(ops["extractor"]))
     print("serving until Ctrl-C (the extractor also runs on its daily schedule)", flush=True)
-    while all(p.alive() for p in procs):
+    while all(p.alive() for p in stack.procs.values()):
         time.sleep(1)
-    dead = next(p for p in procs if not p.alive())
+    dead = next(p for p in stack.procs.values() if not p.alive())
     print(f"stopped: {dead.name} exited: {last_words(dead)}; see {dead.log}", file=sys.stderr)
     return 1
-
-
-def listening(proc: tb.Proc, port: int) -> None:
-    """Wait until ``proc`` listens on ``port``; RuntimeError naming it and its last words if it exits first."""
-    try:
-        tb.wait_port(port, proc=proc.popen)
-    except RuntimeError:
-        raise RuntimeError(f"{proc.name} exited at start: {last_words(proc)}") from None
-
-
-def last_words(proc: tb.Proc) -> str:
-    """The last line a process logged: a JSON line's event and error, else the text."""
-    for line in reversed(proc.output().splitlines()):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            return line.strip()
-        if isinstance(record, dict):
-            return "; ".join(str(record[k]) for k in ("event", "error") if record.get(k)) or line.strip()
-        return line.strip()
-    return "no output"
 
 
 if __name__ == "__main__":

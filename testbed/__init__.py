@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,21 +51,41 @@ def which(name: str, extra: tuple[str, ...] = ("/usr/sbin", "/usr/bin")) -> str 
 
 @dataclass
 class Proc:
-    """A child process with its log file."""
+    """A child process, leader of its own process group, with its log file and the environment it was given."""
 
     name: str
     popen: "subprocess.Popen[bytes]"
     log: Path
+    env: dict[str, str] = field(default_factory=dict)
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
+        """SIGTERM (SIGKILL after ``timeout_s``), then SIGKILL to what is left of its process group; its exit code.
+
+        The group is killed while the leader is still unreaped (a zombie), so its id cannot yet belong to another
+        process group: its children (the saver's report job, sshd's sessions) do not outlive the stop.
+        """
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
+            if not self._exited(timeout_s):
                 self.popen.kill()
-                self.popen.wait()
+                self._exited(None)
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
         return self.popen.returncode
+
+    def _exited(self, timeout_s: float | None) -> bool:
+        """Wait until the process has exited, without reaping it; False after ``timeout_s`` (None: no limit)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                if os.waitid(os.P_PID, self.popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    return True
+            except ChildProcessError:  # reaped meanwhile
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
 
     def kill9(self) -> None:
         if self.popen.poll() is None:
@@ -121,7 +141,7 @@ def spawn(name: str, args: list[str], logdir: Path, env: dict[str, str] | None =
         preexec_fn=_die_with_parent if bound else None,
     )
     fh.close()
-    return Proc(name, popen, log)
+    return Proc(name, popen, log, dict(env or {}))
 
 
 @dataclass
@@ -366,3 +386,7 @@ def wait_for_quality(
 
 def _epoch_s(iso: str | None) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else 0.0
+
+
+# The assembler of these parts; imported last, as it builds on the names above.
+from testbed.stack import Stack as Stack  # noqa: E402

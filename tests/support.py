@@ -66,6 +66,21 @@ class SourceServer:
         return list(self.source.requests)
 
 
+# Short retries, waits and schedules, so a test's faults play out in seconds.
+TEST_SETTINGS = {
+    "ETL_RETRY_DELAYS": "0.05,0.1,0.2",
+    "ETL_BLOCK_MS": "200",
+    "ETL_CLAIM_IDLE_MS": "1500",
+    "ETL_SCHEDULE": "0 3 * * *",
+    "ETL_SFTP_BACKOFF_S": "0.1",
+    "ETL_UPLOAD_RETRY_S": "1",
+    "ETL_UPLOAD_RETRY_MAX_S": "2",
+    "ETL_API_AUTH": "token",
+    "ETL_API_TOKEN": "test-token",
+    "ETL_REQUEST_TIMEOUT_S": "5",
+}
+
+
 @dataclass
 class Pipeline:
     """The services of one test as real processes, sharing a fresh key prefix and database."""
@@ -80,38 +95,22 @@ class Pipeline:
     def __post_init__(self) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:10]}:"
         self.keys = Keys(self.prefix)
-        self.db_path = self.tmp / "database" / "data.db"
-        self.data_dir = self.tmp / "data"
-        self.logdir = self.tmp / "logs"
+        self.stack = tb.Stack(self.tmp, redis=self.redis_url, source_url=self.source_url, prefix=self.prefix)
+        self.stack.procs = self.procs
+        self.db_path = self.stack.db_path
+        self.data_dir = self.stack.data_dir
+        self.logdir = self.stack.logdir
         self.redis = redis.Redis.from_url(self.redis_url)
 
     def env(self, **overrides: str) -> dict[str, str]:
-        env = {
-            "ETL_REDIS_URL": self.redis_url,
-            "ETL_KEY_PREFIX": self.prefix,
-            "ETL_SOURCE_URL": self.source_url,
-            "ETL_DB_PATH": str(self.db_path),
-            "ETL_DATA_DIR": str(self.data_dir),
-            "ETL_RETRY_DELAYS": "0.05,0.1,0.2",
-            "ETL_BLOCK_MS": "200",
-            "ETL_CLAIM_IDLE_MS": "1500",
-            "ETL_SCHEDULE": "0 3 * * *",
-            "ETL_SFTP_BACKOFF_S": "0.1",
-            "ETL_UPLOAD_RETRY_S": "1",
-            "ETL_UPLOAD_RETRY_MAX_S": "2",
-            "ETL_API_AUTH": "token",
-            "ETL_API_TOKEN": "test-token",
-            "ETL_REQUEST_TIMEOUT_S": "5",
-            **self.sftp_env,
-            **self.extra,
-        }
-        env.update(overrides)
-        return env
+        """The stack's settings under the tests' fast retries and waits, ``sftp_env``, ``extra`` and ``overrides``."""
+        # A test may point the pipeline at another Redis or source between starts.
+        parts = {"ETL_REDIS_URL": self.redis_url, "ETL_SOURCE_URL": self.source_url}
+        return self.stack.env(**{**parts, **TEST_SETTINGS, **self.sftp_env, **self.extra, **overrides})
 
     def start(self, name: str, *args: str, tag: str = "", **overrides: str) -> tb.Proc:
-        proc = tb.start_service(name, self.env(**overrides), self.logdir, *args, log_name=tag)
-        self.procs[tag or name] = proc
-        return proc
+        """The service as a process, not waited for (a test may expect it to fail at start)."""
+        return self.stack.start(name, *args, tag=tag, wait=False, **self.env(**overrides))
 
     def load_runs(self, sources: "list[SourceServer]") -> list[sqlite3.Row]:
         """One run per source, in order, through ``extractor once``; each run's row once it has succeeded."""
@@ -153,8 +152,7 @@ class Pipeline:
         )
 
     def stop_all(self) -> None:
-        for proc in self.procs.values():
-            proc.stop()
+        self.stack.close()
 
     def db(self) -> sqlite3.Connection:
         return connect_reader(self.db_path)
@@ -170,7 +168,7 @@ class Pipeline:
 
     def logs(self) -> str:
         """The tail of every service's output, for failure messages."""
-        return tb.output_tails(self.procs, 3000)
+        return self.stack.logs(3000)
 
     def count(self, table: str, run_id: str) -> int:
         with self.db() as conn:
