@@ -172,7 +172,6 @@ class Stack(tb.Stack):
         return out
 
 
-
 def stages(stack: Stack, run: sqlite3.Row, t0: float) -> dict[str, float]:
     """Seconds from the trigger to the end of each stage (logs and etl_runs/loaded_pages timestamps)."""
     logs = stack.base / "logs"
