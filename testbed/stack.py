@@ -71,15 +71,18 @@ class Stack:
         self.close()
 
     def up(self, services: Sequence[str] | None = None) -> "Stack":
-        """Start what is missing in order (Redis, SFTP, the source), then ``services``; wait until each is ready."""
+        """Start what ``services`` need and is missing, in order (Redis, the saver's SFTP server, the extractor's
+        source), then the services; wait until each is ready."""
+        names = self.services if services is None else tuple(services)
         if self.redis_url is None:
             self.start_redis()
-        if self.sftp is None and "ETL_SFTP_HOST" not in self.settings:
+        sftp_off = self.settings.get("ETL_SFTP_ENABLED", "true").lower() in ("false", "0", "no", "off")
+        if "saver" in names and self.sftp is None and "ETL_SFTP_HOST" not in self.settings and not sftp_off:
             self.start_sftp()
-        if self.source_url is None and "ETL_SOURCE_URL" not in self.settings:
+        if "extractor" in names and self.source_url is None and "ETL_SOURCE_URL" not in self.settings:
             self.start_source(*self.source_args)
         started = []
-        for name in self.services if services is None else services:
+        for name in names:
             count = self.replicas.get(name)
             if count is None:
                 started.append(self.start(name, wait=False, **self._port(name)))

@@ -46,7 +46,9 @@ def test_a_service_that_exits_at_start_is_named_with_its_last_words_and_the_rest
     with pytest.raises(RuntimeError, match=r"saver exited at start: .*ETL_ENCRYPTION_RECIPIENTS"):
         with stack:
             pass
-    assert stack.procs and all(not p.alive() for p in stack.procs.values())
+    # Only what these services need was started (no source without the extractor), and all of it is stopped.
+    assert list(stack.procs) == ["redis", "sshd", "transformer", "saver"]
+    assert all(not p.alive() for p in stack.procs.values())
 
 
 def test_a_service_the_stack_does_not_have_is_refused(tmp_path):
