@@ -30,6 +30,7 @@ from extractor.source import (
 )
 from tests.support import SourceServer
 
+
 def _asctime(when: datetime) -> str:
     return f"{when:%a %b} {when.day:2d} {when:%H:%M:%S %Y}"
 
