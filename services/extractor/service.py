@@ -11,14 +11,14 @@ from croniter import croniter
 
 from etl_common import retry, streams, streamstats
 from etl_common.clock import utc_iso
-from etl_common.errors import EtlError, RunAborted, RunInterrupted, TransientError
+from etl_common.errors import EtlError, RunAborted, RunInterrupted
 from etl_common.keys import GROUP_EXTRACTOR
 from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
 from extractor import run
 from extractor.checkpoint import Checkpoint
-from extractor.errors import Interrupted
+from extractor.errors import AlreadyRunning, Interrupted
 from extractor.lease import LeaseLost
 from extractor.settings import ExtractorSettings
 
@@ -79,7 +79,7 @@ class Service(StreamWorker[ExtractorSettings]):
             attempt()
             self.retry_at = None
             return True
-        except TransientError:  # AlreadyRunning: the holder of the lock runs the run
+        except AlreadyRunning:  # defer: the holder of the lock runs the run
             log.warning("a run is already in progress elsewhere; request ignored", trigger=trigger)
             return wait_s == 0
         except (Interrupted, retry.Stopped):
