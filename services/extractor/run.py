@@ -8,6 +8,7 @@ import structlog
 from opentelemetry import trace
 
 from etl_common import metrics, tracing
+from etl_common.errors import RunAborted, RunInterrupted
 from etl_common.keys import Keys
 from etl_common.redis_client import RETRYABLE_ERRORS
 from extractor.checkpoint import Checkpoint, SeenIds
@@ -16,7 +17,6 @@ from extractor.lease import Lease, LeaseLost
 from extractor.lifecycle import Run, new_checkpoint
 from extractor.pages import Extraction
 from extractor.settings import ExtractorSettings
-from extractor.source import SourceFailed
 
 __all__ = ["AlreadyRunning", "Interrupted", "RunFailed", "SourceMisbehaved", "extract", "resume"]
 
@@ -126,8 +126,8 @@ def _pages(
     except LeaseLost as exc:
         run.lease.lost(exc)
         raise
-    except (SourceFailed, SourceMisbehaved, Interrupted, *RETRYABLE_ERRORS):
-        raise
+    except (RunInterrupted, RunAborted, *RETRYABLE_ERRORS):
+        raise  # the error already says how the run ends (SourceFailed recorded it; Interrupted needs no record)
     except Exception as exc:
         # A bug or a page of a shape nobody foresaw: the run must say so, never stay 'running' silently.
         log.exception("unexpected error; run failed")
