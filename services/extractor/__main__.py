@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     service = Service(settings, client, heartbeat, stopper, serving=args.command == "serve")
     if args.command == "once":
         # Waits out the lease of an extractor that died mid-run, then resumes its run.
-        ok = service.run_once(args.trigger or "manual", lock_wait_s=settings.lock_ttl_s + 1)
+        ok = service.extract(args.trigger or "manual", wait_s=settings.lock_ttl_s + 1)
         if not ok and service.resumable:
             structlog.get_logger().error("extraction failed; run it again to resume from the checkpoint")
         return 0 if ok else 1

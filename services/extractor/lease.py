@@ -1,30 +1,65 @@
 """The run lease: the one-run-at-a-time lock plus a fencing token that every write of the run checks."""
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 import structlog
-from redis.client import Pipeline
+from redis.typing import EncodableT
 
 from etl_common import metrics
-from etl_common.errors import TransientError
+from etl_common.errors import RunInterrupted
 from etl_common.keys import Keys
 from etl_common.streams import text
 
 log = structlog.get_logger(__name__)
 
+# One Redis command of a fenced write: its name, then its arguments (keys written out).
+Command = Sequence[EncodableT]
 
-class LeaseLost(TransientError):
-    """Another extractor took the run over (a newer token) or ended it: this one must stop writing."""
+# KEYS: the fence, the checkpoint, the lock. ARGV: this lease's token, the run id the checkpoint must hold (""
+# when no run may be in progress, ANY_RUN for a renewal), the lock's token and TTL in ms, then each command as
+# its length followed by its words. The commands name their keys in ARGV: the project runs one Redis, not a
+# cluster, where a script's keys would have to share a slot anyway.
+# One round trip checks the fence and the run, keeps the lease (takes it back when it lapsed and nobody took
+# it: the fence proves that), runs the commands and returns their replies; a script runs alone, as EXEC does.
+_FENCED_WRITE = """
+local fence = tonumber(redis.call('GET', KEYS[1]) or '0')
+if fence ~= tonumber(ARGV[1]) then return {'fence', tostring(fence)} end
+local owner = redis.call('HGET', KEYS[2], 'run_id') or ''
+if ARGV[2] ~= '*' and owner ~= ARGV[2] then return {'run', owner} end
+local holder = redis.call('GET', KEYS[3])
+local retaken = 0
+if holder == ARGV[3] then
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+elseif not holder then
+  redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+  retaken = 1
+else
+  return {'lock', ''}
+end
+local replies = {'ok', retaken}
+local i = 5
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  replies[#replies + 1] = redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return replies
+"""
+ANY_RUN = "*"  # never a run id
+
+
+class LeaseLost(RunInterrupted):
+    """Another extractor took the run over (a newer token) or ended it: this one stops writing; the holder resumes."""
 
 
 class Lease:
     """The run lock and its token: the lock keeps two extractors apart, the token keeps a late one from writing.
 
     A lock can lapse while its owner waits on a slow page; another extractor may then take it. Each taking
-    increments ``keys.extract_fence``; every write of the run is one MULTI/EXEC that runs only while that
-    counter still holds this extractor's token (WATCH), so the one that lost the lease cannot write again.
+    increments ``keys.extract_fence``; every write of the run is one script that runs only while that counter
+    still holds this extractor's token, so the one that lost the lease cannot write again.
     """
 
     def __init__(self, client: redis.Redis, keys: Keys, ttl_s: float, wait_s: float) -> None:
@@ -32,6 +67,7 @@ class Lease:
         # Not thread-local: the fetchers' threads renew the lease while they await the source (extractor/fetcher.py).
         self.lock = client.lock(keys.extract_lock, timeout=ttl_s, blocking_timeout=wait_s, thread_local=False)
         self.token = 0
+        self.fenced_write = client.register_script(_FENCED_WRITE)
 
     def acquire(self) -> bool:
         """Take the lock (waiting up to ``wait_s``) and a new token; False when another extractor holds it."""
@@ -41,27 +77,30 @@ class Lease:
         self.token = int(self.client.incr(self.keys.extract_fence))
         return True
 
-    def write(self, queue: Callable[[Pipeline], None], run_id: str | None) -> list[Any]:
-        """Run the commands ``queue`` adds in one transaction, only while this lease is current.
+    def write(self, commands: list[Command], run_id: str | None) -> list[Any]:
+        """Run ``commands`` at once, in one round trip, only while this lease is current; their replies.
 
         ``run_id``: the checkpoint must be this run's (None: no checkpoint may exist, a run is starting).
-        LeaseLost otherwise, and nothing is written.
+        LeaseLost otherwise, and nothing is written. The write also renews the lease.
         """
-
-        def transaction(pipe: Pipeline) -> None:
-            fence = pipe.get(self.keys.extract_fence)
-            owner = pipe.hget(self.keys.checkpoint, "run_id")
-            if int(fence or 0) != self.token:
-                raise LeaseLost(
-                    f"another extractor took the run lease (token {int(fence or 0)}, this one {self.token}): "
-                    "it continues the run; this one stops without writing"
-                )
-            if (text(owner) if owner is not None else None) != run_id:
-                raise LeaseLost(f"run {run_id} is no longer the run in progress: this extractor stops without writing")
-            pipe.multi()
-            queue(pipe)
-
-        return list(self.client.transaction(transaction, self.keys.extract_fence, self.keys.checkpoint) or [])
+        keys = self.keys
+        args: list[EncodableT] = [self.token, run_id or "", self.lock.local.token or "", int(self.ttl_s * 1000)]
+        for command in commands:
+            args += [len(command), *command]
+        replies = self.fenced_write(keys=[keys.extract_fence, keys.checkpoint, keys.extract_lock], args=args)
+        outcome = text(replies[0])
+        if outcome == "fence":
+            raise LeaseLost(
+                f"another extractor took the run lease (token {text(replies[1])}, this one {self.token}): "
+                "it continues the run; this one stops without writing"
+            )
+        if outcome == "run":
+            raise LeaseLost(f"run {run_id} is no longer the run in progress: this extractor stops without writing")
+        if outcome == "lock":
+            raise LeaseLost("another extractor holds the run lock")
+        if replies[1]:
+            self._taken_back()
+        return list(replies[2:])
 
     def renew(self) -> None:
         """Extend the lease; when it lapsed and nobody took it, take it back with the same token (else LeaseLost)."""
@@ -70,16 +109,10 @@ class Lease:
             return
         except redis.exceptions.LockError:
             pass
-        name, token, ttl_ms = self.keys.extract_lock, self.lock.local.token, int(self.ttl_s * 1000)
+        # A fenced write of nothing takes the lapsed lock back, or says why it cannot.
+        self.write([], ANY_RUN)
 
-        def transaction(pipe: Pipeline) -> None:
-            if int(pipe.get(self.keys.extract_fence) or 0) != self.token:
-                raise LeaseLost("another extractor took the run lease while this one waited on the source")
-            pipe.multi()
-            pipe.set(name, token, nx=True, px=ttl_ms)
-
-        if not (self.client.transaction(transaction, self.keys.extract_fence) or [None])[0]:
-            raise LeaseLost("another extractor holds the run lock")
+    def _taken_back(self) -> None:
         log.warning(
             "the run lease had lapsed (a page or a wait took longer than ETL_LOCK_TTL_S); nobody took it: taken back"
         )

@@ -1,6 +1,7 @@
 """The extractor service loop: daily schedule, run-now commands, resume of an unfinished run."""
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -10,16 +11,16 @@ from croniter import croniter
 
 from etl_common import retry, streams, streamstats
 from etl_common.clock import utc_iso
-from etl_common.errors import EtlError
+from etl_common.errors import EtlError, RunAborted, RunInterrupted
 from etl_common.keys import GROUP_EXTRACTOR
 from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
+from extractor import run
 from extractor.checkpoint import Checkpoint
+from extractor.errors import AlreadyRunning, Interrupted
 from extractor.lease import LeaseLost
-from extractor.run import AlreadyRunning, Interrupted, RunFailed, SourceMisbehaved, extract
 from extractor.settings import ExtractorSettings
-from extractor.source import SourceFailed
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +41,7 @@ class Service(StreamWorker[ExtractorSettings]):
         self.serving = serving
         self.next_fire = self._next_fire()
         self.retry_at: float | None = None
-        # What the last failed run_once leaves: a checkpoint to resume, or nothing (failed for good, taken over).
+        # What the last failed attempt leaves: a checkpoint to resume, or nothing (failed for good, taken over).
         self.resumable = True
         # Also the raw stream's length, which drives the backpressure.
         streamstats.watch(settings.redis_url, self.keys, "", [self.keys.raw_stream])
@@ -49,24 +50,38 @@ class Service(StreamWorker[ExtractorSettings]):
         now = datetime.now(timezone.utc)
         return float(croniter(self.settings.schedule, now).get_next(float))
 
-    def run_once(self, trigger: str, lock_wait_s: float = 0.0, resume_only: bool = False) -> bool:
-        """One extraction (or the resume of the unfinished one); False when it failed."""
+    def extract(self, trigger: str, wait_s: float = 0.0) -> bool:
+        """One extraction (or the end of the unfinished one first); False when it did not end well.
+
+        ``wait_s``: how long to wait out another extractor's lease (the one-shot command waits for a dead one).
+        """
+        return self._conclude(
+            lambda: run.extract(self.settings, self.client, trigger, self._stopping, self.heartbeat.beat, wait_s),
+            trigger,
+            wait_s,
+        )
+
+    def resume(self, wait_s: float = 0.0) -> bool:
+        """Finish the unfinished run, if there is one (never starts a new one); False when it did not end well."""
+        return self._conclude(
+            lambda: run.resume(self.settings, self.client, self._stopping, self.heartbeat.beat, wait_s),
+            "resume",
+            wait_s,
+        )
+
+    def _stopping(self) -> bool:
+        return self.stopper.stopping
+
+    def _conclude(self, attempt: Callable[[], object], trigger: str, wait_s: float) -> bool:
+        """Run ``attempt`` and act once on how it ended, by the branch of its error (etl_common.errors)."""
         self.resumable = True
         try:
-            extract(
-                self.settings,
-                self.client,
-                trigger,
-                lambda: self.stopper.stopping,
-                self.heartbeat.beat,
-                lock_wait_s,
-                resume_only,
-            )
+            attempt()
             self.retry_at = None
             return True
-        except AlreadyRunning:
+        except AlreadyRunning:  # defer: the holder of the lock runs the run
             log.warning("a run is already in progress elsewhere; request ignored", trigger=trigger)
-            return lock_wait_s == 0
+            return wait_s == 0
         except (Interrupted, retry.Stopped):
             log.info("run interrupted; the checkpoint keeps its place")
             return False
@@ -74,12 +89,12 @@ class Service(StreamWorker[ExtractorSettings]):
             self.resumable = False
             log.warning("another extractor continues the run; this one wrote nothing after losing its lease")
             return False
-        except SourceMisbehaved as exc:
+        except RunAborted as exc:
             # A resume would meet the same source: the run is over; the next one starts afresh.
             self.resumable, self.retry_at = False, None
             log.error("run failed for good; the next run starts afresh", error=str(exc))
             return False
-        except (SourceFailed, RunFailed) as exc:
+        except RunInterrupted as exc:  # SourceFailed, RunFailed
             if self.serving:
                 self.retry_at = time.time() + self.settings.resume_delay_s
                 log.error("run failed; will resume", error=str(exc), resume_in_s=self.settings.resume_delay_s)
@@ -98,9 +113,9 @@ class Service(StreamWorker[ExtractorSettings]):
         if Checkpoint.load(self.client, self.keys.checkpoint) is not None:
             # A predecessor stopped mid-run (and freed the lock) or died (wait out its lease): resume the same run.
             if self._lock_freed(self.settings.lock_ttl_s + 1):
-                self.run_once("resume", lock_wait_s=1.0, resume_only=True)
+                self.resume(wait_s=1.0)
         elif self.settings.run_on_start:
-            self.run_once("startup")
+            self.extract("startup")
         serve_loop(self._turn, self.reader.setup, self.heartbeat, self.stopper)
         log.info("extractor stopped")
 
@@ -126,9 +141,9 @@ class Service(StreamWorker[ExtractorSettings]):
         now = time.time()
         if now >= self.next_fire:
             self.next_fire = self._next_fire()
-            self.run_once("schedule")
+            self.extract("schedule")
         elif self.retry_at is not None and now >= self.retry_at:
-            self.run_once("resume", resume_only=True)
+            self.resume()
         # One command at a time, so replicas share them and a busy one does not hoard requests.
         for entry in self.reader.read(1):
             try:
@@ -141,7 +156,7 @@ class Service(StreamWorker[ExtractorSettings]):
                     log.info("run request already satisfied by a later run", request_id=command.get("request_id"))
                 else:
                     log.info("run requested", request_id=command.get("request_id"))
-                    self.run_once(command.get("trigger", "api"))
+                    self.extract(command.get("trigger", "api"))
             else:
                 log.warning("unknown command ignored", command=command.get("type"))
             self.reader.ack([entry])

@@ -19,7 +19,7 @@ import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from etl_common import metrics, retry
-from etl_common.errors import PermanentError, TransientError
+from etl_common.errors import RunInterrupted, TransientError
 from extractor.pagejson import QUARANTINE, quarantined, read_page
 from extractor.settings import ExtractorSettings
 
@@ -52,7 +52,7 @@ class SourceUnavailable(TransientError):
         self.retry_after_s = retry_after_s
 
 
-class SourceFailed(PermanentError):
+class SourceFailed(RunInterrupted):
     """Retries for a page are exhausted: the run fails and its checkpoint stays where it was."""
 
 
