@@ -88,7 +88,7 @@ def test_a_saver_worker_loads_a_transformed_page_into_sqlite(make_worker):
 def test_an_extractor_service_hands_a_local_sources_pages_on(make_worker, make_source):
     source = make_source(count=250)
     extractor = make_worker("extractor", source_url=source.url, page_size=100)
-    assert extractor.run_once("test")
+    assert extractor.extract("test")
     pages = _entries(extractor.client, extractor.keys.raw_stream)
     assert [(p["kind"], p.get("page")) for p in pages] == [("page", 0), ("page", 1), ("page", 2), ("end", None)]
     assert [len(p["records"]) for p in pages[:3]] == [100, 100, 50]
