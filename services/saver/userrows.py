@@ -30,10 +30,16 @@ def _get(record: Any, *path: str) -> Any:
     return record
 
 
-def _with_code(record_json: bytes, code: Any) -> str:
+def _with_code(record_json: bytes, code: Any) -> bytes:
     """``{...}`` + ``department_code``, spliced into the record's JSON instead of serialising it again."""
     tail = b',"department_code":' + orjson.dumps(code) + b"}"
-    return (record_json[:-1] + (tail[1:] if record_json == b"{}" else tail)).decode()
+    return record_json[:-1] + (tail[1:] if record_json == b"{}" else tail)
+
+
+def _spelled_as_is(code: Any) -> bool:
+    """Whether the view ``processed_records`` spells the code as ``_with_code`` does: ``null``, or the text between
+    quotes (no character JSON escapes); otherwise the processed row keeps its whole record (migration 0008)."""
+    return code is None or (isinstance(code, str) and orjson.dumps(code) == b'"' + code.encode() + b'"')
 
 
 # user_id, first_name, last_name, email, username, age, gender, department
@@ -97,29 +103,31 @@ def load_page(self: "Store", p: dict[str, Any]) -> bool:
     )
     if cur.rowcount == 0:
         return False
-    # Each record is serialised once; the processed copy is that JSON with the code appended.
+    # Each record is serialised once and stored once, in raw_users: the processed row refers to it by (run_id,
+    # page, position) and the view processed_records splices its department_code in (migration 0008). Only a code
+    # the view cannot spell (or a position it cannot find) keeps the whole processed record on the row.
     raw_json = [orjson.dumps(r) for r in raw]
     common = [_common(r) for r in raw]
     self.conn.executemany(
         _INSERT_RAW, [(run_id, page, pos, *common[pos], at, raw_json[pos].decode()) for pos in range(len(raw))]
     )
+    codes = [(int(v["pos"]), v["department_code"]) for v in valid]
     valid_rows = [
         (
             run_id,
             page,
             pos,
             *common[pos],
-            _str(v["department_code"]),
+            _str(code),
             _str(_get(r, "company", "title")),
             _str(r.get("role")),
             _str(_get(r, "address", "city")),
             _str(_get(r, "address", "state")),
             _str(r.get("userAgent")),
             at,
-            _with_code(raw_json[pos], v["department_code"]),
+            None if pos >= 0 and _spelled_as_is(code) else _with_code(raw_json[pos], code).decode(),
         )
-        for v in valid
-        for pos in [int(v["pos"])]
+        for pos, code in codes
         for r in [raw[pos]]
     ]
     self.conn.executemany(_INSERT_VALID, valid_rows)
@@ -153,29 +161,34 @@ def load_page(self: "Store", p: dict[str, Any]) -> bool:
     )
     if self.loading:
         self.loading.append(
-            self.conn, run_id, file_names(str(p["run_ts"])), page, _page_lines(raw_json, valid_rows, invalid_rows)
+            self.conn,
+            run_id,
+            file_names(str(p["run_ts"])),
+            page,
+            _page_lines(raw_json, [(pos, _with_code(raw_json[pos], code)) for pos, code in codes], invalid_rows),
         )
     return True
 
 
 def _page_lines(
-    raw_json: list[bytes], valid_rows: list[tuple[Any, ...]], invalid_rows: list[tuple[Any, ...]]
+    raw_json: list[bytes], processed: list[tuple[int, bytes]], invalid_rows: list[tuple[Any, ...]]
 ) -> dict[str, list[bytes]]:
     """The page's lines of the three files, as ``write_run_files`` makes them from the rows just inserted.
 
-    Rows are (run_id, page, position, ..., record) tuples; in position order, the first row of a position only
-    (``INSERT OR IGNORE`` keeps that one), so the lines equal the tables' rows.
+    ``processed`` is (position, processed record JSON); invalid rows are (run_id, page, position, ..., record)
+    tuples. In position order, the first of a position only (``INSERT OR IGNORE`` keeps that one), so the lines
+    equal the tables' rows.
     """
 
-    def first_by_position(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def first_by_position(rows: list[tuple[Any, ...]], at: int) -> list[tuple[Any, ...]]:
         seen: dict[int, tuple[Any, ...]] = {}
         for row in rows:
-            seen.setdefault(row[2], row)
+            seen.setdefault(row[at], row)
         return [seen[pos] for pos in sorted(seen)]
 
     return {
         "raw": [j + b"\n" for j in raw_json],
-        "processed": [row[-1].encode() + b"\n" for row in first_by_position(valid_rows)],
+        "processed": [line + b"\n" for _, line in first_by_position(processed, 0)],
         # invalid_users rows end with (error_reason, rules, raw_line, inserted_at, record).
-        "dlq": [invalid_line((row[-1], row[-3], row[-5])) + b"\n" for row in first_by_position(invalid_rows)],
+        "dlq": [invalid_line((row[-1], row[-3], row[-5])) + b"\n" for row in first_by_position(invalid_rows, 2)],
     }
