@@ -3,8 +3,9 @@
 -- processed_records gives the processed record back, the raw record with "department_code" spliced in before its
 -- last "}" (saver.userrows._with_code), byte for byte. processed_users.record is now NULL unless the view could not
 -- spell it (a code JSON escapes, a row without its raw row): such rows keep their whole record, read as before.
--- Old rows are rewritten here: a record equal to what the view derives becomes NULL (its space is reused by later
--- runs); any other (an older shape) stays as it was. The column is dropped and added again to let it be NULL.
+-- Old rows are rewritten here: a record equal to what the view derives becomes NULL; any other (an older shape)
+-- stays as it was. The column is dropped and added again to let it be NULL (SQLite 3.35 or newer). The old rows'
+-- pages shrink in place: the file gives that space back once retention removes those runs, or after a VACUUM.
 ALTER TABLE processed_users ADD COLUMN kept_record TEXT;
 
 -- The same expression as the view processed_records below.
