@@ -20,6 +20,12 @@ class Table:
     sortable: tuple[str, ...]
     has_code: bool = False
     ledger_count: str = ""  # the loaded_pages column counting this table's rows of a page
+    records_from: str = ""  # the relation giving each row's stored JSON, when not the table (a view)
+
+    @property
+    def with_records(self) -> str:
+        """Where a page of rows with their ``record`` is read from."""
+        return self.records_from or self.name
 
 
 TABLES = {
@@ -30,6 +36,7 @@ TABLES = {
         ("source", "id", *_COMMON[2:], "department_code", "title", "role", "city", "state"),
         True,
         "valid_count",
+        "processed_records",  # the raw row's record with department_code spliced in (migration 0008)
     ),
     "invalid_users": Table(
         "invalid_users",
@@ -91,7 +98,8 @@ def page(db: Database, table: Table, query: Query, version: int) -> dict[str, An
     else:
         offset = query.offset  # SQLite skips these on the index alone (deferred seek)
     cols, rows = db.rows(
-        f"SELECT {', '.join(table.columns)}, record FROM {table.name} {where} ORDER BY {order} LIMIT ? OFFSET ?",
+        f"SELECT {', '.join(table.columns)}, record FROM {table.with_records} {where} "
+        f"ORDER BY {order} LIMIT ? OFFSET ?",
         [*args, query.limit, offset],
     )
     items = []

@@ -18,7 +18,8 @@ log = structlog.get_logger(__name__)
 # kind -> (file-name key, query yielding one JSON line per row in load order)
 _QUERIES = {
     "raw": ("raw_file", "SELECT record FROM raw_users WHERE run_id=? ORDER BY page, position"),
-    "processed": ("processed_file", "SELECT record FROM processed_users WHERE run_id=? ORDER BY page, position"),
+    # The view gives each processed record back from its raw row (migration 0008).
+    "processed": ("processed_file", "SELECT record FROM processed_records WHERE run_id=? ORDER BY page, position"),
     "dlq": (
         "dlq_file",
         "SELECT record, raw_line, error_reason FROM invalid_users WHERE run_id=? ORDER BY page, position",

@@ -31,6 +31,8 @@ log = structlog.get_logger(__name__)
 KINDS = ("rows", "files", "remote", "dead_letters", "headers")
 FINAL = ("succeeded", "failed")
 ROW_TABLES = ("raw_users", "processed_users", "invalid_users")
+# Deleted in this order: a processed row reads its record from its raw row (migration 0008), so it goes first.
+_DELETE_ORDER = ("processed_users", "invalid_users", "raw_users")
 CHUNK_ROWS = 5000  # rows deleted per transaction: the writer lock is held for milliseconds at a time
 
 
@@ -222,7 +224,7 @@ class Retention:
         page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]
         before = self._used_pages()
         for run_id in run_ids:
-            for table in ROW_TABLES:
+            for table in _DELETE_ORDER:
                 while True:
                     self.conn.execute("BEGIN IMMEDIATE")
                     try:

@@ -53,7 +53,7 @@ def assert_exact(p: Pipeline, run, valid_ids: list[int], invalid_count: int = 0,
         assert db.execute("SELECT count(*) FROM loaded_pages WHERE run_id=?", (rid,)).fetchone()[0] == math.ceil(
             total / page_size
         )
-        for key, table in (("raw_file", "raw_users"), ("processed_file", "processed_users")):
+        for key, table in (("raw_file", "raw_users"), ("processed_file", "processed_records")):
             rows = [
                 orjson.loads(r[0])
                 for r in db.execute(f"SELECT record FROM {table} WHERE run_id=? ORDER BY page, position", (rid,))

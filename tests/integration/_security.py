@@ -46,7 +46,7 @@ def table_lines(p: Pipeline, run_id: str, kind: str) -> list[dict]:
                 base = orjson.loads(r["record"]) if r["record"] is not None else {"raw_line": r["raw_line"]}
                 out.append({**base, "error_reason": r["error_reason"]})
             return out
-        table = {"raw": "raw_users", "processed": "processed_users"}[kind]
+        table = {"raw": "raw_users", "processed": "processed_records"}[kind]  # the view: migration 0008
         return [
             orjson.loads(r[0])
             for r in db.execute(f"SELECT record FROM {table} WHERE run_id=? ORDER BY page, position", (run_id,))

@@ -30,7 +30,8 @@ def test_a_raw_page_not_marked_with_the_policy_is_protected_by_the_transformer(m
     run = p.wait_run()
     assert (run["raw_count"], run["valid_count"]) == (150, 150)
     with p.db() as db:
-        stored = [r[0] for r in db.execute("SELECT record FROM raw_users UNION ALL SELECT record FROM processed_users")]
+        union = "SELECT record FROM raw_users UNION ALL SELECT record FROM processed_records"
+        stored = [r[0] for r in db.execute(union)]
     assert len(stored) == 300
     text = "\n".join(stored) + "".join(f.read_text() for f in p.data_dir.rglob("*.jsonl"))
     assert not [s for s in secrets if s in text]

@@ -61,6 +61,8 @@ def test_every_allowed_column_exists_in_the_schema(db):
         "SELECT upper(record) FROM raw_users",
         "SELECT (SELECT raw_line FROM invalid_users)",
         "WITH x AS (SELECT record AS r FROM processed_users) SELECT length(r) FROM x",
+        "SELECT record FROM processed_records",  # the view of migration 0008: its JSON is no way around the list
+        "SELECT first_name FROM processed_records",
         "SELECT id FROM raw_users ORDER BY record",
         "SELECT id FROM raw_users GROUP BY record",
         "SELECT count(*) FROM loaded_pages",

@@ -3,7 +3,8 @@
 import orjson
 
 from dummyjson.users import make_bad_user, make_user
-from saver.store import Store, _with_code
+from saver.store import Store
+from saver.userrows import _with_code
 from transformer.enrich import load_departments
 from transformer.transform import transform_page
 
@@ -23,7 +24,7 @@ def test_a_transformed_page_loads_once_with_every_record_in_its_table(tmp_path):
     assert store.load_pages([page]) == [("r1", 0)]
     assert store.load_pages([page]) == []  # the ledger makes a second load a no-op
     db = store.conn
-    processed = [orjson.loads(r[0]) for r in db.execute("SELECT record FROM processed_users ORDER BY position")]
+    processed = [orjson.loads(r[0]) for r in db.execute("SELECT record FROM processed_records ORDER BY position")]
     assert [p["id"] for p in processed] == [1, 4]
     assert all(p["department_code"] and "password" not in p for p in processed)
     assert processed[0] == {**page["raw"][0], "department_code": processed[0]["department_code"]}
