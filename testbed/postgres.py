@@ -1,4 +1,4 @@
-"""A private PostgreSQL cluster on loopback for the tests: initdb in a temporary folder, a free port, stopped and removed."""
+"""A private PostgreSQL cluster on loopback for the tests: initdb in a temporary folder, a free port, then removed."""
 
 import os
 import pwd

@@ -1,0 +1,141 @@
+"""The migrations of both engines on real databases (a SQLite file, a private PostgreSQL): one numbering, the same
+tables, columns, keys and CHECKs; the roles' grants of the API's reader and of the SQL console."""
+
+import sqlite3
+from contextlib import closing
+
+import psycopg
+import pytest
+
+from api.sqlconsole import ALLOWED
+from etl_common.db import connect_writer, parse_url
+from saver import migrate
+
+
+def _sqlite_columns(conn: sqlite3.Connection) -> dict[str, dict[str, bool]]:
+    tables = [
+        r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    ]
+    # pk > 0 or notnull: SQLite's INTEGER PRIMARY KEY is NOT NULL without saying so.
+    return {t: {r[1]: bool(r[3] or r[5]) for r in conn.execute(f"PRAGMA table_info({t})")} for t in tables}
+
+
+def _postgresql_columns(conn: psycopg.Connection) -> dict[str, dict[str, bool]]:
+    rows = conn.execute(
+        "SELECT table_name, column_name, is_nullable = 'NO' FROM information_schema.columns "
+        "WHERE table_schema = current_schema()"
+    ).fetchall()
+    found: dict[str, dict[str, bool]] = {}
+    for table, column, not_null in rows:
+        found.setdefault(table, {})[column] = not_null
+    return found
+
+
+def _indexes_sqlite(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+
+
+def _indexes_postgresql(conn: psycopg.Connection) -> set[str]:
+    rows = conn.execute(
+        "SELECT i.indexname FROM pg_indexes i WHERE i.schemaname = current_schema() AND NOT EXISTS "
+        "(SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"  # keys' own indexes are named differently
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_both_engines_number_their_migrations_alike():
+    sqlite_set = [p.name.split("_", 1)[0] for p in migrate.scripts("sqlite")]
+    postgresql_set = [p.name.split("_", 1)[0] for p in migrate.scripts("postgresql")]
+    assert sqlite_set == postgresql_set, "every migration needs its PostgreSQL twin under migrations/postgresql/"
+    assert [p.name for p in migrate.scripts("sqlite")] == [p.name for p in migrate.scripts("postgresql")]
+
+
+def test_both_engines_make_the_same_tables_columns_and_indexes(tmp_path, postgres_server):
+    lite = connect_writer(tmp_path / "data.db")
+    applied = migrate.migrate(lite)
+    with connect_writer(parse_url(postgres_server.create_database())) as pg:
+        assert migrate.migrate(pg) == applied  # type: ignore[arg-type]
+        assert migrate.migrate(pg) == []  # type: ignore[arg-type]  # a restart applies nothing
+        assert _postgresql_columns(pg) == _sqlite_columns(lite)  # type: ignore[arg-type]
+        assert _indexes_postgresql(pg) == _indexes_sqlite(lite)  # type: ignore[arg-type]
+        versions = [r[0] for r in pg.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        assert versions == [r[0] for r in lite.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    lite.close()
+
+
+@pytest.mark.parametrize(
+    ("statement", "why"),
+    [
+        ("INSERT INTO etl_runs (run_id, run_timestamp, status) VALUES ('r2', 't', 'done')", "check"),
+        ("INSERT INTO etl_runs (run_id, run_timestamp) VALUES ('r1', 't')", "unique"),
+        ("INSERT INTO loaded_pages VALUES ('nope', 0, 1, 1, 0, 't')", "foreign key"),
+        (
+            "INSERT INTO uploaded_files (run_id, kind, name, bytes, sha256, records, written_at) "
+            "VALUES ('r1', 'zip', 'n', 1, 's', 1, 't')",
+            "check",
+        ),
+        ("INSERT INTO raw_users (run_id, page, position, inserted_at) VALUES ('r1', 0, 0, 't')", "not null"),
+    ],
+)
+def test_both_engines_refuse_the_same_bad_rows(tmp_path, postgres_url, statement, why):
+    lite = connect_writer(tmp_path / "data.db")
+    migrate.migrate(lite)
+    lite.execute("INSERT INTO etl_runs (run_id, run_timestamp) VALUES ('r1', 't')")
+    with pytest.raises(sqlite3.IntegrityError):
+        lite.execute(statement)
+    lite.close()
+    with connect_writer(parse_url(postgres_url)) as pg:
+        migrate.migrate(pg)  # type: ignore[arg-type]
+        pg.execute("INSERT INTO etl_runs (run_id, run_timestamp) VALUES ('r1', 't') ON CONFLICT DO NOTHING")
+        with pytest.raises(psycopg.errors.IntegrityError):
+            pg.execute(statement)
+
+
+def test_the_console_grant_is_the_console_allow_list():
+    """The grant script and the SQLite guard's allow-list name the same columns of the same tables."""
+    text = (migrate.MIGRATIONS / "postgresql" / "grants" / "console.sql").read_text()
+    granted: dict[str, frozenset[str]] = {}
+    for part in text.split("GRANT SELECT (")[1:]:
+        columns, rest = part.split(")", 1)
+        table = rest.split("ON", 1)[1].split()[0]
+        granted[table] = frozenset(c.strip() for c in columns.split(","))
+    assert granted == ALLOWED
+
+
+def test_roles_get_their_grants_and_nothing_more(postgres_server):
+    admin_url = postgres_server.create_database()
+    with psycopg.connect(postgres_server.url(), autocommit=True) as su:
+        for role in ("etl_reader", "etl_console"):
+            su.execute(f"DROP ROLE IF EXISTS {role}")  # another test of the session may have made it elsewhere
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute("CREATE ROLE etl_reader LOGIN PASSWORD 'r'")
+        admin.execute("CREATE ROLE etl_console LOGIN PASSWORD 'c'")
+        with pytest.raises(ValueError, match="does not exist; create it first"):
+            migrate.migrate(admin, console_role="etl_nobody")
+        migrate.migrate(admin, reader_role="etl_reader", console_role="etl_console")
+        admin.execute("INSERT INTO etl_runs (run_id, run_timestamp) VALUES ('r1', 't')")
+    database = admin_url.rsplit("/", 1)[1]
+    with closing(psycopg.connect(postgres_server.url(database, "etl_reader", "r"), autocommit=True)) as reader:
+        assert reader.execute("SELECT run_id FROM etl_runs").fetchall() == [("r1",)]
+        assert reader.execute("SELECT count(record) FROM raw_users").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            reader.execute("INSERT INTO etl_runs (run_id, run_timestamp) VALUES ('r2', 't')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            reader.execute("BEGIN READ WRITE; DELETE FROM etl_runs")
+    with closing(psycopg.connect(postgres_server.url(database, "etl_console", "c"), autocommit=True)) as console:
+        assert console.execute("SELECT run_id, status FROM etl_runs").fetchall() == [("r1", "running")]
+        for query in (
+            "SELECT record FROM raw_users",
+            "SELECT raw_line FROM invalid_users",
+            "SELECT * FROM processed_users",
+            "SELECT count(*) FROM loaded_pages",
+            "SELECT report FROM run_quality",
+            "SELECT set_config('statement_timeout', '0', false)",
+            "SELECT pg_read_file('/etc/passwd')",
+            "SELECT pg_ls_dir('.')",
+            "SELECT lo_import('/etc/passwd')",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                console.execute(query)
+        assert console.execute("SHOW statement_timeout").fetchone() == ("1min",)
+        assert console.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
