@@ -44,6 +44,8 @@ class Dialect:
     nulls_descending: str
     # Now, in the project's one timestamp format (etl_common.clock.utc_iso), as an SQL expression.
     now: str
+    # Seconds (to the millisecond, a float) from the timestamp text {start} to {end}; NULL when either is.
+    seconds_between: str
 
     def insert(
         self, table: str, columns: tuple[str, ...], conflict: tuple[str, ...] = (), update: tuple[str, ...] = ()
@@ -75,6 +77,7 @@ SQLITE = Dialect(
     nulls_ascending="",
     nulls_descending="",
     now="strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+    seconds_between="round((julianday({end}) - julianday({start})) * 86400.0, 3)",
 )
 POSTGRESQL = Dialect(
     name="postgresql",
@@ -85,6 +88,8 @@ POSTGRESQL = Dialect(
     nulls_ascending=" NULLS FIRST",
     nulls_descending=" NULLS LAST",
     now="""to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')""",
+    seconds_between="round(extract(epoch FROM {end}::timestamptz) - extract(epoch FROM {start}::timestamptz), 3)"
+    "::float8",
 )
 DIALECTS: dict[Engine, Dialect] = {"sqlite": SQLITE, "postgresql": POSTGRESQL}
 
