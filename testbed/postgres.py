@@ -172,3 +172,76 @@ def _wait_ready(server: Postgres, timeout_s: float) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"PostgreSQL not ready after {timeout_s}s: {server.log()[-2000:]}") from None
             time.sleep(0.1)
+
+
+# Parents before children (foreign keys); every table the SQLite migrations make but schema_migrations.
+_TABLES = (
+    "etl_runs",
+    "loaded_pages",
+    "raw_users",
+    "processed_users",
+    "invalid_users",
+    "uploaded_files",
+    "run_quality",
+    "loading_files",
+    "retention_log",
+    "page_schemas",
+    "run_schema",
+)
+
+
+def load_from_sqlite(sqlite_path: Path, url: str) -> dict[str, int]:
+    """Migrate the PostgreSQL database at ``url`` and copy every row of the SQLite file into it, ids included.
+
+    What a saver on PostgreSQL would have written for the same pages: the tests read both engines over
+    the same data. COPY per table, in one transaction; the identity sequences then continue after the ids.
+    Returns the rows copied per table.
+    """
+    from etl_common.db import connect_reader, connect_writer, parse_url
+    from saver.migrate import migrate
+
+    copied: dict[str, int] = {}
+    source = connect_reader(sqlite_path)
+    try:
+        with connect_writer(parse_url(url)) as conn:
+            assert isinstance(conn, psycopg.Connection)
+            migrate(conn)
+            with conn.transaction():
+                for table in _TABLES:
+                    columns = [r[1] for r in source.execute(f"PRAGMA table_info({table})")]
+                    rows = source.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+                    with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row(tuple(row))
+                    copied[table] = len(rows)
+                    if "id" in columns:
+                        conn.execute(
+                            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                            f"coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"
+                        )
+    finally:
+        source.close()
+    return copied
+
+
+def make_roles(server: Postgres, url: str) -> tuple[str, str]:
+    """Login roles of the API's reader and of the SQL console for the database at ``url``, granted by the migrator.
+
+    Their URLs (reader, console). Roles belong to the cluster: each call makes new names.
+    """
+    from etl_common.db import connect_writer, parse_url
+    from saver.migrate import migrate
+
+    tag = secrets.token_hex(4)
+    reader, console = f"etl_reader_{tag}", f"etl_console_{tag}"
+    passwords = {reader: secrets.token_urlsafe(12), console: secrets.token_urlsafe(12)}
+    database = url.rsplit("/", 1)[1]
+    with connect_writer(parse_url(url)) as conn:
+        assert isinstance(conn, psycopg.Connection)
+        for role, password in passwords.items():
+            conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        migrate(conn, reader_role=reader, console_role=console)
+    return (
+        server.url(database, reader, passwords[reader]),
+        server.url(database, console, passwords[console]),
+    )

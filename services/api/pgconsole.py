@@ -85,9 +85,10 @@ def run_query(target: DatabaseUrl, query: str, max_rows: int, timeout_ms: int, m
             "name them instead of *)"
         ) from exc
     except psycopg.errors.SyntaxError as exc:
-        raise QueryRefused(f"only one read-only SELECT statement is allowed ({_first_line(exc)})") from exc
+        # The text runs as a subquery: any other statement, or several, is a syntax error there.
+        raise QueryRefused(f"SQL error: {_first_line(exc)} (the console takes one statement, a SELECT)") from exc
     except psycopg.errors.ReadOnlySqlTransaction as exc:
-        raise QueryRefused(f"only one read-only SELECT statement is allowed ({_first_line(exc)})") from exc
+        raise QueryRefused(f"only read-only SELECT statements are allowed ({_first_line(exc)})") from exc
     except psycopg.errors.ProgramLimitExceeded as exc:
         raise QueryRefused(f"a value grew past the database's size limit ({_first_line(exc)})") from exc
     except psycopg.Error as exc:
