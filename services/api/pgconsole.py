@@ -8,6 +8,7 @@ transaction is READ ONLY with a ``statement_timeout``; the text is sent as one p
 rows of at most ``MAX_ROW_BYTES`` each come back, streamed row by row.
 """
 
+import re
 import time
 from typing import Any
 
@@ -86,7 +87,7 @@ def run_query(target: DatabaseUrl, query: str, max_rows: int, timeout_ms: int, m
         ) from exc
     except psycopg.errors.SyntaxError as exc:
         # The text runs as a subquery: any other statement, or several, is a syntax error there.
-        raise QueryRefused(f"SQL error: {_first_line(exc)} (the console takes one statement, a SELECT)") from exc
+        raise QueryRefused(f"SQL error: {_first_line(exc)} ({_one_select(query)})") from exc
     except psycopg.errors.ReadOnlySqlTransaction as exc:
         raise QueryRefused(f"only read-only SELECT statements are allowed ({_first_line(exc)})") from exc
     except psycopg.errors.ProgramLimitExceeded as exc:
@@ -127,6 +128,14 @@ def _cell(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)  # dates, decimals, arrays, JSON...: their text
+
+
+def _one_select(query: str) -> str:
+    """What the console takes, and what the query's first keyword is when it is not SELECT or WITH."""
+    word = re.match(r"\s*([A-Za-z]{1,20})\b", query)
+    first = word.group(1).upper() if word else ""
+    also = f"; this one is {first}" if first and first not in ("SELECT", "WITH", "VALUES", "TABLE") else ""
+    return f"the console takes one statement, a SELECT{also}"
 
 
 def _first_line(exc: BaseException) -> str:
