@@ -1,12 +1,15 @@
 """The migrations of both engines on real databases (a SQLite file, a private PostgreSQL): one numbering, the same
 tables, columns, keys and CHECKs; the roles' grants of the API's reader and of the SQL console."""
 
+import os
 import sqlite3
+import subprocess
 from contextlib import closing
 
 import psycopg
 import pytest
 
+import testbed as tb
 from api.sqlconsole import ALLOWED
 from etl_common.db import connect_writer, parse_url
 from saver import migrate
@@ -139,3 +142,39 @@ def test_roles_get_their_grants_and_nothing_more(postgres_server):
                 console.execute(query)
         assert console.execute("SHOW statement_timeout").fetchone() == ("1min",)
         assert console.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+
+
+def test_the_saver_command_migrates_postgresql_and_grants_the_roles(tmp_path, postgres_server):
+    """``python -m saver migrate`` with ETL_DATABASE_URL on PostgreSQL (a real process); serving says it cannot yet."""
+    url = postgres_server.create_database()
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS etl_cli_console")
+        admin.execute("CREATE ROLE etl_cli_console LOGIN PASSWORD 'c'")
+    env = {
+        "PATH": os.environ["PATH"],
+        "ETL_DATABASE_URL": url,
+        "ETL_DATABASE_CONSOLE_ROLE": "etl_cli_console",
+        "ETL_DB_PATH": str(tmp_path / "unused.db"),
+    }
+    done = subprocess.run([tb.PYTHON, "-m", "saver", "migrate"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "applied 0001_init.sql" in done.stderr and postgres_server.password not in done.stderr
+    again = subprocess.run([tb.PYTHON, "-m", "saver", "migrate"], env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "nothing (up to date)" in again.stderr
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
+            len(migrate.scripts("postgresql")),
+        )
+        assert conn.execute(
+            "SELECT has_column_privilege('etl_cli_console', 'raw_users', 'record', 'SELECT')"
+        ).fetchone() == (False,)
+    serve = subprocess.run([tb.PYTHON, "-m", "saver"], env=env, capture_output=True, text=True, timeout=60)
+    assert serve.returncode == 2 and "SQLite only for now" in serve.stderr
+    assert not (tmp_path / "unused.db").exists()
+
+
+def test_a_bad_database_url_stops_the_saver_with_one_clear_line(tmp_path):
+    env = {"PATH": os.environ["PATH"], "ETL_DATABASE_URL": "mysql://u:secret@h/db"}
+    done = subprocess.run([tb.PYTHON, "-m", "saver", "migrate"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "names no engine" in done.stderr and "secret" not in done.stderr
