@@ -7,10 +7,11 @@ through psycopg 3. ``ETL_DATABASE_URL`` chooses: empty means SQLite at ``ETL_DB_
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Annotated, Any, Literal, overload
 from urllib.parse import unquote, urlsplit
 
 import psycopg
+from pydantic import AfterValidator, SecretStr
 
 Engine = Literal["sqlite", "postgresql"]
 # The URL schemes of each engine (SQLAlchemy's spellings are accepted, with psycopg as the driver).
@@ -150,6 +151,15 @@ def parse_url(url: str | None, default_path: str | Path = "database/data.db") ->
     return DatabaseUrl("postgresql", "postgresql://" + text.split("://", 1)[1])
 
 
+def _checked(value: SecretStr | None) -> SecretStr | None:
+    if value is None or not value.get_secret_value().strip():
+        return None  # ETL_..._URL= (empty, as in .env.example) is the same as unset
+    parse_url(value.get_secret_value())  # BadDatabaseUrl (a ValueError) says what is wrong, without the password
+    return value
+
+
+# A settings field holding a database URL (it may hold a password): checked when the settings load; empty is None.
+DatabaseUrlSetting = Annotated[SecretStr | None, AfterValidator(_checked)]
 Connection = sqlite3.Connection | psycopg.Connection[Any]
 
 

@@ -1,8 +1,8 @@
 """Saver settings."""
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 
-from etl_common.db import DatabaseUrl, parse_url
+from etl_common.db import DatabaseUrl, DatabaseUrlSetting, parse_url
 from etl_common.settings import BaseEtlSettings
 
 
@@ -11,7 +11,7 @@ class SaverSettings(BaseEtlSettings):
 
     db_path: str = "database/data.db"
     # The engine and its address: empty is SQLite at db_path; postgresql://user:password@host:5432/db for PostgreSQL.
-    database_url: SecretStr | None = None
+    database_url: DatabaseUrlSetting = None
     # PostgreSQL only: existing roles the migrator grants reading to (the API's) and the typed columns to (the SQL
     # console's login); empty: no grant.
     database_reader_role: str = Field("", pattern=r"^([a-z_][a-z0-9_]{0,62})?$")
@@ -78,13 +78,6 @@ class SaverSettings(BaseEtlSettings):
     source_url: str = "https://dummyjson.com/users"
     # The OpenLineage job namespace; events go out only when the client is configured (OPENLINEAGE_URL, ...).
     lineage_namespace: str = Field("etl", min_length=1, max_length=200)
-
-    @field_validator("database_url")
-    @classmethod
-    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            parse_url(value.get_secret_value())  # BadDatabaseUrl (a ValueError) says what is wrong
-        return value
 
     def database(self) -> DatabaseUrl:
         """The engine and address: ``database_url``, or the SQLite file ``db_path`` when it is empty."""

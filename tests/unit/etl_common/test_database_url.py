@@ -66,3 +66,29 @@ def test_inserts_and_upserts_differ_in_placeholders_only():
     assert POSTGRESQL.insert("t", ("a", "b"), ("a",), ("b",)) == (
         "INSERT INTO t (a, b) VALUES (%s, %s) ON CONFLICT (a) DO UPDATE SET b = excluded.b"
     )
+
+
+def test_empty_urls_in_the_settings_are_unset(monkeypatch):
+    """``ETL_API_DATABASE_URL=`` (as in .env.example) falls back to ETL_DATABASE_URL; the console's stays unset."""
+    from api.settings import ApiSettings
+
+    monkeypatch.setenv("ETL_DATABASE_URL", "postgresql://etl:pw@db:5432/etl")
+    monkeypatch.setenv("ETL_API_DATABASE_URL", "")
+    monkeypatch.setenv("ETL_API_SQL_DATABASE_URL", " ")
+    settings = ApiSettings(_env_file=None)
+    assert settings.api_database_url is None and settings.api_sql_database_url is None
+    assert settings.database().engine == "postgresql" and settings.console_database().engine == "postgresql"
+    monkeypatch.setenv("ETL_DATABASE_URL", "")
+    assert ApiSettings(_env_file=None).database() == parse_url("", "database/data.db")
+
+
+def test_a_bad_url_in_the_settings_is_refused_without_the_password(monkeypatch):
+    from pydantic import ValidationError
+
+    from saver.settings import SaverSettings
+
+    monkeypatch.setenv("ETL_DATABASE_URL", "postgresql://etl:hunter2@db:notaport/etl")
+    with pytest.raises(ValidationError, match="malformed") as raised:
+        SaverSettings(_env_file=None)
+    (error,) = raised.value.errors()
+    assert "hunter2" not in error["msg"]  # the message services print (etl_common.settings.load shows no input)
