@@ -42,7 +42,7 @@ class Postgres:
     dir: Path
     port: int
     password: str
-    proc: subprocess.Popen
+    proc: "subprocess.Popen[bytes]"
 
     @property
     def data(self) -> Path:
@@ -76,10 +76,10 @@ class Postgres:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def _as_service_user() -> dict[str, object]:
-    """Popen arguments that drop root to SERVICE_USER; nothing when not root."""
+def _service_ids() -> tuple[int | None, int | None]:
+    """(uid, gid) of SERVICE_USER to drop root to; (None, None) when not root."""
     if os.geteuid() != 0:
-        return {}
+        return None, None
     try:
         entry = pwd.getpwnam(SERVICE_USER)
     except KeyError as exc:
@@ -87,7 +87,7 @@ def _as_service_user() -> dict[str, object]:
             f"running as root and there is no {SERVICE_USER!r} user to run PostgreSQL as "
             "(the postgresql package creates it; or run the tests as an ordinary user)"
         ) from exc
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    return entry.pw_uid, entry.pw_gid
 
 
 def start_postgres(timeout_s: float = 60.0) -> Postgres:
@@ -97,13 +97,13 @@ def start_postgres(timeout_s: float = 60.0) -> Postgres:
         raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
     # Not under pytest's tmp (mode 0700, root's): the service user must be able to reach its folder.
     d = Path(tempfile.mkdtemp(prefix="etl-postgres-"))
-    drop = _as_service_user()
-    if drop:
-        os.chown(d, drop["user"], drop["group"])  # type: ignore[arg-type]
+    uid, gid = _service_ids()
+    groups: list[int] | None = None if uid is None else []  # none of root's supplementary groups
     password = secrets.token_urlsafe(18)
     (d / "pwfile").write_text(password + "\n")
-    if drop:
-        os.chown(d / "pwfile", drop["user"], drop["group"])  # type: ignore[arg-type]
+    if uid is not None and gid is not None:
+        for path in (d, d / "pwfile"):
+            os.chown(path, uid, gid)
     init = subprocess.run(
         [
             str(bin_dir / "initdb"),
@@ -120,7 +120,9 @@ def start_postgres(timeout_s: float = 60.0) -> Postgres:
         ],
         capture_output=True,
         text=True,
-        **drop,  # type: ignore[arg-type]
+        user=uid,
+        group=gid,
+        extra_groups=groups,
     )
     if init.returncode != 0:
         shutil.rmtree(d, ignore_errors=True)
@@ -148,7 +150,9 @@ def start_postgres(timeout_s: float = 60.0) -> Postgres:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        **drop,  # type: ignore[arg-type]
+        user=uid,
+        group=gid,
+        extra_groups=groups,
     )
     log.close()
     server = Postgres(bin_dir, d, port, password, proc)

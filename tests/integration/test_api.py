@@ -467,6 +467,7 @@ class TestBothEngines:
                 f"/data/{table}?department=engineering",
                 f"/data/{table}.csv?run_id={second}&sort=first_name",
                 f"/data/{table}.csv?raw=true&limit=50&offset=20",
+                f"/data/{table}.parquet?run_id={first}",
             ]
         urls += ["/data/processed_users?department_code=eng&sort=city", "/data/processed_users?department=ENGINEERING"]
         for url in urls:
