@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 import testbed as tb
+import testbed.postgres as tbpg
 from api.sqlconsole import ALLOWED
 from etl_common.db import connect_writer, parse_url
 from saver import migrate
@@ -178,3 +179,30 @@ def test_a_bad_database_url_stops_the_saver_with_one_clear_line(tmp_path):
     done = subprocess.run([tb.PYTHON, "-m", "saver", "migrate"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "names no engine" in done.stderr and "secret" not in done.stderr
+
+
+def test_the_console_refuses_a_role_that_reads_or_can_do_more(postgres_server):
+    """The API's check before each console query: the reader's role, a superuser, or a role that may still call
+    set_config() (no console grant applied in that database) turn the console off, saying what to fix."""
+    from api.pgconsole import ConsoleUnsafe, run_query
+    from api.sqlconsole import QueryRefused
+
+    url = postgres_server.create_database()
+    reader, console = tbpg.make_roles(postgres_server, url)
+    assert run_query(parse_url(console), "SELECT count(*) FROM etl_runs", 10, 1000, 10_000).rows == [[0]]
+    for login, says in ((reader, "reads invalid_users.raw_line, invalid_users.record"), (url, "is a superuser")):
+        with pytest.raises(ConsoleUnsafe, match=says):
+            run_query(parse_url(login), "SELECT 1", 10, 1000, 10_000)
+    # A database where only the columns were granted, by hand: set_config() is still everyone's.
+    other = postgres_server.create_database()
+    database = other.rsplit("/", 1)[1]
+    with connect_writer(parse_url(other)) as conn:
+        migrate.migrate(conn)  # type: ignore[arg-type]
+        conn.execute("DROP ROLE IF EXISTS etl_by_hand")
+        conn.execute("CREATE ROLE etl_by_hand LOGIN PASSWORD 'h'")
+        conn.execute("GRANT SELECT (run_id) ON etl_runs TO etl_by_hand")
+    by_hand = parse_url(postgres_server.url(database, "etl_by_hand", "h"))
+    with pytest.raises(ConsoleUnsafe, match=r"may call set_config\(\)"):
+        run_query(by_hand, "SELECT run_id FROM etl_runs", 10, 1000, 10_000)
+    with pytest.raises(QueryRefused, match="time limit"):  # the check itself runs under the time limit
+        run_query(parse_url(console), "SELECT pg_sleep(5)", 10, 200, 10_000)
