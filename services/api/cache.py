@@ -9,7 +9,7 @@ stale. Only 200 answers are kept, and only after the bearer token has been check
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.db import Database, DatabaseError, NotReady
+from api.db import Database
 from api.deps import token_ok
 from api.settings import ApiSettings
 
@@ -36,7 +36,7 @@ class ResponseCache:
         try:
             authorized = token_ok(self.settings, auth.decode("latin-1") if auth else None)
             version = self.db.version() if authorized else None
-        except (NotReady, *DatabaseError):  # the route itself gives the right error answer
+        except self.db.unreadable:  # the route itself gives the right error answer
             version = None
         if version is None:
             await self.app(scope, receive, send)

@@ -8,12 +8,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from etl_common.db import Connection, DatabaseUrl, connect_reader, parse_url, qmark_to_format
 
-# What a read can raise on either engine: answered 503 (try again) by api.errors.
-DatabaseError = (sqlite3.Error, psycopg.Error)
 # PostgreSQL's column types as the SQLite types the exports map (INTEGER, REAL, TEXT).
 _AFFINITY = {
     "bigint": "INTEGER",
@@ -41,6 +37,14 @@ class Database:
         self.target = target if isinstance(target, DatabaseUrl) else parse_url("", target)
         self.dialect = self.target.dialect
         self.path = self.target.path  # the SQLite file; None on PostgreSQL
+        # What a read can raise on this engine: answered 503 (try again) by api.errors.
+        self.errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+        if self.dialect.name == "postgresql":
+            import psycopg  # only here: it costs a process that reads SQLite ~23 MB
+
+            self.errors = (sqlite3.Error, psycopg.Error)
+        # Not readable now (no database yet, or an error of the moment): the route answers 503.
+        self.unreadable: tuple[type[Exception], ...] = (NotReady, *self.errors)
         self._local = threading.local()
         self._cache: dict[Any, tuple[int, Any]] = {}
         self._cache_entries = cache_entries
@@ -48,7 +52,7 @@ class Database:
     def conn(self) -> Connection:
         """This thread's connection, opened on first use (again after a lost one); NotReady as for ``connect``."""
         conn = getattr(self._local, "conn", None)
-        if conn is not None and isinstance(conn, psycopg.Connection) and conn.broken:
+        if conn is not None and not isinstance(conn, sqlite3.Connection) and conn.broken:
             conn.close()  # the server restarted or the network dropped: a new one below
             conn = None
         if conn is None:
@@ -66,7 +70,7 @@ class Database:
             if isinstance(conn, sqlite3.Connection):
                 conn.row_factory = None  # tuples: rows are turned into dicts once, by the routes
             conn.execute("SELECT 1 FROM etl_runs LIMIT 0").fetchall()
-        except DatabaseError as exc:
+        except self.errors as exc:
             if conn is not None:
                 conn.close()
             raise NotReady("the database is not ready yet") from exc

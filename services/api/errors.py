@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.db import DatabaseError, NotReady
+from api.db import NotReady
 from api.models import NO_CONTROL_MESSAGE
 from etl_common.jsontext import BAD_UNICODE
 
@@ -89,6 +89,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(UnicodeError, _not_unicode)
     app.add_exception_handler(NotReady, _not_ready)
-    for database_error in DatabaseError:
+    for database_error in app.state.db.errors:
         app.add_exception_handler(database_error, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -7,11 +7,13 @@ through psycopg 3. ``ETL_DATABASE_URL`` chooses: empty means SQLite at ``ETL_DB_
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, overload
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, overload
 from urllib.parse import unquote, urlsplit
 
-import psycopg
 from pydantic import AfterValidator, SecretStr
+
+if TYPE_CHECKING:
+    import psycopg
 
 Engine = Literal["sqlite", "postgresql"]
 # The URL schemes of each engine (SQLAlchemy's spellings are accepted, with psycopg as the driver).
@@ -160,7 +162,9 @@ def _checked(value: SecretStr | None) -> SecretStr | None:
 
 # A settings field holding a database URL (it may hold a password): checked when the settings load; empty is None.
 DatabaseUrlSetting = Annotated[SecretStr | None, AfterValidator(_checked)]
-Connection = sqlite3.Connection | psycopg.Connection[Any]
+# psycopg is imported when a PostgreSQL connection is opened: it adds ~0.5 s and ~23 MB to a process that
+# never uses it (measured), and SQLite is the default.
+Connection: TypeAlias = "sqlite3.Connection | psycopg.Connection[Any]"
 
 
 @overload
@@ -171,6 +175,8 @@ def connect_writer(target: str | Path | DatabaseUrl) -> Connection:
     """The saver's connection, in autocommit mode so that transactions are explicit (BEGIN IMMEDIATE on SQLite)."""
     if isinstance(target, DatabaseUrl):
         if target.engine == "postgresql":
+            import psycopg
+
             return psycopg.connect(target.url, autocommit=True, application_name="etl-saver")
         assert target.path is not None
         target = target.path
@@ -193,6 +199,8 @@ def connect_reader(target: str | Path | DatabaseUrl) -> Connection:
     autocommit with read-only transactions, so no statement can write and no transaction stays open between reads."""
     if isinstance(target, DatabaseUrl):
         if target.engine == "postgresql":
+            import psycopg
+
             return psycopg.connect(
                 target.url,
                 autocommit=True,

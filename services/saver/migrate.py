@@ -8,12 +8,12 @@ their grants after the migrations (``migrations/postgresql/grants``) when their 
 import re
 import sqlite3
 from pathlib import Path
-from typing import Any
-
-import psycopg
-from psycopg import sql
+from typing import TYPE_CHECKING, Any
 
 from etl_common.clock import utc_iso
+
+if TYPE_CHECKING:
+    import psycopg  # imported by the connection itself when the engine is PostgreSQL
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any number works; this one is "etl-migr" in ASCII. Savers starting together apply each migration once.
@@ -32,7 +32,7 @@ def scripts(engine: str) -> list[Path]:
 
 
 def migrate(
-    conn: sqlite3.Connection | psycopg.Connection[Any], reader_role: str = "", console_role: str = ""
+    conn: "sqlite3.Connection | psycopg.Connection[Any]", reader_role: str = "", console_role: str = ""
 ) -> list[str]:
     """Apply the migrations not yet recorded, each in its own transaction; return their names.
 
@@ -73,7 +73,7 @@ def _migrate_sqlite(conn: sqlite3.Connection) -> list[str]:
     return applied
 
 
-def _migrate_postgresql(conn: psycopg.Connection[Any], reader_role: str, console_role: str) -> list[str]:
+def _migrate_postgresql(conn: "psycopg.Connection[Any]", reader_role: str, console_role: str) -> list[str]:
     for role in (reader_role, console_role):
         if role and not _ROLE_NAME.match(role):
             raise ValueError(
@@ -103,8 +103,10 @@ def _migrate_postgresql(conn: psycopg.Connection[Any], reader_role: str, console
     return applied
 
 
-def _grant(conn: psycopg.Connection[Any], role: str, script: Path) -> None:
+def _grant(conn: "psycopg.Connection[Any]", role: str, script: Path) -> None:
     """Run a grant script with ``{role}`` and ``{schema}`` filled in as quoted identifiers."""
+    from psycopg import sql
+
     if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
         raise ValueError(
             f"role {role!r} does not exist; create it first (CREATE ROLE {role} LOGIN PASSWORD '...'), "

@@ -3,7 +3,6 @@
 from fastapi import APIRouter, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.db import DatabaseError, NotReady
 from api.deps import DbDep, error
 from api.models import Health
 
@@ -21,7 +20,7 @@ async def readyz(db: DbDep) -> dict[str, str]:
     """Ready when the database file exists and `etl_runs` can be read; 503 otherwise."""
     try:
         db.scalar("SELECT count(*) FROM etl_runs")
-    except (NotReady, *DatabaseError) as exc:
+    except db.unreadable as exc:
         raise HTTPException(503, "database not readable") from exc
     return {"status": "ready"}
 

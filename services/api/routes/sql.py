@@ -2,11 +2,13 @@
 
 from fastapi import APIRouter, HTTPException, Response
 
-from api import pgconsole, sqlconsole
+from api import sqlconsole
 from api.db import NotReady
 from api.deps import AUTH_ERRORS, AuthDep, DbDep, SettingsDep, error, json_response
 from api.models import SqlQuery, SqlResult
-from api.sqlconsole import QueryRefused
+from api.settings import ApiSettings
+from api.sqlconsole import QueryRefused, Result
+from etl_common.db import DatabaseUrl
 
 router = APIRouter(tags=["sql"], dependencies=[AuthDep], responses=AUTH_ERRORS)
 
@@ -31,21 +33,29 @@ def query_sql(body: SqlQuery, db: DbDep, settings: SettingsDep) -> Response:
     limits = (settings.api_sql_max_rows, settings.api_sql_timeout_ms, settings.api_sql_max_bytes)
     try:
         if target.engine == "postgresql":
-            if settings.api_sql_database_url is None:
-                raise HTTPException(
-                    503,
-                    "the SQL console on PostgreSQL needs a role of its own: set ETL_API_SQL_DATABASE_URL "
-                    "(docs/scaling.md, The database engine)",
-                )
-            result = pgconsole.run_query(target, body.query, *limits)
+            result = _on_postgresql(target, body.query, settings, limits)
         else:
             if db.path is None or not db.path.exists():
                 raise NotReady("the database does not exist yet; no run has been loaded")
             result = sqlconsole.run_query(db.path, body.query, *limits)
     except QueryRefused as exc:
         raise HTTPException(400, str(exc)) from exc
-    except pgconsole.ConsoleUnsafe as exc:
-        raise HTTPException(503, str(exc)) from exc
     return json_response(
         {"columns": result.columns, "rows": result.rows, "truncated": result.truncated, "elapsed_ms": result.elapsed_ms}
     )
+
+
+def _on_postgresql(target: DatabaseUrl, query: str, settings: ApiSettings, limits: tuple[int, int, int]) -> Result:
+    """The console on PostgreSQL as its own role; 503 without one, or when the role reads or can do more."""
+    from api import pgconsole  # psycopg: loaded by an API that reads PostgreSQL only
+
+    if settings.api_sql_database_url is None:
+        raise HTTPException(
+            503,
+            "the SQL console on PostgreSQL needs a role of its own: set ETL_API_SQL_DATABASE_URL "
+            "(docs/scaling.md, The database engine)",
+        )
+    try:
+        return pgconsole.run_query(target, query, *limits)
+    except pgconsole.ConsoleUnsafe as exc:
+        raise HTTPException(503, str(exc)) from exc
