@@ -59,6 +59,8 @@ if [ "$mode" = "--test" ]; then
   # Headless Chromium and its WebDriver: the web console's browser tests.
   command -v chromium >/dev/null 2>&1 || optional+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || optional+=(chromium-driver)
+  # PostgreSQL's server binaries: the tests start their own clusters in temporary folders (testbed/postgres.py).
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || optional+=(postgresql)
   # tests/engine (root only: it starts its own dockerd): Docker's engine, mmdebstrap for the stand-in bases.
   if [ "$(id -u)" = 0 ]; then
     command -v dockerd >/dev/null 2>&1 || optional+=(docker.io)
@@ -67,10 +69,11 @@ if [ "$mode" = "--test" ]; then
   if [ ${#optional[@]} -gt 0 ]; then
     if root_apt; then
       apt_install "for the tests" --no-install-recommends "${optional[@]}"
-      systemctl disable --now prometheus docker.socket docker containerd >/dev/null 2>&1 || true
+      systemctl disable --now prometheus docker.socket docker containerd postgresql >/dev/null 2>&1 || true
     else
       echo "not installed: ${optional[*]} (not root); the tests that need them will be skipped" \
-        "(Prometheus: alert rules and a real scrape; age: interop of the encrypted files; chromium: the console)." \
+        "(Prometheus: alert rules and a real scrape; age: interop of the encrypted files; chromium: the console;" \
+        "postgresql: the tests on PostgreSQL)." \
         "Install with: sudo apt-get install -y ${optional[*]}" >&2
     fi
   fi

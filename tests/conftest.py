@@ -1,5 +1,6 @@
 """Fixtures: real redis-server and OpenSSH SFTP servers on free loopback ports, a source server, pipelines."""
 
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import testbed as tb
+import testbed.postgres as tbpg
 from dummyjson.server import Source
 from tests.support import Pipeline, SourceServer
 
@@ -25,6 +27,7 @@ def pytest_report_header(config):
         f"redis: {_version(['redis-server', '--version'])}",
         f"openssh: {_version(['ssh', '-V'])}",
         f"sqlite: {sqlite3.sqlite_version}",
+        f"postgresql: {tbpg.binaries() or 'missing'}",
     ]
 
 
@@ -41,6 +44,28 @@ def sftp_server(tmp_path_factory):
     server = tb.start_sftp(base / "sshd", base / "keys", base / "upload")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A private PostgreSQL cluster (Debian's postgresql) for the session, removed at the end.
+
+    Skipped without PostgreSQL, unless ETL_POSTGRES_REQUIRED=1 or CI is set: then its absence fails the tests.
+    """
+    if tbpg.binaries() is None:
+        why = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("ETL_POSTGRES_REQUIRED") == "1" or os.environ.get("CI"):
+            pytest.fail(f"{why}, and ETL_POSTGRES_REQUIRED or CI asks for it")
+        pytest.skip(f"{why}; ETL_POSTGRES_REQUIRED=1 makes this a failure")
+    server = tbpg.start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server):
+    """The superuser URL of one database of the session's cluster; a test that needs its own calls create_database."""
+    return postgres_server.create_database()
 
 
 @pytest.fixture

@@ -6,12 +6,10 @@ database's ``data_version`` (it changes on every commit of the saver), so an ans
 stale. Only 200 answers are kept, and only after the bearer token has been checked.
 """
 
-import sqlite3
-
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.db import Database, NotReady
+from api.db import Database
 from api.deps import token_ok
 from api.settings import ApiSettings
 
@@ -38,7 +36,7 @@ class ResponseCache:
         try:
             authorized = token_ok(self.settings, auth.decode("latin-1") if auth else None)
             version = self.db.version() if authorized else None
-        except (NotReady, sqlite3.Error):  # the route itself gives the right error answer
+        except self.db.unreadable:  # the route itself gives the right error answer
             version = None
         if version is None:
             await self.app(scope, receive, send)

@@ -2,7 +2,6 @@
 
 import math
 import re
-import sqlite3
 from typing import Any
 
 import structlog
@@ -86,9 +85,10 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     """Every error answer: 422 without echoing bad text, 400 for text that is not Unicode, 503 for NotReady
-    (Retry-After 5) and other SQLite errors (Retry-After 1), 500 for anything else."""
+    (Retry-After 5) and other database errors (Retry-After 1), 500 for anything else."""
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(UnicodeError, _not_unicode)
     app.add_exception_handler(NotReady, _not_ready)
-    app.add_exception_handler(sqlite3.Error, _database_error)
+    for database_error in app.state.db.errors:
+        app.add_exception_handler(database_error, _database_error)
     app.add_exception_handler(Exception, _unexpected)

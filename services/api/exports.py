@@ -5,7 +5,8 @@ which hold masked secrets and unparsed text. CSV is made for spreadsheets by def
 quoted, and a text cell that a spreadsheet would read as a formula neutralised (``SAFE``); ``raw``
 leaves the values as they are for programs. One cursor reads the selection in chunks of
 ``CHUNK_ROWS`` rows, so memory stays flat whatever the size; it is one read snapshot, held for
-as long as the client takes to download (the saver's WAL is checkpointed once it ends).
+as long as the client takes to download (the saver's WAL is checkpointed once it ends; on PostgreSQL
+a server-side cursor in one read-only transaction).
 """
 
 import csv
@@ -38,24 +39,15 @@ class Selection:
         self, db: Database, table: Table, query: Query, limit: int | None = None, chunk_rows: int = CHUNK_ROWS
     ) -> None:
         self.chunk_rows = chunk_rows
-        conn = db.connect()  # its own connection: the chunks are read from the server's threads in turn
-        try:
-            declared = {row[1]: row[2].upper() for row in conn.execute(f"PRAGMA table_info({table.name})")}
-            self.types = {c: declared.get(c, "TEXT") for c in table.columns}
-            sql, args = select(table, query, table.columns, limit)
-            self.cursor = conn.execute(sql, args)
-        except BaseException:
-            conn.close()
-            raise
-        self.conn = conn
+        declared = db.column_types(db.conn(), table.name)
+        self.types = {c: declared.get(c, "TEXT") for c in table.columns}
+        sql, args = select(table, query, table.columns, limit, db.dialect)
+        # Its own connection: the chunks are read from the server's threads in turn.
+        self._rows = db.stream(sql, args, chunk_rows)
 
     def chunks(self) -> Iterator[list[tuple[Any, ...]]]:
         """Lists of at most ``chunk_rows`` rows; closes the connection at the end (or when dropped)."""
-        try:
-            while rows := self.cursor.fetchmany(self.chunk_rows):
-                yield rows
-        finally:
-            self.conn.close()
+        yield from self._rows
 
 
 def neutralised(value: Any) -> Any:

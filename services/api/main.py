@@ -36,7 +36,7 @@ def _telemetry() -> TelemetryConfig:
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
-    """The API over ``settings.db_path`` (default: ``get_settings()``); opens nothing until the first request."""
+    """The API over ``settings.database()`` (default: ``get_settings()``); opens nothing until the first request."""
     settings = settings or get_settings()
     # Swagger UI and ReDoc from assets shipped in the fastapi-offline wheel (pinned): no CDN, /docs works offline.
     app: FastAPI = FastAPIOffline(
@@ -51,7 +51,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         dependencies=[QueryCheckDep],
     )
     app.state.settings = settings
-    app.state.db = Database(settings.db_path)
+    app.state.db = Database(settings.database())
     app.state.commands = CommandQueue(settings.redis_url, settings.key_prefix, settings.api_redis_timeout_s)
     errors.install(app)
     # Innermost middleware: CORS and metrics (added after it) wrap cached answers too.

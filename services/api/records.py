@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from api.db import Database
+from etl_common.db import SQLITE, Dialect
 
 _COMMON = ("id", "run_id", "user_id", "first_name", "last_name", "email", "username", "age", "gender", "department")
 
@@ -63,13 +64,13 @@ class Query:
     offset: int = 0
 
 
-def _where(table: Table, query: Query) -> tuple[str, list[Any]]:
+def _where(table: Table, query: Query, dialect: Dialect) -> tuple[str, list[Any]]:
     clauses, args = [], []
     if query.run_id is not None:
         clauses.append("run_id = ?")
         args.append(query.run_id)
     if query.department is not None:
-        clauses.append("department = ? COLLATE NOCASE")
+        clauses.append(dialect.nocase_equal.format(column="department"))
         args.append(query.department)
     if query.department_code is not None and table.has_code:
         clauses.append("department_code = ?")
@@ -77,20 +78,20 @@ def _where(table: Table, query: Query) -> tuple[str, list[Any]]:
     if query.q:
         # A substring search, with LIKE's wildcards in the text taken literally.
         pattern = "%" + query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        clauses.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in _SEARCHED) + ")")
+        clauses.append("(" + " OR ".join(f"{c} {dialect.like} ? ESCAPE '\\'" for c in _SEARCHED) + ")")
         args.extend([pattern] * len(_SEARCHED))
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
 def page(db: Database, table: Table, query: Query, version: int) -> dict[str, Any]:
     """One page of records and the total matching; the total is cached per data version."""
-    where, args = _where(table, query)
+    where, args = _where(table, query, db.dialect)
     total = db.cached(
         ("count", table.name, where, tuple(args)),
         version,
         lambda: db.scalar(f"SELECT count(*) FROM {table.name} {where}", args),
     )
-    order = _order(query)
+    order = _order(query, db.dialect)
     start = _ledger_start(db, table, query, version)
     if start is not None:
         # Jump to the right source page through the page ledger instead of skipping rows one by one.
@@ -112,20 +113,23 @@ def page(db: Database, table: Table, query: Query, version: int) -> dict[str, An
     return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
 
 
-def _order(query: Query) -> str:
+def _order(query: Query, dialect: Dialect) -> str:
     direction = "DESC" if query.descending else "ASC"
     # Source order (run, page, position) is unique and served by the (run_id, page, position) index;
     # other sorts break ties on id, so paging is stable either way.
     if query.sort == "source":
         return f"run_id {direction}, page {direction}, position {direction}"
-    return f"{query.sort} {direction}, id {direction}"
+    nulls = dialect.nulls_descending if query.descending else dialect.nulls_ascending  # the same order on both engines
+    return f"{query.sort} {direction}{nulls}, id {direction}"
 
 
-def select(table: Table, query: Query, columns: tuple[str, ...], limit: int | None = None) -> tuple[str, list[Any]]:
+def select(
+    table: Table, query: Query, columns: tuple[str, ...], limit: int | None = None, dialect: Dialect = SQLITE
+) -> tuple[str, list[Any]]:
     """SQL and arguments of every row of the selection (at most ``limit`` after ``query.offset``), in its order."""
-    where, args = _where(table, query)
-    sql = f"SELECT {', '.join(columns)} FROM {table.name} {where} ORDER BY {_order(query)} LIMIT ? OFFSET ?"
-    return sql, [*args, -1 if limit is None else limit, query.offset]
+    where, args = _where(table, query, dialect)
+    sql = f"SELECT {', '.join(columns)} FROM {table.name} {where} ORDER BY {_order(query, dialect)} LIMIT ? OFFSET ?"
+    return sql, [*args, dialect.no_limit if limit is None else limit, query.offset]
 
 
 def _ledger_start(db: Database, table: Table, query: Query, version: int) -> tuple[int, int] | None:

@@ -4,6 +4,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from etl_common.db import DatabaseUrl, DatabaseUrlSetting, parse_url
 from etl_common.settings import BaseEtlSettings
 
 
@@ -11,6 +12,13 @@ class ApiSettings(BaseEtlSettings):
     """Database, authentication, CORS, uvicorn and the SQL console's limits."""
 
     db_path: str = "database/data.db"
+    # The engine and its address (as the saver's): empty is SQLite at db_path.
+    database_url: DatabaseUrlSetting = None
+    # Where the API reads (a read-only role, optionally a replica); empty: database_url.
+    api_database_url: DatabaseUrlSetting = None
+    # PostgreSQL only: the SQL console's login, a role granted the typed columns alone (ETL_DATABASE_CONSOLE_ROLE of
+    # the migrator); without it the console is refused on PostgreSQL.
+    api_sql_database_url: DatabaseUrlSetting = None
     # Bearer token for data and command routes; required unless api_auth is "none".
     api_token: SecretStr | None = None
     api_auth: str = Field("token", pattern="^(token|none)$")
@@ -28,6 +36,18 @@ class ApiSettings(BaseEtlSettings):
     api_sql_max_bytes: int = Field(4_000_000, ge=1000, le=100_000_000)
     # Redis commands (POST /etl_runs) fail fast rather than hang a request.
     api_redis_timeout_s: float = Field(2.0, gt=0, le=30)
+
+    def database(self) -> DatabaseUrl:
+        """Where the API reads: ``api_database_url``, else ``database_url``, else the SQLite file ``db_path``."""
+        url = self.api_database_url or self.database_url
+        return parse_url(url.get_secret_value() if url else "", self.db_path)
+
+    def console_database(self) -> DatabaseUrl:
+        """Where the SQL console runs: the SQLite file read by the API, or ``api_sql_database_url`` on PostgreSQL."""
+        read = self.database()
+        if read.engine == "sqlite" or self.api_sql_database_url is None:
+            return read
+        return parse_url(self.api_sql_database_url.get_secret_value(), self.db_path)
 
     @field_validator("api_cors_origins")
     @classmethod

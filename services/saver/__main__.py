@@ -5,8 +5,10 @@ import sys
 from pathlib import Path
 
 from etl_common import runtime
+from etl_common.db import connect_writer
 from etl_common.settings import from_env_file, load
 from saver import crypto
+from saver.migrate import migrate
 from saver.retention import make_incremental
 from saver.settings import SaverSettings
 from saver.store import Store
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         except crypto.CryptoError as exc:
             print(f"invalid setting: {exc}{from_env_file(str(exc))}", file=sys.stderr)
             return 2
+    database = settings.database()
+    if database.engine == "postgresql":
+        return _postgresql_command(args.command, settings)
     runtime.require_writable("saver", "ETL_DB_PATH", Path(settings.db_path), folder=False)
     runtime.require_writable("saver", "ETL_DATA_DIR", Path(settings.data_dir))
     # Encrypted files are written at the end of the run (no plaintext copy may touch the disk); plain ones as
@@ -60,6 +65,22 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         store.close()
+    return 0
+
+
+def _postgresql_command(command: str | None, settings: SaverSettings) -> int:
+    """``migrate`` on PostgreSQL (the tables, then the roles' grants); the other commands are SQLite's for now."""
+    database = settings.database()
+    if command != "migrate":
+        print(
+            f"the saver runs on SQLite only for now; ETL_DATABASE_URL names PostgreSQL ({database.redacted()}): "
+            "`python -m saver migrate` prepares that database, serving it comes with the saver's PostgreSQL store",
+            file=sys.stderr,
+        )
+        return 2
+    with connect_writer(database) as conn:
+        applied = migrate(conn, settings.database_reader_role, settings.database_console_role)
+    print(f"{database.redacted()}: applied {', '.join(applied) or 'nothing (up to date)'}", file=sys.stderr)
     return 0
 
 

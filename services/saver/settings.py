@@ -2,6 +2,7 @@
 
 from pydantic import Field, SecretStr, model_validator
 
+from etl_common.db import DatabaseUrl, DatabaseUrlSetting, parse_url
 from etl_common.settings import BaseEtlSettings
 
 
@@ -9,6 +10,12 @@ class SaverSettings(BaseEtlSettings):
     """Database, files, SFTP and encryption."""
 
     db_path: str = "database/data.db"
+    # The engine and its address: empty is SQLite at db_path; postgresql://user:password@host:5432/db for PostgreSQL.
+    database_url: DatabaseUrlSetting = None
+    # PostgreSQL only: existing roles the migrator grants reading to (the API's) and the typed columns to (the SQL
+    # console's login); empty: no grant.
+    database_reader_role: str = Field("", pattern=r"^([a-z_][a-z0-9_]{0,62})?$")
+    database_console_role: str = Field("", pattern=r"^([a-z_][a-z0-9_]{0,62})?$")
     data_dir: str = "data"
     # Pages read per XREADGROUP call; a batch is loaded in one transaction.
     batch_pages: int = Field(10, ge=1, le=1000)
@@ -71,6 +78,10 @@ class SaverSettings(BaseEtlSettings):
     source_url: str = "https://dummyjson.com/users"
     # The OpenLineage job namespace; events go out only when the client is configured (OPENLINEAGE_URL, ...).
     lineage_namespace: str = Field("etl", min_length=1, max_length=200)
+
+    def database(self) -> DatabaseUrl:
+        """The engine and address: ``database_url``, or the SQLite file ``db_path`` when it is empty."""
+        return parse_url(self.database_url.get_secret_value() if self.database_url else "", self.db_path)
 
     @model_validator(mode="after")
     def _encryption_has_recipients(self) -> "SaverSettings":

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import httpx
 import orjson
+import psycopg
 import pytest
 
 import testbed as tb
+import testbed.postgres as tbpg
 from dummyjson.server import Source
 from etl_common.db import connect_reader
 from tests.support import Pipeline, SourceServer, Stack, real_users
@@ -26,6 +28,8 @@ class Api:
     """An API process and a client for it."""
 
     def __init__(self, pipeline: Pipeline, tag: str, **env: str) -> None:
+        self.pipeline = pipeline
+        self.engine = "postgresql" if "ETL_API_DATABASE_URL" in env else "sqlite"
         self.port = tb.free_port()
         self.proc = pipeline.start("api", tag=tag, ETL_API_PORT=str(self.port), **env)
         tb.wait_port(self.port, proc=self.proc.popen)
@@ -57,6 +61,22 @@ def api_over_one_run(tmp: Path, redis_server, sftp_server, source: Source, **env
     finally:
         p.stop_all()
         server.stop()
+
+
+@contextlib.contextmanager
+def api_on_postgresql(sqlite_api: Api, request: pytest.FixtureRequest, **env: str) -> Iterator[Api]:
+    """An API over a PostgreSQL copy of ``sqlite_api``'s database: the reader's role, the console's own role."""
+    server = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    tbpg.load_from_sqlite(sqlite_api.pipeline.db_path, url)
+    reader, console = tbpg.make_roles(server, url)
+    api = Api(sqlite_api.pipeline, "api-pg", ETL_API_DATABASE_URL=reader, ETL_API_SQL_DATABASE_URL=console, **env)
+    api.database_url = url  # the owner's, for a test that writes as the saver would
+    try:
+        yield api
+    finally:
+        api.client.close()
+        api.proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -302,11 +322,68 @@ class TestSummary:
         assert api.get("/summary", params={"run_id": "nope"}).status_code == 404
 
 
-class TestSqlConsole:
-    """POST /query_sql: one read-only statement over typed columns, limited in rows and time."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def console_api(request, stack):
+    """The console's API (500 ms, 100 rows) on each engine: the SQLite file, or a PostgreSQL copy of its rows read
+    through the reader's role with the console's own role."""
+    if request.param == "sqlite":
+        yield stack.api
+        return
+    with api_on_postgresql(stack.api, request, ETL_API_SQL_TIMEOUT_MS="500", ETL_API_SQL_MAX_ROWS="100") as api:
+        yield api
 
-    def test_select_returns_columns_and_rows(self, api, runs):
-        r = api.sql(
+
+# (query, what the refusal names on SQLite, on PostgreSQL). Each engine refuses in its own words: SQLite's
+# authorizer names the action or column, PostgreSQL names the statement it will not parse as a subquery or the
+# table its role may not read; PostgreSQL's own dangerous functions are refused on both.
+REFUSED = [
+    ("DELETE FROM etl_runs", "delete", "delete"),
+    ("INSERT INTO etl_runs (run_id, run_timestamp) VALUES ('x', 'y')", "insert", "insert"),
+    ("UPDATE processed_users SET email = 'x'", "update", "update"),
+    ("DROP TABLE raw_users", "drop", "drop"),
+    ("ATTACH DATABASE '/tmp/x.db' AS x", "attach", "attach"),
+    ("VACUUM INTO '/tmp/copy.db'", "refused", "vacuum"),
+    ("PRAGMA journal_mode = DELETE", "pragma", "pragma"),
+    ("PRAGMA query_only = 0", "pragma", "pragma"),
+    ("SELECT 1; SELECT 2", "one statement", "one statement"),
+    ("SELECT 1; DELETE FROM etl_runs", "one statement", "one statement"),
+    ("SELECT 1) AS a; DELETE FROM etl_runs; SELECT (1", "syntax error", "one statement"),
+    ("SELECT name, sql FROM sqlite_master", "sqlite_master", "sqlite_master"),
+    ("SELECT count(*) FROM sqlite_schema", "sqlite_schema", "sqlite_schema"),
+    ("SELECT * FROM schema_migrations", "schema_migrations", "schema_migrations"),
+    ("SELECT * FROM loaded_pages", "loaded_pages", "loaded_pages"),
+    ("SELECT * FROM pragma_table_info('raw_users')", "refused", "pragma_table_info"),
+    ("SELECT * FROM processed_users", "processed_users.record", "processed_users"),
+    ("SELECT password FROM raw_users", "password", "password"),
+    ("SELECT record FROM raw_users", "raw_users.record", "raw_users"),
+    ("SELECT r.record AS harmless FROM processed_users AS r", "record", "processed_users"),
+    ("SELECT x FROM (SELECT record AS x FROM invalid_users) AS s", "invalid_users.record", "invalid_users"),
+    ("SELECT raw_line FROM invalid_users", "raw_line", "invalid_users"),
+    ("WITH c AS (SELECT * FROM raw_users) SELECT id FROM c", "raw_users.record", "raw_users"),
+    ("SELECT json_extract(record, '$.ssn') FROM processed_users", "record", "json_extract"),
+    ("SELECT id FROM processed_users WHERE record LIKE '%123%'", "record", "processed_users"),
+    ("CREATE TEMP VIEW v AS SELECT record FROM raw_users", "refused", "create"),
+    ("SELECT load_extension('x')", "load_extension", "load_extension"),
+    ("SELECT nonsense FROM", "SQL error", "syntax error"),
+    ("SELECT coalesce(printf('%.*c',900000000,'x'), printf('%.*c',900000000,'x'))", "printf", "printf"),
+    ("SELECT length(zeroblob(900000000))", "size limit", "zeroblob"),
+    ("SELECT repeat('x', 2000000)", "repeat", "size limit"),
+    ("SELECT pg_read_file('/etc/passwd')", "pg_read_file", "pg_read_file"),
+    ("SELECT pg_ls_dir('.')", "pg_ls_dir", "pg_ls_dir"),
+    ("SELECT lo_import('/etc/passwd')", "lo_import", "lo_import"),
+    ("SELECT set_config('statement_timeout', '0', false)", "set_config", "set_config"),
+    ("SELECT query_to_xml('SELECT record FROM raw_users', true, false, '')", "query_to_xml", "raw_users"),
+    ("COPY raw_users TO STDOUT", "copy", "copy"),
+    ("SET ROLE postgres", "set", "set"),
+    ("SELECT id FROM raw_users FOR UPDATE", "SQL error", "read-only"),
+]
+
+
+class TestSqlConsole:
+    """POST /query_sql on both engines: one read-only statement over typed columns, limited in rows and time."""
+
+    def test_select_returns_columns_and_rows(self, console_api, runs):
+        r = console_api.sql(
             "SELECT department_code AS code, count(*) AS n FROM processed_users WHERE run_id = "
             f"'{runs[0]['run_id']}' GROUP BY 1 ORDER BY 2 DESC, 1"
         )
@@ -314,75 +391,108 @@ class TestSqlConsole:
         assert r.status_code == 200 and body["columns"] == ["code", "n"]
         assert sum(n for _, n in body["rows"]) == 208 and body["truncated"] is False
 
-    def test_rows_are_capped(self, api):
-        body = api.sql("SELECT id, email FROM raw_users").json()
+    def test_rows_are_capped(self, console_api):
+        body = console_api.sql("SELECT id, email FROM raw_users").json()
         assert len(body["rows"]) == 100 and body["truncated"] is True
 
-    @pytest.mark.parametrize(
-        ("query", "reason"),
-        [
-            ("DELETE FROM etl_runs", "delete"),
-            ("INSERT INTO etl_runs (run_id, run_timestamp) VALUES ('x', 'y')", "insert"),
-            ("UPDATE processed_users SET email = 'x'", "update"),
-            ("DROP TABLE raw_users", "drop"),
-            ("ATTACH DATABASE '/tmp/x.db' AS x", "attach"),
-            ("VACUUM INTO '/tmp/copy.db'", "refused"),
-            ("PRAGMA journal_mode = DELETE", "pragma"),
-            ("PRAGMA query_only = 0", "pragma"),
-            ("SELECT 1; SELECT 2", "one statement"),
-            ("SELECT 1; DELETE FROM etl_runs", "one statement"),
-            ("SELECT name, sql FROM sqlite_master", "sqlite_master"),
-            ("SELECT count(*) FROM sqlite_schema", "sqlite_schema"),
-            ("SELECT * FROM schema_migrations", "schema_migrations"),
-            ("SELECT * FROM loaded_pages", "loaded_pages"),
-            ("SELECT * FROM pragma_table_info('raw_users')", "refused"),
-            ("SELECT * FROM processed_users", "processed_users.record"),
-            ("SELECT password FROM raw_users", "password"),
-            ("SELECT record FROM raw_users", "raw_users.record"),
-            ("SELECT r.record AS harmless FROM processed_users AS r", "record"),
-            ("SELECT x FROM (SELECT record AS x FROM invalid_users)", "invalid_users.record"),
-            ("SELECT raw_line FROM invalid_users", "raw_line"),
-            ("WITH c AS (SELECT * FROM raw_users) SELECT id FROM c", "raw_users.record"),
-            ("SELECT json_extract(record, '$.ssn') FROM processed_users", "record"),
-            ("SELECT id FROM processed_users WHERE record LIKE '%123%'", "record"),
-            ("CREATE TEMP VIEW v AS SELECT record FROM raw_users", "refused"),
-            ("SELECT load_extension('x')", "load_extension"),
-            ("SELECT nonsense FROM", "SQL error"),
-            ("SELECT coalesce(printf('%.*c',900000000,'x'), printf('%.*c',900000000,'x'))", "printf"),
-            ("SELECT length(zeroblob(900000000))", "size limit"),
-        ],
-    )
-    def test_refused_with_a_clear_400(self, api, query, reason):
-        r = api.sql(query)
+    @pytest.mark.parametrize(("query", "sqlite_reason", "postgresql_reason"), REFUSED)
+    def test_refused_with_a_clear_400(self, console_api, query, sqlite_reason, postgresql_reason):
+        r = console_api.sql(query)
         assert r.status_code == 400, r.text
+        reason = postgresql_reason if console_api.engine == "postgresql" else sqlite_reason
         assert reason.lower() in r.json()["detail"].lower()
 
-    def test_select_star_works_on_the_runs_table(self, api):
-        body = api.sql("SELECT * FROM etl_runs").json()
+    def test_select_star_works_on_the_runs_table(self, console_api):
+        body = console_api.sql("SELECT * FROM etl_runs").json()
         assert "warnings" in body["columns"] and len(body["rows"]) == 2
 
-    def test_database_is_unchanged_by_refused_writes(self, pipeline, api):
-        api.sql("DELETE FROM etl_runs")
-        assert len(pipeline.runs()) == 2
+    def test_database_is_unchanged_by_refused_writes(self, console_api):
+        for query in ("DELETE FROM etl_runs", "SELECT 1) AS a; DELETE FROM etl_runs; SELECT (1"):
+            assert console_api.sql(query).status_code == 400
+        assert console_api.get("/etl_runs").headers["X-Total-Count"] == "2"
+        assert console_api.sql("SELECT count(*) FROM etl_runs").json()["rows"] == [[2]]
 
-    def test_runaway_recursive_query_is_stopped_within_the_limit(self, api):
+    def test_runaway_recursive_query_is_stopped_within_the_limit(self, console_api):
         started = time.monotonic()
-        r = api.sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n")
+        r = console_api.sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n")
         elapsed = time.monotonic() - started
         assert r.status_code == 400 and "time limit" in r.json()["detail"]
         assert elapsed < 5  # the limit here is 0.5 s; generous for a loaded machine
-        assert api.get("/healthz").status_code == 200
+        assert console_api.get("/healthz").status_code == 200
 
-    def test_empty_or_missing_query_is_422(self, api):
-        assert api.client.post("/query_sql", json={"query": ""}, headers=AUTH).status_code == 422
-        assert api.client.post("/query_sql", json={}, headers=AUTH).status_code == 422
+    def test_empty_or_missing_query_is_422(self, console_api):
+        assert console_api.client.post("/query_sql", json={"query": ""}, headers=AUTH).status_code == 422
+        assert console_api.client.post("/query_sql", json={}, headers=AUTH).status_code == 422
 
     @pytest.mark.parametrize("extra", [{"limt": 5}, {"limit": 5}, {"params": ["x"]}])
-    def test_a_body_field_the_console_does_not_take_is_422_naming_it(self, api, extra):
+    def test_a_body_field_the_console_does_not_take_is_422_naming_it(self, console_api, extra):
         """A misspelt or unsupported field (a row limit, bound parameters) is refused, never silently ignored."""
-        r = api.client.post("/query_sql", json={"query": "SELECT 1", **extra}, headers=AUTH)
+        r = console_api.client.post("/query_sql", json={"query": "SELECT 1", **extra}, headers=AUTH)
         assert r.status_code == 422, r.text
         assert [e["loc"] for e in r.json()["detail"]] == [["body", name] for name in extra]
+
+
+@pytest.fixture(scope="module")
+def postgresql_api(request, stack):
+    """The API over a PostgreSQL copy of the stack's database (the reader's role)."""
+    with api_on_postgresql(stack.api, request, ETL_API_SQL_TIMEOUT_MS="500", ETL_API_SQL_MAX_ROWS="100") as api:
+        yield api
+
+
+class TestBothEngines:
+    """The same rows on SQLite and on PostgreSQL: every read route answers the same bytes."""
+
+    def test_read_routes_answer_the_same_bytes(self, api, postgresql_api, runs):
+        first, second = runs[0]["run_id"], runs[1]["run_id"]
+        urls = [
+            "/etl_runs",
+            "/etl_runs?status=succeeded&limit=1&offset=1",
+            "/etl_runs/1",
+            f"/etl_runs/{second}",
+            "/etl_runs/1/quality",
+            f"/etl_runs/{second}/quality",
+            "/etl_runs/1/schema",
+            "/summary",
+            f"/summary?run_id={first}",
+        ]
+        for table in TABLES:
+            urls += [
+                f"/data/{table}",
+                f"/data/{table}?run_id={second}&limit=7&offset=33",
+                f"/data/{table}?q=an&sort=last_name&order=desc",
+                f"/data/{table}?q=A_%25&limit=5",
+                f"/data/{table}?sort=age&limit=100",  # NULL ages (invalid rows) sort first ascending on both
+                f"/data/{table}?sort=age&order=desc&limit=100",
+                f"/data/{table}?sort=email&offset=100",
+                f"/data/{table}?department=engineering",
+                f"/data/{table}.csv?run_id={second}&sort=first_name",
+                f"/data/{table}.csv?raw=true&limit=50&offset=20",
+                f"/data/{table}.parquet?run_id={first}",
+            ]
+        urls += ["/data/processed_users?department_code=eng&sort=city", "/data/processed_users?department=ENGINEERING"]
+        for url in urls:
+            on_sqlite, on_postgresql = api.get(url), postgresql_api.get(url)
+            assert on_sqlite.status_code == 200, (url, on_sqlite.text[:300])
+            assert on_postgresql.content == on_sqlite.content, url
+            assert on_postgresql.headers.get("X-Total-Count") == on_sqlite.headers.get("X-Total-Count"), url
+
+    def test_readiness_and_the_console_see_the_same_runs(self, api, postgresql_api):
+        assert postgresql_api.get("/readyz").json() == {"status": "ready"}
+        query = "SELECT run_id, status, valid_count, invalid_count FROM etl_runs ORDER BY id"
+        assert postgresql_api.sql(query).json()["rows"] == api.sql(query).json()["rows"]
+
+    def test_the_cache_sees_a_new_commit(self, api, postgresql_api, postgres_server):
+        """A change committed by another connection (the saver's, here the owner's) shows at the next request."""
+        before = postgresql_api.get("/etl_runs").content
+        assert postgresql_api.get("/etl_runs").content == before  # from the cache
+        owner = postgresql_api.database_url
+        with psycopg.connect(owner, autocommit=True) as conn:
+            conn.execute("UPDATE etl_runs SET error = 'changed' WHERE id = 1")
+        try:
+            assert b"changed" in postgresql_api.get("/etl_runs").content
+        finally:
+            with psycopg.connect(owner, autocommit=True) as conn:
+                conn.execute("UPDATE etl_runs SET error = NULL WHERE id = 1")
 
 
 class TestAuthAndCors:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dummyjson.server import Source
-from tests.integration.test_api import AUTH, api_over_one_run
+from tests.integration.test_api import AUTH, api_on_postgresql, api_over_one_run
 
 EXAMPLES_PER_OPERATION = 60
 
@@ -61,12 +61,17 @@ def _wire(text: str) -> str:
     return quote(text.encode("utf-8", "surrogatepass"), safe="")
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, redis_server, sftp_server):
-    """One loaded run and the API over it; its OpenAPI operations."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def served(request, tmp_path_factory, redis_server, sftp_server):
+    """One loaded run and the API over it, on each engine (PostgreSQL: a copy of the run's rows); its OpenAPI
+    operations."""
     tmp = tmp_path_factory.mktemp("api-hostile")
     with api_over_one_run(tmp, redis_server, sftp_server, Source(30, 3, 7), ETL_API_SQL_TIMEOUT_MS="300") as api:
-        yield api, api.get("/openapi.json").json()
+        if request.param == "sqlite":
+            yield api, api.get("/openapi.json").json()
+            return
+        with api_on_postgresql(api, request, ETL_API_SQL_TIMEOUT_MS="300") as on_postgresql:
+            yield on_postgresql, on_postgresql.get("/openapi.json").json()
 
 
 def _operations() -> list[tuple[str, str]]:

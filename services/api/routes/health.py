@@ -1,11 +1,8 @@
 """Liveness, readiness (the database is readable) and Prometheus metrics; open without a token."""
 
-import sqlite3
-
 from fastapi import APIRouter, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.db import NotReady
 from api.deps import DbDep, error
 from api.models import Health
 
@@ -23,7 +20,7 @@ async def readyz(db: DbDep) -> dict[str, str]:
     """Ready when the database file exists and `etl_runs` can be read; 503 otherwise."""
     try:
         db.scalar("SELECT count(*) FROM etl_runs")
-    except (NotReady, sqlite3.Error) as exc:
+    except db.unreadable as exc:
         raise HTTPException(503, "database not readable") from exc
     return {"status": "ready"}
 

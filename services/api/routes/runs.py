@@ -78,8 +78,8 @@ async def get_run(
     column, key = run_key(run)
     rows = db.dicts(
         f"SELECT {_COLUMNS}, pages_expected, updated_at, warnings, (SELECT count(*) FROM loaded_pages lp "
-        "WHERE lp.run_id = r.run_id) AS pages_loaded, round((julianday(finished_at) - julianday(started_at)) "
-        f"* 86400.0, 3) AS duration_s FROM etl_runs r WHERE {column} = ?",
+        f"WHERE lp.run_id = r.run_id) AS pages_loaded, {_duration(db)} AS duration_s "
+        f"FROM etl_runs r WHERE {column} = ?",
         (key,),
     )
     if not rows:
@@ -90,6 +90,10 @@ async def get_run(
     # Redis is a network call: off the event loop.
     rows[0]["dead_letters"] = await run_in_threadpool(queue.dead_letters, rows[0]["run_id"])
     return json_response(rows[0])
+
+
+def _duration(db: Database) -> str:
+    return db.dialect.seconds_between.format(start="started_at", end="finished_at")
 
 
 def schema_summary(db: Database, run_id: str) -> dict[str, Any] | None:

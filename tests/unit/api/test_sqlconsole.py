@@ -1,18 +1,39 @@
-"""The SQL console's guard on a real SQLite file made by the saver's migrations."""
+"""The SQL console's guard on each engine: a real SQLite file made by the saver's migrations, and a PostgreSQL copy
+of its rows read as the console's own role."""
 
 import sqlite3
 import time
+from pathlib import Path
 
+import psycopg
 import pytest
 
-from api.sqlconsole import ALLOWED, QueryRefused, run_query
+import testbed.postgres as tbpg
+from api import pgconsole, sqlconsole
+from api.sqlconsole import ALLOWED, QueryRefused
+from etl_common.db import parse_url
 from saver.store import Store
 
 RUN = {"run_id": "r1", "run_ts": "20260101_000000", "page": 0}
 
 
-@pytest.fixture
-def db(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    """The SQLite file, or the console role's URL of a PostgreSQL copy of it."""
+    if request.param == "sqlite":
+        return _loaded(tmp_path)
+    return request.getfixturevalue("console_url")
+
+
+@pytest.fixture(scope="module")
+def console_url(tmp_path_factory, postgres_server):
+    """The console role's URL of one PostgreSQL copy for the module: the tests only read."""
+    url = postgres_server.create_database()
+    tbpg.load_from_sqlite(_loaded(tmp_path_factory.mktemp("console")), url)
+    return tbpg.make_roles(postgres_server, url)[1]
+
+
+def _loaded(tmp_path: Path) -> Path:
     path = tmp_path / "data.db"
     store = Store(str(path))
     user = {
@@ -39,7 +60,13 @@ def db(tmp_path):
 
 
 def run(db, query, rows=100, timeout_ms=1000, size=1_000_000):
-    return run_query(db, query, rows, timeout_ms, size)
+    if isinstance(db, str):
+        return pgconsole.run_query(parse_url(db), query, rows, timeout_ms, size)
+    return sqlconsole.run_query(db, query, rows, timeout_ms, size)
+
+
+def on_sqlite(db) -> bool:
+    return isinstance(db, Path)
 
 
 def test_typed_columns_are_readable(db):
@@ -76,6 +103,20 @@ def test_every_allowed_column_exists_in_the_schema(db):
         "SELECT load_extension('/tmp/x.so')",
         "SAVEPOINT s",
         "ANALYZE",
+        "SELECT pg_read_file('/etc/passwd')",
+        "SELECT pg_ls_dir('.')",
+        "SELECT lo_import('/etc/passwd')",
+        "SELECT set_config('statement_timeout', '0', false)",
+        "SELECT query_to_xml('SELECT record FROM raw_users', true, false, '')",
+        "SELECT 1) AS a; DELETE FROM etl_runs; SELECT (1",
+        "COPY raw_users TO STDOUT",
+        "SET ROLE postgres",
+        "RESET ALL",
+        "BEGIN",
+        "COMMIT",
+        "SELECT id FROM raw_users FOR UPDATE",
+        "SELECT nextval('raw_users_id_seq')",
+        "SELECT count(*) FROM pg_catalog.pg_authid",
     ],
 )
 def test_refused(db, query):
@@ -84,20 +125,21 @@ def test_refused(db, query):
 
 
 def test_rows_and_size_are_capped(db):
-    r = run(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 50) SELECT i FROM n", rows=10)
-    assert len(r.rows) == 10 and r.truncated
-    r = run(
-        db,
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 50) "
-        "SELECT substr(hex(zeroblob(50)), 1, 100) FROM n",
-        size=1000,
+    numbers = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 50)"
+        if on_sqlite(db)
+        else "WITH n(i) AS (SELECT generate_series(1, 50))"
     )
+    r = run(db, f"{numbers} SELECT i FROM n", rows=10)
+    assert len(r.rows) == 10 and r.truncated
+    hundred = "substr(hex(zeroblob(50)), 1, 100)" if on_sqlite(db) else "repeat('0', 100)"
+    r = run(db, f"{numbers} SELECT {hundred} FROM n", size=1000)
     assert len(r.rows) < 10 and r.truncated
 
 
 def test_huge_values_are_refused(db):
     with pytest.raises(QueryRefused, match="too big"):
-        run(db, "SELECT zeroblob(100000000)")
+        run(db, "SELECT zeroblob(100000000)" if on_sqlite(db) else "SELECT repeat('x', 5000000)")
 
 
 @pytest.mark.parametrize(
@@ -114,6 +156,7 @@ def test_huge_values_are_refused(db):
         "SELECT length(group_concat(hex(zeroblob(100000)))) FROM n",
     ],
 )
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)  # SQLite's functions; PostgreSQL's are below
 def test_values_cannot_grow_past_the_size_limit(db, query):
     """Every way of growing one value in one step is refused with the reason, not run past the time limit."""
     with pytest.raises(QueryRefused, match=r"size limit|too big|not allowed in the console") as refused:
@@ -121,16 +164,39 @@ def test_values_cannot_grow_past_the_size_limit(db, query):
     assert "SQL error" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT repeat('x', 900000000)",
+        "SELECT lpad('', 400000000, 'xy')",
+        "SELECT string_agg(repeat('x', 100000), '') FROM generate_series(1, 20)",
+        "SELECT array_agg(g) FROM generate_series(1, 300000) AS g",
+        "SELECT repeat('x', 600000) AS a, repeat('y', 600000) AS b",
+        "WITH RECURSIVE d(s, n) AS (SELECT 'x', 0 UNION ALL SELECT s || s, n + 1 FROM d WHERE n < 24) "
+        "SELECT s FROM d WHERE n = 24",
+    ],
+)
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_postgresql_values_cannot_grow_past_the_size_limit(db, query):
+    """A row past the limit stops the query in the database with the reason; nothing that big reaches the API.
+
+    Building a value of hundreds of megabytes may take the database longer than the time limit: then that
+    limit stops it first, as it would any slow query.
+    """
+    started = time.monotonic()
+    with pytest.raises(QueryRefused, match=r"size limit|2000 ms time limit"):
+        run(db, query, timeout_ms=2000)
+    assert time.monotonic() - started < 10
+
+
 def test_select_star_works_on_every_table_without_secret_columns(db):
     """Every column the migrations add is in the allow-list unless it holds the record JSON or unparsed text."""
-    conn = sqlite3.connect(db)
     for table, allowed in ALLOWED.items():
-        columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        columns = _columns(db, table)
         assert columns - allowed <= {"record", "raw_line"}, table
         if not columns & {"record", "raw_line"}:
             result = run(db, f"SELECT * FROM {table}")
             assert set(result.columns) == columns
-    conn.close()
     assert run(db, "SELECT * FROM etl_runs").columns[-2:] == ["warnings", "rows_removed_at"]
 
 
@@ -142,4 +208,17 @@ def test_runaway_query_is_interrupted_near_the_limit(db):
 
 
 def test_blobs_come_back_as_hex(db):
-    assert run(db, "SELECT x'00ff'").rows == [["00ff"]]
+    assert run(db, "SELECT x'00ff'" if on_sqlite(db) else "SELECT '\\x00ff'::bytea").rows == [["00ff"]]
+
+
+def _columns(db, table: str) -> set[str]:
+    if on_sqlite(db):
+        with sqlite3.connect(db) as conn:
+            return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+    with psycopg.connect(db) as conn:  # the console's role sees the names of every column
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s UNION "
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (table, table),
+        ).fetchall()
+        return {r[0] for r in rows}
