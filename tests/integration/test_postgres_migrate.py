@@ -26,8 +26,9 @@ def _sqlite_columns(conn: sqlite3.Connection) -> dict[str, dict[str, bool]]:
 
 def _postgresql_columns(conn: psycopg.Connection) -> dict[str, dict[str, bool]]:
     rows = conn.execute(
-        "SELECT table_name, column_name, is_nullable = 'NO' FROM information_schema.columns "
-        "WHERE table_schema = current_schema()"
+        "SELECT c.table_name, c.column_name, c.is_nullable = 'NO' FROM information_schema.columns c "
+        "JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name "
+        "WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE'"  # views are compared apart
     ).fetchall()
     found: dict[str, dict[str, bool]] = {}
     for table, column, not_null in rows:
@@ -62,6 +63,15 @@ def test_both_engines_make_the_same_tables_columns_and_indexes(tmp_path, postgre
         assert migrate.migrate(pg) == []  # type: ignore[arg-type]  # a restart applies nothing
         assert _postgresql_columns(pg) == _sqlite_columns(lite)  # type: ignore[arg-type]
         assert _indexes_postgresql(pg) == _indexes_sqlite(lite)  # type: ignore[arg-type]
+        views = [r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY name")]
+        pg_views = [
+            r[0] for r in pg.execute("SELECT viewname FROM pg_views WHERE schemaname = current_schema() ORDER BY 1")
+        ]
+        assert pg_views == views
+        for view in views:
+            assert [d.name for d in pg.execute(f"SELECT * FROM {view} LIMIT 0").description] == [
+                d[0] for d in lite.execute(f"SELECT * FROM {view} LIMIT 0").description
+            ]
         versions = [r[0] for r in pg.execute("SELECT version FROM schema_migrations ORDER BY version")]
         assert versions == [r[0] for r in lite.execute("SELECT version FROM schema_migrations ORDER BY version")]
     lite.close()
