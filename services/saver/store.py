@@ -10,8 +10,9 @@ import orjson
 from etl_common.clock import stamp_iso, utc_iso
 from etl_common.db import connect_writer
 from etl_common.files import file_names
-from saver.files import LoadingFiles, RunFile, invalid_line
+from saver.files import LoadingFiles, RunFile
 from saver.migrate import migrate
+from saver.userrows import load_page
 
 
 def now_iso() -> str:
@@ -24,79 +25,8 @@ def ts_iso(run_ts: str) -> str:
     return stamp_iso(run_ts)
 
 
-def _str(v: Any) -> str | None:
-    return v if isinstance(v, str) else None
-
-
-def _rules(rules: Any) -> str | None:
-    """The transformer's ``rules`` list as the ``failed_rules`` column (``"email,age"``); None when not given."""
-    if not isinstance(rules, list):
-        return None
-    return ",".join(dict.fromkeys(str(r) for r in rules))
-
-
-def _get(record: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(record, dict):
-            return None
-        record = record.get(key)
-    return record
-
-
-def _with_code(record_json: bytes, code: Any) -> str:
-    """``{...}`` + ``department_code``, spliced into the record's JSON instead of serialising it again."""
-    tail = b',"department_code":' + orjson.dumps(code) + b"}"
-    return (record_json[:-1] + (tail[1:] if record_json == b"{}" else tail)).decode()
-
-
-# user_id, first_name, last_name, email, username, age, gender, department
-_Common = tuple[int | None, str | None, str | None, str | None, str | None, float | None, str | None, str | None]
-
-
-def _common(record: Any) -> _Common:
-    """The eight columns every user table shares (``_COMMON_COLS``); None where the record has no value of the
-    column's JSON type. Runs for every row the saver writes, hence the inlined checks."""
-    if not isinstance(record, dict):
-        return (None,) * 8
-    g, company = record.get, record.get("company")
-    uid, first, last, email, user, age, gender = (
-        g("id"),
-        g("firstName"),
-        g("lastName"),
-        g("email"),
-        g("username"),
-        g("age"),
-        g("gender"),
-    )
-    dept = company.get("department") if isinstance(company, dict) else None
-    return (
-        uid if type(uid) is int and abs(uid) < 2**63 else None,
-        first if isinstance(first, str) else None,
-        last if isinstance(last, str) else None,
-        email if isinstance(email, str) else None,
-        user if isinstance(user, str) else None,
-        float(age) if isinstance(age, (int, float)) and not isinstance(age, bool) and abs(age) < 1e300 else None,
-        gender if isinstance(gender, str) else None,
-        dept if isinstance(dept, str) else None,
-    )
-
-
 # How the watchdog's verdict of no progress starts (saver.watchdog): a page loaded after it brings the run back.
 STALLED = "watchdog: no progress"
-
-_COMMON_COLS = "user_id, first_name, last_name, email, username, age, gender, department"
-_INSERT_RAW = (
-    f"INSERT OR IGNORE INTO raw_users (run_id, page, position, {_COMMON_COLS}, inserted_at, record) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-_INSERT_VALID = (
-    f"INSERT OR IGNORE INTO processed_users (run_id, page, position, {_COMMON_COLS}, department_code, title, role, "
-    "city, state, user_agent, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-_INSERT_INVALID = (
-    f"INSERT OR IGNORE INTO invalid_users (run_id, page, position, {_COMMON_COLS}, error_reason, failed_rules, "
-    "raw_line, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
 
 
 class Store:
@@ -252,7 +182,7 @@ class Store:
         try:
             with self._tx():
                 for page in ordered:
-                    if self._load_page(page):
+                    if load_page(self, page):
                         loaded.append((str(page["run_id"]), int(page["page"])))
         except BaseException:
             if self.loading:
@@ -261,77 +191,6 @@ class Store:
         if self.loading:
             self.loading.committed(True)
         return loaded
-
-    def _load_page(self, p: dict[str, Any]) -> bool:
-        run_id, page, at = str(p["run_id"]), int(p["page"]), now_iso()
-        raw, valid, invalid = p["raw"], p["valid"], p["invalid"]
-        self._ensure_run(run_id, str(p["run_ts"]))
-        cur = self.conn.execute(
-            "INSERT OR IGNORE INTO loaded_pages (run_id, page, raw_count, valid_count, invalid_count, loaded_at) "
-            "VALUES (?,?,?,?,?,?)",
-            (run_id, page, len(raw), len(valid), len(invalid), at),
-        )
-        if cur.rowcount == 0:
-            return False
-        # Each record is serialised once; the processed copy is that JSON with the code appended.
-        raw_json = [orjson.dumps(r) for r in raw]
-        common = [_common(r) for r in raw]
-        self.conn.executemany(
-            _INSERT_RAW, [(run_id, page, pos, *common[pos], at, raw_json[pos].decode()) for pos in range(len(raw))]
-        )
-        valid_rows = [
-            (
-                run_id,
-                page,
-                pos,
-                *common[pos],
-                _str(v["department_code"]),
-                _str(_get(r, "company", "title")),
-                _str(r.get("role")),
-                _str(_get(r, "address", "city")),
-                _str(_get(r, "address", "state")),
-                _str(r.get("userAgent")),
-                at,
-                _with_code(raw_json[pos], v["department_code"]),
-            )
-            for v in valid
-            for pos in [int(v["pos"])]
-            for r in [raw[pos]]
-        ]
-        self.conn.executemany(_INSERT_VALID, valid_rows)
-        invalid_rows = [
-            (
-                run_id,
-                page,
-                pos,
-                *common[pos],
-                str(i["error_reason"]),
-                _rules(i.get("rules")),
-                i.get("raw_line"),
-                at,
-                raw_json[pos].decode() if isinstance(raw[pos], dict) else None,
-            )
-            for i in invalid
-            for pos in [int(i["pos"])]
-        ]
-        self.conn.executemany(_INSERT_INVALID, invalid_rows)
-        self.conn.execute(
-            "UPDATE etl_runs SET raw_count=raw_count+?, valid_count=valid_count+?, invalid_count=invalid_count+?, "
-            "updated_at=? WHERE run_id=?",
-            (len(raw), len(valid), len(invalid), at, run_id),
-        )
-        # Progress after the watchdog's verdict of no progress wins as progress before it would have (a stage came
-        # back): a run whose pages were all announced goes on; its files are written again from the tables.
-        self.conn.execute(
-            "UPDATE etl_runs SET status='extracted', error=NULL WHERE run_id=? AND status='failed' "
-            "AND pages_expected IS NOT NULL AND substr(error, 1, ?)=?",
-            (run_id, len(STALLED), STALLED),
-        )
-        if self.loading:
-            self.loading.append(
-                self.conn, run_id, file_names(str(p["run_ts"])), page, _page_lines(raw_json, valid_rows, invalid_rows)
-            )
-        return True
 
     def complete_runs(self) -> list[str]:
         """Runs whose pages are all loaded move to 'loaded'; returns the runs now owing files or uploads."""
@@ -477,29 +336,6 @@ class Store:
             "CASE WHEN started_at > ? THEN started_at ELSE ? END, finished_at) WHERE run_id=?",
             (status, error, now_iso(), finished, finished, run_id),
         )
-
-
-def _page_lines(
-    raw_json: list[bytes], valid_rows: list[tuple[Any, ...]], invalid_rows: list[tuple[Any, ...]]
-) -> dict[str, list[bytes]]:
-    """The page's lines of the three files, as ``write_run_files`` makes them from the rows just inserted.
-
-    Rows are (run_id, page, position, ..., record) tuples; in position order, the first row of a position only
-    (``INSERT OR IGNORE`` keeps that one), so the lines equal the tables' rows.
-    """
-
-    def first_by_position(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        seen: dict[int, tuple[Any, ...]] = {}
-        for row in rows:
-            seen.setdefault(row[2], row)
-        return [seen[pos] for pos in sorted(seen)]
-
-    return {
-        "raw": [j + b"\n" for j in raw_json],
-        "processed": [row[-1].encode() + b"\n" for row in first_by_position(valid_rows)],
-        # invalid_users rows end with (error_reason, rules, raw_line, inserted_at, record).
-        "dlq": [invalid_line((row[-1], row[-3], row[-5])) + b"\n" for row in first_by_position(invalid_rows)],
-    }
 
 
 class _Transaction:

@@ -3,7 +3,8 @@
 import orjson
 
 from dummyjson.users import make_bad_user, make_user
-from saver.store import Store, _with_code
+from saver.store import Store
+from saver.userrows import _with_code
 from transformer.enrich import load_departments
 from transformer.transform import transform_page
 
