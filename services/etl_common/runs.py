@@ -170,7 +170,8 @@ class UserColumn:
     python_type: type  # what the API's model says (always nullable)
     path: tuple[str, ...] | None
     tables: frozenset[str]  # the user tables that have it
-    exposed: bool = True  # in the API's records and the SQL console's allow-list
+    api: bool = True  # in the API's records (api.models.Record, api.records)
+    console: bool = True  # in the SQL console's allow-list (api.sqlconsole.ALLOWED)
 
 
 _ALL = frozenset({"raw_users", "processed_users", "invalid_users"})
@@ -193,10 +194,12 @@ USER_COLUMNS: tuple[UserColumn, ...] = (
     UserColumn("user_agent", "TEXT", str, ("userAgent",), _PROCESSED),
     UserColumn("error_reason", "TEXT", str, None, _INVALID),  # the transformer's verdict
     # The rules an invalid record broke: in the SQL console, not in the API's records.
-    UserColumn("failed_rules", "TEXT", str, None, _INVALID, exposed=False),
+    UserColumn("failed_rules", "TEXT", str, None, _INVALID, api=False),
 )
-# Columns every user table has besides the typed ones (``record`` holds masked secrets: never exposed).
+# Columns every user table has besides the typed ones (and ``record``, ``raw_line``: masked secrets, unparsed
+# text, never in the console): where the row is, and when it was written.
 ROW_COLUMNS = ("id", "run_id", "page", "position")
+INSERTED_AT = "inserted_at"
 
 
 def user_columns(table: str) -> tuple[UserColumn, ...]:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import structlog
 from opentelemetry import trace
-from tenacity import RetryCallState, Retrying, wait_exponential
 
 from etl_common import metrics, tracing
+from etl_common.retry import Backoff
 from etl_common.runs import RunStatus
 from saver import crypto, report, schema, sftp, storage
 from saver.agefmt import x25519
@@ -45,21 +45,6 @@ class Failed:
 
 
 Outcome = Succeeded | Deferred | Failed
-
-
-class Backoff:
-    """A doubling delay per failure, from ``first_s`` up to ``max_s``: tenacity's ``wait_exponential``, spread over
-    the saver's turns instead of slept in one (the saver keeps serving meanwhile)."""
-
-    def __init__(self, first_s: float, max_s: float) -> None:
-        self.wait = wait_exponential(multiplier=first_s, max=max_s)
-        self._retrying = Retrying(wait=self.wait)
-
-    def delay(self, failures: int) -> float:
-        """Seconds to wait after the ``failures``-th failure in a row."""
-        state = RetryCallState(self._retrying, None, (), {})
-        state.attempt_number = failures
-        return float(self.wait(state))
 
 
 class Finisher:
