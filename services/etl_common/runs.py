@@ -210,3 +210,11 @@ def user_columns(table: str) -> tuple[UserColumn, ...]:
 def common_columns() -> tuple[UserColumn, ...]:
     """The typed columns every user table shares."""
     return user_columns("raw_users")
+
+
+def state_diagram() -> str:
+    """The statuses and their moves as a mermaid ``stateDiagram-v2`` (docs/architecture.md holds this text)."""
+    lines = ["stateDiagram-v2", f"    [*] --> {INITIAL}"]
+    lines += [f"    {old} --> {new}" for old in RunStatus for new in RunStatus if new in TRANSITIONS[old]]
+    lines += [f"    {s} --> [*]" for s in RunStatus if s in FINAL]
+    return "\n".join(lines)
