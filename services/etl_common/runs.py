@@ -10,6 +10,9 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+from redis.client import Pipeline
+
 from etl_common import streams
 
 
@@ -79,7 +82,7 @@ class EventType(enum.StrEnum):
     PHASE2_COMPLETE = "phase2_complete"  # transformer (a Lua script: transformer.worker._COMPLETE)
     RUN_REPLAYED = "run_replayed"  # etl_common.deadletters: its dead-lettered pages went back on their streams
     PHASE3_COMPLETE = "phase3_complete"  # saver: files written and uploaded
-    RETENTION_REQUESTED = "retention_requested"  # api: apply the retention policy now
+    RETENTION_REQUESTED = "retention_requested"  # api: apply the retention policy now (about no run: no Event)
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,7 @@ def phase3_complete(run_id: str, files: list[str]) -> Event:
     return _event(EventType.PHASE3_COMPLETE, run_id, status=str(S.SUCCEEDED), files=files)
 
 
-def emit(pipe: Any, events_stream: str, event: Event, traceparent: str | None = None) -> None:
+def emit(pipe: redis.Redis | Pipeline, events_stream: str, event: Event, traceparent: str | None = None) -> None:
     """Add ``event`` to the events stream through ``pipe`` (a client or a pipeline), trimmed to the recent past."""
     pipe.xadd(events_stream, streams.encode(event.as_dict(), traceparent), maxlen=100_000, approximate=True)
 

@@ -23,7 +23,7 @@ import structlog
 from etl_common import deadletters, metrics
 from etl_common.clock import utc_iso
 from etl_common.keys import Keys
-from etl_common.runs import FINAL, RunStatus
+from etl_common.runs import FINAL, EventType, RunStatus
 from saver import crypto, sftp
 from saver.settings import SaverSettings
 
@@ -122,7 +122,7 @@ class Retention:
 
     def on_event(self, event: dict[str, Any]) -> None:
         """Apply (or plan, with ``dry_run``) on a ``retention_requested`` event; other events are not ours."""
-        if event.get("type") == "retention_requested":
+        if event.get("type") == EventType.RETENTION_REQUESTED:
             self.run(
                 trigger=str(event.get("trigger") or "request"),
                 request_id=str(event.get("request_id") or ""),
