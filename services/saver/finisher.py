@@ -2,6 +2,7 @@
 
 import sqlite3
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,59 +65,59 @@ class Finisher:
         self.streamed: set[str] = set()  # runs whose files are those appended (and streamed) while they loaded
         self.run_traces: dict[str, str] = {}  # run_id -> the traceparent of its start
 
+    def span(self, run_id: str, name: str) -> AbstractContextManager[trace.Span]:
+        """The span of finishing the run, in the run's trace: the outcome is acted on inside it too."""
+        ctx = tracing.context_from(self.run_traces.get(run_id))
+        return tracer.start_as_current_span(name, context=ctx, attributes={"etl.run_id": run_id})
+
     def finish(self, run_id: str) -> Outcome | None:
         """Check, write and upload the run's files; None for a run the store does not know."""
         run = self.store.run(run_id)
         if run is None:
             return None
-        ctx = tracing.context_from(self.run_traces.get(run_id))
-        with tracer.start_as_current_span("save.finish", context=ctx, attributes={"etl.run_id": run_id}):
-            self._check_invariants(run_id)
-            self._record_schema(run_id)
-            self.reports.start(run_id)
-            t0 = time.monotonic()
-            with tracer.start_as_current_span("files.write"):
-                try:
-                    written = self._files(run, self._recipients())
-                except crypto.CryptoError as exc:
-                    # A bad recipients file must not stop the saver: the run waits, like for an SFTP outage.
-                    return self.defer(run_id, str(exc))
-                except Exception as exc:
-                    if storage.is_full(exc):
-                        raise  # the whole saver waits for space (Worker.turn), the run stays loaded
-                    return self._unexpected(run_id, "files", "writing the files", exc)
-            for kind, info in written.items():
-                self.store.record_file(run_id, kind, info)
-            metrics.STAGE_DURATION.labels(stage="files").observe(time.monotonic() - t0)
-            log.info("files written", run_id=run_id, **{k: v["records"] for k, v in written.items()})
-            return self._upload(run_id, {k: (v["path"], v["name"]) for k, v in written.items()})
+        self._check_invariants(run_id)
+        self._record_schema(run_id)
+        self.reports.start(run_id)
+        t0 = time.monotonic()
+        with tracer.start_as_current_span("files.write"):
+            try:
+                written = self._files(run, self._recipients())
+            except crypto.CryptoError as exc:
+                # A bad recipients file must not stop the saver: the run waits, like for an SFTP outage.
+                return self.defer(run_id, str(exc))
+            except Exception as exc:
+                if storage.is_full(exc):
+                    raise  # the whole saver waits for space (Worker.turn), the run stays loaded
+                return self._unexpected(run_id, "files", "writing the files", exc)
+        for kind, info in written.items():
+            self.store.record_file(run_id, kind, info)
+        metrics.STAGE_DURATION.labels(stage="files").observe(time.monotonic() - t0)
+        log.info("files written", run_id=run_id, **{k: v["records"] for k, v in written.items()})
+        return self._upload(run_id, {k: (v["path"], v["name"]) for k, v in written.items()})
 
-    def retry_due(self) -> list[tuple[str, Outcome]]:
-        """Try again each deferred run whose wait is over: its upload, or its files when they are not whole."""
-        done: list[tuple[str, Outcome]] = []
-        for run_id, (due, _) in list(self.due.items()):
-            if time.monotonic() < due:
+    def due_now(self) -> list[tuple[str, bool]]:
+        """The deferred runs whose wait is over, each with whether its files must be written again (not whole, or
+        written before encryption was switched on or off: never sent as they are)."""
+        due: list[tuple[str, bool]] = []
+        for run_id, (until, _) in list(self.due.items()):
+            if time.monotonic() < until:
                 continue
             run = self.store.run(run_id)
             if run is None or run["status"] != RunStatus.UPLOAD_PENDING:
                 self.due.pop(run_id, None)
                 continue
             rows = self.store.files(run_id)
-            files = {f["kind"]: (Path(self.settings.data_dir) / f["name"], f["name"]) for f in rows}
-            # Files written before encryption was switched on (or off) are rewritten, never sent as they are.
             mode_changed = any(bool(f["encrypted"]) != self.settings.encryption_enabled for f in rows)
-            if len(files) < 3 or mode_changed or not all(p.exists() for p, _ in files.values()):
-                outcome = self.finish(run_id)
-            else:
-                with tracer.start_as_current_span(
-                    "save.retry_upload",
-                    context=tracing.context_from(self.run_traces.get(run_id)),
-                    attributes={"etl.run_id": run_id},
-                ):
-                    outcome = self._upload(run_id, files)
-            if outcome is not None:
-                done.append((run_id, outcome))
-        return done
+            whole = len(rows) == 3 and all(self._local(f["name"]).exists() for f in rows)
+            due.append((run_id, mode_changed or not whole))
+        return due
+
+    def retry_upload(self, run_id: str) -> Outcome:
+        """Upload the run's files as they were written."""
+        return self._upload(run_id, {f["kind"]: (self._local(f["name"]), f["name"]) for f in self.store.files(run_id)})
+
+    def _local(self, name: str) -> Path:
+        return Path(self.settings.data_dir) / name
 
     def defer(self, run_id: str, reason: str) -> Deferred:
         """The one place a run is put off: its next try is due after ``ETL_UPLOAD_RETRY_S`` doubled at each failure,

@@ -1,5 +1,6 @@
 """Loading a batch of pages: one write composed of the store's rows, the appended run files and the upload stream."""
 
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -8,6 +9,8 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 
 from etl_common import metrics, tracing
+from etl_common.errors import PermanentError
+from saver import schema
 from saver.userrows import load_page
 
 if TYPE_CHECKING:
@@ -98,3 +101,21 @@ def report_loaded(
         run = store.run(run_id)
         if run is not None:
             metrics.RUN_PROGRESS.labels(stage="load").set(run["raw_count"])
+
+
+def check_page(p: dict[str, Any]) -> None:
+    """A processed page must have the shape the store expects; anything else is poison."""
+    for key in ("run_id", "run_ts", "page", "raw", "valid", "invalid"):
+        if key not in p:
+            raise PermanentError(f"processed page lacks {key!r}")
+    if not all(isinstance(p[k], list) for k in ("raw", "valid", "invalid")):
+        raise PermanentError("processed page lists are not lists")
+
+
+def keep_schemas(store: "Store", pages: list[dict[str, Any]]) -> None:
+    """Keep the pages' observed schemas for their runs' drift; a failure costs the drift, never the pages."""
+    try:
+        schema.save_pages(store.conn, pages)
+    except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+        metrics.ERRORS.labels(stage="schema").inc()
+        log.error("page schemas not kept; the run's drift will miss them", error=str(exc))

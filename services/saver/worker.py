@@ -15,7 +15,7 @@ from etl_common.ops import Heartbeat
 from etl_common.runs import EventType, RunStatus
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
-from saver import lineage, loader, report, schema, storage, success
+from saver import lineage, loader, report, storage, success
 from saver.files import LoadingFiles
 from saver.finisher import Deferred, Failed, Finisher, Outcome, Succeeded
 from saver.retention import Retention
@@ -138,7 +138,7 @@ class Worker(StreamWorker[SaverSettings]):
             try:
                 payload, tp = streams.decode(entry.fields)
                 if entry.stream == self.keys.processed_stream:
-                    _check_page(payload)
+                    loader.check_page(payload)
                     pages.append((entry, payload, tp))
                 else:
                     self._event(payload, tp)
@@ -151,8 +151,12 @@ class Worker(StreamWorker[SaverSettings]):
             self._load(pages)
         if entries or retrying:
             self.finish_runs()
-        for run_id, outcome in self.finisher.retry_due():
-            self._settle(run_id, outcome)
+        for run_id, rewrite in self.finisher.due_now():
+            if rewrite:
+                self._finish(run_id)
+            else:
+                with self.finisher.span(run_id, "save.retry_upload"):
+                    self._settle(run_id, self.finisher.retry_upload(run_id))
         self.reports.collect()
 
     def _event(self, payload: dict[str, Any], tp: str | None) -> None:
@@ -191,7 +195,7 @@ class Worker(StreamWorker[SaverSettings]):
                 # One bad page must not block the batch: load them one by one, dead-letter the culprit.
                 log.warning("batch failed; loading its pages one by one", error=str(exc))
                 pages, loaded = self._load_one_by_one(pages)
-        self._keep_schemas([p for _, p, _ in pages])
+        loader.keep_schemas(self.store, [p for _, p, _ in pages])
         # Acked only after the commit: a crash before it redelivers, the ledger skips repeats.
         self._ack([e for e, _, _ in pages])
         for _, p, page_tp in pages:
@@ -210,17 +214,13 @@ class Worker(StreamWorker[SaverSettings]):
                 self._dead(entry, f"page cannot be loaded: {type(exc).__name__}: {exc}")
         return kept, loaded
 
-    def _keep_schemas(self, pages: list[dict[str, Any]]) -> None:
-        """Keep the pages' observed schemas for their runs' drift; a failure costs the drift, never the pages."""
-        try:
-            schema.save_pages(self.store.conn, pages)
-        except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
-            metrics.ERRORS.labels(stage="schema").inc()
-            log.error("page schemas not kept; the run's drift will miss them", error=str(exc))
-
     def finish_runs(self) -> None:
         """Finish every run whose pages are all loaded, and act on how each ended."""
         for run_id in self.store.complete_runs():
+            self._finish(run_id)
+
+    def _finish(self, run_id: str) -> None:
+        with self.finisher.span(run_id, "save.finish"):
             outcome = self.finisher.finish(run_id)
             if outcome is not None:
                 self._settle(run_id, outcome)
@@ -230,9 +230,9 @@ class Worker(StreamWorker[SaverSettings]):
         if isinstance(outcome, Succeeded):
             self.reports.wait(run_id)
             self.store.mark_uploaded(run_id, outcome.remote)
+            success.announce(self.client, self.keys, self.store, run_id)
             self.finisher.run_traces.pop(run_id, None)
             self.lineage.emit(self.store.conn, run_id)
-            success.announce(self.client, self.keys, self.store, run_id)
             self.retention.after_success()
         elif isinstance(outcome, Deferred):
             self.store.mark(run_id, RunStatus.UPLOAD_PENDING, outcome.reason)
@@ -243,12 +243,3 @@ class Worker(StreamWorker[SaverSettings]):
             self.store.fail(run_id, outcome.reason)
             self.finisher.release(run_id)
             self.lineage.emit(self.store.conn, run_id)
-
-
-def _check_page(p: dict[str, Any]) -> None:
-    """A processed page must have the shape the store expects; anything else is poison."""
-    for key in ("run_id", "run_ts", "page", "raw", "valid", "invalid"):
-        if key not in p:
-            raise PermanentError(f"processed page lacks {key!r}")
-    if not all(isinstance(p[k], list) for k in ("raw", "valid", "invalid")):
-        raise PermanentError("processed page lists are not lists")

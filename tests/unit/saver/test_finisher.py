@@ -63,14 +63,17 @@ def test_an_unreadable_recipients_file_defers_the_run_with_the_reason(tmp_path, 
     assert finisher.due["r1"] == (second.until, 2)
 
 
-def test_a_refused_upload_defers_and_a_run_not_due_is_not_retried(tmp_path, store):
+def test_a_refused_upload_defers_and_is_retried_only_when_due(tmp_path, store):
     from testbed import free_port
 
     finisher = _finisher(tmp_path, store, sftp_port=free_port(), sftp_attempts=1, sftp_backoff_s=0)
     outcome = finisher.finish("r1")
     assert isinstance(outcome, Deferred), outcome
     store.mark("r1", RunStatus.UPLOAD_PENDING, outcome.reason)
-    assert finisher.retry_due() == []  # its wait is not over
+    assert finisher.due_now() == []  # its wait is not over
     finisher.due["r1"] = (0.0, 1)
+    assert finisher.due_now() == [("r1", False)]  # due, its three files whole: the upload only is tried again
+    (tmp_path / "data" / store.files("r1")[0]["name"]).unlink()
+    assert finisher.due_now() == [("r1", True)]  # a file gone: written again
     store.mark("r1", RunStatus.SUCCEEDED)  # finished elsewhere meanwhile: dropped, not retried
-    assert finisher.retry_due() == [] and "r1" not in finisher.due
+    assert finisher.due_now() == [] and "r1" not in finisher.due
