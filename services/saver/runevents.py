@@ -15,38 +15,33 @@ def _error(event: Event) -> str:
     return str(event.fields.get("error", ""))[:2000]
 
 
+def _update(store: "Store", event: Event, at: str, sets: str, where: str = "", *values: object) -> None:
+    """``UPDATE etl_runs SET <sets>, updated_at WHERE run_id <where>`` for the event's run; ``values`` fill ``sets``."""
+    store.conn.execute(f"UPDATE etl_runs SET {sets}, updated_at=? WHERE run_id=? {where}", (*values, at, event.run_id))
+
+
 def _started(store: "Store", event: Event, at: str) -> None:
     store._ensure_run(event.run_id, event.fields["run_ts"])
-    store.conn.execute(
-        "UPDATE etl_runs SET trigger=?, started_at=?, updated_at=? WHERE run_id=?",
-        (event.fields.get("trigger"), event.fields.get("started_at"), at, event.run_id),
+    _update(
+        store, event, at, "trigger=?, started_at=?", "", event.fields.get("trigger"), event.fields.get("started_at")
     )
 
 
 def _extracted(store: "Store", event: Event, at: str) -> None:
     f = event.fields
     store._ensure_run(event.run_id, f["run_ts"])
-    store.conn.execute(
-        "UPDATE etl_runs SET pages_expected=?, total_expected=?, error=NULL, updated_at=?, "
-        f"status=CASE WHEN status IN {sql_in({S.RUNNING, S.FAILED})} THEN '{S.EXTRACTED}' ELSE status END "
-        "WHERE run_id=?",
-        (int(f["pages"]), int(f.get("total", f["records"])), at, event.run_id),
-    )
+    status = f"CASE WHEN status IN {sql_in({S.RUNNING, S.FAILED})} THEN '{S.EXTRACTED}' ELSE status END"
+    sets = f"pages_expected=?, total_expected=?, error=NULL, status={status}"
+    _update(store, event, at, sets, "", int(f["pages"]), int(f.get("total", f["records"])))
 
 
 def _transformed(store: "Store", event: Event, at: str) -> None:
-    store.conn.execute(
-        f"UPDATE etl_runs SET updated_at=?, status=CASE WHEN status IN {sql_in({S.RUNNING, S.EXTRACTED})} "
-        f"THEN '{S.TRANSFORMED}' ELSE status END WHERE run_id=?",
-        (at, event.run_id),
-    )
+    status = f"CASE WHEN status IN {sql_in({S.RUNNING, S.EXTRACTED})} THEN '{S.TRANSFORMED}' ELSE status END"
+    _update(store, event, at, f"status={status}")
 
 
 def _extract_failed(store: "Store", event: Event, at: str) -> None:
-    store.conn.execute(
-        f"UPDATE etl_runs SET status='{S.FAILED}', error=?, updated_at=? WHERE run_id=? AND status='{S.RUNNING}'",
-        (_error(event), at, event.run_id),
-    )
+    _update(store, event, at, f"status='{S.FAILED}', error=?", f"AND status='{S.RUNNING}'", _error(event))
 
 
 def _warning(store: "Store", event: Event, at: str) -> None:
@@ -56,34 +51,22 @@ def _warning(store: "Store", event: Event, at: str) -> None:
 
 def _failed(store: "Store", event: Event, at: str) -> None:
     # A stage gave up on part of the run (an entry dead-lettered): it can never complete.
-    store.conn.execute(
-        f"UPDATE etl_runs SET status='{S.FAILED}', error=?, updated_at=? WHERE run_id=? AND status<>'{S.SUCCEEDED}'",
-        (_error(event), at, event.run_id),
-    )
+    _update(store, event, at, f"status='{S.FAILED}', error=?", f"AND status<>'{S.SUCCEEDED}'", _error(event))
 
 
 def _errored(store: "Store", event: Event, at: str) -> None:
     # An unexpected error the stage will retry: shown on the run, whose status stays as it is.
-    store.conn.execute(
-        f"UPDATE etl_runs SET error=?, updated_at=? WHERE run_id=? AND status NOT IN {sql_in(FINAL)}",
-        (_error(event), at, event.run_id),
-    )
+    _update(store, event, at, "error=?", f"AND status NOT IN {sql_in(FINAL)}", _error(event))
 
 
 def _replayed(store: "Store", event: Event, at: str) -> None:
     # Its dead-lettered pages went back onto their stream (etl_common.deadletters): it may complete now.
-    store.conn.execute(
-        f"UPDATE etl_runs SET status='{S.EXTRACTED}', error=NULL, updated_at=? WHERE run_id=? "
-        f"AND status='{S.FAILED}' AND pages_expected IS NOT NULL",
-        (at, event.run_id),
-    )
+    sets, where = f"status='{S.EXTRACTED}', error=NULL", f"AND status='{S.FAILED}' AND pages_expected IS NOT NULL"
+    _update(store, event, at, sets, where)
 
 
 def _resumed(store: "Store", event: Event, at: str) -> None:
-    store.conn.execute(
-        f"UPDATE etl_runs SET status='{S.RUNNING}', error=NULL, updated_at=? WHERE run_id=? AND status='{S.FAILED}'",
-        (at, event.run_id),
-    )
+    _update(store, event, at, f"status='{S.RUNNING}', error=NULL", f"AND status='{S.FAILED}'")
 
 
 # The events that move a run's header; the others (phase 3, retention) are not the header's.
