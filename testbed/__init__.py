@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from etl_common.db import connect_reader
+from etl_common.runs import AT_REST
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -296,7 +297,7 @@ def output_tails(procs: "dict[str, Proc]", chars: int = 2500) -> str:
     return "\n".join(f"--- {name}\n{p.output()[-chars:]}" for name, p in procs.items())
 
 
-FINAL_STATUSES = ("succeeded", "failed", "upload_pending")
+FINAL_STATUSES = tuple(AT_REST)  # what a run waiting for its end waits for (etl_common.runs)
 """Statuses of ``etl_runs`` after which a run changes no more unless something retries it."""
 
 

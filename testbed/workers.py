@@ -51,8 +51,7 @@ def build_worker(service: str, redis_url: str, base: Path, **settings: Any) -> B
         paths = {"db_path": str(base / "database" / "data.db"), "data_dir": str(base / "data"), "sftp_enabled": False}
         ss = SaverSettings(_env_file=None, **{**common, **paths, **settings})
         Path(ss.db_path).parent.mkdir(parents=True, exist_ok=True)
-        # As the saver's entry point: encrypted files are written at the end of the run, plain ones as pages commit.
-        store = Store(ss.db_path, None if ss.encryption_enabled else ss.data_dir)
+        store = Store(ss.db_path)  # as the saver's entry point (the worker appends the files as pages commit)
         return SaverWorker(ss, client, store, Heartbeat(ss.heartbeat_stale_s), Stopper())
     if service == "extractor":
         if "source_url" not in settings:

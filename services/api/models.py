@@ -6,13 +6,16 @@ than build them; the schema tests check that the two agree.
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from etl_common.runs import USER_COLUMNS, common_columns
 
 # Free text in a query string or path: no control characters. SQLite's text functions (LIKE,
 # lower) stop at a NUL, so `q=a%00zzzz` searched like `q=a`; none of the searched columns hold one.
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 NO_CONTROL_MESSAGE = "control characters (U+0000 to U+001F, U+007F) are not allowed"
 
+# etl_common.runs.RunStatus's values, as a Literal for the schema (a test ties the two).
 Status = Literal["running", "extracted", "transformed", "loaded", "upload_pending", "succeeded", "failed"]
 
 
@@ -74,28 +77,27 @@ class RunRequested(BaseModel):
     detail: str
 
 
-class Record(BaseModel):
-    """Typed columns of a record and the stored record (masked, never with a password)."""
+def _user_fields(common: bool) -> dict[str, Any]:
+    """The typed user columns the API shows (etl_common.runs.USER_COLUMNS): the shared ones required, the others
+    defaulting to null (a table without them leaves them out)."""
+    shared = {c.name for c in common_columns()}
+    return {
+        c.name: (c.python_type | None, ... if common else None)
+        for c in USER_COLUMNS
+        if c.api and (c.name in shared) == common
+    }
 
-    id: int
-    run_id: str
-    user_id: int | None
-    first_name: str | None
-    last_name: str | None
-    email: str | None
-    username: str | None
-    age: float | None
-    gender: str | None
-    department: str | None
-    inserted_at: str
-    department_code: str | None = None
-    title: str | None = None
-    role: str | None = None
-    city: str | None = None
-    state: str | None = None
-    user_agent: str | None = None
-    error_reason: str | None = None
-    record: Any = Field(description="the stored JSON record; null for a line that was not JSON")
+
+Record = create_model(
+    "Record",
+    __doc__="Typed columns of a record and the stored record (masked, never with a password).",
+    id=(int, ...),
+    run_id=(str, ...),
+    **_user_fields(common=True),
+    inserted_at=(str, ...),
+    **_user_fields(common=False),
+    record=(Any, Field(description="the stored JSON record; null for a line that was not JSON")),
+)
 
 
 class RecordPage(BaseModel):

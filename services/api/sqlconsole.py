@@ -13,60 +13,36 @@ from pathlib import Path
 from typing import Any
 
 from etl_common.db import connect_reader
+from etl_common.runs import INSERTED_AT, ROW_COLUMNS, user_columns
 
-_COMMON = (
+_RUNS = (
     "id",
     "run_id",
-    "page",
-    "position",
-    "user_id",
-    "first_name",
-    "last_name",
-    "email",
-    "username",
-    "age",
-    "gender",
-    "department",
-    "inserted_at",
+    "run_timestamp",
+    "raw_file",
+    "processed_file",
+    "dlq_file",
+    "valid_count",
+    "invalid_count",
+    "status",
+    "trigger",
+    "started_at",
+    "finished_at",
+    "total_expected",
+    "raw_count",
+    "pages_expected",
+    "error",
+    "updated_at",
+    "warnings",
+    "rows_removed_at",
 )
-# Typed columns only: the ``record`` JSON holds masked secrets, ``raw_line`` unparsed text.
+# Typed columns only (etl_common.runs.USER_COLUMNS): ``record`` holds masked secrets, ``raw_line`` unparsed text.
 ALLOWED: dict[str, frozenset[str]] = {
-    "etl_runs": frozenset(
-        (
-            "id",
-            "run_id",
-            "run_timestamp",
-            "raw_file",
-            "processed_file",
-            "dlq_file",
-            "valid_count",
-            "invalid_count",
-            "status",
-            "trigger",
-            "started_at",
-            "finished_at",
-            "total_expected",
-            "raw_count",
-            "pages_expected",
-            "error",
-            "updated_at",
-            "warnings",
-            "rows_removed_at",
-        )
-    ),
-    "raw_users": frozenset(_COMMON),
-    "processed_users": frozenset(
-        (
-            *_COMMON,
-            "department_code",
-            "title",
-            "role",
-            "city",
-            "state",
-            "user_agent",
-        )
-    ),
-    "invalid_users": frozenset((*_COMMON, "error_reason", "failed_rules")),
+    "etl_runs": frozenset(_RUNS),
+    **{
+        table: frozenset((*ROW_COLUMNS, *(c.name for c in user_columns(table) if c.console), INSERTED_AT))
+        for table in ("raw_users", "processed_users", "invalid_users")
+    },
 }
 # Functions that read files, expose pointers or are not needed for reporting.
 _DENIED_FUNCTIONS = frozenset(("load_extension", "fts3_tokenizer", "readfile", "writefile", "edit"))

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from etl_common import streams
+from etl_common import runs, streams
 from etl_common.clock import utc_iso
 from etl_common.keys import Keys
 
@@ -136,8 +136,7 @@ def act(client: redis.Redis, keys: Keys, action: str, ids: Iterable[str], actor:
         if status == "done" and action == "replay" and run and stream in (keys.raw_stream, keys.processed_stream):
             replayed_runs.add(run)
     for run in sorted(replayed_runs):
-        event = {"type": "run_replayed", "run_id": run, "actor": actor, "at": utc_iso()}
-        client.xadd(keys.events_stream, streams.encode(event), maxlen=100_000, approximate=True)
+        runs.emit(client, keys.events_stream, runs.run_replayed(run, actor, utc_iso()))
     return results
 
 

@@ -7,6 +7,7 @@ with ``counter``, ``gauge`` or ``histogram`` (never ``Counter(...)`` directly: i
 """
 
 import threading
+import weakref
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
@@ -19,7 +20,9 @@ WORKERS = (EXTRACTOR, TRANSFORMER, SAVER)
 OWNERS: dict[MetricWrapperBase, tuple[str, ...]] = {}
 # Family -> service -> label values its series start with at 0, so increase() sees their first event.
 PRESET: dict[MetricWrapperBase, dict[str, list[tuple[str, ...]]]] = {}
-_registered: dict[int, set[str]] = {}  # id(registry) -> services registered in it
+# registry -> services registered in it; weak, so a registry dropped (a test's) is forgotten, never mistaken for a new
+# one that reuses its id
+_registered: "weakref.WeakKeyDictionary[CollectorRegistry, set[str]]" = weakref.WeakKeyDictionary()
 _guard = threading.Lock()
 
 _PAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -78,7 +81,7 @@ def register(service: str, registry: CollectorRegistry = REGISTRY) -> None:
     if service not in SERVICES:
         raise ValueError(f"unknown service {service!r}; one of {SERVICES}")
     with _guard:
-        done = _registered.setdefault(id(registry), set())
+        done = _registered.setdefault(registry, set())
         if service in done:
             return
         already = {id(m) for s in done for m in owned_by(s)}

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 from redis.retry import Retry
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_never
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_never, wait_exponential
 
 # Set once, by the SIGTERM/SIGINT handler (etl_common.runtime.Stopper): the process is stopping.
 STOP = threading.Event()
@@ -84,3 +84,18 @@ class StoppableRetry(Retry):
 
 
 RETRYABLE_REDIS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+class Backoff:
+    """A doubling delay per failure in a row, from ``first_s`` up to ``max_s``: tenacity's ``wait_exponential``,
+    for a wait spread over a loop's turns instead of slept in one (the loop keeps serving meanwhile)."""
+
+    def __init__(self, first_s: float, max_s: float) -> None:
+        self.wait = wait_exponential(multiplier=first_s, max=max_s)
+        self._retrying = Retrying(wait=self.wait)
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row."""
+        state = RetryCallState(self._retrying, None, (), {})
+        state.attempt_number = failures
+        return float(self.wait(state))

@@ -51,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return _postgresql_command(args.command, settings)
     runtime.require_writable("saver", "ETL_DB_PATH", Path(settings.db_path), folder=False)
     runtime.require_writable("saver", "ETL_DATA_DIR", Path(settings.data_dir))
-    # Encrypted files are written at the end of the run (no plaintext copy may touch the disk); plain ones as
-    # the pages commit.
-    store = Store(settings.db_path, None if settings.encryption_enabled else settings.data_dir)
+    store = Store(settings.db_path)
     if args.command in ("migrate", "vacuum"):
         if args.command == "vacuum":
             print(make_incremental(store.conn), file=sys.stderr)

@@ -3,7 +3,7 @@
 import hashlib
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -105,6 +105,8 @@ def write_run_files(
 
 
 KINDS = ("raw", "processed", "dlq")
+# One append: (run_id, kind, file name, start offset, bytes), as the upload stream takes it (StreamingUpload.send).
+Appended = tuple[str, str, str, int, bytes]
 
 
 class LoadingFiles:
@@ -122,9 +124,7 @@ class LoadingFiles:
         self.data_dir = Path(data_dir)
         # (run_id, kind) -> (sha256 of the file's first n bytes, n); updated only after the commit.
         self._digests: dict[tuple[str, str], tuple[Any, int]] = {}
-        self._pending: list[tuple[str, str, str, int, bytes]] = []
-        # Called with (run_id, kind, name, start offset, bytes) for each append once its transaction committed.
-        self.on_commit: Callable[[str, str, str, int, bytes], None] | None = None
+        self._pending: list[Appended] = []
 
     def path(self, run_id: str, name: str) -> Path:
         """Where the file of ``name`` grows while the run loads (the run id keeps two runs of one second apart)."""
@@ -191,15 +191,11 @@ class LoadingFiles:
             self.path(run["run_id"], run[f"{kind}_file"]).unlink(missing_ok=True)
             self._digests.pop((run["run_id"], kind), None)
 
-    def committed(self, ok: bool) -> None:
-        """The transaction of the appends since the last call committed (``ok``) or rolled back."""
+    def committed(self, ok: bool) -> list[Appended]:
+        """The transaction of the appends since the last call committed (``ok``) or rolled back; the appends kept."""
         pending, self._pending = self._pending, []
-        for run_id, kind, name, start, data in pending if ok else []:
-            if self.on_commit:
-                try:
-                    self.on_commit(run_id, kind, name, start, data)
-                except Exception:  # the stream is an optimisation: it must never stop the load
-                    log.exception("handing appended bytes on failed", run_id=run_id, kind=kind)
+        kept = pending if ok else []
+        for run_id, kind, _, start, data in kept:
             digest, n = self._digests.get((run_id, kind), (None, -1))
             if start == 0:
                 digest, n = hashlib.sha256(), 0
@@ -208,6 +204,7 @@ class LoadingFiles:
                 continue
             digest.update(data)
             self._digests[(run_id, kind)] = (digest, n + len(data))
+        return kept
 
     def finish(self, conn: sqlite3.Connection, run: sqlite3.Row) -> dict[str, RunFile] | None:
         """Move the run's appended files to their names; the same result as ``write_run_files``, or None.

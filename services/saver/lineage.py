@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from etl_common import metrics
+from etl_common.runs import RunStatus
 from saver.settings import SaverSettings
 
 if TYPE_CHECKING:  # imported when lineage is on: the client and its dependencies cost the saver ~20 MB
@@ -26,7 +27,8 @@ log = structlog.get_logger(__name__)
 
 PRODUCER = "https://github.com/etl-users/etl-users/tree/main/services/saver"
 QUEUE_EVENTS = 1000  # events waiting for the sender; more are dropped (a lineage server down for a long time)
-_STATES = {"running": "START", "succeeded": "COMPLETE", "failed": "FAIL"}  # run status -> event type
+# run status -> event type
+_STATES = {RunStatus.RUNNING: "START", RunStatus.SUCCEEDED: "COMPLETE", RunStatus.FAILED: "FAIL"}
 
 
 def configured() -> bool:

@@ -12,6 +12,7 @@ import orjson
 import pandas as pd
 
 from etl_common.db import connect_reader
+from etl_common.runs import RunStatus
 
 # The transformer's rules, named by the field each checks (transformer.validate.RULES), and the
 # rule a record breaks by not being a JSON object at all. Every key is always in the report.
@@ -175,7 +176,7 @@ def _report(conn: sqlite3.Connection, run_id: str, chunk_rows: int) -> dict[str,
 def _previous(conn: sqlite3.Connection, row_id: int, report: dict[str, Any]) -> dict[str, Any] | None:
     """The change against the newest succeeded run before this one; None when there is none."""
     prev = conn.execute(
-        "SELECT run_id, raw_count, invalid_count FROM etl_runs WHERE status = 'succeeded' AND id < ? "
+        f"SELECT run_id, raw_count, invalid_count FROM etl_runs WHERE status = '{RunStatus.SUCCEEDED}' AND id < ? "
         "ORDER BY id DESC LIMIT 1",
         (row_id,),
     ).fetchone()

@@ -7,14 +7,24 @@ files; it only reads the database, and the saver stores what it prints.
 """
 
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+import structlog
+
+from etl_common import metrics
+
+if TYPE_CHECKING:
+    from saver.store import Store
+
+log = structlog.get_logger(__name__)
 
 # Far above what a report takes (about 1.5 s at 100,000 users); only a hung child reaches it.
 TIMEOUT_S = 900.0
@@ -89,3 +99,70 @@ def compute(db_path: str, run_id: str, timeout_s: float = TIMEOUT_S) -> dict[str
     while not job.done():
         time.sleep(0.05)
     return job.result()
+
+
+class Reports:
+    """The runs' reports under way: started when a run is loaded, stored as they end; never hold a run back."""
+
+    def __init__(self, store: "Store", db_path: str, beat: Callable[[], None]) -> None:
+        self.store, self.db_path, self.beat = store, db_path, beat
+        self.jobs: dict[str, Job] = {}  # run_id -> its report being computed
+
+    def start(self, run_id: str) -> None:
+        """Start computing the run's data-quality report in a child process, unless it exists or is under way."""
+        if run_id in self.jobs or self.store.has_quality(run_id):
+            return
+        try:
+            self.jobs[run_id] = Job(self.db_path, run_id)
+        except OSError as exc:
+            metrics.ERRORS.labels(stage="quality").inc()
+            log.error("quality report not started; the run goes on without one", run_id=run_id, error=str(exc))
+
+    def collect(self) -> None:
+        """Store the reports whose child has ended."""
+        for run_id, job in list(self.jobs.items()):
+            if job.done():
+                self._store(run_id)
+
+    def wait(self, run_id: str) -> None:
+        """Wait for the run's report before the run is marked succeeded, so a succeeded run has one.
+
+        The child started when the run was loaded and ran beside its files and upload; what is left
+        is usually its start-up (importing pandas, about a second).
+        """
+        job = self.jobs.get(run_id)
+        if job is None:
+            return
+        while not job.done():
+            self.beat()
+            time.sleep(0.02)
+        self._store(run_id)
+
+    def kill_all(self) -> None:
+        """Stop every child (they only read; the next start computes the report again)."""
+        for job in self.jobs.values():
+            job.kill()
+
+    def _store(self, run_id: str) -> None:
+        """Store the ended child's report; a failed one is logged and never holds the run back."""
+        job = self.jobs.pop(run_id)
+        seconds = time.monotonic() - job.started
+        try:
+            result = job.result()
+            rate = float(result["invalid_rate"])
+            self.store.save_quality(run_id, result)
+        except (ReportFailed, sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+            metrics.ERRORS.labels(stage="quality").inc()
+            log.error("quality report failed; the run goes on without one", run_id=run_id, error=str(exc))
+            return
+        metrics.STAGE_DURATION.labels(stage="quality").observe(seconds)
+        metrics.LAST_RUN_INVALID_RATIO.set(rate)
+        log.info(
+            "quality report stored",
+            run_id=run_id,
+            records=result["records"],
+            invalid=result["invalid"],
+            invalid_rate=rate,
+            rules=result["rules"],
+            duration_ms=round(seconds * 1000, 1),
+        )

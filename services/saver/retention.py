@@ -23,13 +23,13 @@ import structlog
 from etl_common import deadletters, metrics
 from etl_common.clock import utc_iso
 from etl_common.keys import Keys
+from etl_common.runs import FINAL, EventType, RunStatus
 from saver import crypto, sftp
 from saver.settings import SaverSettings
 
 log = structlog.get_logger(__name__)
 
 KINDS = ("rows", "files", "remote", "dead_letters", "headers")
-FINAL = ("succeeded", "failed")
 ROW_TABLES = ("raw_users", "processed_users", "invalid_users")
 # Deleted in this order: a processed row reads its record from its raw row (migration 0008), so it goes first.
 _DELETE_ORDER = ("processed_users", "invalid_users", "raw_users")
@@ -87,7 +87,7 @@ def _moment(iso: str | None) -> datetime:
 def plan(conn: sqlite3.Connection, policy: Policy, now: datetime) -> dict[str, Any]:
     """kind -> the run ids that lose it now (a header expiry implies every kind), and the protected runs."""
     runs = conn.execute("SELECT run_id, status, run_timestamp FROM etl_runs ORDER BY id DESC").fetchall()
-    latest_ok = next((r["run_id"] for r in runs if r["status"] == "succeeded"), None)
+    latest_ok = next((r["run_id"] for r in runs if r["status"] == RunStatus.SUCCEEDED), None)
     protected = [r["run_id"] for r in runs if r["status"] not in FINAL or r["run_id"] == latest_ok]
     chosen: dict[str, list[str]] = {k: [] for k in KINDS}
     for position, run in enumerate(runs):
@@ -124,7 +124,7 @@ class Retention:
 
     def on_event(self, event: dict[str, Any]) -> None:
         """Apply (or plan, with ``dry_run``) on a ``retention_requested`` event; other events are not ours."""
-        if event.get("type") == "retention_requested":
+        if event.get("type") == EventType.RETENTION_REQUESTED:
             self.run(
                 trigger=str(event.get("trigger") or "request"),
                 request_id=str(event.get("request_id") or ""),

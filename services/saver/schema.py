@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from etl_common.clock import utc_iso
+from etl_common.runs import RunStatus
 
 MAX_WARNINGS = 20  # drift lines added to a run's warnings; the rest are counted in one more line
 _NUMBERS = {"integer", "number"}  # an integer where numbers were (or back) is not a change of type
@@ -154,7 +155,8 @@ def finish(conn: sqlite3.Connection, run_id: str, null_rate_jump: float) -> list
         rows = conn.execute("SELECT summary FROM page_schemas WHERE run_id=? ORDER BY page", (run_id,))
         now = merge(orjson.loads(r[0]) for r in rows)
         prev = conn.execute(
-            "SELECT s.run_id, s.schema FROM run_schema s JOIN etl_runs r USING (run_id) WHERE r.status='succeeded' "
+            "SELECT s.run_id, s.schema FROM run_schema s JOIN etl_runs r USING (run_id) "
+            f"WHERE r.status='{RunStatus.SUCCEEDED}' "
             "AND r.id < (SELECT id FROM etl_runs WHERE run_id=?) ORDER BY r.id DESC LIMIT 1",
             (run_id,),
         ).fetchone()

@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 import structlog
-from tenacity import RetryCallState, wait_exponential
 
 from etl_common import metrics
 from etl_common.ops import Heartbeat
+from etl_common.retry import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +30,7 @@ class StorageFull:
     def __init__(self, db_path: str, data_dir: str, retry_s: float, retry_max_s: float, heartbeat: Heartbeat) -> None:
         self.db_path, self.data_dir = db_path, data_dir
         self.heartbeat = heartbeat
-        self.wait = wait_exponential(multiplier=retry_s, max=retry_max_s)
+        self.backoff = Backoff(retry_s, retry_max_s)
         self.failures = 0
         self.due_at = 0.0
         self.reason: str | None = None
@@ -47,9 +47,7 @@ class StorageFull:
     def hit(self, exc: BaseException) -> str:
         """Record a failed write for want of space; returns the reason the runs and /readyz show."""
         self.failures += 1
-        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-        state.attempt_number = self.failures
-        delay = self.wait(state)
+        delay = self.backoff.delay(self.failures)
         self.due_at = time.monotonic() + delay
         # SQLite's error names no file: it is the database's; a file write is the run files' (ETL_DATA_DIR).
         if isinstance(exc, sqlite3.Error):

@@ -23,6 +23,7 @@ import structlog
 
 from etl_common import metrics, streams
 from etl_common.keys import Keys
+from etl_common.runs import RunStatus
 from saver.settings import SaverSettings
 from saver.store import STALLED, Store
 
@@ -64,7 +65,12 @@ class Watchdog:
             in_redis = raw[run_id] + processed[run_id]
             expected = run["pages_expected"]
             reason, kind = None, "stalled"
-            if run["status"] in ("extracted", "transformed") and expected and loaded < expected and not in_redis:
+            if (
+                run["status"] in (RunStatus.EXTRACTED, RunStatus.TRANSFORMED)
+                and expected
+                and loaded < expected
+                and not in_redis
+            ):
                 if self.suspects.get(run_id) == loaded:
                     reason, kind = self._lost(run, expected, loaded), "pages_lost"
                 else:
@@ -122,9 +128,9 @@ class Watchdog:
                 f"{head}: stalled at the transformer: {raw} pages of the run wait in {self.keys.raw_stream}; is a "
                 "transformer running? look at its logs and /healthz"
             )
-        if status == "loaded":
+        if status == RunStatus.LOADED:
             return f"{head}: stalled at the saver writing or uploading the run's files; look at the saver's logs"
-        if status == "running":
+        if status == RunStatus.RUNNING:
             held = self.client.exists(self.keys.extract_lock)
             who = (
                 "an extractor holds the run's lock but hands on no page (a source that hangs or trickles?); look at "

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import testbed as tb
 from saver.settings import SaverSettings
-from saver.store import Store
 from saver.stream import SUFFIX, StreamingUpload
-from tests.unit.saver.test_loading_files import _complete, _page
+from tests.unit.saver.test_loading_files import Loading, _complete, _page
 
 
 def _settings(server, remote: Path, **env) -> SaverSettings:
@@ -42,11 +41,8 @@ def _wait_for_session(pid: int) -> None:
         time.sleep(0.05)
 
 
-def _store(tmp_path: Path, streaming: StreamingUpload) -> Store:
-    store = Store(str(tmp_path / "data.db"), str(tmp_path / "data"))
-    assert store.loading is not None
-    store.loading.on_commit = streaming.send
-    return store
+def _store(tmp_path: Path, streaming: StreamingUpload) -> Loading:
+    return Loading(str(tmp_path / "data.db"), str(tmp_path / "data"), streaming)
 
 
 def test_a_run_streamed_as_its_pages_commit_lands_equal_to_the_local_files(tmp_path, sftp_server):
@@ -56,7 +52,7 @@ def test_a_run_streamed_as_its_pages_commit_lands_equal_to_the_local_files(tmp_p
     store.load_pages([_page("r1", 0), _page("r1", 1)])
     store.load_pages([_page("r1", 1)])  # a page delivered twice adds nothing
     store.load_pages([_page("r1", 2)])
-    written = store.loading.finish(store.conn, _complete(store, "r1", 3))
+    written = store.files.finish(store.conn, _complete(store, "r1", 3))
     sizes = {kind: info["bytes"] for kind, info in written.items()}
     paths = streaming.finish("r1", sizes, timeout_s=30)
     assert paths is not None and set(paths) == set(written)
@@ -71,7 +67,7 @@ def test_sizes_that_differ_from_the_stream_give_it_up_and_leave_nothing(tmp_path
     streaming = StreamingUpload(_settings(sftp_server, remote))
     store = _store(tmp_path, streaming)
     store.load_pages([_page("r1", 0)])
-    written = store.loading.finish(store.conn, _complete(store, "r1", 1))
+    written = store.files.finish(store.conn, _complete(store, "r1", 1))
     sizes = {kind: info["bytes"] + 1 for kind, info in written.items()}
     assert streaming.finish("r1", sizes, timeout_s=30) is None
     assert not [f for f in remote.rglob("*") if f.is_file()]
@@ -79,11 +75,11 @@ def test_sizes_that_differ_from_the_stream_give_it_up_and_leave_nothing(tmp_path
 
 def test_a_run_first_seen_mid_way_is_not_streamed(tmp_path, sftp_server):
     remote = tmp_path / "remote"
-    Store(str(tmp_path / "data.db"), str(tmp_path / "data")).load_pages([_page("r1", 0)])  # before a restart
+    Loading(str(tmp_path / "data.db"), str(tmp_path / "data")).load_pages([_page("r1", 0)])  # before a restart
     streaming = StreamingUpload(_settings(sftp_server, remote))
     store = _store(tmp_path, streaming)
     store.load_pages([_page("r1", 1)])
-    written = store.loading.finish(store.conn, _complete(store, "r1", 2))
+    written = store.files.finish(store.conn, _complete(store, "r1", 2))
     assert streaming.finish("r1", {k: v["bytes"] for k, v in written.items()}, timeout_s=30) is None
     assert not remote.exists() or not [f for f in remote.rglob("*") if f.is_file()]
 
@@ -101,7 +97,7 @@ def test_a_server_that_goes_away_during_the_load_gives_the_stream_up(tmp_path):
         for pid in sessions:  # an outage: the open session goes too, not only the listener
             os.kill(pid, signal.SIGKILL)
         store.load_pages([_page("r1", 1)])
-        written = store.loading.finish(store.conn, _complete(store, "r1", 2))
+        written = store.files.finish(store.conn, _complete(store, "r1", 2))
         assert streaming.finish("r1", {k: v["bytes"] for k, v in written.items()}, timeout_s=30) is None
         assert not [f for f in remote.rglob("*.jsonl") if f.is_file()]
     finally:

@@ -13,6 +13,7 @@ from api.deps import AUTH_ERRORS, AuthDep, DbDep, OperatorDep, error, json_respo
 from api.models import NO_CONTROL
 from etl_common import streams
 from etl_common.clock import utc_iso
+from etl_common.runs import EventType
 
 router = APIRouter(tags=["retention"], responses=AUTH_ERRORS)
 
@@ -57,7 +58,7 @@ def request_retention(request: Request, body: RetentionRequest) -> Response:
     queue: commands.CommandQueue = request.app.state.commands
     request_id = uuid.uuid4().hex
     event = {
-        "type": "retention_requested",
+        "type": str(EventType.RETENTION_REQUESTED),  # a request to the saver, about no run (etl_common.runs)
         "request_id": request_id,
         "dry_run": not body.apply,
         "trigger": "api",

@@ -12,6 +12,7 @@ from api.db import Database
 from api.deps import AUTH_ERRORS, AuthDep, DbDep, error, json_response, raw_json, run_key
 from api.models import NO_CONTROL, QualityReport, Run, RunDetail, RunRequested, Status
 from etl_common import tracing
+from etl_common.runs import RunStatus
 
 router = APIRouter(tags=["runs"], dependencies=[AuthDep], responses=AUTH_ERRORS)
 
@@ -141,7 +142,7 @@ async def get_quality(
     """
     row = run_joined(db, run, "run_quality", "report, computed_at")
     if row["report"] is None:
-        if row["status"] in ("loaded", "upload_pending", "succeeded"):
+        if row["status"] in (RunStatus.LOADED, RunStatus.UPLOAD_PENDING, RunStatus.SUCCEEDED):
             why = "the saver is computing it (a run whose report failed, or loaded before reports existed, has none)"
         else:
             why = f"the run is {row['status']}; the saver computes it once the run's pages are all loaded"

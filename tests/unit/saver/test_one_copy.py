@@ -8,8 +8,8 @@ import pytest
 
 from dummyjson.users import make_user
 from etl_common.db import connect_writer
-from saver import migrate
-from saver.files import write_run_files
+from saver import loader, migrate
+from saver.files import LoadingFiles, write_run_files
 from saver.store import Store
 from saver.userrows import _with_code
 from transformer.enrich import load_departments
@@ -44,7 +44,8 @@ def test_only_the_raw_copy_is_stored_and_the_view_gives_the_processed_record_bac
 
 
 def test_a_run_file_written_from_the_tables_equals_the_one_appended_while_loading(tmp_path):
-    store = Store(str(tmp_path / "data.db"), str(tmp_path / "loading"))
+    store = Store(str(tmp_path / "data.db"))
+    loading = LoadingFiles(tmp_path / "loading")
     records = [make_user(i) for i in range(1, 31)]
     pages = [
         {
@@ -55,12 +56,12 @@ def test_a_run_file_written_from_the_tables_equals_the_one_appended_while_loadin
         }
         for n in range(3)
     ]
-    store.load_pages(pages)
+    loader.load_pages(store, pages, loading)
     run = store.run("r1")
     assert run is not None
     written = write_run_files(store.conn, run, tmp_path / "files")
-    appended = store.loading.path("r1", run["processed_file"]) if store.loading else None
-    assert appended is not None and written["processed"]["path"].read_bytes() == appended.read_bytes()
+    appended = loading.path("r1", run["processed_file"])
+    assert written["processed"]["path"].read_bytes() == appended.read_bytes()
     lines = written["processed"]["path"].read_bytes().splitlines()
     assert [orjson.loads(line) for line in lines] == [
         {**r, "department_code": v["department_code"]} for p in pages for v in p["valid"] for r in [p["raw"][v["pos"]]]
