@@ -48,6 +48,7 @@ def test_on_postgresql_no_volume_no_affinity_and_the_url_from_the_secret(name):
     # The API reads through its own read-only URL and never holds the saver's credentials.
     api = _main_container(objs, "api")
     assert _env_refs(api)["ETL_API_DATABASE_URL"] == (db["apiExistingSecret"], db["apiUrlKey"])
+    assert _env_refs(api)["ETL_API_SQL_DATABASE_URL"] == (db["apiExistingSecret"], db["consoleUrlKey"])
     assert "ETL_DATABASE_URL" not in _env_names(api)
     # Savers share the stream: no Recreate, so an upgrade rolls them.
     assert "strategy" not in k8s.by_component(objs, "Deployment", "saver")["spec"]
@@ -57,7 +58,10 @@ def test_on_postgresql_the_saver_replicas_are_the_value_and_the_api_may_share_th
     objs = _objects({"saver": {"replicas": 3}})
     assert k8s.by_component(objs, "Deployment", "saver")["spec"]["replicas"] == 3
     api = _main_container(objs, "api")
-    assert _env_refs(api)["ETL_DATABASE_URL"] == ("db-app", "uri") and "ETL_API_DATABASE_URL" not in _env_names(api)
+    assert "ETL_DATABASE_URL" in _env_refs(api)
+    assert _env_refs(api)["ETL_DATABASE_URL"] == ("db-app", "uri")
+    # No console login given: the API gets none (and refuses the console on PostgreSQL).
+    assert not {"ETL_API_DATABASE_URL", "ETL_API_SQL_DATABASE_URL"} & _env_names(api)
     # Same Secret for both when only the key is given.
     api = _main_container(_objects({"database": {"apiUrlKey": "ro"}}), "api")
     assert _env_refs(api)["ETL_API_DATABASE_URL"] == ("db-app", "ro")
@@ -92,8 +96,16 @@ def test_migrations_run_in_a_pre_install_and_pre_upgrade_hook_job_of_the_saver_i
     assert "envFrom" not in c and all("secret" not in v and "configMap" not in v for v in spec["volumes"])
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["ETL_ENCRYPTION_ENABLED"] == "false" and env["ETL_SFTP_ENABLED"] == "false"
+    assert env["ETL_DATABASE_READER_ROLE"] == "" and env["ETL_DATABASE_CONSOLE_ROLE"] == ""
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     assert any(env["ETL_DATA_DIR"].startswith(m + "/") for m in mounts)
+
+
+def test_the_migration_job_grants_the_roles_of_the_values():
+    objs = _objects({"database": {"readerRole": "etl_reader", "consoleRole": "etl_console"}})
+    (job,) = [o for o in objs if o["kind"] == "Job" and k8s.component(o) == "migrate"]
+    env = {e["name"]: e.get("value") for e in k8s.pod_spec(job)["containers"][0]["env"]}
+    assert (env["ETL_DATABASE_READER_ROLE"], env["ETL_DATABASE_CONSOLE_ROLE"]) == ("etl_reader", "etl_console")
 
 
 def test_database_egress_only_for_the_pods_that_use_it():
@@ -114,6 +126,7 @@ SQLITE_REFUSALS = [
     ({"saver": {"replicas": 2}}, "saver.replicas is 2: SQLite has exactly one writer"),
     ({"database": {"engine": "postgresql"}}, "set database.existingSecret"),
     ({"database": {"existingSecret": "db-app"}}, "are for PostgreSQL"),
+    ({"database": {"consoleUrlKey": "console"}}, "are for PostgreSQL"),
 ]
 
 

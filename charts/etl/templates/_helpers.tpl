@@ -213,6 +213,14 @@ spec:
       name: {{ $db.existingSecret }}
       key: {{ $db.urlKey }}
 {{- end }}
+{{- if and (eq .role "api") $db.consoleUrlKey }}
+# The SQL console's own login: a role granted the typed columns alone.
+- name: ETL_API_SQL_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $db.apiExistingSecret | default $db.existingSecret }}
+      key: {{ $db.consoleUrlKey }}
+{{- end }}
 {{- end -}}
 {{- end -}}
 
@@ -402,8 +410,8 @@ readinessProbe:
 {{- if gt (int .Values.saver.replicas) 1 -}}
 {{- $errors = append $errors (printf "saver.replicas is %v: SQLite has exactly one writer; keep 1, or set database.engine postgresql to run several savers" .Values.saver.replicas) -}}
 {{- end -}}
-{{- if or .Values.database.existingSecret .Values.database.apiUrlKey -}}
-{{- $errors = append $errors "database.existingSecret and database.apiUrlKey are for PostgreSQL: set database.engine postgresql, or leave them empty" -}}
+{{- if or .Values.database.existingSecret .Values.database.apiUrlKey .Values.database.consoleUrlKey -}}
+{{- $errors = append $errors "database.existingSecret, apiUrlKey and consoleUrlKey are for PostgreSQL: set database.engine postgresql, or leave them empty" -}}
 {{- end -}}
 {{- end -}}
 {{- if .Values.keda.enabled -}}
