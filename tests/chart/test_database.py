@@ -1,11 +1,14 @@
 """database.engine: SQLite keeps one saver on a volume; PostgreSQL takes its URL from a Secret, drops the volume and
 the affinity, allows several savers and migrates in a pre-install/pre-upgrade hook Job."""
 
+import re
+
 import helm_python
 import pytest
+import yaml
 
 from saver.__main__ import _parser as saver_parser
-from testbed import chart
+from testbed import chart, chartdocs
 from tests.chart import k8s
 
 PG = {"database": {"engine": "postgresql", "existingSecret": "db-app", "urlKey": "uri"}}
@@ -140,3 +143,21 @@ def test_contradictory_database_values_fail_with_a_clear_message(values, message
 def test_the_engine_is_one_of_the_two():
     with pytest.raises(helm_python.HelmValuesError, match="engine"):
         chart.render({"database": {"engine": "mysql"}})
+
+
+def _readme_values() -> list[dict]:
+    """The values examples of the chart README's Database section."""
+    text = "".join(s.read_text() for s in chartdocs.SECTIONS)
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    return [b for b in blocks if "database" in b]
+
+
+@pytest.mark.parametrize("values", _readme_values(), ids=["cloudnativepg", "managed"])
+def test_the_readme_s_database_examples_render(values):
+    objs = k8s.render_objects(values)
+    db = values["database"]
+    saver = _main_container(objs, "saver")
+    assert _env_refs(saver)["ETL_DATABASE_URL"] == (db["existingSecret"], db["urlKey"])
+    (job,) = [o for o in objs if o["kind"] == "Job" and k8s.component(o) == "migrate"]
+    env = {e["name"]: e.get("value") for e in k8s.pod_spec(job)["containers"][0]["env"]}
+    assert env["ETL_DATABASE_READER_ROLE"] == db["readerRole"]
