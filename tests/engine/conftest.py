@@ -42,7 +42,12 @@ def standin_tags() -> dict[str, list[str]]:
     redis = {compose["redis"]["image"], f"{values['redis']['image']['repository']}:{values['redis']['image']['tag']}"}
     sftp = {compose["sftp"]["image"], f"{values['sftp']['image']['repository']}:{values['sftp']['image']['tag']}"}
     python = {base.split()[0] for base in dockerfile("api").stages() if base.startswith("python:")}
-    return {"python": sorted(python), "redis": sorted(redis), "sftp": sorted(sftp)}
+    return {
+        "python": sorted(python),
+        "redis": sorted(redis),
+        "sftp": sorted(sftp),
+        "postgres": [compose["postgres"]["image"]],
+    }
 
 
 @pytest.fixture(scope="session")
