@@ -7,26 +7,14 @@ image's POSTGRES_USER/POSTGRES_PASSWORD/POSTGRES_DB contract), as no image regis
 
 import secrets
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.compose.composefile import COMPOSE, ROOT
-from tests.engine.conftest import record
+from tests.engine.conftest import assert_nothing_left, compose_runner, record, write_dotenv
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine, pytest.mark.timeout(600)]
 PROJECT = "etl-engine-pg"
-
-
-def _dotenv(proj: Path, changes: dict[str, str]) -> None:
-    """.env.example with ``changes`` applied, written as proj/.env."""
-    lines = []
-    for line in (ROOT / ".env.example").read_text().splitlines():
-        key = line.split("=", 1)[0]
-        lines.append(f"{key}={changes[key]}" if key in changes and not line.startswith("#") else line)
-    (proj / ".env").write_text("\n".join(lines) + "\n")
 
 
 def test_postgres_profile_starts_migrates_and_keeps_its_volume(engine, tmp_path):
@@ -35,7 +23,7 @@ def test_postgres_profile_starts_migrates_and_keeps_its_volume(engine, tmp_path)
     proj.mkdir()
     password = secrets.token_urlsafe(18)
     # As .env.example says: the password, then the URL naming the profile's service, user and database.
-    _dotenv(
+    write_dotenv(
         proj,
         {
             "POSTGRES_PASSWORD": password,
@@ -48,21 +36,7 @@ def test_postgres_profile_starts_migrates_and_keeps_its_volume(engine, tmp_path)
         (proj / d).mkdir()
     for f in ("id_ed25519", "known_hosts", "age_recipients.txt"):
         (proj / "ssh_keys" / f).write_text("")
-    compose = [
-        str(Path(sys.executable).with_name("docker-compose")),
-        "--project-name", PROJECT,
-        "--project-directory", str(proj),
-        "--env-file", str(proj / ".env"),
-        "-f", str(COMPOSE),
-        "--profile", "postgres",
-    ]  # fmt: skip
-
-    def dc(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-        out = subprocess.run(
-            [*compose, *args], env=engine.env, cwd=proj, capture_output=True, text=True, timeout=timeout
-        )
-        assert not check or out.returncode == 0, f"compose {' '.join(args)}:\n{out.stdout[-3000:]}{out.stderr[-4000:]}"
-        return out
+    dc = compose_runner(engine, proj, PROJECT, "--profile", "postgres")
 
     def psql(url: str, sql: str, check: bool = True) -> subprocess.CompletedProcess:
         """psql in the database's container, over TCP to the service name as the saver reaches it."""
@@ -102,15 +76,7 @@ def test_postgres_profile_starts_migrates_and_keeps_its_volume(engine, tmp_path)
         raise
     finally:
         dc("down", "-v", "--remove-orphans", "--timeout", "30", check=False, timeout=300)
-    left = {
-        what: engine.docker(*cmd).stdout.split()
-        for what, cmd in {
-            "containers": ("ps", "-aq"),
-            "volumes": ("volume", "ls", "-q"),
-            "networks": ("network", "ls", "-q", "--filter", f"name={PROJECT}"),
-        }.items()
-    }
-    assert not any(left.values()), left
+    assert_nothing_left(engine, PROJECT)
     took = time.monotonic() - started
     record(
         f"compose postgres profile: healthy, migrated by the saver's image ({len(made)} tables), volume kept, "
