@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.compose.composefile import load_raw
 from tests.engine.conftest import assert_nothing_left, compose_runner, record, write_dotenv
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine, pytest.mark.timeout(600)]
