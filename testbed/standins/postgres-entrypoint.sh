@@ -30,4 +30,5 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
   echo "PostgreSQL init process complete; ready for start up."
 fi
+shift
 exec postgres -c listen_addresses='*' "$@"
