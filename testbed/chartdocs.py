@@ -1,4 +1,4 @@
-"""Writes charts/etl/README.md from Chart.yaml, values.schema.json and values.yaml (helm-docs style).
+"""Writes charts/etl/README.md from Chart.yaml, values.schema.json, values.yaml and chartdocs_sections/*.md.
 
 python -m testbed.chartdocs            # write the README
 python -m testbed.chartdocs --check    # exit 1 when the README is not what the chart says (CI, tests)
@@ -6,6 +6,7 @@ python -m testbed.chartdocs --check    # exit 1 when the README is not what the 
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -13,6 +14,8 @@ import yaml
 from testbed.chart import CHART
 
 README = CHART / "README.md"
+# Hand-written sections, placed before the generated values tables.
+SECTIONS = sorted((Path(__file__).with_name("chartdocs_sections")).glob("*.md"))
 _MISSING = object()
 
 
@@ -76,6 +79,7 @@ def render() -> str:
         "command line through the API's ingress: `etl runs list`, `etl dead-letters list`, `etl retention plan`",
         "(docs/operations.md).",
         "",
+        *[line for section in SECTIONS for line in section.read_text().splitlines()],
         "## Values",
         "",
         "Every key below is checked by `values.schema.json`; unknown keys are refused.",

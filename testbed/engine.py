@@ -4,7 +4,7 @@ The daemon has its own socket, data root, exec root and pidfile, so any other Do
 left alone. It runs without the default bridge and without iptables rules: containers reach each other
 only on networks the tests create, nothing outside the machine; builds use the host's network so pip
 reaches the package index. No image registry is reachable here, so the images the project's Dockerfile
-and compose file name (python:*-alpine, redis:*-alpine, atmoz/sftp) are local stand-ins built on a
+and compose file name (python:*-alpine, redis:*-alpine, atmoz/sftp, postgres) are local stand-ins built on a
 Debian root filesystem made by mmdebstrap (testbed/standins/). Needs root.
 """
 
@@ -21,8 +21,8 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parent.parent
 STANDINS = Path(__file__).resolve().parent / "standins"
 BASE = "etl-standin/debian:bookworm"
-# What the stand-ins need from Debian: Python for the service images, redis-server, sshd for SFTP.
-BASE_PACKAGES = "python3,python3-venv,python3-pip,ca-certificates,redis-server,openssh-server,bash"
+# What the stand-ins need from Debian: Python for the service images, redis-server, sshd for SFTP, PostgreSQL.
+BASE_PACKAGES = "python3,python3-venv,python3-pip,ca-certificates,redis-server,openssh-server,bash,postgresql"
 # This machine's CA bundle and pip configuration: pip inside a build needs them to reach the index.
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 PIP_CONFIG = (Path("/etc/pip.conf"), Path("/etc/xdg/pip"))
@@ -182,7 +182,7 @@ class Engine:
         tar.unlink()
 
     def build_standins(self, workdir: Path, tags: dict[str, str]) -> None:
-        """Stand-ins tagged with the names the project uses: tags maps python/redis/sftp to an image name."""
+        """Stand-ins tagged with the names the project uses: tags maps python/redis/sftp/postgres to an image name."""
         ctx = workdir / "standins"
         shutil.copytree(STANDINS, ctx, dirs_exist_ok=True)
         shutil.copy(CA_BUNDLE, ctx / "ca-certificates.crt")

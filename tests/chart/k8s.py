@@ -16,6 +16,16 @@ def render_objects(values: dict | None = None) -> list[dict]:
     return chart.objects(values or {})
 
 
+def engine(name: str) -> str:
+    """The database engine value set ``name`` chooses (database.engine; sqlite by default)."""
+    return str(VALUE_SETS[name].get("database", {}).get("engine", "sqlite"))
+
+
+def sets_on(db_engine: str) -> list[str]:
+    """Names of the value sets on one database engine."""
+    return sorted(n for n in VALUE_SETS if engine(n) == db_engine)
+
+
 def pod_spec(obj: dict) -> dict:
     """The pod spec of a workload object."""
     if obj["kind"] == "Pod":

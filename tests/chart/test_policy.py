@@ -128,7 +128,9 @@ def _env(container: dict) -> dict[str, str]:
     return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 
-def test_saver_is_the_single_writer_with_recreate(rendered):
+@pytest.mark.parametrize("name", k8s.sets_on("sqlite"))
+def test_saver_is_the_single_writer_with_recreate(name):
+    rendered = k8s.render_objects(k8s.VALUE_SETS[name])
     saver = k8s.by_component(rendered, "Deployment", "saver")
     assert saver["spec"]["replicas"] == 1 and saver["spec"]["strategy"] == {"type": "Recreate"}
     c = k8s.pod_spec(saver)["containers"][0]
@@ -138,7 +140,9 @@ def test_saver_is_the_single_writer_with_recreate(rendered):
     assert [c["spec"]["accessModes"] for c in claims] == [["ReadWriteOnce"]]
 
 
-def test_api_reads_the_saver_volume_read_only_on_the_saver_node(rendered):
+@pytest.mark.parametrize("name", k8s.sets_on("sqlite"))
+def test_api_reads_the_saver_volume_read_only_on_the_saver_node(name):
+    rendered = k8s.render_objects(k8s.VALUE_SETS[name])
     api = k8s.by_component(rendered, "Deployment", "api")
     saver = k8s.by_component(rendered, "Deployment", "saver")
     spec = k8s.pod_spec(api)

@@ -8,7 +8,13 @@ from testbed import chart
 from tests.chart import k8s
 
 KUBE_VERSIONS = ["1.29.0", kubernetes_validate.utils.latest_version()]
-CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+# Custom resources: not in Kubernetes' schemas (KEDA's are checked against its CRDs in test_keda.py).
+CRDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
+}
 
 
 @pytest.mark.parametrize("name", sorted(k8s.VALUE_SETS))

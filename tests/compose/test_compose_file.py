@@ -201,8 +201,15 @@ def test_observability_profile_mounts_the_shipped_rules_and_dashboard():
 
 # What each third-party image is known to ship for its health check (no engine here to look inside):
 # redis-cli in redis, bash in atmoz/sftp (its entrypoint is bash), busybox wget in prom/prometheus,
-# curl in grafana/grafana (added to its images for health checks). Ours run the image's Python.
-THIRD_PARTY_TOOLS = {"redis": "redis-cli", "sftp": "bash", "prometheus": "wget", "grafana": "curl"}
+# curl in grafana/grafana (added to its images for health checks), pg_isready in postgres. Ours run the image's
+# Python.
+THIRD_PARTY_TOOLS = {
+    "redis": "redis-cli",
+    "sftp": "bash",
+    "prometheus": "wget",
+    "grafana": "curl",
+    "postgres": "pg_isready",
+}
 
 
 def test_health_checks_use_tools_their_images_have():

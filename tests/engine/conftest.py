@@ -7,14 +7,18 @@ containers, networks and volumes are removed either way, and the daemon is alway
 import atexit
 import os
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import yaml
 
 from testbed import chart
 from testbed import engine as eng
-from tests.compose.composefile import COMPOSE, SERVICES, dockerfile
+from tests.compose.composefile import COMPOSE, ROOT, SERVICES, dockerfile, parse_dotenv
 
 # `make engine-test` prints this file: one line per scenario (run id, counts, time taken), then the total.
 SUMMARY = chart.ROOT / ".run" / "engine" / "summary.txt"
@@ -31,6 +35,49 @@ def record(line: str, short: str) -> None:
         f.write(line.rstrip("\n") + "\n")
 
 
+def write_dotenv(proj: Path, changes: dict[str, str]) -> dict[str, str]:
+    """.env.example with ``changes`` applied to its uncommented keys, written as proj/.env; returns the values."""
+    lines = []
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        key = line.split("=", 1)[0]
+        lines.append(f"{key}={changes[key]}" if key in changes and not line.startswith("#") else line)
+    (proj / ".env").write_text("\n".join(lines) + "\n")
+    return parse_dotenv((proj / ".env").read_text())
+
+
+def compose_runner(e: eng.Engine, proj: Path, project: str, *extra: str) -> Callable[..., subprocess.CompletedProcess]:
+    """dc(*args, check=True, timeout=300): docker-compose on this engine for the project in proj, with the compose
+    file, proj/.env and ``extra`` options (further -f files, --profile); a failure shows compose's output."""
+    compose = [
+        str(Path(sys.executable).with_name("docker-compose")),
+        "--project-name", project,
+        "--project-directory", str(proj),
+        "--env-file", str(proj / ".env"),
+        "-f", str(COMPOSE),
+        *extra,
+    ]  # fmt: skip
+
+    def dc(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        out = subprocess.run([*compose, *args], env=e.env, cwd=proj, capture_output=True, text=True, timeout=timeout)
+        assert not check or out.returncode == 0, f"compose {' '.join(args)}:\n{out.stdout[-3000:]}{out.stderr[-4000:]}"
+        return out
+
+    return dc
+
+
+def assert_nothing_left(e: eng.Engine, project: str) -> None:
+    """After `down -v`: no container, no volume and no network of the compose project on the engine."""
+    left = {
+        what: e.docker(*cmd).stdout.split()
+        for what, cmd in {
+            "containers": ("ps", "-aq"),
+            "volumes": ("volume", "ls", "-q"),
+            "networks": ("network", "ls", "-q", "--filter", f"name={project}"),
+        }.items()
+    }
+    assert not any(left.values()), left
+
+
 def _raise_exit(signum, frame):
     raise SystemExit(128 + signum)
 
@@ -42,7 +89,12 @@ def standin_tags() -> dict[str, list[str]]:
     redis = {compose["redis"]["image"], f"{values['redis']['image']['repository']}:{values['redis']['image']['tag']}"}
     sftp = {compose["sftp"]["image"], f"{values['sftp']['image']['repository']}:{values['sftp']['image']['tag']}"}
     python = {base.split()[0] for base in dockerfile("api").stages() if base.startswith("python:")}
-    return {"python": sorted(python), "redis": sorted(redis), "sftp": sorted(sftp)}
+    return {
+        "python": sorted(python),
+        "redis": sorted(redis),
+        "sftp": sorted(sftp),
+        "postgres": [compose["postgres"]["image"]],
+    }
 
 
 @pytest.fixture(scope="session")

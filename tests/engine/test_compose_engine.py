@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 import testbed as tb
-from tests.compose.composefile import COMPOSE, ROOT, parse_dotenv
-from tests.engine.conftest import record
+from tests.compose.composefile import ROOT
+from tests.engine.conftest import assert_nothing_left, compose_runner, record, write_dotenv
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine, pytest.mark.timeout(900)]
 USERS = 6000
@@ -40,12 +40,7 @@ def _dotenv(proj: Path, token: str) -> dict[str, str]:
         "ETL_SOURCE_URL": "http://source:8001/users",
         "ETL_RUN_ON_START": "false",
     }
-    lines = []
-    for line in (ROOT / ".env.example").read_text().splitlines():
-        key = line.split("=", 1)[0]
-        lines.append(f"{key}={changes[key]}" if key in changes and not line.startswith("#") else line)
-    (proj / ".env").write_text("\n".join(lines) + "\n")
-    return parse_dotenv((proj / ".env").read_text())
+    return write_dotenv(proj, changes)
 
 
 def _override(proj: Path, api_port: int) -> Path:
@@ -116,21 +111,7 @@ def test_compose_up_runs_the_pipeline_on_the_engine(engine, tmp_path):
         os.chown(p, uid, gid)
     os.chmod(tmp_path, 0o755)
     api_port = tb.free_port()
-    compose = [
-        str(Path(sys.executable).with_name("docker-compose")),
-        "--project-name", PROJECT,
-        "--project-directory", str(proj),
-        "--env-file", str(proj / ".env"),
-        "-f", str(COMPOSE),
-        "-f", str(_override(proj, api_port)),
-    ]  # fmt: skip
-
-    def dc(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-        out = subprocess.run(
-            [*compose, *args], env=engine.env, cwd=proj, capture_output=True, text=True, timeout=timeout
-        )
-        assert not check or out.returncode == 0, f"compose {' '.join(args)}:\n{out.stdout[-3000:]}{out.stderr[-4000:]}"
-        return out
+    dc = compose_runner(engine, proj, PROJECT, "-f", str(_override(proj, api_port)))
 
     def logs() -> str:
         return dc("logs", "--no-color", "--tail", "60", check=False).stdout[-12000:]
@@ -222,15 +203,7 @@ def test_compose_up_runs_the_pipeline_on_the_engine(engine, tmp_path):
         raise
     finally:
         dc("down", "-v", "--remove-orphans", "--timeout", "30", check=False, timeout=300)
-    left = {
-        what: engine.docker(*cmd).stdout.split()
-        for what, cmd in {
-            "containers": ("ps", "-aq"),
-            "volumes": ("volume", "ls", "-q"),
-            "networks": ("network", "ls", "-q", "--filter", f"name={PROJECT}"),
-        }.items()
-    }
-    assert not any(left.values()), left
+    assert_nothing_left(engine, PROJECT)
     took = time.monotonic() - started
     record(
         f"compose: run {rid} succeeded, raw={raw} valid={valid} invalid={invalid}, 3 files decrypted, "

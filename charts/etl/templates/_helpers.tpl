@@ -118,8 +118,13 @@ seccompProfile:
 
 {{/* Pod spec fields every pod shares: account, no token, pull secrets, security (dict "ctx" . ["securityContext"]). */}}
 {{- define "etl.podCommon" -}}
-{{- /* securityContext: the pod's own, instead of the ETL pods' non-root one (redis, sftp). */ -}}
+{{- /* securityContext: the pod's own, instead of the ETL pods' non-root one (redis, sftp). preInstall: a hook pod
+that runs before the release's own ServiceAccount exists, so it takes the namespace's default one (no token). */ -}}
+{{- if and .preInstall .ctx.Values.serviceAccount.create }}
+serviceAccountName: default
+{{- else }}
 serviceAccountName: {{ include "etl.serviceAccountName" .ctx }}
+{{- end }}
 automountServiceAccountToken: false
 enableServiceLinks: false
 {{- with .ctx.Values.imagePullSecrets }}
@@ -180,21 +185,74 @@ spec:
   {{- end }}
 {{- end -}}
 
-{{/* The API's own affinity: on the saver's node, as SQLite WAL needs one host. */}}
+{{/* true when the system of record is PostgreSQL (database.engine), empty on SQLite. */}}
+{{- define "etl.postgresql" -}}
+{{- if eq .Values.database.engine "postgresql" -}}true{{- end -}}
+{{- end -}}
+
+{{/* true when KEDA scales the savers: only on PostgreSQL, as SQLite has exactly one saver. */}}
+{{- define "etl.kedaSaver" -}}
+{{- if and .Values.keda.enabled (include "etl.postgresql" .) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The database URL of a container from the operator's Secret (dict "ctx" . "role" "saver"|"api"); empty on SQLite. */}}
+{{- define "etl.databaseEnv" -}}
+{{- $db := .ctx.Values.database -}}
+{{- if include "etl.postgresql" .ctx -}}
+{{- if and (eq .role "api") $db.apiUrlKey }}
+# A read-only role (or a replica): the API never holds the saver's credentials.
+- name: ETL_API_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $db.apiExistingSecret | default $db.existingSecret }}
+      key: {{ $db.apiUrlKey }}
+{{- else }}
+- name: ETL_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $db.existingSecret }}
+      key: {{ $db.urlKey }}
+{{- end }}
+{{- if and (eq .role "api") $db.consoleUrlKey }}
+# The SQL console's own login: a role granted the typed columns alone.
+- name: ETL_API_SQL_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $db.apiExistingSecret | default $db.existingSecret }}
+      key: {{ $db.consoleUrlKey }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/* Egress rule to PostgreSQL (database.cidrs, else any address on its port); empty on SQLite. */}}
+{{- define "etl.databaseEgress" -}}
+{{- if include "etl.postgresql" . -}}
+- to:
+    {{- range (.Values.database.cidrs | default (list "0.0.0.0/0")) }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+  ports:
+    - {port: {{ .Values.database.port }}, protocol: TCP}
+{{- end -}}
+{{- end -}}
+
+{{/* The API's own affinity on SQLite: on the saver's node, as SQLite WAL needs one host (none on PostgreSQL). */}}
 {{- define "etl.api.affinity" -}}
+{{- if not (include "etl.postgresql" .) }}
 podAffinity:
   requiredDuringSchedulingIgnoredDuringExecution:
     - topologyKey: kubernetes.io/hostname
       labelSelector:
         matchLabels:
           {{- include "etl.selectorLabels" (dict "ctx" . "component" "saver") | nindent 10 }}
+{{- end }}
 {{- end -}}
 
-{{/* The saver's own affinity when the API runs: back to the API's node after a Recreate. */}}
+{{/* The saver's own affinity when the API runs on SQLite: back to the API's node after a Recreate. */}}
 {{- define "etl.saver.affinity" -}}
 {{- /* The API requires the saver's node, and a ReadWriteOnce volume still mounted there could not be attached
 to another node anyway. */ -}}
-{{- if .Values.api.enabled -}}
+{{- if and .Values.api.enabled (not (include "etl.postgresql" .)) -}}
 podAffinity:
   preferredDuringSchedulingIgnoredDuringExecution:
     - weight: 100
@@ -343,6 +401,32 @@ readinessProbe:
 {{- end -}}
 {{- if and .Values.api.enabled (not .Values.api.replicas) -}}
 {{- $errors = append $errors "api.replicas must be at least 1 (or api.enabled false)" -}}
+{{- end -}}
+{{- if include "etl.postgresql" . -}}
+{{- if not .Values.database.existingSecret -}}
+{{- $errors = append $errors (printf "database.engine is postgresql: set database.existingSecret to the Secret holding the URL (key %s, database.urlKey)" .Values.database.urlKey) -}}
+{{- end -}}
+{{- else -}}
+{{- if gt (int .Values.saver.replicas) 1 -}}
+{{- $errors = append $errors (printf "saver.replicas is %v: SQLite has exactly one writer; keep 1, or set database.engine postgresql to run several savers" .Values.saver.replicas) -}}
+{{- end -}}
+{{- if or .Values.database.existingSecret .Values.database.apiUrlKey .Values.database.consoleUrlKey -}}
+{{- $errors = append $errors "database.existingSecret, apiUrlKey and consoleUrlKey are for PostgreSQL: set database.engine postgresql, or leave them empty" -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.keda.enabled -}}
+{{- if not .Values.redis.enabled -}}
+{{- $errors = append $errors "keda.enabled needs the in-cluster Redis (redis.enabled): KEDA's redis-streams scaler takes an address and a password, not secrets.redisUrl" -}}
+{{- end -}}
+{{- if .Values.transformer.autoscaling.enabled -}}
+{{- $errors = append $errors "set either keda.enabled or transformer.autoscaling.enabled, not both (two autoscalers would fight over the transformers)" -}}
+{{- end -}}
+{{- range $name := list "transformer" "saver" -}}
+{{- $s := get $.Values.keda $name -}}
+{{- if gt (int $s.minReplicas) (int $s.maxReplicas) -}}
+{{- $errors = append $errors (printf "keda.%s.minReplicas is above maxReplicas" $name) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- if $errors -}}
 {{- fail (printf "\n\nVALUES ERROR:\n  - %s\n" (join "\n  - " $errors)) -}}
