@@ -16,7 +16,7 @@ from etl_common.db import connect_writer
 from etl_common.keys import GROUP_SAVER
 from etl_common.streams import Entry, GroupReader, encode
 from saver import migrate
-from saver.retention import Bound, Policy, plan
+from saver.retention_policy import Bound, Policy, plan
 from tests.faults.conftest import wait_for
 
 TABLES = ("raw_users", "processed_users", "invalid_users")
