@@ -181,7 +181,7 @@ class Worker(StreamWorker[TransformerSettings]):
     def _hand_on(
         self, entry: streams.Entry, payload: dict[str, Any], mode: str, number: int, counts: str, data: bytes
     ) -> None:
-        """Run ``_HAND_ON`` for ``entry``: ``data`` (a processed page's JSON, or empty) out, the entry acked, the tally."""
+        """``_HAND_ON`` for ``entry``: ``data`` (a processed page's JSON, or empty) out, the entry acked, the tally."""
         run_id = str(payload["run_id"])
         raw_file, processed_file, dlq_file = _names(str(payload["run_ts"]))
         # EVALSHA of the registered script: one command and one reply, the body sent only if Redis lacks it.
