@@ -169,7 +169,7 @@ class Worker(StreamWorker[TransformerSettings]):
                 **out,
             }
             if records_text is not None and _as_they_came(out, records):
-                out["raw"] = orjson.Fragment(records_text)  # the entry's own text of the very same records
+                processed["raw"] = orjson.Fragment(records_text)  # the entry's own text of the very same records
             n_valid, n_invalid = len(out["valid"]), len(out["invalid"])
             # Output, ack and tally in one atomic command: a crash repeats the page or nothing.
             self._hand_on(entry, payload, "page", page, f"{n_valid},{n_invalid}", streams.dumps(processed))
