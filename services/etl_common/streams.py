@@ -20,14 +20,10 @@ from etl_common.settings import BaseEtlSettings
 log = structlog.get_logger(__name__)
 
 
-def dumps(payload: dict[str, Any]) -> bytes:
-    """The ``data`` field of a stream entry: the payload as JSON (``orjson.Fragment`` values go in as they are)."""
-    return orjson.dumps(payload)
-
-
 def encode(payload: dict[str, Any], traceparent: str | None = None) -> dict[FieldT, EncodableT]:
-    """The fields of a stream entry: the payload as JSON and the W3C trace context."""
-    fields: dict[FieldT, EncodableT] = {"data": dumps(payload)}
+    """The fields of a stream entry: the payload as JSON (``orjson.Fragment`` values go in as they are) and the
+    W3C trace context."""
+    fields: dict[FieldT, EncodableT] = {"data": orjson.dumps(payload)}
     if traceparent:
         fields["traceparent"] = traceparent.encode()
     return fields

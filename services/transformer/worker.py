@@ -8,6 +8,7 @@ import orjson
 import redis
 import structlog
 from opentelemetry import trace
+from redis.client import Pipeline
 
 from etl_common import metrics, pii, streams, tracing
 from etl_common.errors import PermanentError
@@ -24,34 +25,27 @@ from transformer.transform import transform_page
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("transformer")
 
-# Hands a raw entry on in one command (atomic, as a transaction is): the processed page (when there is one,
-# ARGV[3]) is added, the raw entry acked and deleted, the page's counts (or the run's page count) recorded and,
-# once every page of the run is in and only once, phase 2 published on the channel and the events stream. An
-# entry no longer pending (another consumer that claimed it handed it on first) is left alone: nothing doubles.
-_HAND_ON = """
-if #redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
-if ARGV[3] ~= '' then
-  if ARGV[4] ~= '' then redis.call('XADD', KEYS[1], '*', 'data', ARGV[3], 'traceparent', ARGV[4])
-  else redis.call('XADD', KEYS[1], '*', 'data', ARGV[3]) end
-end
-redis.call('XACK', KEYS[2], ARGV[1], ARGV[2]); redis.call('XDEL', KEYS[2], ARGV[2])
-if ARGV[5] == 'page' then redis.call('HSET', KEYS[3], ARGV[6], ARGV[7])
-else redis.call('HSET', KEYS[4], 'expected', ARGV[6]) end
-redis.call('EXPIRE', KEYS[3], ARGV[8]); redis.call('EXPIRE', KEYS[4], ARGV[8])
-local expected = tonumber(redis.call('HGET', KEYS[4], 'expected'))
-if not expected or redis.call('HLEN', KEYS[3]) < expected then return 1 end
-if redis.call('HSETNX', KEYS[4], 'phase2', '1') == 0 then return 1 end
+# Records a page's counts (or the run's page count) and, once every page of the run is in and
+# only once, publishes phase 2 on the channel and the events stream. Atomic, so replicas and
+# redeliveries cannot double it.
+_COMPLETE = """
+if ARGV[1] == 'page' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+else redis.call('HSET', KEYS[2], 'expected', ARGV[2]) end
+redis.call('EXPIRE', KEYS[1], ARGV[4]); redis.call('EXPIRE', KEYS[2], ARGV[4])
+local expected = tonumber(redis.call('HGET', KEYS[2], 'expected'))
+if not expected or redis.call('HLEN', KEYS[1]) < expected then return 0 end
+if redis.call('HSETNX', KEYS[2], 'phase2', '1') == 0 then return 0 end
 local valid, invalid = 0, 0
-for _, c in ipairs(redis.call('HVALS', KEYS[3])) do
+for _, c in ipairs(redis.call('HVALS', KEYS[1])) do
   local v, i = string.match(c, '(%d+),(%d+)')
   valid = valid + tonumber(v); invalid = invalid + tonumber(i)
 end
-local payload = {run_id=ARGV[10], raw_file=ARGV[11], processed_file=ARGV[12], dlq_file=ARGV[13],
+local payload = {run_id=ARGV[6], raw_file=ARGV[7], processed_file=ARGV[8], dlq_file=ARGV[9],
                  valid_count=valid, invalid_count=invalid}
-redis.call('PUBLISH', ARGV[9], cjson.encode(payload))
+redis.call('PUBLISH', ARGV[5], cjson.encode(payload))
 payload['type'] = 'phase2_complete'
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', '100000', '*', 'data', cjson.encode(payload), 'traceparent', ARGV[4])
-return 2
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', '100000', '*', 'data', cjson.encode(payload), 'traceparent', ARGV[10])
+return 1
 """
 
 
@@ -86,7 +80,6 @@ class Worker(StreamWorker[TransformerSettings]):
         super().__init__(settings, client, heartbeat, stopper, GROUP_TRANSFORMER, lambda keys: [keys.raw_stream])
         self.departments = departments
         self.contract = contract
-        self._script = client.register_script(_HAND_ON)
 
     def serve(self) -> None:
         """Create the group, then handle raw pages until SIGTERM (a Redis outage is waited out)."""
@@ -107,7 +100,7 @@ class Worker(StreamWorker[TransformerSettings]):
             self._dead(entry, f"delivered {entry.deliveries} times without success")
             return
         try:
-            # The records' text is kept: a page whose records go on as they came is not encoded again.
+            # The records' text is kept: records that go on as they came are not encoded again.
             payload, tp, records_text = streams.decode_keeping(entry.fields, "records")
             kind = payload.get("kind")
             if kind == "page":
@@ -171,8 +164,13 @@ class Worker(StreamWorker[TransformerSettings]):
             if records_text is not None and _as_they_came(out, records):
                 processed["raw"] = orjson.Fragment(records_text)  # the entry's own text of the very same records
             n_valid, n_invalid = len(out["valid"]), len(out["invalid"])
-            # Output, ack and tally in one atomic command: a crash repeats the page or nothing.
-            self._hand_on(entry, payload, "page", page, f"{n_valid},{n_invalid}", streams.dumps(processed))
+            pipe = self.client.pipeline(transaction=True)
+            # Output, ack and tally in one transaction: a crash repeats the page or nothing.
+            pipe.xadd(self.keys.processed_stream, streams.encode(processed, tracing.current_traceparent()))
+            pipe.xack(entry.stream, self.reader.group, entry.id)
+            pipe.xdel(entry.stream, entry.id)
+            self._tally(pipe, payload, "page", page, f"{n_valid},{n_invalid}")
+            pipe.execute()
         metrics.PAGES.labels(stage="transform", outcome="ok").inc()
         metrics.RECORDS.labels(stage="transform", outcome="valid").inc(n_valid)
         metrics.RECORDS.labels(stage="transform", outcome="invalid").inc(n_invalid)
@@ -192,36 +190,31 @@ class Worker(StreamWorker[TransformerSettings]):
 
     def _end(self, entry: streams.Entry, payload: dict[str, Any], tp: str | None) -> None:
         with tracer.start_as_current_span("transform.end", context=tracing.context_from(tp)):
-            self._hand_on(entry, payload, "end", int(payload["pages"]), "", b"")
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xack(entry.stream, self.reader.group, entry.id)
+            pipe.xdel(entry.stream, entry.id)
+            self._tally(pipe, payload, "end", int(payload["pages"]), "")
+            pipe.execute()
 
-    def _hand_on(
-        self, entry: streams.Entry, payload: dict[str, Any], mode: str, number: int, counts: str, data: bytes
-    ) -> None:
-        """``_HAND_ON`` for ``entry``: ``data`` (a processed page's JSON, or empty) out, the entry acked, the tally."""
+    def _tally(self, pipe: Pipeline, payload: dict[str, Any], mode: str, number: int, counts: str) -> None:
         run_id = str(payload["run_id"])
         raw_file, processed_file, dlq_file = _names(str(payload["run_ts"]))
-        # EVALSHA of the registered script: one command and one reply, the body sent only if Redis lacks it.
-        self._script(
-            keys=[
-                self.keys.processed_stream,
-                entry.stream,
-                self.keys.run_pages(run_id),
-                self.keys.run_meta(run_id),
-                self.keys.events_stream,
-            ],
-            args=[
-                self.reader.group,
-                entry.id,
-                data,
-                tracing.current_traceparent() or "",
-                mode,
-                number,
-                counts,
-                self.settings.run_state_ttl_s,
-                CHANNEL_PHASE2,
-                run_id,
-                raw_file,
-                processed_file,
-                dlq_file,
-            ],
+        # EVAL with the body inside the transaction (Redis caches the compiled script): redis-py sends a
+        # registered script's SCRIPT EXISTS as a round trip of its own before every transaction that uses it.
+        pipe.eval(
+            _COMPLETE,
+            3,
+            self.keys.run_pages(run_id),
+            self.keys.run_meta(run_id),
+            self.keys.events_stream,
+            mode,
+            number,
+            counts,
+            self.settings.run_state_ttl_s,
+            CHANNEL_PHASE2,
+            run_id,
+            raw_file,
+            processed_file,
+            dlq_file,
+            tracing.current_traceparent() or "",
         )
