@@ -21,7 +21,8 @@ log = structlog.get_logger(__name__)
 
 
 def encode(payload: dict[str, Any], traceparent: str | None = None) -> dict[FieldT, EncodableT]:
-    """The fields of a stream entry: the payload as JSON and the W3C trace context."""
+    """The fields of a stream entry: the payload as JSON (``orjson.Fragment`` values go in as they are) and the
+    W3C trace context."""
     fields: dict[FieldT, EncodableT] = {"data": orjson.dumps(payload)}
     if traceparent:
         fields["traceparent"] = traceparent.encode()
@@ -43,6 +44,55 @@ def decode(fields: dict[bytes, bytes] | None) -> tuple[dict[str, Any], str | Non
         raise PermanentError("entry data is not a JSON object")
     tp = fields.get(b"traceparent")
     return payload, tp.decode() if tp else None
+
+
+def decode_keeping(fields: dict[bytes, bytes] | None, key: str) -> tuple[dict[str, Any], str | None, bytes | None]:
+    """``decode``, and the JSON text of the payload's array ``key`` as the entry holds it (None when not cut out).
+
+    The text lets a service hand the array on without encoding it again (``orjson.Fragment``). It is cut out
+    only when the rest of the entry is exactly what ``dumps`` writes for the payload's other members (so the
+    cut is at that top-level member, nothing repeats the key) and the text is one JSON array, read here once
+    in place of the whole entry; any other entry is decoded whole and gets None.
+    """
+    raw = fields.get(b"data") if fields else None
+    if type(raw) is bytes:
+        marker = b'"' + key.encode() + b'":'
+        start = raw.find(marker) + len(marker)
+        end = raw.rfind(b"]") + 1
+        if len(marker) <= start < end and raw[start : start + 1] == b"[":
+            cut = _cut(raw, start, end, key)
+            if cut is not None:
+                tp = fields.get(b"traceparent") if fields else None
+                return cut, tp.decode() if tp else None, raw[start:end]
+    payload, tp_text = decode(fields)
+    return payload, tp_text, None
+
+
+def _cut(raw: bytes, start: int, end: int, key: str) -> dict[str, Any] | None:
+    """The payload of ``raw`` with ``key``'s value read from ``raw[start:end]``, when that is exactly its text."""
+    try:
+        payload = orjson.loads(raw[:start] + b"null" + raw[end:])
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(payload, dict) or key not in payload or payload[key] is not None:
+        return None
+    names = list(payload)
+    at = names.index(key)
+    before = {k: payload[k] for k in names[:at]}
+    after = {k: payload[k] for k in names[at + 1 :]}
+    head = orjson.dumps(before)[:-1] + b"," if before else b"{"
+    tail = b"," + orjson.dumps(after)[1:] if after else b"}"
+    # Head and tail are the canonical text of the other members: raw[start:end] is the whole value of this key.
+    if raw[:start] != head + b'"' + key.encode() + b'":' or raw[end:] != tail:
+        return None
+    try:
+        value = orjson.loads(raw[start:end])
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, list):
+        return None
+    payload[key] = value
+    return payload
 
 
 def ensure_group(client: redis.Redis, stream: str, group: str) -> None:

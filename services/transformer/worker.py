@@ -1,8 +1,10 @@
 """The transformer loop: read raw pages as the 'transformer' group, hand processed pages on, announce phase 2."""
 
 import time
+from operator import is_
 from typing import Any
 
+import orjson
 import redis
 import structlog
 from opentelemetry import trace
@@ -52,6 +54,17 @@ def _names(run_ts: str) -> tuple[str, str, str]:
     return n["raw_file"], n["processed_file"], n["dlq_file"]
 
 
+def _as_they_came(out: dict[str, Any], records: list[Any]) -> bool:
+    """Whether the page's raw copies are the records it was given, unchanged (none protected anew, quarantined
+    or with values discarded by the contract), so their text in the raw entry is theirs."""
+    raw = out["raw"]
+    return (
+        len(raw) == len(records)
+        and all(map(is_, raw, records))
+        and not out["schema"].get("contract", {}).get("discarded")
+    )
+
+
 class Worker(StreamWorker[TransformerSettings]):
     """Consumes the raw stream until stopped."""
 
@@ -87,10 +100,11 @@ class Worker(StreamWorker[TransformerSettings]):
             self._dead(entry, f"delivered {entry.deliveries} times without success")
             return
         try:
-            payload, tp = streams.decode(entry.fields)
+            # The records' text is kept: records that go on as they came are not encoded again.
+            payload, tp, records_text = streams.decode_keeping(entry.fields, "records")
             kind = payload.get("kind")
             if kind == "page":
-                self._page(entry, payload, tp)
+                self._page(entry, payload, tp, records_text)
             elif kind == "end":
                 self._end(entry, payload, tp)
             else:
@@ -121,7 +135,7 @@ class Worker(StreamWorker[TransformerSettings]):
         fields: dict[Any, Any] = streams.encode(event, tracing.current_traceparent())
         self.client.xadd(self.keys.events_stream, fields, maxlen=100_000, approximate=True)
 
-    def _page(self, entry: streams.Entry, payload: dict[str, Any], tp: str | None) -> None:
+    def _page(self, entry: streams.Entry, payload: dict[str, Any], tp: str | None, records_text: bytes | None) -> None:
         run_id, page, records = str(payload["run_id"]), int(payload["page"]), payload["records"]
         if not isinstance(records, list):
             raise PermanentError("'records' is not a list")
@@ -147,6 +161,8 @@ class Worker(StreamWorker[TransformerSettings]):
                 "total": payload.get("total"),
                 **out,
             }
+            if records_text is not None and _as_they_came(out, records):
+                processed["raw"] = orjson.Fragment(records_text)  # the entry's own text of the very same records
             n_valid, n_invalid = len(out["valid"]), len(out["invalid"])
             pipe = self.client.pipeline(transaction=True)
             # Output, ack and tally in one transaction: a crash repeats the page or nothing.

@@ -2,10 +2,12 @@
 
 import uuid
 
+import orjson
 import pytest
 import redis
 
 from etl_common import streams
+from etl_common.errors import PermanentError
 from etl_common.keys import Keys
 
 
@@ -120,3 +122,55 @@ def test_setup_twice_is_harmless_and_only_busygroup_is_accepted(client, keys):
     client.set(f"{keys.prefix}not-a-stream", "x")
     with pytest.raises(redis.ResponseError):
         streams.ensure_group(client, f"{keys.prefix}not-a-stream", "g")
+
+
+def _fields(data: bytes) -> dict[bytes, bytes]:
+    return {b"data": data, b"traceparent": b"00-0af7651916cd43dd8448eb211c19319c-b7ad6b7169203331-01"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"kind": "page", "run_id": "r1", "records": [{"a": 1, "b": [1, 2]}, "x", None], "pii": "mask"},
+        {"records": []},
+        {"records": [[1, "]"]], "after": {"n": 1}},
+        {"before": {"x": "[{"}, "records": [{"records": [1]}]},
+    ],
+)
+def test_decode_keeping_cuts_out_the_array_text_of_an_entry_encode_wrote(payload):
+    data = streams.encode(payload)["data"]
+    assert isinstance(data, bytes)
+    got, tp, text = streams.decode_keeping(_fields(data), "records")
+    assert got == payload and list(got) == list(payload) and tp is not None and tp.startswith("00-")
+    assert text is not None and orjson.loads(text) == payload["records"]
+    # Put back in place of the records, the text gives the entry's very bytes.
+    assert orjson.dumps({**payload, "records": orjson.Fragment(text)}) == data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"kind": "page", "records": [1, 2], "pii": "mask"}',  # white space: not what encode writes
+        b'{"records":[1],"pii":"x","records":[2]}',  # the key twice: the last one is the value
+        b'{"records":[1],"pii":"x","records":null}',
+        b'{"meta":{"records":[9]},"records":[1]}',  # the first match is nested
+        b'{"a\\"records":[1],"records":[2]}',  # the first match is inside another key
+        b'{"records":[1],"pii":"]"}',  # a bracket after the array: not cut out (the last one ends it)
+        b'{"records":[1],"after":{"n":[1]}}',
+        b'{"records":{"a":[1]}}',  # not an array
+        b'{"records":[1],"x":1.0e2}',  # the rest not as encode writes it
+        b'{"records":[1,2}',
+        b'["records":[1]]',
+    ],
+)
+def test_decode_keeping_decodes_any_other_entry_whole(data):
+    try:
+        expected = streams.decode(_fields(data))[0]
+    except PermanentError as exc:
+        with pytest.raises(PermanentError, match=str(exc)[:20]):
+            streams.decode_keeping(_fields(data), "records")
+        return
+    got, _, text = streams.decode_keeping(_fields(data), "records")
+    assert got == expected and list(got) == list(expected)
+    if text is not None:  # cut out only where it is the value decode gives
+        assert orjson.loads(text) == expected["records"]
