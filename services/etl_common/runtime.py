@@ -1,5 +1,6 @@
 """Process start-up shared by the workers: logs, tracing, ops endpoint, SIGTERM handling, the serve loop."""
 
+import gc
 import os
 import signal
 import sys
@@ -125,10 +126,24 @@ def run_worker(
     client = connect(settings.redis_url)
     heartbeat, stopper = start(service, settings, ready=client.ping)
     wait_for_redis_or_exit(service, client)
+    quiet_collector()
     try:
         build(client, heartbeat, stopper).serve()
     except retry.Stopped:
         pass  # SIGTERM during a wait before the loop: the work owed stays pending for the next start
+
+
+GC_THRESHOLD = 50_000
+
+
+def quiet_collector() -> None:
+    """Freeze the start-up heap and let the cyclic collector wait for 50,000 new objects instead of 700."""
+    # A page's ~15,000 objects live until it is handed on and are then freed by their reference counts, so the
+    # collector finds nothing: with the default threshold it still ran about once a page, a deeper pass every ten
+    # and a full one over the start-up heap, ~2-3 µs of CPU per user in the transformer (measured with
+    # gc.callbacks). A collection still comes every few pages, should cycles ever pile up; peak RSS unchanged.
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD)
 
 
 def _recoverable(exc: BaseException) -> bool:

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ops_settings = settings if serve_ops else settings.model_copy(update={"ops_port": 0})
     heartbeat, stopper = runtime.start("extractor", ops_settings, ready=client.ping)
     runtime.wait_for_redis_or_exit("extractor", client)
+    runtime.quiet_collector()
     service = Service(settings, client, heartbeat, stopper, serving=args.command == "serve")
     if args.command == "once":
         # Waits out the lease of an extractor that died mid-run, then resumes its run.

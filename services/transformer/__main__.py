@@ -1,6 +1,5 @@
 """Entry point: ``python -m transformer`` consumes raw pages until SIGTERM."""
 
-import gc
 import sys
 
 from etl_common import runtime
@@ -9,8 +8,6 @@ from transformer.contract import ContractError, load_contract
 from transformer.enrich import load_departments
 from transformer.settings import TransformerSettings
 from transformer.worker import Worker
-
-GC_THRESHOLD = 50_000
 
 
 def main() -> int:
@@ -23,13 +20,6 @@ def main() -> int:
     except ContractError as exc:
         print(f"invalid setting: ETL_CONTRACT_PATH: {exc}", file=sys.stderr)
         return 2
-    # A page's ~15,000 objects live until it is handed on and are then freed by their reference counts, so the
-    # collector finds nothing: with the default threshold (700) it still ran about once a page, a deeper pass every
-    # ten and a full one over the start-up heap, ~2-3 µs of CPU per user (measured with gc.callbacks). The start-up
-    # heap is frozen, and a collection waits for 50,000 objects more than were freed (a few pages' worth, should
-    # cycles ever pile up); peak RSS unchanged.
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD)
     runtime.run_worker(
         "transformer",
         settings,
