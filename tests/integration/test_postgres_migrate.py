@@ -216,3 +216,51 @@ def test_the_console_refuses_a_role_that_reads_or_can_do_more(postgres_server):
         run_query(by_hand, "SELECT run_id FROM etl_runs", 10, 1000, 10_000)
     with pytest.raises(QueryRefused, match="time limit"):  # the check itself runs under the time limit
         run_query(parse_url(console), "SELECT pg_sleep(5)", 10, 200, 10_000)
+
+
+def _migrate(env_url: str, cwd) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ["PATH"], "ETL_DATABASE_URL": env_url}
+    return subprocess.run(
+        [tb.PYTHON, "-m", "saver", "migrate"], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "cause"),
+    [
+        # A port nothing listens on (port 1 on loopback: refused at once).
+        ("postgresql://etl:s3cr3t-pw@127.0.0.1:1/etl", "127.0.0.1"),
+        # A host name that cannot resolve (.invalid is reserved for that).
+        ("postgresql://etl:s3cr3t-pw@db.invalid:5432/etl", "db.invalid"),
+        # A password whose percent-encoding is broken: the URL is malformed, and the password must not be echoed.
+        ("postgresql://etl:s3cr3t-pw%zz@127.0.0.1:1/etl", "malformed"),
+    ],
+)
+def test_an_unreachable_or_malformed_postgresql_url_stops_migrate_with_one_clear_line(tmp_path, url, cause):
+    done = _migrate(url, tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert "s3cr3t-pw" not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and cause in lines[0], done.stderr
+
+
+def test_a_wrong_password_stops_migrate_with_one_clear_line(tmp_path, postgres_server):
+    url = postgres_server.url(password="wr0ng-s3cr3t")
+    done = _migrate(url, tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert "wr0ng-s3cr3t" not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "password" in lines[0], done.stderr
+
+
+def test_a_sqlite_database_url_is_the_file_migrate_prepares(tmp_path):
+    """``ETL_DATABASE_URL=sqlite:///...`` names the SQLite file (docs/scaling.md): the saver must use it, not the
+    default ETL_DB_PATH, or the saver and the API (which follows the URL) work on two different files."""
+    chosen = tmp_path / "chosen" / "etl.db"
+    chosen.parent.mkdir()
+    done = _migrate(f"sqlite:///{chosen}", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert chosen.exists(), sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    with closing(sqlite3.connect(chosen)) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(migrate.scripts("sqlite"))
+    assert not (tmp_path / "database").exists()
