@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 from contextlib import closing
 
+import httpx
 import psycopg
 import pytest
 
@@ -264,3 +265,26 @@ def test_a_sqlite_database_url_is_the_file_migrate_prepares(tmp_path):
     with closing(sqlite3.connect(chosen)) as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(migrate.scripts("sqlite"))
     assert not (tmp_path / "database").exists()
+
+
+@pytest.mark.parametrize(
+    ("password", "cause"),
+    [("wr0ng-s3cr3t", "password"), (None, "refused")],
+)
+def test_the_api_names_why_it_cannot_read_postgresql(tmp_path, postgres_server, password, cause):
+    """A wrong password (or nothing listening) is a setting to fix, not a database "not ready yet": the API's
+    answer or its log names the cause (and never the password), so the operator knows the next step."""
+    url = postgres_server.url(password=password) if password else "postgresql://etl:s3cr3t-pw@127.0.0.1:1/etl"
+    port = tb.free_port()
+    env = {"PATH": os.environ["PATH"], "ETL_API_AUTH": "none", "ETL_API_PORT": str(port), "ETL_API_DATABASE_URL": url}
+    api = tb.spawn("api", [tb.PYTHON, "-m", "api"], tmp_path, env=env, cwd=tmp_path)
+    try:
+        tb.wait_port(port, proc=api.popen)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            answers = [client.get(route) for route in ("/readyz", "/etl_runs", "/data/processed_users")]
+    finally:
+        api.stop()
+    assert [a.status_code for a in answers] == [503, 503, 503]
+    said = " ".join(a.text for a in answers) + api.output()
+    assert "s3cr3t" not in said
+    assert cause in said.lower(), said
