@@ -288,3 +288,30 @@ def test_the_api_names_why_it_cannot_read_postgresql(tmp_path, postgres_server, 
     said = " ".join(a.text for a in answers) + api.output()
     assert "s3cr3t" not in said
     assert cause in said.lower(), said
+
+
+def test_the_console_names_a_refused_login_instead_of_try_again(tmp_path, postgres_server):
+    """The console's role with a wrong password: the answer must say the login was refused (fix
+    ETL_API_SQL_DATABASE_URL), not "cannot be reached; try again", and never the password."""
+    url = postgres_server.create_database()
+    reader, console = tbpg.make_roles(postgres_server, url)
+    wrong = console.replace(console.split("@")[0].rsplit(":", 1)[1], "wr0ng-s3cr3t", 1)
+    port = tb.free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "ETL_API_AUTH": "none",
+        "ETL_API_PORT": str(port),
+        "ETL_API_DATABASE_URL": reader,
+        "ETL_API_SQL_DATABASE_URL": wrong,
+    }
+    api = tb.spawn("api", [tb.PYTHON, "-m", "api"], tmp_path, env=env, cwd=tmp_path)
+    try:
+        tb.wait_port(port, proc=api.popen)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            assert client.get("/etl_runs").status_code == 200
+            answer = client.post("/query_sql", json={"query": "SELECT count(*) FROM etl_runs"})
+    finally:
+        api.stop()
+    assert answer.status_code == 503
+    said = answer.text + api.output()
+    assert "s3cr3t" not in said and "password" in said.lower(), said
