@@ -106,7 +106,20 @@ def test_the_file_equals_the_view(loaded):
 
 @pytest.mark.parametrize(
     "query",
-    ["limit=100", "sort=department_code&limit=100", "q=Zo&limit=5", "department_code=q%22t", "sort=last_name"],
+    [
+        "limit=100",
+        "sort=department_code&limit=100",
+        "q=Zo&limit=5",
+        "department_code=q%22t",
+        "sort=last_name",
+        "q=ZO%C3%8B",  # ZOË: case folding past ASCII
+        "q=zo%C3%AB",
+        "q=%5C",  # a backslash, LIKE's escape character here
+        "q=%25%5C_",
+        "sort=first_name&order=desc",
+        "department=nowhere%20%22AT%22%20all%20%5C%20%27",
+        "department=%20%20engineering%20%20",
+    ],
 )
 def test_the_api_answers_the_file_on_both_engines(loaded, query):
     p, run, api, pg = loaded
