@@ -315,3 +315,21 @@ def test_the_console_names_a_refused_login_instead_of_try_again(tmp_path, postgr
     assert answer.status_code == 503
     said = answer.text + api.output()
     assert "s3cr3t" not in said and "password" in said.lower(), said
+
+
+@pytest.mark.parametrize("parameter", ["password", "sslpassword"])
+def test_a_password_given_as_a_url_parameter_stays_hidden(tmp_path, postgres_server, parameter):
+    """libpq takes the password (and the key's sslpassword) as URL parameters too: ``?password=...``. The saver's
+    line naming the database it migrated, and the bad-setting line, must hide it as they hide ``user:password@``."""
+    url = postgres_server.create_database()
+    database = url.rsplit("/", 1)[1]
+    secret = postgres_server.password
+    as_parameter = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/{database}?{parameter}={secret}"
+    if parameter == "sslpassword":  # the login's password in its usual place, the key's one in a parameter
+        as_parameter = f"{url}?sslpassword=k3y-s3cr3t"
+        secret = "k3y-s3cr3t"
+    done = _migrate(as_parameter, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert secret not in done.stderr + done.stdout, done.stderr
+    bad = _migrate(as_parameter.replace("postgresql://", "mysql://"), tmp_path)
+    assert bad.returncode == 2 and secret not in bad.stderr + bad.stdout, bad.stderr
