@@ -7,6 +7,7 @@ import subprocess
 from contextlib import closing
 
 import httpx
+import orjson
 import psycopg
 import pytest
 
@@ -333,3 +334,56 @@ def test_a_password_given_as_a_url_parameter_stays_hidden(tmp_path, postgres_ser
     assert secret not in done.stderr + done.stdout, done.stderr
     bad = _migrate(as_parameter.replace("postgresql://", "mysql://"), tmp_path)
     assert bad.returncode == 2 and secret not in bad.stderr + bad.stdout, bad.stderr
+
+
+def test_postgresql_0008_keeps_old_runs_readable_as_sqlite_does(tmp_path, postgres_server, monkeypatch):
+    """The PostgreSQL twin of migration 0008 on a database of 0007 with the rows the saver wrote then: every old
+    processed record reads back byte for byte through processed_records, and only derivable copies are dropped."""
+    import shutil
+
+    from dummyjson.users import make_user
+    from saver.userrows import _with_code
+
+    folder = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS / "postgresql" / "grants", folder / "postgresql" / "grants")
+    for path in migrate.scripts("postgresql"):
+        if int(path.name.split("_", 1)[0]) <= 7:
+            shutil.copy(path, folder / "postgresql")
+    shipped = migrate.MIGRATIONS
+    url = postgres_server.create_database()
+    raw = [make_user(1), {}, make_user(3), make_user(4), make_user(5), {**make_user(6), "department_code": "SPOOF"}]
+    processed = [
+        (0, "ENG", _with_code(orjson.dumps(raw[0]), "ENG").decode()),
+        (1, "HR", _with_code(b"{}", "HR").decode()),
+        (2, 'A"B', _with_code(orjson.dumps(raw[2]), 'A"B').decode()),
+        (3, "OPS", orjson.dumps({"department_code": "OPS", **raw[3]}).decode()),  # an older shape
+        (4, None, _with_code(orjson.dumps(raw[4]), None).decode()),
+        (5, "ÜNÏ✓", _with_code(orjson.dumps(raw[5]), "ÜNÏ✓").decode()),
+        (9, "ENG", '{"id":9,"department_code":"ENG"}'),  # no raw row at this position
+    ]
+    with connect_writer(parse_url(url)) as conn:
+        monkeypatch.setattr(migrate, "MIGRATIONS", folder)
+        assert migrate.migrate(conn)[-1] == "0007_run_schema.sql"  # type: ignore[arg-type]
+        monkeypatch.setattr(migrate, "MIGRATIONS", shipped)
+        conn.execute(
+            "INSERT INTO etl_runs (run_id, run_timestamp, raw_file, processed_file, dlq_file, status) VALUES "
+            "('old', '2026-01-01T00:00:00.000Z', 'raw_users/etl_x.jsonl', 'processed_users/etl_x.jsonl', "
+            "'dlq/etl_x.jsonl', 'succeeded')"
+        )
+        for pos, r in enumerate(raw):
+            conn.execute(
+                "INSERT INTO raw_users (run_id, page, position, user_id, inserted_at, record) "
+                "VALUES ('old', 0, %s, %s, 't', %s)",
+                (pos, r.get("id"), orjson.dumps(r).decode()),
+            )
+        for pos, code, record in processed:
+            conn.execute(
+                "INSERT INTO processed_users (run_id, page, position, user_id, department_code, inserted_at, record) "
+                "VALUES ('old', 0, %s, %s, %s, 't', %s)",
+                (pos, pos + 1, code, record),
+            )
+        assert migrate.migrate(conn) == ["0008_one_copy.sql"]  # type: ignore[arg-type]
+        view = dict(conn.execute("SELECT position, record FROM processed_records").fetchall())
+        kept = {r[0] for r in conn.execute("SELECT position FROM processed_users WHERE record IS NOT NULL")}
+    assert view == {pos: record for pos, _, record in processed}
+    assert kept == {2, 3, 9}
