@@ -387,3 +387,28 @@ def test_postgresql_0008_keeps_old_runs_readable_as_sqlite_does(tmp_path, postgr
         kept = {r[0] for r in conn.execute("SELECT position FROM processed_users WHERE record IS NOT NULL")}
     assert view == {pos: record for pos, _, record in processed}
     assert kept == {2, 3, 9}
+
+
+def test_a_malformed_console_url_is_named_without_its_password(tmp_path, postgres_server):
+    """ETL_API_SQL_DATABASE_URL with a broken percent-encoding in its password passes the setting's check (only the
+    scheme is checked): the console must answer that the URL is malformed, not a 500 whose log holds the password."""
+    url = postgres_server.create_database()
+    reader, _ = tbpg.make_roles(postgres_server, url)
+    port = tb.free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "ETL_API_AUTH": "none",
+        "ETL_API_PORT": str(port),
+        "ETL_API_DATABASE_URL": reader,
+        "ETL_API_SQL_DATABASE_URL": f"postgresql://etl_console:s3cr3t-pw%zz@127.0.0.1:{postgres_server.port}/x",
+    }
+    api = tb.spawn("api", [tb.PYTHON, "-m", "api"], tmp_path, env=env, cwd=tmp_path)
+    try:
+        tb.wait_port(port, proc=api.popen)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            answer = client.post("/query_sql", json={"query": "SELECT 1"})
+    finally:
+        api.stop()
+    said = answer.text + api.output()
+    assert answer.status_code == 503, said
+    assert "s3cr3t-pw" not in said and "Traceback" not in said, said
