@@ -268,6 +268,20 @@ def test_a_sqlite_database_url_is_the_file_migrate_prepares(tmp_path):
     assert not (tmp_path / "database").exists()
 
 
+def _api_answers(tmp_path, settings: dict[str, str], ask) -> tuple[list[httpx.Response], str]:
+    """The API as a real process with ``settings`` (auth off): ``ask(client)``'s answers, and the API's log."""
+    port = tb.free_port()
+    env = {"PATH": os.environ["PATH"], "ETL_API_AUTH": "none", "ETL_API_PORT": str(port), **settings}
+    api = tb.spawn("api", [tb.PYTHON, "-m", "api"], tmp_path, env=env, cwd=tmp_path)
+    try:
+        tb.wait_port(port, proc=api.popen)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            answers = ask(client)
+    finally:
+        api.stop()
+    return answers, api.output()
+
+
 @pytest.mark.parametrize(
     ("password", "cause"),
     [("wr0ng-s3cr3t", "password"), (None, "refused")],
@@ -276,17 +290,13 @@ def test_the_api_names_why_it_cannot_read_postgresql(tmp_path, postgres_server, 
     """A wrong password (or nothing listening) is a setting to fix, not a database "not ready yet": the API's
     answer or its log names the cause (and never the password), so the operator knows the next step."""
     url = postgres_server.url(password=password) if password else "postgresql://etl:s3cr3t-pw@127.0.0.1:1/etl"
-    port = tb.free_port()
-    env = {"PATH": os.environ["PATH"], "ETL_API_AUTH": "none", "ETL_API_PORT": str(port), "ETL_API_DATABASE_URL": url}
-    api = tb.spawn("api", [tb.PYTHON, "-m", "api"], tmp_path, env=env, cwd=tmp_path)
-    try:
-        tb.wait_port(port, proc=api.popen)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            answers = [client.get(route) for route in ("/readyz", "/etl_runs", "/data/processed_users")]
-    finally:
-        api.stop()
+    answers, log = _api_answers(
+        tmp_path,
+        {"ETL_API_DATABASE_URL": url},
+        lambda client: [client.get(route) for route in ("/readyz", "/etl_runs", "/data/processed_users")],
+    )
     assert [a.status_code for a in answers] == [503, 503, 503]
-    said = " ".join(a.text for a in answers) + api.output()
+    said = " ".join(a.text for a in answers) + log
     assert "s3cr3t" not in said
     assert cause in said.lower(), said
 
@@ -297,25 +307,16 @@ def test_the_console_names_a_refused_login_instead_of_try_again(tmp_path, postgr
     url = postgres_server.create_database()
     reader, console = tbpg.make_roles(postgres_server, url)
     wrong = console.replace(console.split("@")[0].rsplit(":", 1)[1], "wr0ng-s3cr3t", 1)
-    port = tb.free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "ETL_API_AUTH": "none",
-        "ETL_API_PORT": str(port),
-        "ETL_API_DATABASE_URL": reader,
-        "ETL_API_SQL_DATABASE_URL": wrong,
-    }
-    api = tb.spawn("api", [tb.PYTHON, "-m", "api"], tmp_path, env=env, cwd=tmp_path)
-    try:
-        tb.wait_port(port, proc=api.popen)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            assert client.get("/etl_runs").status_code == 200
-            answer = client.post("/query_sql", json={"query": "SELECT count(*) FROM etl_runs"})
-    finally:
-        api.stop()
+    (runs, answer), log = _api_answers(
+        tmp_path,
+        {"ETL_API_DATABASE_URL": reader, "ETL_API_SQL_DATABASE_URL": wrong},
+        lambda client: [client.get("/etl_runs"), client.post("/query_sql", json={"query": "SELECT 1"})],
+    )
+    assert runs.status_code == 200
     assert answer.status_code == 503
-    said = answer.text + api.output()
-    assert "s3cr3t" not in said and "password" in said.lower(), said
+    said = answer.text + log
+    assert "s3cr3t" not in said, said
+    assert "password" in said.lower(), said
 
 
 @pytest.mark.parametrize("parameter", ["password", "sslpassword"])
@@ -394,21 +395,12 @@ def test_a_malformed_console_url_is_named_without_its_password(tmp_path, postgre
     scheme is checked): the console must answer that the URL is malformed, not a 500 whose log holds the password."""
     url = postgres_server.create_database()
     reader, _ = tbpg.make_roles(postgres_server, url)
-    port = tb.free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "ETL_API_AUTH": "none",
-        "ETL_API_PORT": str(port),
-        "ETL_API_DATABASE_URL": reader,
-        "ETL_API_SQL_DATABASE_URL": f"postgresql://etl_console:s3cr3t-pw%zz@127.0.0.1:{postgres_server.port}/x",
-    }
-    api = tb.spawn("api", [tb.PYTHON, "-m", "api"], tmp_path, env=env, cwd=tmp_path)
-    try:
-        tb.wait_port(port, proc=api.popen)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            answer = client.post("/query_sql", json={"query": "SELECT 1"})
-    finally:
-        api.stop()
-    said = answer.text + api.output()
+    malformed = f"postgresql://etl_console:s3cr3t-pw%zz@127.0.0.1:{postgres_server.port}/x"
+    (answer,), log = _api_answers(
+        tmp_path,
+        {"ETL_API_DATABASE_URL": reader, "ETL_API_SQL_DATABASE_URL": malformed},
+        lambda client: [client.post("/query_sql", json={"query": "SELECT 1"})],
+    )
+    said = answer.text + log
     assert answer.status_code == 503, said
     assert "s3cr3t-pw" not in said and "Traceback" not in said, said
