@@ -1,14 +1,17 @@
 """The run checkpoint in Redis: which run is in progress, where its next page starts, which user ids it handed on."""
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
+from datetime import datetime
 from typing import Any
 
 import orjson
 import redis
 from redis.typing import EncodableT, FieldT
 
+from etl_common.clock import STAMP_FORMAT
 from etl_common.streams import text
+from extractor.errors import CheckpointUnreadable
 
 # Integer ids below this live in a bitmap (16 MB at most); any other id in a set.
 _BITMAP_IDS = 1 << 27
@@ -43,16 +46,43 @@ class Checkpoint:
 
     @classmethod
     def load(cls, client: redis.Redis, key: str) -> "Checkpoint | None":
-        """The checkpoint stored in hash ``key``; None when no run is in progress."""
+        """The checkpoint stored in hash ``key``; None when no run is in progress; CheckpointUnreadable when the
+        hash is not one this version wrote (a field missing, unknown or of the wrong shape)."""
         raw = client.hgetall(key)
         if not raw:
             return None
         data = {text(k): text(v) for k, v in raw.items()}
+        known = {f.name: f for f in fields(cls)}
+        problems = [f"unknown field {name!r}" for name in data if name not in known]
         kwargs: dict[str, object] = {}
-        for f in fields(cls):
-            if f.name in data:
-                kwargs[f.name] = int(data[f.name]) if f.type in (int, "int") else data[f.name]
+        for name, f in known.items():
+            value = data.get(name)
+            if value is None:
+                if f.default is MISSING:
+                    problems.append(f"field {name!r} missing")
+            elif f.type in (int, "int"):
+                try:
+                    kwargs[name] = int(value)
+                except ValueError:
+                    problems.append(f"field {name!r} is not an integer: {value[:40]!r}")
+            else:
+                kwargs[name] = value
+        problems += [f"field {name!r} is empty" for name in _NON_EMPTY if data.get(name) == ""]
+        problems += [f"field {n!r} is negative" for n in _COUNTS if isinstance(kwargs.get(n), int) and kwargs[n] < 0]  # type: ignore[operator]
+        run_ts = data.get("run_ts")
+        if run_ts:
+            try:
+                datetime.strptime(run_ts, STAMP_FORMAT)
+            except ValueError:
+                problems.append(f"field 'run_ts' is not a run stamp: {run_ts[:40]!r}")
+        if problems:
+            raise CheckpointUnreadable(key, "; ".join(problems), data.get("run_id") or "")
         return cls(**kwargs)  # type: ignore[arg-type]
+
+
+# Fields a run always has (its identity) and counts that never go below zero.
+_NON_EMPTY = ("run_id", "run_ts", "started_at", "raw_file")
+_COUNTS = ("next_skip", "next_page", "records", "fetched", "duplicate_ids")
 
 
 def user_id(user: Any) -> int | str | None:
@@ -102,9 +132,15 @@ class SeenIds:
     def load(cls, client: redis.Redis, key: str) -> "SeenIds":
         """The ids stored under ``key`` by earlier hand-ons of the run (empty for a new run)."""
         seen = cls()
-        stored = client.get(key)
-        for line in (stored or b"").splitlines():
-            seen.update(orjson.loads(line))
+        stored: bytes | None = client.get(key)  # type: ignore[assignment]
+        for number, line in enumerate((stored or b"").splitlines(), 1):
+            try:
+                ids = orjson.loads(line)
+                if not isinstance(ids, list) or not all(isinstance(i, (int, str)) for i in ids):
+                    raise ValueError("not a JSON array of ids")
+            except ValueError as exc:
+                raise CheckpointUnreadable(key, f"line {number} is not a JSON array of user ids ({exc})") from exc
+            seen.update(ids)
         return seen
 
 

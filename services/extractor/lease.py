@@ -1,6 +1,7 @@
 """The run lease: the one-run-at-a-time lock plus a fencing token that every write of the run checks."""
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -11,6 +12,7 @@ from etl_common import metrics
 from etl_common.errors import RunInterrupted
 from etl_common.keys import Keys
 from etl_common.streams import text
+from extractor.errors import Interrupted
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +50,8 @@ end
 return replies
 """
 ANY_RUN = "*"  # never a run id
+# How long one step of the wait for the lock blocks: a stop is noticed between steps.
+_WAIT_STEP_S = 0.2
 
 
 class LeaseLost(RunInterrupted):
@@ -67,12 +71,27 @@ class Lease:
         # Not thread-local: the fetchers' threads renew the lease while they await the source (extractor/fetcher.py).
         self.lock = client.lock(keys.extract_lock, timeout=ttl_s, blocking_timeout=wait_s, thread_local=False)
         self.token = 0
+        self.waited = False
         self.fenced_write = client.register_script(_FENCED_WRITE)
 
-    def acquire(self) -> bool:
-        """Take the lock (waiting up to ``wait_s``) and a new token; False when another extractor holds it."""
-        if not self.lock.acquire(blocking=self.wait_s > 0):
-            return False
+    def acquire(self, should_stop: Callable[[], bool] = lambda: False, beat: Callable[[], None] = lambda: None) -> bool:
+        """Take the lock (waiting up to ``wait_s``) and a new token; False when another extractor still holds it.
+
+        The wait goes in short steps, so a stop is honoured at once (Interrupted). ``waited`` says afterwards
+        whether another extractor held the lock first.
+        """
+        deadline = time.monotonic() + self.wait_s
+        self.waited = False
+        while not self.lock.acquire(blocking=False):
+            self.waited = True
+            beat()
+            if should_stop():
+                raise Interrupted("stopped while waiting for another extractor's run lock; no run started")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self.lock.acquire(blocking_timeout=min(_WAIT_STEP_S, left)):
+                break
         # Read the checkpoint only after this: a predecessor's last write is then either in it or refused.
         self.token = int(self.client.incr(self.keys.extract_fence))
         return True

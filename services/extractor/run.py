@@ -7,14 +7,21 @@ import redis
 import structlog
 from opentelemetry import trace
 
-from etl_common import metrics, tracing
-from etl_common.errors import RunAborted, RunInterrupted
+from etl_common import metrics, streams, tracing
+from etl_common.errors import EtlError, RunAborted, RunInterrupted
 from etl_common.keys import Keys
 from etl_common.redis_client import RETRYABLE_ERRORS
 from extractor.checkpoint import Checkpoint, SeenIds
-from extractor.errors import AlreadyRunning, Interrupted, RunFailed, SourceMisbehaved
-from extractor.lease import Lease, LeaseLost
-from extractor.lifecycle import Run, new_checkpoint
+from extractor.errors import (
+    AlreadyRunning,
+    CheckpointUnreadable,
+    Interrupted,
+    RunEndedMeanwhile,
+    RunFailed,
+    SourceMisbehaved,
+)
+from extractor.lease import ANY_RUN, Command, Lease, LeaseLost
+from extractor.lifecycle import EVENTS_MAXLEN, Run, new_checkpoint, xadd
 from extractor.pages import Extraction
 from extractor.settings import ExtractorSettings
 
@@ -79,11 +86,18 @@ def _go(
     """Under the lease: the run ``choose`` picks, started or resumed, its pages, its end; the phase 1 payload."""
     keys = Keys(settings.key_prefix)
     lease = Lease(client, keys, settings.lock_ttl_s, lock_wait_s)
-    if not lease.acquire():
+    if not lease.acquire(should_stop, beat):
         raise AlreadyRunning("another extraction holds the lock")
     try:
         # Read only under the lease: a predecessor's last write is then either in it or refused.
-        unfinished = Checkpoint.load(client, keys.checkpoint)
+        try:
+            unfinished = Checkpoint.load(client, keys.checkpoint)
+        except CheckpointUnreadable as exc:
+            _discard(lease, keys, exc)
+            raise
+        if lease.waited and unfinished is None:
+            # The extractor that held the lock ended its run while this one waited: that run was this request's.
+            raise RunEndedMeanwhile(_last_outcome(client, keys))
         cp = choose(client, keys, unfinished)
         if cp is None:
             return None
@@ -126,6 +140,11 @@ def _pages(
     except LeaseLost as exc:
         run.lease.lost(exc)
         raise
+    except CheckpointUnreadable as exc:  # the run's ids cannot be read: it cannot go on without repeating users
+        log.error("run checkpoint unreadable; run failed for good", key=exc.key, error=str(exc))
+        metrics.RUNS.labels(stage="extract", outcome="failed").inc()
+        run.abort(str(exc), [])
+        raise
     except (RunInterrupted, RunAborted, *RETRYABLE_ERRORS):
         raise  # the error already says how the run ends (SourceFailed recorded it; Interrupted needs no record)
     except Exception as exc:
@@ -139,3 +158,36 @@ def _pages(
             run.lease.lost(lost)
             raise
         raise RunFailed(error) from exc
+
+
+def _discard(lease: Lease, keys: Keys, exc: CheckpointUnreadable) -> None:
+    """Fail the run of an unreadable checkpoint for good (when it names one) and delete the checkpoint."""
+    log.error("run checkpoint unreadable; its run is failed for good", key=exc.key, error=str(exc))
+    metrics.RUNS.labels(stage="extract", outcome="failed").inc()
+    commands: list[Command] = [["DEL", keys.checkpoint, keys.checkpoint_ids]]
+    if exc.run_id:
+        event = {"type": "run_failed", "run_id": exc.run_id, "error": str(exc)[:2000]}
+        commands.insert(0, xadd(keys.events_stream, streams.encode(event), EVENTS_MAXLEN))
+    lease.write(commands, ANY_RUN)
+
+
+def _last_outcome(client: redis.Redis, keys: Keys) -> str:
+    """How the latest run ended, from the events stream (its last end event), as one sentence."""
+    latest: Any = client.xrevrange(keys.events_stream, count=1000)
+    for _, fields in latest:
+        try:
+            event, _ = streams.decode(fields)
+        except EtlError:
+            continue
+        kind = event.get("type")
+        if kind == "phase1_complete":
+            return (
+                f"another extraction ran while this one waited for the run lock: run {event.get('run_id')} "
+                f"extracted {event.get('records')} users; no second run started (GET /etl_runs shows its end)"
+            )
+        if kind == "run_failed":
+            return (
+                f"another extraction ran while this one waited for the run lock: run {event.get('run_id')} "
+                f"failed: {event.get('error')}; no second run started (run again to start a new one)"
+            )
+    return "another extraction held the run lock and left no run in progress; no second run started"

@@ -17,8 +17,7 @@ from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
 from extractor import run
-from extractor.checkpoint import Checkpoint
-from extractor.errors import AlreadyRunning, Interrupted
+from extractor.errors import AlreadyRunning, Interrupted, RunEndedMeanwhile
 from extractor.lease import LeaseLost
 from extractor.settings import ExtractorSettings
 
@@ -79,6 +78,10 @@ class Service(StreamWorker[ExtractorSettings]):
             attempt()
             self.retry_at = None
             return True
+        except RunEndedMeanwhile as exc:  # the holder of the lock ran the run this request asked for
+            log.info("no second run: the run this request waited for has ended", outcome=str(exc), trigger=trigger)
+            self.retry_at = None
+            return True
         except AlreadyRunning:  # defer: the holder of the lock runs the run
             log.warning("a run is already in progress elsewhere; request ignored", trigger=trigger)
             return wait_s == 0
@@ -110,7 +113,8 @@ class Service(StreamWorker[ExtractorSettings]):
             schedule=self.settings.schedule,
             next_run=utc_iso(datetime.fromtimestamp(self.next_fire, timezone.utc)),
         )
-        if Checkpoint.load(self.client, self.keys.checkpoint) is not None:
+        # Whether a checkpoint exists, not whether it reads: the resume names an unreadable one and clears it.
+        if self.client.exists(self.keys.checkpoint):
             # A predecessor stopped mid-run (and freed the lock) or died (wait out its lease): resume the same run.
             if self._lock_freed(self.settings.lock_ttl_s + 1):
                 self.resume(wait_s=1.0)
