@@ -83,6 +83,10 @@ class Lease:
         deadline = time.monotonic() + self.wait_s
         self.waited = False
         while not self.lock.acquire(blocking=False):
+            if not self.waited and self.wait_s > 0:
+                log.info(
+                    "a run is already in progress under another extractor: waiting for its lock", wait_s=self.wait_s
+                )
             self.waited = True
             beat()
             if should_stop():

@@ -173,21 +173,16 @@ def _discard(lease: Lease, keys: Keys, exc: CheckpointUnreadable) -> None:
 
 def _last_outcome(client: redis.Redis, keys: Keys) -> str:
     """How the latest run ended, from the events stream (its last end event), as one sentence."""
+    ended = "a run was already in progress under another extractor and ended while this one waited for the lock"
     latest: Any = client.xrevrange(keys.events_stream, count=1000)
     for _, fields in latest:
         try:
             event, _ = streams.decode(fields)
         except EtlError:
             continue
-        kind = event.get("type")
+        run_id, kind = event.get("run_id"), event.get("type")
         if kind == "phase1_complete":
-            return (
-                f"another extraction ran while this one waited for the run lock: run {event.get('run_id')} "
-                f"extracted {event.get('records')} users; no second run started (GET /etl_runs shows its end)"
-            )
+            return f"{ended}: run {run_id} extracted {event.get('records')} users; no second run started"
         if kind == "run_failed":
-            return (
-                f"another extraction ran while this one waited for the run lock: run {event.get('run_id')} "
-                f"failed: {event.get('error')}; no second run started (run again to start a new one)"
-            )
-    return "another extraction held the run lock and left no run in progress; no second run started"
+            return f"{ended}: run {run_id} failed: {event.get('error')}; no second run started (run again for one)"
+    return "a run was already in progress under another extractor and left none unfinished; no second run started"

@@ -79,7 +79,7 @@ class Service(StreamWorker[ExtractorSettings]):
             self.retry_at = None
             return True
         except RunEndedMeanwhile as exc:  # the holder of the lock ran the run this request asked for
-            log.info("no second run: the run this request waited for has ended", outcome=str(exc), trigger=trigger)
+            log.info("no second run: the run already in progress has ended", outcome=str(exc), trigger=trigger)
             self.retry_at = None
             return True
         except AlreadyRunning:  # defer: the holder of the lock runs the run
