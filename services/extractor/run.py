@@ -44,9 +44,10 @@ def extract(
 ) -> dict[str, Any]:
     """Run one extraction, or finish the unfinished one first (it is the run in progress); the phase 1 payload.
 
-    Raises a branch of etl_common.errors: AlreadyRunning (another extractor holds the lock), RunInterrupted
-    (SourceFailed, Interrupted, LeaseLost, RunFailed: the checkpoint keeps the place) or RunAborted
-    (SourceMisbehaved: failed for good). ``lock_wait_s`` waits out the lease of a predecessor that died.
+    Raises a branch of etl_common.errors: AlreadyRunning (another extractor holds the lock; RunEndedMeanwhile when
+    its run ended while this one waited), RunInterrupted (SourceFailed, Interrupted, LeaseLost, RunFailed: the
+    checkpoint keeps the place) or RunAborted (SourceMisbehaved, CheckpointUnreadable: failed for good).
+    ``lock_wait_s`` waits out the lease of a predecessor that died.
     """
 
     def choose(client: redis.Redis, keys: Keys, cp: Checkpoint | None) -> Checkpoint:

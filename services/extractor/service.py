@@ -85,8 +85,8 @@ class Service(StreamWorker[ExtractorSettings]):
         except AlreadyRunning:  # defer: the holder of the lock runs the run
             log.warning("a run is already in progress elsewhere; request ignored", trigger=trigger)
             return wait_s == 0
-        except (Interrupted, retry.Stopped):
-            log.info("run interrupted; the checkpoint keeps its place")
+        except (Interrupted, retry.Stopped) as exc:
+            log.info("run interrupted; the checkpoint keeps its place", reason=str(exc))
             return False
         except LeaseLost:
             self.resumable = False
