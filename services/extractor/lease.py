@@ -90,7 +90,7 @@ class Lease:
             self.waited = True
             beat()
             if should_stop():
-                raise Interrupted("stopped while waiting for another extractor's run lock; no run started")
+                raise Interrupted("stopped while waiting for another extractor's run lock; this one began no run")
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
