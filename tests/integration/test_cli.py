@@ -162,6 +162,16 @@ def test_check_reaches_every_dependency_and_names_the_one_it_cannot(stack):
     assert len(lines) == 5 and lines[0].startswith("FAIL redis") and all(x.startswith("ok") for x in lines[1:])
 
 
+def test_check_reads_the_database_the_url_names(stack):
+    """ETL_DATABASE_URL chooses the database (PostgreSQL here, nothing listening): `etl check` must check that one,
+    not the SQLite file of ETL_DB_PATH the saver no longer uses, and must not print the password."""
+    url = f"postgresql://etl:s3cr3t-pw@127.0.0.1:{tb.free_port()}/etl"
+    done = etl(stack, "check", env={"ETL_DATABASE_URL": url})
+    line = next(x for x in done.stdout.splitlines() if " database " in x)
+    assert line.startswith("FAIL database"), done.stdout
+    assert done.returncode == 1 and "s3cr3t-pw" not in done.stdout + done.stderr
+
+
 def test_decrypt_wraps_the_saver_command(tmp_path):
     identity = tmp_path / "id.txt"
     public = crypto.keygen(str(identity))

@@ -6,6 +6,8 @@ import sqlite3
 import subprocess
 from contextlib import closing
 
+import httpx
+import orjson
 import psycopg
 import pytest
 
@@ -216,3 +218,189 @@ def test_the_console_refuses_a_role_that_reads_or_can_do_more(postgres_server):
         run_query(by_hand, "SELECT run_id FROM etl_runs", 10, 1000, 10_000)
     with pytest.raises(QueryRefused, match="time limit"):  # the check itself runs under the time limit
         run_query(parse_url(console), "SELECT pg_sleep(5)", 10, 200, 10_000)
+
+
+def _migrate(env_url: str, cwd) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ["PATH"], "ETL_DATABASE_URL": env_url}
+    return subprocess.run(
+        [tb.PYTHON, "-m", "saver", "migrate"], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "cause"),
+    [
+        # A port nothing listens on (port 1 on loopback: refused at once).
+        ("postgresql://etl:s3cr3t-pw@127.0.0.1:1/etl", "127.0.0.1"),
+        # A host name that cannot resolve (.invalid is reserved for that).
+        ("postgresql://etl:s3cr3t-pw@db.invalid:5432/etl", "db.invalid"),
+        # A password whose percent-encoding is broken: the URL is malformed, and the password must not be echoed.
+        ("postgresql://etl:s3cr3t-pw%zz@127.0.0.1:1/etl", "malformed"),
+    ],
+)
+def test_an_unreachable_or_malformed_postgresql_url_stops_migrate_with_one_clear_line(tmp_path, url, cause):
+    done = _migrate(url, tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert "s3cr3t-pw" not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and cause in lines[0], done.stderr
+
+
+def test_a_wrong_password_stops_migrate_with_one_clear_line(tmp_path, postgres_server):
+    url = postgres_server.url(password="wr0ng-s3cr3t")
+    done = _migrate(url, tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert "wr0ng-s3cr3t" not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "password" in lines[0], done.stderr
+
+
+def test_a_sqlite_database_url_is_the_file_migrate_prepares(tmp_path):
+    """``ETL_DATABASE_URL=sqlite:///...`` names the SQLite file (docs/scaling.md): the saver must use it, not the
+    default ETL_DB_PATH, or the saver and the API (which follows the URL) work on two different files."""
+    chosen = tmp_path / "chosen" / "etl.db"
+    chosen.parent.mkdir()
+    done = _migrate(f"sqlite:///{chosen}", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert chosen.exists(), sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    with closing(sqlite3.connect(chosen)) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(migrate.scripts("sqlite"))
+    assert not (tmp_path / "database").exists()
+
+
+def _api_answers(tmp_path, settings: dict[str, str], ask) -> tuple[list[httpx.Response], str]:
+    """The API as a real process with ``settings`` (auth off): ``ask(client)``'s answers, and the API's log."""
+    port = tb.free_port()
+    env = {"PATH": os.environ["PATH"], "ETL_API_AUTH": "none", "ETL_API_PORT": str(port), **settings}
+    api = tb.spawn("api", [tb.PYTHON, "-m", "api"], tmp_path, env=env, cwd=tmp_path)
+    try:
+        tb.wait_port(port, proc=api.popen)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            answers = ask(client)
+    finally:
+        api.stop()
+    return answers, api.output()
+
+
+@pytest.mark.parametrize(
+    ("password", "cause"),
+    [("wr0ng-s3cr3t", "password"), (None, "refused")],
+)
+def test_the_api_names_why_it_cannot_read_postgresql(tmp_path, postgres_server, password, cause):
+    """A wrong password (or nothing listening) is a setting to fix, not a database "not ready yet": the API's
+    answer or its log names the cause (and never the password), so the operator knows the next step."""
+    url = postgres_server.url(password=password) if password else "postgresql://etl:s3cr3t-pw@127.0.0.1:1/etl"
+    answers, log = _api_answers(
+        tmp_path,
+        {"ETL_API_DATABASE_URL": url},
+        lambda client: [client.get(route) for route in ("/readyz", "/etl_runs", "/data/processed_users")],
+    )
+    assert [a.status_code for a in answers] == [503, 503, 503]
+    said = " ".join(a.text for a in answers) + log
+    assert "s3cr3t" not in said
+    assert cause in said.lower(), said
+
+
+def test_the_console_names_a_refused_login_instead_of_try_again(tmp_path, postgres_server):
+    """The console's role with a wrong password: the answer must say the login was refused (fix
+    ETL_API_SQL_DATABASE_URL), not "cannot be reached; try again", and never the password."""
+    url = postgres_server.create_database()
+    reader, console = tbpg.make_roles(postgres_server, url)
+    wrong = console.replace(console.split("@")[0].rsplit(":", 1)[1], "wr0ng-s3cr3t", 1)
+    (runs, answer), log = _api_answers(
+        tmp_path,
+        {"ETL_API_DATABASE_URL": reader, "ETL_API_SQL_DATABASE_URL": wrong},
+        lambda client: [client.get("/etl_runs"), client.post("/query_sql", json={"query": "SELECT 1"})],
+    )
+    assert runs.status_code == 200
+    assert answer.status_code == 503
+    said = answer.text + log
+    assert "s3cr3t" not in said, said
+    assert "password" in said.lower(), said
+
+
+@pytest.mark.parametrize("parameter", ["password", "sslpassword"])
+def test_a_password_given_as_a_url_parameter_stays_hidden(tmp_path, postgres_server, parameter):
+    """libpq takes the password (and the key's sslpassword) as URL parameters too: ``?password=...``. The saver's
+    line naming the database it migrated, and the bad-setting line, must hide it as they hide ``user:password@``."""
+    url = postgres_server.create_database()
+    database = url.rsplit("/", 1)[1]
+    secret = postgres_server.password
+    as_parameter = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/{database}?{parameter}={secret}"
+    if parameter == "sslpassword":  # the login's password in its usual place, the key's one in a parameter
+        as_parameter = f"{url}?sslpassword=k3y-s3cr3t"
+        secret = "k3y-s3cr3t"
+    done = _migrate(as_parameter, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert secret not in done.stderr + done.stdout, done.stderr
+    bad = _migrate(as_parameter.replace("postgresql://", "mysql://"), tmp_path)
+    assert bad.returncode == 2 and secret not in bad.stderr + bad.stdout, bad.stderr
+
+
+def test_postgresql_0008_keeps_old_runs_readable_as_sqlite_does(tmp_path, postgres_server, monkeypatch):
+    """The PostgreSQL twin of migration 0008 on a database of 0007 with the rows the saver wrote then: every old
+    processed record reads back byte for byte through processed_records, and only derivable copies are dropped."""
+    import shutil
+
+    from dummyjson.users import make_user
+    from saver.userrows import _with_code
+
+    folder = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS / "postgresql" / "grants", folder / "postgresql" / "grants")
+    for path in migrate.scripts("postgresql"):
+        if int(path.name.split("_", 1)[0]) <= 7:
+            shutil.copy(path, folder / "postgresql")
+    shipped = migrate.MIGRATIONS
+    url = postgres_server.create_database()
+    raw = [make_user(1), {}, make_user(3), make_user(4), make_user(5), {**make_user(6), "department_code": "SPOOF"}]
+    processed = [
+        (0, "ENG", _with_code(orjson.dumps(raw[0]), "ENG").decode()),
+        (1, "HR", _with_code(b"{}", "HR").decode()),
+        (2, 'A"B', _with_code(orjson.dumps(raw[2]), 'A"B').decode()),
+        (3, "OPS", orjson.dumps({"department_code": "OPS", **raw[3]}).decode()),  # an older shape
+        (4, None, _with_code(orjson.dumps(raw[4]), None).decode()),
+        (5, "ÜNÏ✓", _with_code(orjson.dumps(raw[5]), "ÜNÏ✓").decode()),
+        (9, "ENG", '{"id":9,"department_code":"ENG"}'),  # no raw row at this position
+    ]
+    with connect_writer(parse_url(url)) as conn:
+        monkeypatch.setattr(migrate, "MIGRATIONS", folder)
+        assert migrate.migrate(conn)[-1] == "0007_run_schema.sql"  # type: ignore[arg-type]
+        monkeypatch.setattr(migrate, "MIGRATIONS", shipped)
+        conn.execute(
+            "INSERT INTO etl_runs (run_id, run_timestamp, raw_file, processed_file, dlq_file, status) VALUES "
+            "('old', '2026-01-01T00:00:00.000Z', 'raw_users/etl_x.jsonl', 'processed_users/etl_x.jsonl', "
+            "'dlq/etl_x.jsonl', 'succeeded')"
+        )
+        for pos, r in enumerate(raw):
+            conn.execute(
+                "INSERT INTO raw_users (run_id, page, position, user_id, inserted_at, record) "
+                "VALUES ('old', 0, %s, %s, 't', %s)",
+                (pos, r.get("id"), orjson.dumps(r).decode()),
+            )
+        for pos, code, record in processed:
+            conn.execute(
+                "INSERT INTO processed_users (run_id, page, position, user_id, department_code, inserted_at, record) "
+                "VALUES ('old', 0, %s, %s, %s, 't', %s)",
+                (pos, pos + 1, code, record),
+            )
+        assert migrate.migrate(conn) == ["0008_one_copy.sql"]  # type: ignore[arg-type]
+        view = dict(conn.execute("SELECT position, record FROM processed_records").fetchall())
+        kept = {r[0] for r in conn.execute("SELECT position FROM processed_users WHERE record IS NOT NULL")}
+    assert view == {pos: record for pos, _, record in processed}
+    assert kept == {2, 3, 9}
+
+
+def test_a_malformed_console_url_is_named_without_its_password(tmp_path, postgres_server):
+    """ETL_API_SQL_DATABASE_URL with a broken percent-encoding in its password passes the setting's check (only the
+    scheme is checked): the console must answer that the URL is malformed, not a 500 whose log holds the password."""
+    url = postgres_server.create_database()
+    reader, _ = tbpg.make_roles(postgres_server, url)
+    malformed = f"postgresql://etl_console:s3cr3t-pw%zz@127.0.0.1:{postgres_server.port}/x"
+    (answer,), log = _api_answers(
+        tmp_path,
+        {"ETL_API_DATABASE_URL": reader, "ETL_API_SQL_DATABASE_URL": malformed},
+        lambda client: [client.post("/query_sql", json={"query": "SELECT 1"})],
+    )
+    said = answer.text + log
+    assert answer.status_code == 503, said
+    assert "s3cr3t-pw" not in said and "Traceback" not in said, said

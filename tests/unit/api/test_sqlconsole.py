@@ -222,3 +222,23 @@ def _columns(db, table: str) -> set[str]:
             (table, table),
         ).fetchall()
         return {r[0] for r in rows}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        # A WAL record written at once, outside the transaction (non-transactional): the rollback does not undo it,
+        # and every logical decoding consumer of the database receives it.
+        "SELECT pg_logical_emit_message(false, 'console', 'injected')",
+        # Large objects are created and written in a READ ONLY transaction (pg_largeobject is exempt).
+        "SELECT lo_from_bytea(0, 'x')",
+        "SELECT lo_create(0)",
+        "SELECT count(lo_from_bytea(0, '\\x00'::bytea)) FROM generate_series(1, 1000)",
+    ],
+)
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_postgresql_functions_that_write_are_refused(db, query):
+    """The console is read-only by the database's own means: a function that writes (WAL, large objects) despite
+    the READ ONLY transaction is refused, as set_config() is (revoked from PUBLIC by the console grant)."""
+    with pytest.raises(QueryRefused):
+        run(db, query)
