@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from etl_common import runtime
-from etl_common.db import connect_writer
+from etl_common.db import connection_problem, connect_writer
 from etl_common.settings import from_env_file, load
 from saver import crypto
 from saver.migrate import migrate
@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command (default ``serve``); exit status 1 when an age command fails or Redis stays away, 2 on a bad
-    setting or recipient."""
+    setting or recipient, or a PostgreSQL database that migrate cannot reach or log in to."""
     args = _parser().parse_args(argv)
     if args.command in ("keygen", "decrypt"):
         return _age_command(args)
@@ -76,8 +76,17 @@ def _postgresql_command(command: str | None, settings: SaverSettings) -> int:
             file=sys.stderr,
         )
         return 2
-    with connect_writer(database) as conn:
-        applied = migrate(conn, settings.database_reader_role, settings.database_console_role)
+    import psycopg  # only here: SQLite deployments never load it
+
+    try:
+        with connect_writer(database) as conn:
+            applied = migrate(conn, settings.database_reader_role, settings.database_console_role)
+    except psycopg.Error as exc:
+        print(
+            f"cannot migrate {database.redacted()}: {connection_problem(exc, database)} (ETL_DATABASE_URL)",
+            file=sys.stderr,
+        )
+        return 2
     print(f"{database.redacted()}: applied {', '.join(applied) or 'nothing (up to date)'}", file=sys.stderr)
     return 0
 
