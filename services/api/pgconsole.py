@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from api.sqlconsole import ALLOWED, QueryRefused, Result
-from etl_common.db import DatabaseUrl
+from etl_common.db import DatabaseUrl, connection_problem
 
 MAX_ROW_BYTES = 1_000_000  # as SQLite's value length limit of the console
 _TOO_BIG = "bytes: past the console row size limit"
@@ -57,7 +57,10 @@ def run_query(target: DatabaseUrl, query: str, max_rows: int, timeout_ms: int, m
     try:
         conn = psycopg.connect(target.url, connect_timeout=5, application_name="etl-console")
     except psycopg.OperationalError as exc:
-        raise ConsoleUnsafe("the SQL console's database cannot be reached; try again") from exc
+        # The cause (a refused login is a setting to fix, a closed port a server to start), never the password.
+        raise ConsoleUnsafe(
+            f"the SQL console cannot connect: {connection_problem(exc, target)} (ETL_API_SQL_DATABASE_URL)"
+        ) from exc
     try:
         conn.read_only = True
         conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
