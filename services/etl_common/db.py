@@ -185,6 +185,8 @@ def connection_problem(exc: Exception, target: DatabaseUrl) -> str:
 
     libpq's messages (psycopg gives no SQLSTATE for them) are matched by their fixed words.
     """
+    if target.engine == "sqlite":
+        return f"{type(exc).__name__}: {exc}"  # a file's trouble: SQLite's words name it, and it has no password
     parts = urlsplit(target.url)
     where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
     text = str(exc)
