@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from etl_common import runtime
-from etl_common.db import connection_problem, connect_writer
+from etl_common.db import connect_writer, connection_problem
 from etl_common.settings import from_env_file, load
 from saver import crypto
 from saver.migrate import migrate
