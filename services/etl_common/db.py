@@ -174,6 +174,12 @@ def parse_url(url: str | None, default_path: str | Path = "database/data.db") ->
             "the PostgreSQL URL is malformed (its port is not a number, or its host is not a valid address): "
             "postgresql://user:password@host:5432/database, the password's special characters percent-encoded"
         ) from None
+    if "@" in parts.path:
+        # A password holding an unencoded '/' ends the host early: the rest of it would be taken for the database.
+        raise BadDatabaseUrl(
+            "the PostgreSQL URL is malformed: an '@' after the host; percent-encode the password's special "
+            "characters (/ is %2F, @ is %40)"
+        )
     if not parts.path.strip("/"):
         raise BadDatabaseUrl("the PostgreSQL URL names no database: postgresql://user:password@host:5432/DATABASE")
     # psycopg (libpq) takes postgresql:// and postgres:// only.
