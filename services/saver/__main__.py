@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     database = settings.database()
     if database.engine == "postgresql":
         return _postgresql_command(args.command, settings)
-    runtime.require_writable("saver", "ETL_DB_PATH", Path(settings.db_path), folder=False)
+    named_by = "ETL_DATABASE_URL" if settings.database_url else "ETL_DB_PATH"  # the setting the file came from
+    runtime.require_writable("saver", named_by, Path(settings.db_path), folder=False)
     runtime.require_writable("saver", "ETL_DATA_DIR", Path(settings.data_dir))
     store = Store(settings.db_path)
     if args.command in ("migrate", "vacuum"):
