@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from etl_common.db import Connection, DatabaseUrl, connect_reader, parse_url, qmark_to_format
+from etl_common.db import Connection, DatabaseUrl, connect_reader, connection_problem, parse_url, qmark_to_format
 
 # PostgreSQL's column types as the SQLite types the exports map (INTEGER, REAL, TEXT).
 _AFFINITY = {
@@ -71,6 +71,9 @@ class Database:
                 conn.row_factory = None  # tuples: rows are turned into dicts once, by the routes
             conn.execute("SELECT 1 FROM etl_runs LIMIT 0").fetchall()
         except self.errors as exc:
+            if conn is None and self.dialect.name == "postgresql":
+                # Not "not ready yet": a refused login or a closed port is fixed by the operator, so say which.
+                raise NotReady(f"the database cannot be read: {connection_problem(exc, self.target)}") from exc
             if conn is not None:
                 conn.close()
             raise NotReady("the database is not ready yet") from exc

@@ -18,7 +18,8 @@ class ApiSettings(BaseEtlSettings):
     api_database_url: DatabaseUrlSetting = None
     # PostgreSQL only: the SQL console's login, a role granted the typed columns alone (ETL_DATABASE_CONSOLE_ROLE of
     # the migrator); without it the console is refused on PostgreSQL.
-    api_sql_database_url: DatabaseUrlSetting = None
+    # Checked when the console runs, not at load: a malformed one turns the console off (503 naming it), not the API.
+    api_sql_database_url: SecretStr | None = None
     # Bearer token for data and command routes; required unless api_auth is "none".
     api_token: SecretStr | None = None
     api_auth: str = Field("token", pattern="^(token|none)$")
@@ -48,6 +49,12 @@ class ApiSettings(BaseEtlSettings):
         if read.engine == "sqlite" or self.api_sql_database_url is None:
             return read
         return parse_url(self.api_sql_database_url.get_secret_value(), self.db_path)
+
+    @field_validator("api_sql_database_url")
+    @classmethod
+    def _console_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # ETL_API_SQL_DATABASE_URL= (empty, as in .env.example) is the same as unset.
+        return value if value is not None and value.get_secret_value().strip() else None
 
     @field_validator("api_cors_origins")
     @classmethod

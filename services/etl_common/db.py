@@ -4,13 +4,16 @@ SQLite (the embedded default: a file, one writer in WAL mode, read-only readers)
 through psycopg 3. ``ETL_DATABASE_URL`` chooses: empty means SQLite at ``ETL_DB_PATH``.
 """
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, overload
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import AfterValidator, SecretStr
+
+from etl_common.settings import redact_url
 
 if TYPE_CHECKING:
     import psycopg
@@ -23,6 +26,12 @@ _SCHEMES: dict[str, Engine] = {
     "postgres": "postgresql",
     "postgresql+psycopg": "postgresql",
 }
+
+
+# The URL parameters libpq reads a password from.
+_SECRET_PARAMETERS = ("password", "sslpassword")
+# A '%' that starts no percent-encoded byte.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 class BadDatabaseUrl(ValueError):
@@ -110,14 +119,22 @@ class DatabaseUrl:
         return DIALECTS[self.engine]
 
     def redacted(self) -> str:
-        """The URL without its password, for logs and messages."""
+        """The URL without its passwords (``user:password@`` and the ``password``/``sslpassword`` parameters)."""
         if self.engine == "sqlite":
             return self.url
         parts = urlsplit(self.url)
         if parts.password is None:
-            return self.url
+            return redact_url(self.url)
         netloc = parts.netloc.rsplit("@", 1)
-        return self.url.replace(parts.netloc, f"{parts.username or ''}:***@{netloc[-1]}", 1)
+        return redact_url(self.url.replace(parts.netloc, f"{parts.username or ''}:***@{netloc[-1]}", 1))
+
+    def secrets(self) -> set[str]:
+        """The URL's passwords, as written and decoded: to scrub them from the driver's messages."""
+        if self.engine == "sqlite":
+            return set()
+        parts = urlsplit(self.url)
+        found = {parts.password or ""} | {v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_PARAMETERS}
+        return ({unquote(v) for v in found} | found) - {""}
 
 
 def parse_url(url: str | None, default_path: str | Path = "database/data.db") -> DatabaseUrl:
@@ -129,6 +146,12 @@ def parse_url(url: str | None, default_path: str | Path = "database/data.db") ->
     if not text:
         path = Path(default_path)
         return DatabaseUrl("sqlite", f"sqlite:///{path}", path)
+    if _BAD_ESCAPE.search(text):
+        # libpq refuses it with the token (the password, often) in its message: said here without the value.
+        raise BadDatabaseUrl(
+            "the database URL is malformed: a '%' not followed by two hex digits; percent-encode the password's "
+            "special characters (% is %25, @ is %40, : is %3A, / is %2F)"
+        )
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     engine = _SCHEMES.get(scheme)
     if engine is None:
@@ -145,12 +168,54 @@ def parse_url(url: str | None, default_path: str | Path = "database/data.db") ->
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError as exc:
-        raise BadDatabaseUrl(f"the PostgreSQL URL is malformed ({exc})") from exc
+    except ValueError:
+        # The parser's message may quote a piece of the password (an unencoded '/' or ':' moves the port's start).
+        raise BadDatabaseUrl(
+            "the PostgreSQL URL is malformed (its port is not a number, or its host is not a valid address): "
+            "postgresql://user:password@host:5432/database, the password's special characters percent-encoded"
+        ) from None
+    if "@" in parts.path:
+        # A password holding an unencoded '/' ends the host early: the rest of it would be taken for the database.
+        raise BadDatabaseUrl(
+            "the PostgreSQL URL is malformed: an '@' after the host; percent-encode the password's special "
+            "characters (/ is %2F, @ is %40)"
+        )
     if not parts.path.strip("/"):
         raise BadDatabaseUrl("the PostgreSQL URL names no database: postgresql://user:password@host:5432/DATABASE")
     # psycopg (libpq) takes postgresql:// and postgres:// only.
     return DatabaseUrl("postgresql", "postgresql://" + text.split("://", 1)[1])
+
+
+def connection_problem(exc: Exception, target: DatabaseUrl) -> str:
+    """Why the driver could not connect to ``target``, in one line naming the cause and the next step, no password.
+
+    libpq's messages (psycopg gives no SQLSTATE for them) are matched by their fixed words.
+    """
+    if target.engine == "sqlite":
+        return f"{type(exc).__name__}: {exc}"  # a file's trouble: SQLite's words name it, and it has no password
+    parts = urlsplit(target.url)
+    where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    text = str(exc)
+    for secret in sorted(target.secrets(), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    lower = text.lower()
+    if "password authentication failed" in lower or "authentication failed" in lower or "no password supplied" in lower:
+        return (
+            f"login refused by PostgreSQL at {where} for user {parts.username or '(none)'}: wrong password or user; "
+            "fix the password in the URL (or the role's password)"
+        )
+    if "pg_hba.conf" in lower:
+        return f"login refused by PostgreSQL at {where}: no pg_hba.conf entry lets this user in from here"
+    if "connection refused" in lower:
+        return f"connection refused at {where}: is PostgreSQL running and listening there? (check host and port)"
+    if "failed to resolve host" in lower or "could not translate host name" in lower:
+        return f"the host {parts.hostname} cannot be resolved: check the host name in the URL"
+    if "timeout expired" in lower or "timed out" in lower:
+        return f"no answer from {where} in time: check the host, the port and the network (a firewall?)"
+    if "does not exist" in lower and "database" in lower:
+        return f"the database {parts.path.strip('/')} does not exist at {where}: create it or fix the URL"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"cannot use PostgreSQL at {where}: {first.removeprefix('connection failed: ')}"
 
 
 def _checked(value: SecretStr | None) -> SecretStr | None:

@@ -63,9 +63,14 @@ def _password(url: str) -> str:
     return m.group("password") if m else ""
 
 
+# libpq takes the login's password and the client key's as URL parameters too (?password=...&sslpassword=...).
+_SECRET_PARAMETER = re.compile(r"(?P<name>[?&](?:ssl)?password=)[^&#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """``url`` with its password, if any, as ``***`` (``redis://:***@host:6379/0``)."""
-    return _USERINFO.sub(lambda m: f"{m.group('head')}***@", url, count=1)
+    """``url`` with its passwords, if any, as ``***`` (``redis://:***@host:6379/0``, ``...?password=***``)."""
+    url = _USERINFO.sub(lambda m: f"{m.group('head')}***@", url, count=1)
+    return _SECRET_PARAMETER.sub(lambda m: f"{m.group('name')}***", url)
 
 
 SECRET_WORDS = ("token", "key", "passphrase", "password")

@@ -10,10 +10,11 @@ from typing import Any
 
 import httpx
 import redis
+from pydantic import ValidationError
 
-from etl_common.db import connect_reader
+from etl_common.db import connect_reader, connection_problem
 from etl_common.keys import Keys
-from etl_common.settings import BaseEtlSettings
+from etl_common.settings import BaseEtlSettings, describe
 
 
 @dataclass
@@ -59,6 +60,8 @@ def run_checks(api_url: str, timeout_s: float = 5.0) -> list[Check]:
         saver = _service_settings("saver", "SaverSettings")
         extractor = _service_settings("extractor", "ExtractorSettings")
         common = saver or BaseEtlSettings()
+    except ValidationError as exc:  # pydantic's own text echoes the values given, a URL's password with them
+        return [Check("settings", False, describe(exc), 0.0)]
     except Exception as exc:
         return [Check("settings", False, f"{type(exc).__name__}: {exc}", 0.0)]
     source_url: str = extractor.source_url if extractor else ""
@@ -89,10 +92,17 @@ def run_checks(api_url: str, timeout_s: float = 5.0) -> list[Check]:
         )
 
     def read_db() -> str:
-        with closing(connect_reader(saver.db_path)) as conn:
+        # The database the saver uses: ETL_DATABASE_URL's (SQLite or PostgreSQL), else the file ETL_DB_PATH.
+        database = saver.database()
+        where = database.redacted() if database.engine == "postgresql" else str(database.path)
+        try:
+            conn = connect_reader(database)
+        except Exception as exc:  # the driver's message may hold the password: said in the project's words
+            raise ConnectionError(f"{where}: {connection_problem(exc, database)}") from None
+        with closing(conn):
             runs = conn.execute("SELECT count(*) FROM etl_runs").fetchone()[0]
             version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
-        return f"{saver.db_path}: {runs} runs, schema version {version}"
+        return f"{where}: {runs} runs, schema version {version}"
 
     def get_api() -> str:
         resp = httpx.get(api_url.rstrip("/") + "/readyz", timeout=timeout_s)

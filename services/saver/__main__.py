@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from etl_common import runtime
-from etl_common.db import connect_writer
+from etl_common.db import connect_writer, connection_problem
 from etl_common.settings import from_env_file, load
 from saver import crypto
 from saver.migrate import migrate
@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command (default ``serve``); exit status 1 when an age command fails or Redis stays away, 2 on a bad
-    setting or recipient."""
+    setting or recipient, or a PostgreSQL database that migrate cannot reach or log in to."""
     args = _parser().parse_args(argv)
     if args.command in ("keygen", "decrypt"):
         return _age_command(args)
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     database = settings.database()
     if database.engine == "postgresql":
         return _postgresql_command(args.command, settings)
-    runtime.require_writable("saver", "ETL_DB_PATH", Path(settings.db_path), folder=False)
+    named_by = "ETL_DATABASE_URL" if settings.database_url else "ETL_DB_PATH"  # the setting the file came from
+    runtime.require_writable("saver", named_by, Path(settings.db_path), folder=False)
     runtime.require_writable("saver", "ETL_DATA_DIR", Path(settings.data_dir))
     store = Store(settings.db_path)
     if args.command in ("migrate", "vacuum"):
@@ -76,8 +77,17 @@ def _postgresql_command(command: str | None, settings: SaverSettings) -> int:
             file=sys.stderr,
         )
         return 2
-    with connect_writer(database) as conn:
-        applied = migrate(conn, settings.database_reader_role, settings.database_console_role)
+    import psycopg  # only here: SQLite deployments never load it
+
+    try:
+        with connect_writer(database) as conn:
+            applied = migrate(conn, settings.database_reader_role, settings.database_console_role)
+    except psycopg.Error as exc:
+        print(
+            f"cannot migrate {database.redacted()}: {connection_problem(exc, database)} (ETL_DATABASE_URL)",
+            file=sys.stderr,
+        )
+        return 2
     print(f"{database.redacted()}: applied {', '.join(applied) or 'nothing (up to date)'}", file=sys.stderr)
     return 0
 

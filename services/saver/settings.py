@@ -84,6 +84,15 @@ class SaverSettings(BaseEtlSettings):
         return parse_url(self.database_url.get_secret_value() if self.database_url else "", self.db_path)
 
     @model_validator(mode="after")
+    def _sqlite_url_is_the_file(self) -> "SaverSettings":
+        # ETL_DATABASE_URL=sqlite:///path names the file: db_path follows it, so every reader of db_path (the store,
+        # the worker, the report job, lineage) uses the file the API reads too.
+        database = self.database()
+        if self.database_url is not None and database.path is not None:
+            self.db_path = str(database.path)
+        return self
+
+    @model_validator(mode="after")
     def _encryption_has_recipients(self) -> "SaverSettings":
         # Fail at start-up, not at the first upload: encryption on without a recipient is a broken deployment.
         if self.encryption_enabled and not (self.encryption_recipients.strip() or self.encryption_recipients_file):

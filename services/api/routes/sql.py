@@ -8,7 +8,7 @@ from api.deps import AUTH_ERRORS, AuthDep, DbDep, SettingsDep, error, json_respo
 from api.models import SqlQuery, SqlResult
 from api.settings import ApiSettings
 from api.sqlconsole import QueryRefused, Result
-from etl_common.db import DatabaseUrl
+from etl_common.db import BadDatabaseUrl, DatabaseUrl
 
 router = APIRouter(tags=["sql"], dependencies=[AuthDep], responses=AUTH_ERRORS)
 
@@ -29,7 +29,10 @@ def query_sql(body: SqlQuery, db: DbDep, settings: SettingsDep) -> Response:
     a refused statement, or one running past `ETL_API_SQL_TIMEOUT_MS`, is answered 400 with the reason.
     """
     # A plain def: FastAPI runs it in its thread pool, and the time limit bounds how long it holds a thread.
-    target = settings.console_database()
+    try:
+        target = settings.console_database()
+    except BadDatabaseUrl as exc:  # the console's own URL (the API's is checked at start-up): the console is off
+        raise HTTPException(503, f"the SQL console is off: ETL_API_SQL_DATABASE_URL: {exc}") from None
     limits = (settings.api_sql_max_rows, settings.api_sql_timeout_ms, settings.api_sql_max_bytes)
     try:
         if target.engine == "postgresql":

@@ -242,3 +242,11 @@ def test_postgresql_functions_that_write_are_refused(db, query):
     the READ ONLY transaction is refused, as set_config() is (revoked from PUBLIC by the console grant)."""
     with pytest.raises(QueryRefused):
         run(db, query)
+
+
+def test_the_console_grant_revokes_every_writer_the_api_checks():
+    """One list, two places: each function the API refuses the console for is one the console grant revokes."""
+    from saver import migrate
+
+    grant = (migrate.MIGRATIONS / "postgresql" / "grants" / "console.sql").read_text(encoding="utf-8")
+    assert all(f"'{name}'" in grant for name in pgconsole.WRITERS)

@@ -35,6 +35,11 @@ def test_the_url_names_the_engine(url, engine, path):
         ("sqlite://relative.db", "sqlite:///relative"),
         ("postgresql://u:p@h:5432", "names no database"),
         ("postgresql://u:p@h:port/db", "malformed"),
+        ("postgresql://u:p@h%zz@h:5432/db", "malformed"),  # a '%' that starts no escape: libpq would echo it
+        ("postgresql://u:p@h%4@h:5432/db", "malformed"),
+        ("postgresql://u:p@h%@h:5432/db", "malformed"),
+        ("postgresql://u@h:5432/db?password=p@h%g0", "malformed"),
+        ("postgresql://u:p@h/x@h:5432/db", "malformed"),  # an unencoded '/' moves the port into the password
     ],
 )
 def test_a_bad_url_says_what_to_write(url, says):
@@ -45,6 +50,40 @@ def test_a_bad_url_says_what_to_write(url, says):
 
 def test_the_password_is_redacted():
     assert parse_url("postgresql://etl:s3cret@db:5432/etl").redacted() == "postgresql://etl:***@db:5432/etl"
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("postgresql://etl@db/etl?password=s3cret", "postgresql://etl@db/etl?password=***"),
+        (
+            "postgresql://etl@db/etl?sslmode=require&PassWord=s3cret",
+            "postgresql://etl@db/etl?sslmode=require&PassWord=***",
+        ),
+        ("postgresql://etl:s3cret@db/etl?sslpassword=s3cret&x=1", "postgresql://etl:***@db/etl?sslpassword=***&x=1"),
+    ],
+)
+def test_a_password_given_as_a_parameter_is_redacted(url, redacted):
+    from etl_common.settings import redact_url
+
+    assert parse_url(url).redacted() == redacted
+    assert "s3cret" not in redact_url(url)
+
+
+@pytest.mark.parametrize(
+    ("message", "says"),
+    [
+        ('connection to server at "h", port 5 failed: FATAL:  password authentication failed for user "u"', "login"),
+        ('connection to server at "h", port 5 failed: Connection refused\n\tIs the server running', "refused"),
+        ("failed to resolve host 'h': [Errno -2] Name or service not known", "cannot be resolved"),
+        ("something new that quotes s3cr%40t and s3cr@t", "cannot use PostgreSQL"),
+    ],
+)
+def test_a_connection_problem_names_its_cause_without_the_password(message, says):
+    from etl_common.db import connection_problem
+
+    line = connection_problem(OSError(message), parse_url("postgresql://u:s3cr%40t@h:5/db?sslpassword=k3y"))
+    assert says in line and "s3cr" not in line and "\n" not in line
 
 
 @pytest.mark.parametrize(

@@ -31,3 +31,22 @@ ALTER ROLE {role} SET idle_in_transaction_session_timeout = '60s';
 -- The API refuses the console while its role can still call it.
 REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO CURRENT_USER;
+-- Functions that write although the transaction is READ ONLY: pg_logical_emit_message (a WAL record, kept even when
+-- the transaction rolls back, sent to every logical decoding consumer) and the large-object writers (pg_largeobject
+-- is exempt from READ ONLY). Every signature of each name, so the list holds on every PostgreSQL version; the
+-- migrator's role keeps them, and the API refuses the console while its role can still call one (api/pgconsole.py).
+DO $grants$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_proc p
+        WHERE p.pronamespace = 'pg_catalog'::regnamespace
+          AND p.proname IN ('pg_logical_emit_message', 'lo_create', 'lo_creat', 'lo_from_bytea', 'lo_import',
+                            'lo_export', 'lo_open', 'lowrite', 'lo_put', 'lo_truncate', 'lo_truncate64', 'lo_unlink')
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO CURRENT_USER', f);
+    END LOOP;
+END
+$grants$;
