@@ -55,10 +55,13 @@ class Worker(StreamWorker[SaverSettings]):
         self.store = store
         # Plain files are appended as the pages commit (the end of a run renames them); encrypted ones are written
         # at the end (no plaintext copy may touch the disk).
-        self.files = None if settings.encryption_enabled else LoadingFiles(settings.data_dir)
+        # On PostgreSQL several savers load one run's pages, each into its own folder: the run's finisher writes
+        # its files from the tables.
+        appending = not settings.encryption_enabled and store.engine == "sqlite"
+        self.files = LoadingFiles(settings.data_dir) if appending else None
         # The upload streamed as pages commit, when the files are appended while loading and SFTP is on.
         self.stream = StreamingUpload(settings) if settings.sftp_enabled and self.files else None
-        self.reports = report.Reports(store, settings.db_path, heartbeat.beat)
+        self.reports = report.Reports(store, store.database, heartbeat.beat)
         self.finisher = Finisher(settings, store, self.files, self.stream, self.reports)
         self.retention = Retention(settings, store.conn, client, heartbeat.beat)  # applied after each success
         # A full volume: the entries read but not settled are kept (not acked, not read again, so their delivery
@@ -74,7 +77,7 @@ class Worker(StreamWorker[SaverSettings]):
     def serve(self) -> None:
         """Create the groups, restore the last success metric, finish what a restart left, then loop until SIGTERM."""
         self.reader.setup()
-        log.info("saver ready", db=self.settings.db_path, consumer=self.reader.consumer)
+        log.info("saver ready", db=self.store.database.redacted(), consumer=self.reader.consumer)
         success.restore(self.store)
         for run_id in self.store.runs_owing_upload():
             self.finisher.due[run_id] = (0.0, 0)
@@ -154,9 +157,14 @@ class Worker(StreamWorker[SaverSettings]):
         for run_id, rewrite in self.finisher.due_now():
             if rewrite:
                 self._finish(run_id)
+            elif self.store.claim(run_id):
+                try:
+                    with self.finisher.span(run_id, "save.retry_upload"):
+                        self._settle(run_id, self.finisher.retry_upload(run_id))
+                finally:
+                    self.store.unclaim(run_id)
             else:
-                with self.finisher.span(run_id, "save.retry_upload"):
-                    self._settle(run_id, self.finisher.retry_upload(run_id))
+                self.finisher.due.pop(run_id, None)
         self.reports.collect()
 
     def _event(self, payload: dict[str, Any], tp: str | None) -> None:
@@ -220,10 +228,16 @@ class Worker(StreamWorker[SaverSettings]):
             self._finish(run_id)
 
     def _finish(self, run_id: str) -> None:
-        with self.finisher.span(run_id, "save.finish"):
-            outcome = self.finisher.finish(run_id)
-            if outcome is not None:
-                self._settle(run_id, outcome)
+        if not self.store.claim(run_id):
+            self.finisher.due.pop(run_id, None)  # another saver finishes it (or has)
+            return
+        try:
+            with self.finisher.span(run_id, "save.finish"):
+                outcome = self.finisher.finish(run_id)
+                if outcome is not None:
+                    self._settle(run_id, outcome)
+        finally:
+            self.store.unclaim(run_id)
 
     def _settle(self, run_id: str, outcome: Outcome) -> None:
         """Record how a run ended, once: its status, its events and metrics."""
