@@ -98,6 +98,8 @@ class Pipeline:
         self.stack = tb.Stack(self.tmp, redis=self.redis_url, source_url=self.source_url, prefix=self.prefix)
         self.stack.procs = self.procs
         self.db_path = self.stack.db_path
+        # The database the services share: the SQLite file, or PostgreSQL when ``extra`` names ETL_DATABASE_URL.
+        self.database: Path | str = self.extra.get("ETL_DATABASE_URL") or self.db_path
         self.data_dir = self.stack.data_dir
         self.logdir = self.stack.logdir
         self.redis = redis.Redis.from_url(self.redis_url)
@@ -118,7 +120,7 @@ class Pipeline:
         for i, source in enumerate(sources):
             done = self.extract(ETL_SOURCE_URL=source.url)
             assert done.returncode == 0, done.stdout + done.stderr
-            runs.append(tb.wait_for_run(self.db_path, ("succeeded",), count=i + 1, logs=self.logs))
+            runs.append(tb.wait_for_run(self.database, ("succeeded",), count=i + 1, logs=self.logs))
             time.sleep(1.1)  # the runs' file names differ by their start second
         return runs
 
@@ -155,16 +157,16 @@ class Pipeline:
         self.stack.close()
 
     def db(self) -> sqlite3.Connection:
-        return connect_reader(self.db_path)
+        return tb.reader(self.database)
 
     def runs(self) -> list[sqlite3.Row]:
-        return tb.runs(self.db_path)
+        return tb.runs(self.database)
 
     def wait_run(
         self, statuses: tuple[str, ...] = ("succeeded",), timeout_s: float = 60, run_id: str | None = None
     ) -> sqlite3.Row:
         """Wait until the (latest or given) run reaches one of ``statuses``; fail with the logs otherwise."""
-        return tb.wait_for_run(self.db_path, statuses, timeout_s, run_id=run_id, logs=self.logs)
+        return tb.wait_for_run(self.database, statuses, timeout_s, run_id=run_id, logs=self.logs)
 
     def logs(self) -> str:
         """The tail of every service's output, for failure messages."""

@@ -68,6 +68,8 @@ def translated(exc: psycopg.Error) -> sqlite3.Error:
     text = str(exc).strip()
     if isinstance(exc, errors.DiskFull):
         return sqlite3.OperationalError(f"database or disk is full (PostgreSQL server: {text})")
+    if isinstance(exc, (errors.UndefinedTable, errors.UndefinedColumn)):
+        return sqlite3.OperationalError(text)  # SQLite's class for "no such table/column" (not migrated yet)
     for pg, lite in _ERRORS:
         if isinstance(exc, pg):
             return lite(text)
