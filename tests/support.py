@@ -98,16 +98,25 @@ class Pipeline:
         self.stack = tb.Stack(self.tmp, redis=self.redis_url, source_url=self.source_url, prefix=self.prefix)
         self.stack.procs = self.procs
         self.db_path = self.stack.db_path
-        # The database the services share: the SQLite file, or PostgreSQL when ``extra`` names ETL_DATABASE_URL.
-        self.database: Path | str = self.extra.get("ETL_DATABASE_URL") or self.db_path
         self.data_dir = self.stack.data_dir
         self.logdir = self.stack.logdir
         self.redis = redis.Redis.from_url(self.redis_url)
 
+    @property
+    def database(self) -> Path | str:
+        """The database the services share: the SQLite file, or PostgreSQL when ``extra`` names ETL_DATABASE_URL."""
+        return self.extra.get("ETL_DATABASE_URL") or self.db_path
+
     def env(self, **overrides: str) -> dict[str, str]:
         """The stack's settings under the tests' fast retries and waits, ``sftp_env``, ``extra`` and ``overrides``."""
         # A test may point the pipeline at another Redis or source between starts.
-        parts = {"ETL_REDIS_URL": self.redis_url, "ETL_SOURCE_URL": self.source_url}
+        # A test may also move the database and the data folder (a small volume) before the services start.
+        parts = {
+            "ETL_REDIS_URL": self.redis_url,
+            "ETL_SOURCE_URL": self.source_url,
+            "ETL_DB_PATH": str(self.db_path),
+            "ETL_DATA_DIR": str(self.data_dir),
+        }
         return self.stack.env(**{**parts, **TEST_SETTINGS, **self.sftp_env, **self.extra, **overrides})
 
     def start(self, name: str, *args: str, tag: str = "", **overrides: str) -> tb.Proc:
