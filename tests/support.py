@@ -16,7 +16,6 @@ import redis
 
 import testbed as tb
 from dummyjson.server import Source, build
-from etl_common.db import connect_reader
 from etl_common.keys import Keys
 
 SHARED_USERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "dummyjson" / "users.json"

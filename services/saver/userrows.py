@@ -81,7 +81,8 @@ _INSERT_RAW = (
 )
 _INSERT_VALID = (
     f"INSERT INTO processed_users (run_id, page, position, {_COMMON_COLS}, department_code, title, role, "
-    "city, state, user_agent, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+    "city, state, user_agent, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT DO NOTHING"
 )
 _INSERT_INVALID = (
     f"INSERT INTO invalid_users (run_id, page, position, {_COMMON_COLS}, error_reason, failed_rules, "
