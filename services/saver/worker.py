@@ -152,7 +152,9 @@ class Worker(StreamWorker[SaverSettings]):
                 self._dead(entry, f"malformed entry: {type(exc).__name__}: {exc}")
         if pages:
             self._load(pages)
-        if entries or retrying:
+        # On PostgreSQL every turn, idle ones too: a run another saver held while finishing, then dropped (killed
+        # mid-finish, its lock gone with its connection), is taken over though no entry comes any more.
+        if entries or retrying or self.store.engine == "postgresql":
             self.finish_runs()
         for run_id, rewrite in self.finisher.due_now():
             if rewrite:
