@@ -306,7 +306,7 @@ def runs(db: "Path | str") -> list[sqlite3.Row]:
     return _read_runs(db, "SELECT * FROM etl_runs ORDER BY id")
 
 
-def latest_run(db: Path) -> "sqlite3.Row | None":
+def latest_run(db: "Path | str") -> "sqlite3.Row | None":
     """The newest row of ``etl_runs``, read-only; None while the saver has not created it."""
     rows = _read_runs(db, "SELECT * FROM etl_runs ORDER BY id DESC LIMIT 1")
     return rows[0] if rows else None
