@@ -50,6 +50,8 @@ DATABASE: Path | str = DB
 
 def _db_exists() -> bool:
     return isinstance(DATABASE, str) or DB.exists()
+
+
 FINAL = tb.FINAL_STATUSES
 # Dev servers of the usual frontend stacks: React/Next (3000), Vite (5173), Angular (4200), Vue CLI (8080).
 CORS_ORIGINS = ",".join(

@@ -53,7 +53,9 @@ class Row(tuple[Any, ...]):
 
 def _row_factory(cursor: "psycopg.Cursor[Any]") -> Any:
     names = [c.name for c in cursor.description or ()]
-    index = {name: i for i, name in reversed(list(enumerate(names)))}  # the first of a repeated name, as sqlite3
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        index.setdefault(name, i)  # the first of a repeated name, as sqlite3
 
     def make(values: Sequence[Any]) -> Row:
         row = Row(values)

@@ -1,5 +1,7 @@
 """Several savers on one PostgreSQL database: the consumer group spreads the pages, one saver finishes the run."""
 
+import orjson
+
 from tests.support import lines
 
 
@@ -19,9 +21,12 @@ def test_two_savers_load_one_run_and_exactly_one_finishes_it(make_source, make_p
     assert p.count("invalid_users", run_id) == 40
     with p.db() as db:
         assert db.execute("SELECT count(*) FROM loaded_pages WHERE run_id=?", (run_id,)).fetchone()[0] == 10
+        quality = db.execute("SELECT report FROM run_quality WHERE run_id=?", (run_id,)).fetchone()
         files = db.execute("SELECT kind, records, uploaded_at FROM uploaded_files WHERE run_id=?", (run_id,)).fetchall()
     assert sorted((f["kind"], f["records"]) for f in files) == [("dlq", 40), ("processed", 960), ("raw", 1000)]
     assert all(f["uploaded_at"] for f in files)
+    assert quality is not None, p.logs()  # the quality report's child read PostgreSQL
+    assert orjson.loads(quality[0])["records"] == 1000
     # The uploaded files are the tables' rows, whichever saver loaded which page.
     assert len(lines(p.upload_dir / run["raw_file"])) == 1000
     assert len(lines(p.upload_dir / run["processed_file"])) == 960
