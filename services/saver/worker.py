@@ -67,7 +67,11 @@ class Worker(StreamWorker[SaverSettings]):
         # A full volume: the entries read but not settled are kept (not acked, not read again, so their delivery
         # count does not grow) and handled again when the next try is due.
         self.storage = storage.StorageFull(
-            settings.db_path, settings.data_dir, settings.storage_retry_s, settings.storage_retry_max_s, heartbeat
+            settings.db_path if store.engine == "sqlite" else "",
+            settings.data_dir,
+            settings.storage_retry_s,
+            settings.storage_retry_max_s,
+            heartbeat,
         )
         self.held: list[streams.Entry] = []
         self.settled: set[str] = set()  # ids of this turn's entries acked or dead-lettered
