@@ -30,7 +30,7 @@ from pydantic import ValidationError
 import testbed as tb
 from api.settings import ApiSettings
 from etl_common import setting_names
-from etl_common.db import connect_reader
+from etl_common.db import parse_url
 from etl_common.keys import Keys
 from etl_common.settings import describe, from_env_file
 from extractor.checkpoint import Checkpoint
@@ -44,6 +44,14 @@ from transformer.settings import TransformerSettings
 ROOT = tb.ROOT
 RUN = ROOT / ".run"
 DB = ROOT / "database" / "data.db"
+# The database the services share: DB, or the PostgreSQL database of ETL_DATABASE_URL (settings_env).
+DATABASE: Path | str = DB
+
+
+def _db_exists() -> bool:
+    return isinstance(DATABASE, str) or DB.exists()
+
+
 FINAL = tb.FINAL_STATUSES
 # Dev servers of the usual frontend stacks: React/Next (3000), Vite (5173), Angular (4200), Vue CLI (8080).
 CORS_ORIGINS = ",".join(
@@ -178,15 +186,19 @@ def log_dir() -> Path:
     return here
 
 
+def _db_name() -> str:
+    return parse_url(DATABASE).redacted() if isinstance(DATABASE, str) else "database/data.db"
+
+
 def earlier_state(client: redis.Redis, prefix: str) -> tuple[list[str], str | None]:
     """Notes on what earlier demos left (database runs, an unfinished run) and the run id to resume, if any."""
     notes = []
-    if DB.exists():
-        with contextlib.closing(connect_reader(DB)) as conn:
+    if _db_exists():
+        with contextlib.closing(tb.reader(DATABASE)) as conn:
             with contextlib.suppress(sqlite3.Error):
                 (count,) = conn.execute("SELECT count(*) FROM etl_runs").fetchone()
                 if count:
-                    notes.append(f"database/data.db keeps {count} run(s) of earlier demos")
+                    notes.append(f"{_db_name()} keeps {count} run(s) of earlier demos")
     cp = Checkpoint.load(client, Keys(prefix).checkpoint)
     if cp is not None:
         done = f"{cp.records} of {cp.total} users" if cp.total >= 0 else "no page yet"
@@ -196,10 +208,9 @@ def earlier_state(client: redis.Redis, prefix: str) -> tuple[list[str], str | No
 
 def run_row(run_id: str | None, after_id: int) -> sqlite3.Row | None:
     """The demo's run: ``run_id`` when resuming, else the first run created after row ``after_id``."""
-    if not DB.exists():
+    if not _db_exists():
         return None
-    with contextlib.closing(connect_reader(DB)) as conn:
-        conn.row_factory = sqlite3.Row
+    with contextlib.closing(tb.reader(DATABASE)) as conn:
         try:
             if run_id:
                 return conn.execute("SELECT * FROM etl_runs WHERE run_id=?", (run_id,)).fetchone()
@@ -209,7 +220,7 @@ def run_row(run_id: str | None, after_id: int) -> sqlite3.Row | None:
 
 
 def last_row_id() -> int:
-    row = tb.latest_run(DB)
+    row = tb.latest_run(DATABASE)
     return int(row["id"]) if row is not None else 0
 
 
@@ -276,7 +287,7 @@ def retrying(extract: tb.Proc) -> str:
 
 
 def _pages_loaded(run_id: str) -> int:
-    with contextlib.closing(connect_reader(DB)) as conn:
+    with contextlib.closing(tb.reader(DATABASE)) as conn:
         return int(conn.execute("SELECT count(*) FROM loaded_pages WHERE run_id=?", (run_id,)).fetchone()[0])
 
 
@@ -311,7 +322,7 @@ def summary(run: sqlite3.Row, seconds: float, api: str, runs: int, token: tuple[
         f"run {run['run_id']} {run['status']} in {seconds:.2f}s",
         f"  records: {run['raw_count']} fetched, {run['valid_count']} valid, {run['invalid_count']} invalid"
         + (f" ({facts['broken']})" if facts.get("broken") else ""),
-        f"  database: {DB}",
+        f"  database: {_db_name()}",
         f"  files in sftp_data/: {run['raw_file']}, {run['processed_file']}, {run['dlq_file']}",
         f"  API: {api}/etl_runs ({runs} run(s)), docs at {api}/docs (offline)",
         f"  token: Authorization: Bearer {token[0]} ({token[1]})",
@@ -375,6 +386,9 @@ def main() -> int:
 
 def demo(args: argparse.Namespace, stack: tb.Stack) -> int:
     env = settings_env()
+    global DATABASE
+    url = (env.get("ETL_DATABASE_URL") or "").strip()
+    DATABASE = parse_url(url).url if url and parse_url(url).engine == "postgresql" else DB
     env.setdefault("ETL_API_PORT", "8000")
     env.setdefault("ETL_API_CORS_ORIGINS", CORS_ORIGINS)
     check_settings(env)  # first: a value that is not a port stops here with one line

@@ -301,22 +301,35 @@ FINAL_STATUSES = tuple(AT_REST)  # what a run waiting for its end waits for (etl
 """Statuses of ``etl_runs`` after which a run changes no more unless something retries it."""
 
 
-def runs(db: Path) -> list[sqlite3.Row]:
+def runs(db: "Path | str") -> list[sqlite3.Row]:
     """Every row of ``etl_runs``, oldest first, read-only; [] while the saver has not created the table."""
     return _read_runs(db, "SELECT * FROM etl_runs ORDER BY id")
 
 
-def latest_run(db: Path) -> "sqlite3.Row | None":
+def latest_run(db: "Path | str") -> "sqlite3.Row | None":
     """The newest row of ``etl_runs``, read-only; None while the saver has not created it."""
     rows = _read_runs(db, "SELECT * FROM etl_runs ORDER BY id DESC LIMIT 1")
     return rows[0] if rows else None
 
 
-def _read_runs(db: Path, sql: str) -> list[sqlite3.Row]:
-    if not db.exists():
+def reader(db: "Path | str") -> sqlite3.Connection:
+    """A read-only connection to the SQLite file ``db``, or to the PostgreSQL database whose URL ``db`` is (the
+    saver's sqlite3-shaped adapter: ``?`` placeholders, rows by index and name)."""
+    if isinstance(db, str) and db.startswith("postgresql://"):
+        from typing import cast
+
+        from etl_common.db import parse_url
+        from saver.pgconn import Connection
+
+        return cast(sqlite3.Connection, Connection(connect_reader(parse_url(db))))  # type: ignore[arg-type]
+    return connect_reader(db)
+
+
+def _read_runs(db: "Path | str", sql: str) -> list[sqlite3.Row]:
+    if isinstance(db, Path) and not db.exists():
         return []
     try:
-        with closing(connect_reader(db)) as conn:
+        with closing(reader(db)) as conn:
             rows: list[sqlite3.Row] = conn.execute(sql).fetchall()
             return rows
     except sqlite3.OperationalError:  # the saver has not created the table (or the file) yet
@@ -324,7 +337,7 @@ def _read_runs(db: Path, sql: str) -> list[sqlite3.Row]:
 
 
 def wait_for_run(
-    db: Path,
+    db: "Path | str",
     statuses: tuple[str, ...] = FINAL_STATUSES,
     timeout_s: float = 60.0,
     *,

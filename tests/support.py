@@ -16,7 +16,6 @@ import redis
 
 import testbed as tb
 from dummyjson.server import Source, build
-from etl_common.db import connect_reader
 from etl_common.keys import Keys
 
 SHARED_USERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "dummyjson" / "users.json"
@@ -102,10 +101,21 @@ class Pipeline:
         self.logdir = self.stack.logdir
         self.redis = redis.Redis.from_url(self.redis_url)
 
+    @property
+    def database(self) -> Path | str:
+        """The database the services share: the SQLite file, or PostgreSQL when ``extra`` names ETL_DATABASE_URL."""
+        return self.extra.get("ETL_DATABASE_URL") or self.db_path
+
     def env(self, **overrides: str) -> dict[str, str]:
         """The stack's settings under the tests' fast retries and waits, ``sftp_env``, ``extra`` and ``overrides``."""
         # A test may point the pipeline at another Redis or source between starts.
-        parts = {"ETL_REDIS_URL": self.redis_url, "ETL_SOURCE_URL": self.source_url}
+        # A test may also move the database and the data folder (a small volume) before the services start.
+        parts = {
+            "ETL_REDIS_URL": self.redis_url,
+            "ETL_SOURCE_URL": self.source_url,
+            "ETL_DB_PATH": str(self.db_path),
+            "ETL_DATA_DIR": str(self.data_dir),
+        }
         return self.stack.env(**{**parts, **TEST_SETTINGS, **self.sftp_env, **self.extra, **overrides})
 
     def start(self, name: str, *args: str, tag: str = "", **overrides: str) -> tb.Proc:
@@ -118,7 +128,7 @@ class Pipeline:
         for i, source in enumerate(sources):
             done = self.extract(ETL_SOURCE_URL=source.url)
             assert done.returncode == 0, done.stdout + done.stderr
-            runs.append(tb.wait_for_run(self.db_path, ("succeeded",), count=i + 1, logs=self.logs))
+            runs.append(tb.wait_for_run(self.database, ("succeeded",), count=i + 1, logs=self.logs))
             time.sleep(1.1)  # the runs' file names differ by their start second
         return runs
 
@@ -155,16 +165,16 @@ class Pipeline:
         self.stack.close()
 
     def db(self) -> sqlite3.Connection:
-        return connect_reader(self.db_path)
+        return tb.reader(self.database)
 
     def runs(self) -> list[sqlite3.Row]:
-        return tb.runs(self.db_path)
+        return tb.runs(self.database)
 
     def wait_run(
         self, statuses: tuple[str, ...] = ("succeeded",), timeout_s: float = 60, run_id: str | None = None
     ) -> sqlite3.Row:
         """Wait until the (latest or given) run reaches one of ``statuses``; fail with the logs otherwise."""
-        return tb.wait_for_run(self.db_path, statuses, timeout_s, run_id=run_id, logs=self.logs)
+        return tb.wait_for_run(self.database, statuses, timeout_s, run_id=run_id, logs=self.logs)
 
     def logs(self) -> str:
         """The tail of every service's output, for failure messages."""

@@ -48,11 +48,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     database = settings.database()
     if database.engine == "postgresql":
-        return _postgresql_command(args.command, settings)
-    named_by = "ETL_DATABASE_URL" if settings.database_url else "ETL_DB_PATH"  # the setting the file came from
-    runtime.require_writable("saver", named_by, Path(settings.db_path), folder=False)
+        if args.command in ("migrate", "vacuum"):
+            return _postgresql_command(args.command, settings)
+    else:
+        named_by = "ETL_DATABASE_URL" if settings.database_url else "ETL_DB_PATH"  # the setting the file came from
+        runtime.require_writable("saver", named_by, Path(settings.db_path), folder=False)
     runtime.require_writable("saver", "ETL_DATA_DIR", Path(settings.data_dir))
-    store = Store(settings.db_path)
+    store = Store(database)
     if args.command in ("migrate", "vacuum"):
         if args.command == "vacuum":
             print(make_incremental(store.conn), file=sys.stderr)
@@ -68,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _postgresql_command(command: str | None, settings: SaverSettings) -> int:
-    """``migrate`` on PostgreSQL (the tables, then the roles' grants); the other commands are SQLite's for now."""
+    """``migrate`` on PostgreSQL (the tables, then the roles' grants); ``vacuum`` is SQLite's (autovacuum here)."""
     database = settings.database()
     if command != "migrate":
         print(
-            f"the saver runs on SQLite only for now; ETL_DATABASE_URL names PostgreSQL ({database.redacted()}): "
-            "`python -m saver migrate` prepares that database, serving it comes with the saver's PostgreSQL store",
+            f"`python -m saver vacuum` is for a SQLite file; ETL_DATABASE_URL names PostgreSQL "
+            f"({database.redacted()}), whose autovacuum returns freed space by itself",
             file=sys.stderr,
         )
         return 2

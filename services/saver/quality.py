@@ -1,5 +1,6 @@
 """The data-quality report of a loaded run, computed with pandas from the typed columns, chunk by chunk."""
 
+import os
 import sqlite3
 import sys
 from collections import Counter
@@ -11,7 +12,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from etl_common.db import connect_reader
+from etl_common.db import DatabaseUrl, connect_reader, parse_url
 from etl_common.runs import RunStatus
 
 # The transformer's rules, named by the field each checks (transformer.validate.RULES), and the
@@ -63,11 +64,16 @@ def _distinct(conn: sqlite3.Connection, table: str, names: tuple[str, ...], run_
     return out
 
 
-def _chunks(conn: sqlite3.Connection, sql: str, run_id: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """DataFrames of at most ``chunk_rows`` rows (pandas reads the cursor with fetchmany)."""
-    # pandas ships no type hints: read_sql with a chunksize yields DataFrames.
-    frames: Iterator[pd.DataFrame] = pd.read_sql(sql, conn, params=(run_id,), chunksize=chunk_rows, coerce_float=True)
-    return frames
+def _chunks(conn: Any, sql: str, run_id: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """DataFrames of at most ``chunk_rows`` rows, read with fetchmany (as pandas' read_sql does) on either engine."""
+    cur = conn.execute(sql, (run_id,))
+    columns = [d[0] for d in cur.description]
+    read = False
+    while (rows := cur.fetchmany(chunk_rows)) or not read:  # no rows: one empty frame, as read_sql gives
+        read = True
+        yield pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
+        if not rows:
+            return
 
 
 def _age(counts: pd.Series) -> dict[str, Any]:
@@ -99,14 +105,20 @@ def _rate(invalid: int, records: int) -> float:
     return round(invalid / records, 6) if records else 0.0
 
 
-def compute(db_path: str | Path, run_id: str, chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
+def compute(db_path: str | Path | DatabaseUrl, run_id: str, chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
     """The report of ``run_id`` (see docs/api.md, ``GET /etl_runs/{id}/quality``).
 
     Reads the run's typed columns in chunks of ``chunk_rows`` rows over a read-only connection,
     so memory does not grow with the run.
     Raises ``LookupError`` for an unknown run.
     """
-    conn = connect_reader(db_path)
+    conn: Any
+    if isinstance(db_path, DatabaseUrl) and db_path.engine == "postgresql":
+        from saver.pgconn import Connection
+
+        conn = Connection(connect_reader(db_path))  # type: ignore[arg-type]
+    else:
+        conn = connect_reader(db_path.path if isinstance(db_path, DatabaseUrl) and db_path.path else str(db_path))
     conn.row_factory = None
     try:
         conn.execute("BEGIN")  # one snapshot for every read of the report
@@ -205,13 +217,16 @@ def _previous(conn: sqlite3.Connection, row_id: int, report: dict[str, Any]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m saver.quality DB_PATH RUN_ID``: the report as one JSON line on stdout (see ``saver.report``)."""
+    """``python -m saver.quality DB_PATH RUN_ID``: the report as one JSON line on stdout (see ``saver.report``).
+
+    DB_PATH ``-`` reads the database URL from ``ETL_DATABASE_URL`` (PostgreSQL: kept out of the process list)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
         print("usage: python -m saver.quality DB_PATH RUN_ID", file=sys.stderr)
         return 2
     try:
-        report = compute(args[0], args[1])
+        target = parse_url(os.environ.get("ETL_DATABASE_URL", "")) if args[0] == "-" else args[0]
+        report = compute(target, args[1])
     except LookupError as exc:
         print(str(exc), file=sys.stderr)
         return 1

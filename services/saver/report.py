@@ -20,6 +20,7 @@ import orjson
 import structlog
 
 from etl_common import metrics
+from etl_common.db import DatabaseUrl
 
 if TYPE_CHECKING:
     from saver.store import Store
@@ -38,7 +39,7 @@ class ReportFailed(RuntimeError):
 class Job:
     """One report being computed by a child process; ``result()`` once ``done()``."""
 
-    def __init__(self, db_path: str, run_id: str, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(self, db_path: "str | DatabaseUrl", run_id: str, timeout_s: float = TIMEOUT_S) -> None:
         self.run_id = run_id
         self.started = time.monotonic()
         self.deadline = self.started + timeout_s
@@ -48,8 +49,13 @@ class Job:
         self.err = tempfile.TemporaryFile()
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": _PACKAGES + (os.pathsep + path if path else "")}
+        target = str(db_path)
+        if isinstance(db_path, DatabaseUrl):
+            target = str(db_path.path) if db_path.engine == "sqlite" else "-"
+            if db_path.engine == "postgresql":
+                env["ETL_DATABASE_URL"] = db_path.url  # in the environment: a password never shows in ps
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "saver.quality", str(db_path), run_id],
+            [sys.executable, "-m", "saver.quality", target, run_id],
             stdout=self.out,
             stderr=self.err,
             stdin=subprocess.DEVNULL,
@@ -93,7 +99,7 @@ class Job:
             self.proc.wait()
 
 
-def compute(db_path: str, run_id: str, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
+def compute(db_path: "str | DatabaseUrl", run_id: str, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
     """``saver.quality.compute(db_path, run_id)`` in a child process, waited for; raises ReportFailed."""
     job = Job(db_path, run_id, timeout_s)
     while not job.done():
@@ -104,7 +110,7 @@ def compute(db_path: str, run_id: str, timeout_s: float = TIMEOUT_S) -> dict[str
 class Reports:
     """The runs' reports under way: started when a run is loaded, stored as they end; never hold a run back."""
 
-    def __init__(self, store: "Store", db_path: str, beat: Callable[[], None]) -> None:
+    def __init__(self, store: "Store", db_path: "str | DatabaseUrl", beat: Callable[[], None]) -> None:
         self.store, self.db_path, self.beat = store, db_path, beat
         self.jobs: dict[str, Job] = {}  # run_id -> its report being computed
 

@@ -153,7 +153,7 @@ class Retention:
     def _rows(self, run_ids: list[str]) -> tuple[dict[str, int], int]:
         """Delete the runs' rows in short transactions; (rows per table, bytes of the pages they freed)."""
         counts = dict.fromkeys(ROW_TABLES, 0)
-        page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]
+        page_size = self.conn.execute("PRAGMA page_size").fetchone()[0] if self._sqlite else 0
         before = self._used_pages()
         for run_id in run_ids:
             for table in _DELETE_ORDER:
@@ -180,13 +180,22 @@ class Retention:
             self.conn.execute("COMMIT")
         return counts, max(0, before - self._used_pages()) * page_size
 
+    @property
+    def _sqlite(self) -> bool:
+        # PostgreSQL has no page counts to read here and vacuums by itself (autovacuum): those steps are SQLite's.
+        return isinstance(self.conn, sqlite3.Connection)
+
     def _used_pages(self) -> int:
+        if not self._sqlite:
+            return 0
         pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
         free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
         return int(pages - free)
 
     def _vacuum(self) -> dict[str, Any]:
         """Return free pages to the file system in small steps (auto_vacuum=INCREMENTAL); else they are reused."""
+        if not self._sqlite:
+            return {"mode": "postgresql: autovacuum makes freed space reusable; not measured here", "returned": 0}
         mode = self.conn.execute("PRAGMA auto_vacuum").fetchone()[0]
         if mode != 2:
             reused = "none: freed pages are reused by later runs; python -m saver vacuum returns them"

@@ -1,7 +1,9 @@
 """A run's header moved by the events told about it (any order, any number of times): one SQL step per event."""
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from etl_common.runs import FINAL, Event, EventType, RunStatus, sql_in
 
@@ -13,6 +15,29 @@ S = RunStatus
 
 def _error(event: Event) -> str:
     return str(event.fields.get("error", ""))[:2000]
+
+
+def add_warning(conn: Any, run_id: str, warning: str, at: str) -> bool:
+    """Append ``warning`` (to 2000 characters) to the run's JSON array of warnings unless it is there; True when added.
+
+    Read, appended in Python and written back only if unchanged meanwhile (another saver's warning is kept): the
+    same compact JSON on both engines, and no engine's JSON functions.
+    """
+    text = warning[:2000]
+    while True:
+        row = conn.execute("SELECT warnings FROM etl_runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            return False
+        before = row[0]
+        listed = orjson.loads(before) if before else []
+        if text in listed:
+            return False
+        cur = conn.execute(
+            "UPDATE etl_runs SET warnings=?, updated_at=? WHERE run_id=? AND COALESCE(warnings, '')=?",
+            (orjson.dumps([*listed, text]).decode(), at, run_id, before or ""),
+        )
+        if cur.rowcount == 1:
+            return True
 
 
 def _update(store: "Store", event: Event, at: str, sets: str, where: str = "", *values: object) -> None:

@@ -16,13 +16,13 @@ class RunReads:
         """What the loaded run's rows contradict, as (check, warning): the same user id on several raw rows, and a
         table whose rows differ from what the run's pages announced (the ledger)."""
         found = []
+        repeated = "FROM raw_users WHERE run_id=? AND user_id IS NOT NULL GROUP BY user_id HAVING count(*) > 1"
         dup = self.conn.execute(
-            "SELECT count(*), sum(n), group_concat(user_id) FROM (SELECT user_id, count(*) AS n FROM raw_users "
-            "WHERE run_id=? AND user_id IS NOT NULL GROUP BY user_id HAVING n > 1 ORDER BY user_id)",
-            (run_id,),
+            f"SELECT count(*), sum(n) FROM (SELECT user_id, count(*) AS n {repeated}) AS dup", (run_id,)
         ).fetchone()
         if dup[0]:
-            sample = ", ".join(str(dup[2]).split(",")[:10]) + (", ..." if dup[0] > 10 else "")
+            first = self.conn.execute(f"SELECT user_id {repeated} ORDER BY user_id LIMIT 10", (run_id,)).fetchall()
+            sample = ", ".join(str(r[0]) for r in first) + (", ..." if dup[0] > 10 else "")
             found.append(
                 (
                     "duplicate_user_ids",

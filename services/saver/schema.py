@@ -15,6 +15,7 @@ import orjson
 
 from etl_common.clock import utc_iso
 from etl_common.runs import RunStatus
+from saver.runevents import add_warning
 
 MAX_WARNINGS = 20  # drift lines added to a run's warnings; the rest are counted in one more line
 _NUMBERS = {"integer", "number"}  # an integer where numbers were (or back) is not a change of type
@@ -31,7 +32,7 @@ def save_pages(conn: sqlite3.Connection, pages: Iterable[dict[str, Any]]) -> Non
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany("INSERT OR IGNORE INTO page_schemas (run_id, page, summary) VALUES (?,?,?)", rows)
+        conn.executemany("INSERT INTO page_schemas (run_id, page, summary) VALUES (?,?,?) ON CONFLICT DO NOTHING", rows)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -172,11 +173,7 @@ def finish(conn: sqlite3.Connection, run_id: str, null_rate_jump: float) -> list
         if (line := contract_words(now["contract"])) is not None:
             lines.append(line)
         for line in lines:
-            conn.execute(
-                "UPDATE etl_runs SET warnings=json_insert(COALESCE(warnings, '[]'), '$[#]', ?), updated_at=? "
-                "WHERE run_id=? AND NOT EXISTS (SELECT 1 FROM json_each(COALESCE(warnings, '[]')) WHERE value=?)",
-                (line[:2000], at, run_id, line[:2000]),
-            )
+            add_warning(conn, run_id, line, at)
         conn.execute("DELETE FROM page_schemas WHERE run_id=?", (run_id,))
     except BaseException:
         conn.execute("ROLLBACK")

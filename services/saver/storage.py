@@ -50,8 +50,10 @@ class StorageFull:
         delay = self.backoff.delay(self.failures)
         self.due_at = time.monotonic() + delay
         # SQLite's error names no file: it is the database's; a file write is the run files' (ETL_DATA_DIR).
+        # On PostgreSQL (no db_path) the database's volume is the server's: named as such, not as a local folder.
+        volume: Path | str
         if isinstance(exc, sqlite3.Error):
-            volume = Path(self.db_path).resolve().parent
+            volume = Path(self.db_path).resolve().parent if self.db_path else "the PostgreSQL server's data"
         else:
             volume = Path(getattr(exc, "filename", None) or Path(self.data_dir) / "x").resolve().parent
         self.reason = (

@@ -3,13 +3,13 @@
 import sqlite3
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from etl_common import runs
 from etl_common.clock import stamp_iso, utc_iso
-from etl_common.db import connect_writer
+from etl_common.db import DatabaseUrl, connect_writer, parse_url
 from etl_common.files import file_names
 from etl_common.runs import IN_FLIGHT, Event, RunStatus, parse_event, sql_in
 from saver import loader, runevents
@@ -31,6 +31,8 @@ def ts_iso(run_ts: str) -> str:
 # How the watchdog's verdict of no progress starts (saver.watchdog): a page loaded after it brings the run back.
 STALLED = "watchdog: no progress"
 S = RunStatus
+# The first key of the advisory locks on finishing a run (the second is the run id's hash): this project's locks.
+FINISH_LOCK = 0x45544C
 
 
 class Store(RunReads):
@@ -39,12 +41,28 @@ class Store(RunReads):
     # saver.userrows writes a page through a Store (rows only) or a saver.loader.Rows (rows and appended files).
     loading: None = None
 
-    def __init__(self, path: str) -> None:
-        self.conn = connect_writer(path)
+    def __init__(self, target: str | DatabaseUrl) -> None:
+        # A SQLite file's path, or the engine and address of ETL_DATABASE_URL (etl_common.db).
+        self.database = target if isinstance(target, DatabaseUrl) else parse_url("", target)
+        # On PostgreSQL, saver.pgconn's adapter: the sqlite3 interface the saver's SQL code uses, over psycopg.
+        self.conn: sqlite3.Connection
+        if self.database.engine == "postgresql":
+            from saver.pgconn import Connection
+
+            raw = connect_writer(self.database)
+            migrate(raw)
+            self.conn = cast(sqlite3.Connection, Connection(raw))  # type: ignore[arg-type]
+            return
+        self.conn = connect_writer(target if isinstance(target, str) else str(self.database.path))
         # Checkpoint the WAL every ~40 MB instead of every 4 MB: each checkpoint syncs the file, and at the
         # default they took a third of the load time (measured on batches of 10 pages of 100 users).
         self.conn.execute("PRAGMA wal_autocheckpoint=10000")
         migrate(self.conn)
+
+    @property
+    def engine(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.database.engine
 
     def close(self) -> None:
         """Close the writer connection."""
@@ -54,11 +72,30 @@ class Store(RunReads):
         """``with store.transaction():`` one ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error."""
         return _Transaction(self.conn)
 
+    def claim(self, run_id: str) -> bool:
+        """Whether this saver may finish the run (files, upload, report, ``succeeded``): always on SQLite (one
+        saver); on PostgreSQL the holder of the run's advisory lock, on this session so that a saver that dies
+        releases it and another takes the run over, and only while the run still owes its finish."""
+        if self.engine != "postgresql":
+            return True
+        if not self.conn.execute("SELECT pg_try_advisory_lock(?, hashtext(?))", (FINISH_LOCK, run_id)).fetchone()[0]:
+            return False
+        run = self.run(run_id)
+        if run is not None and run["status"] in (S.LOADED, S.UPLOAD_PENDING):
+            return True
+        self.unclaim(run_id)  # another saver finished it between our read and the lock
+        return False
+
+    def unclaim(self, run_id: str) -> None:
+        """Release the run's finishing lock (PostgreSQL)."""
+        if self.engine == "postgresql":
+            self.conn.execute("SELECT pg_advisory_unlock(?, hashtext(?))", (FINISH_LOCK, run_id))
+
     def _ensure_run(self, run_id: str, run_ts: str) -> None:
         names = file_names(run_ts)
         self.conn.execute(
-            "INSERT OR IGNORE INTO etl_runs (run_id, run_timestamp, raw_file, processed_file, dlq_file, "
-            "started_at, updated_at) VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO etl_runs (run_id, run_timestamp, raw_file, processed_file, dlq_file, "
+            "started_at, updated_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
             (
                 run_id,
                 ts_iso(run_ts),
@@ -79,13 +116,7 @@ class Store(RunReads):
 
     def _add_warning(self, run_id: str, warning: str) -> bool:
         """Append ``warning`` to the run's warnings unless it is there (events may come twice); True when added."""
-        text = warning[:2000]
-        cur = self.conn.execute(
-            "UPDATE etl_runs SET warnings=json_insert(COALESCE(warnings, '[]'), '$[#]', ?), updated_at=? "
-            "WHERE run_id=? AND NOT EXISTS (SELECT 1 FROM json_each(COALESCE(warnings, '[]')) WHERE value=?)",
-            (text, now_iso(), run_id, text),
-        )
-        return cur.rowcount == 1
+        return runevents.add_warning(self.conn, run_id, warning, now_iso())
 
     def add_warnings(self, run_id: str, warnings: list[str]) -> list[str]:
         """Append each warning once, in one transaction; returns those newly added."""

@@ -76,16 +76,17 @@ def _common(record: Any) -> _Common:
 
 _COMMON_COLS = "user_id, first_name, last_name, email, username, age, gender, department"
 _INSERT_RAW = (
-    f"INSERT OR IGNORE INTO raw_users (run_id, page, position, {_COMMON_COLS}, inserted_at, record) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    f"INSERT INTO raw_users (run_id, page, position, {_COMMON_COLS}, inserted_at, record) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
 )
 _INSERT_VALID = (
-    f"INSERT OR IGNORE INTO processed_users (run_id, page, position, {_COMMON_COLS}, department_code, title, role, "
-    "city, state, user_agent, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    f"INSERT INTO processed_users (run_id, page, position, {_COMMON_COLS}, department_code, title, role, "
+    "city, state, user_agent, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT DO NOTHING"
 )
 _INSERT_INVALID = (
-    f"INSERT OR IGNORE INTO invalid_users (run_id, page, position, {_COMMON_COLS}, error_reason, failed_rules, "
-    "raw_line, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    f"INSERT INTO invalid_users (run_id, page, position, {_COMMON_COLS}, error_reason, failed_rules, "
+    "raw_line, inserted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
 )
 
 
@@ -97,8 +98,8 @@ def load_page(self: "Store", p: dict[str, Any]) -> bool:
     raw, valid, invalid = p["raw"], p["valid"], p["invalid"]
     self._ensure_run(run_id, str(p["run_ts"]))
     cur = self.conn.execute(
-        "INSERT OR IGNORE INTO loaded_pages (run_id, page, raw_count, valid_count, invalid_count, loaded_at) "
-        "VALUES (?,?,?,?,?,?)",
+        "INSERT INTO loaded_pages (run_id, page, raw_count, valid_count, invalid_count, loaded_at) "
+        "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
         (run_id, page, len(raw), len(valid), len(invalid), at),
     )
     if cur.rowcount == 0:
@@ -176,7 +177,7 @@ def _page_lines(
     """The page's lines of the three files, as ``write_run_files`` makes them from the rows just inserted.
 
     ``processed`` is (position, processed record JSON); invalid rows are (run_id, page, position, ..., record)
-    tuples. In position order, the first of a position only (``INSERT OR IGNORE`` keeps that one), so the lines
+    tuples. In position order, the first of a position only (``ON CONFLICT DO NOTHING`` keeps that one), so the lines
     equal the tables' rows.
     """
 

@@ -55,16 +55,23 @@ class Worker(StreamWorker[SaverSettings]):
         self.store = store
         # Plain files are appended as the pages commit (the end of a run renames them); encrypted ones are written
         # at the end (no plaintext copy may touch the disk).
-        self.files = None if settings.encryption_enabled else LoadingFiles(settings.data_dir)
+        # On PostgreSQL several savers load one run's pages, each into its own folder: the run's finisher writes
+        # its files from the tables.
+        appending = not settings.encryption_enabled and store.engine == "sqlite"
+        self.files = LoadingFiles(settings.data_dir) if appending else None
         # The upload streamed as pages commit, when the files are appended while loading and SFTP is on.
         self.stream = StreamingUpload(settings) if settings.sftp_enabled and self.files else None
-        self.reports = report.Reports(store, settings.db_path, heartbeat.beat)
+        self.reports = report.Reports(store, store.database, heartbeat.beat)
         self.finisher = Finisher(settings, store, self.files, self.stream, self.reports)
         self.retention = Retention(settings, store.conn, client, heartbeat.beat)  # applied after each success
         # A full volume: the entries read but not settled are kept (not acked, not read again, so their delivery
         # count does not grow) and handled again when the next try is due.
         self.storage = storage.StorageFull(
-            settings.db_path, settings.data_dir, settings.storage_retry_s, settings.storage_retry_max_s, heartbeat
+            settings.db_path if store.engine == "sqlite" else "",
+            settings.data_dir,
+            settings.storage_retry_s,
+            settings.storage_retry_max_s,
+            heartbeat,
         )
         self.held: list[streams.Entry] = []
         self.settled: set[str] = set()  # ids of this turn's entries acked or dead-lettered
@@ -74,7 +81,7 @@ class Worker(StreamWorker[SaverSettings]):
     def serve(self) -> None:
         """Create the groups, restore the last success metric, finish what a restart left, then loop until SIGTERM."""
         self.reader.setup()
-        log.info("saver ready", db=self.settings.db_path, consumer=self.reader.consumer)
+        log.info("saver ready", db=self.store.database.redacted(), consumer=self.reader.consumer)
         success.restore(self.store)
         for run_id in self.store.runs_owing_upload():
             self.finisher.due[run_id] = (0.0, 0)
@@ -149,14 +156,21 @@ class Worker(StreamWorker[SaverSettings]):
                 self._dead(entry, f"malformed entry: {type(exc).__name__}: {exc}")
         if pages:
             self._load(pages)
-        if entries or retrying:
+        # On PostgreSQL every turn, idle ones too: a run another saver held while finishing, then dropped (killed
+        # mid-finish, its lock gone with its connection), is taken over though no entry comes any more.
+        if entries or retrying or self.store.engine == "postgresql":
             self.finish_runs()
         for run_id, rewrite in self.finisher.due_now():
             if rewrite:
                 self._finish(run_id)
+            elif self.store.claim(run_id):
+                try:
+                    with self.finisher.span(run_id, "save.retry_upload"):
+                        self._settle(run_id, self.finisher.retry_upload(run_id))
+                finally:
+                    self.store.unclaim(run_id)
             else:
-                with self.finisher.span(run_id, "save.retry_upload"):
-                    self._settle(run_id, self.finisher.retry_upload(run_id))
+                self.finisher.due.pop(run_id, None)
         self.reports.collect()
 
     def _event(self, payload: dict[str, Any], tp: str | None) -> None:
@@ -220,10 +234,16 @@ class Worker(StreamWorker[SaverSettings]):
             self._finish(run_id)
 
     def _finish(self, run_id: str) -> None:
-        with self.finisher.span(run_id, "save.finish"):
-            outcome = self.finisher.finish(run_id)
-            if outcome is not None:
-                self._settle(run_id, outcome)
+        if not self.store.claim(run_id):
+            self.finisher.due.pop(run_id, None)  # another saver finishes it (or has)
+            return
+        try:
+            with self.finisher.span(run_id, "save.finish"):
+                outcome = self.finisher.finish(run_id)
+                if outcome is not None:
+                    self._settle(run_id, outcome)
+        finally:
+            self.store.unclaim(run_id)
 
     def _settle(self, run_id: str, outcome: Outcome) -> None:
         """Record how a run ended, once: its status, its events and metrics."""

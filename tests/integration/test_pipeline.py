@@ -1,8 +1,10 @@
-"""End to end on real parts: services as processes, real Redis, real OpenSSH SFTP, the source server, SQLite."""
+"""End to end on real parts: services as processes, real Redis, real OpenSSH SFTP, the source server, and the
+database on SQLite and, for the core (a run to succeeded, files equal to tables, a replayed page), PostgreSQL."""
 
 import time
 
 import orjson
+import pytest
 
 from tests.support import lines, real_users
 
@@ -18,12 +20,20 @@ def _run(make_source, make_pipeline, count=208, users=None, bad_every=0, **extra
     return source, p, p.wait_run(("succeeded",))
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine_env(request) -> dict[str, str]:
+    """The setting choosing the engine: none (SQLite's file, the default), or a fresh database of the test cluster."""
+    if request.param == "sqlite":
+        return {}
+    return {"ETL_DATABASE_URL": request.getfixturevalue("postgres_server").create_database()}
+
+
 class TestRealDataSet:
     """The real 208-user DummyJSON data set (generated 208 users when the copy is absent)."""
 
-    def test_run_succeeds_with_every_user_valid_and_mapped(self, make_source, make_pipeline):
+    def test_run_succeeds_with_every_user_valid_and_mapped(self, make_source, make_pipeline, engine_env):
         users = real_users()
-        _, p, run = _run(make_source, make_pipeline, users=users)
+        _, p, run = _run(make_source, make_pipeline, users=users, **engine_env)
         assert (run["valid_count"], run["invalid_count"], run["raw_count"]) == (208, 0, 208)
         assert p.count("processed_users", run["run_id"]) == 208
         assert p.count("raw_users", run["run_id"]) == 208
@@ -32,8 +42,8 @@ class TestRealDataSet:
             codes = {r[0] for r in db.execute("SELECT DISTINCT department_code FROM processed_users")}
         assert "UNKNOWN" not in codes and len(codes) == 12
 
-    def test_files_match_tables_and_upload_equals_local(self, make_source, make_pipeline):
-        _, p, run = _run(make_source, make_pipeline, users=real_users())
+    def test_files_match_tables_and_upload_equals_local(self, make_source, make_pipeline, engine_env):
+        _, p, run = _run(make_source, make_pipeline, users=real_users(), **engine_env)
         for key, table in (
             ("raw_file", "raw_users"),
             ("processed_file", "processed_users"),
@@ -70,8 +80,8 @@ class TestRealDataSet:
             assert first["ssn"][-4:] == users[0]["ssn"][-4:]
 
 
-def test_bad_records_go_to_invalid_users_and_dlq_with_every_reason(make_source, make_pipeline):
-    _, p, run = _run(make_source, make_pipeline, count=90, bad_every=10)
+def test_bad_records_go_to_invalid_users_and_dlq_with_every_reason(make_source, make_pipeline, engine_env):
+    _, p, run = _run(make_source, make_pipeline, count=90, bad_every=10, **engine_env)
     assert (run["valid_count"], run["invalid_count"]) == (81, 9)
     with p.db() as db:
         rows = {
@@ -138,9 +148,9 @@ def test_exhausted_retries_fail_then_resume_the_same_run(make_source, make_pipel
     assert p.checkpoint() == {}
 
 
-def test_page_delivered_twice_is_loaded_once(make_source, make_pipeline):
+def test_page_delivered_twice_is_loaded_once(make_source, make_pipeline, engine_env):
     source = make_source(count=250)
-    p = make_pipeline(source)
+    p = make_pipeline(source, **engine_env)
     p.start("transformer")
     assert p.extract().returncode == 0
     deadline = time.monotonic() + 20
