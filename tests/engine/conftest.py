@@ -10,7 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,23 @@ def compose_runner(e: eng.Engine, proj: Path, project: str, *extra: str) -> Call
         return out
 
     return dc
+
+
+@contextmanager
+def compose_project(
+    e: eng.Engine, proj: Path, project: str, *extra: str, log_chars: int = 12000
+) -> Iterator[Callable[..., subprocess.CompletedProcess]]:
+    """A compose project for one test: yields its ``dc`` (see compose_runner); on a failure prints the services'
+    last logs; always ends with `down -v`; and, when the body passed, asserts nothing of the project is left."""
+    dc = compose_runner(e, proj, project, *extra)
+    try:
+        yield dc
+    except BaseException:
+        print(dc("logs", "--no-color", "--tail", "60", check=False).stdout[-log_chars:])
+        raise
+    finally:
+        dc("down", "-v", "--remove-orphans", "--timeout", "30", check=False, timeout=300)
+    assert_nothing_left(e, project)
 
 
 def assert_nothing_left(e: eng.Engine, project: str) -> None:

@@ -25,7 +25,7 @@ import yaml
 
 import testbed as tb
 from tests.compose.composefile import ROOT
-from tests.engine.conftest import assert_nothing_left, compose_runner, record, write_dotenv
+from tests.engine.conftest import compose_project, record, write_dotenv
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine, pytest.mark.timeout(900)]
 USERS = 6000
@@ -111,13 +111,12 @@ def test_compose_up_runs_the_pipeline_on_the_engine(engine, tmp_path):
         os.chown(p, uid, gid)
     os.chmod(tmp_path, 0o755)
     api_port = tb.free_port()
-    dc = compose_runner(engine, proj, PROJECT, "-f", str(_override(proj, api_port)))
-
-    def logs() -> str:
-        return dc("logs", "--no-color", "--tail", "60", check=False).stdout[-12000:]
-
     db = proj / "database" / "data.db"
-    try:
+    with compose_project(engine, proj, PROJECT, "-f", str(_override(proj, api_port))) as dc:
+
+        def logs() -> str:
+            return dc("logs", "--no-color", "--tail", "60", check=False).stdout[-12000:]
+
         dc("up", "-d", "--no-build", "--pull", "never", "--wait", "--wait-timeout", "240", timeout=400)
         ps = json.loads("[" + ",".join(dc("ps", "--format", "json").stdout.split("\n")[:-1]) + "]")
         health = {c["Service"]: c.get("Health", "") for c in ps}
@@ -198,12 +197,6 @@ def test_compose_up_runs_the_pipeline_on_the_engine(engine, tmp_path):
             code = engine.docker("inspect", "-f", "{{.State.ExitCode}}", f"{PROJECT}-{name}-1").stdout.strip()
             # uvicorn re-raises SIGTERM after its graceful shutdown (143); 137 would be the SIGKILL.
             assert code in ("0", "143"), f"{name} exited {code}\n{logs()}"
-    except BaseException:
-        print(logs())
-        raise
-    finally:
-        dc("down", "-v", "--remove-orphans", "--timeout", "30", check=False, timeout=300)
-    assert_nothing_left(engine, PROJECT)
     took = time.monotonic() - started
     record(
         f"compose: run {rid} succeeded, raw={raw} valid={valid} invalid={invalid}, 3 files decrypted, "

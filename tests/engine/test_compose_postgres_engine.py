@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.compose.composefile import load_raw
-from tests.engine.conftest import assert_nothing_left, compose_runner, record, write_dotenv
+from tests.engine.conftest import compose_project, record, write_dotenv
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine, pytest.mark.timeout(600)]
 PROJECT = "etl-engine-pg"
@@ -37,7 +37,6 @@ def test_postgres_profile_starts_migrates_and_keeps_its_volume(engine, tmp_path)
         (proj / d).mkdir()
     for f in ("id_ed25519", "known_hosts", "age_recipients.txt"):
         (proj / "ssh_keys" / f).write_text("")
-    dc = compose_runner(engine, proj, PROJECT, "--profile", "postgres")
 
     def psql(url: str, sql: str, check: bool = True) -> subprocess.CompletedProcess:
         """psql in the database's container, over TCP to the service name as the saver reaches it (docker exec:
@@ -51,7 +50,7 @@ def test_postgres_profile_starts_migrates_and_keeps_its_volume(engine, tmp_path)
         )
         return set(out.stdout.split())
 
-    try:
+    with compose_project(engine, proj, PROJECT, "--profile", "postgres", log_chars=8000) as dc:
         # Without a password the image refuses to initialise the database, and says why.
         image = load_raw()["services"]["postgres"]["image"]
         refused = engine.docker("run", "--rm", "-e", "POSTGRES_USER=etl", image, check=False)
@@ -74,12 +73,6 @@ def test_postgres_profile_starts_migrates_and_keeps_its_volume(engine, tmp_path)
         dc("down", timeout=120)
         dc("up", "-d", "--wait", "--wait-timeout", "120", "postgres", timeout=200)
         assert tables() == made
-    except BaseException:
-        print(dc("logs", "--no-color", "--tail", "60", check=False).stdout[-8000:])
-        raise
-    finally:
-        dc("down", "-v", "--remove-orphans", "--timeout", "30", check=False, timeout=300)
-    assert_nothing_left(engine, PROJECT)
     took = time.monotonic() - started
     record(
         f"compose postgres profile: healthy, migrated by the saver's image ({len(made)} tables), volume kept, "
