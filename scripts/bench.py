@@ -286,7 +286,10 @@ def stages(stack: Stack, run: sqlite3.Row, t0: float) -> dict[str, float]:
         ).fetchone()
     ext = _log_events(logs / "extractor.log", "extraction complete")
     transformed = [e for p in logs.glob("transformer-*.log") for e in _log_events(p, "page transformed")]
-    files = _log_events(logs / "saver.log", "files written")
+    # Whichever saver finished the run logged it (saver, or saver-1, saver-2, ... on PostgreSQL).
+    files = sorted(
+        (e for p in logs.glob("saver*.log") for e in _log_events(p, "files written")), key=lambda e: e["timestamp"]
+    )
     out = {
         "start": _ts(run["started_at"]),
         "extracted": _ts(ext[-1]["timestamp"]) if ext else None,
