@@ -5,9 +5,15 @@ this adapter is where PostgreSQL differs in the driver, not in the SQL: the plac
 by index and by name (as ``sqlite3.Row``), ``in_transaction``, SQLite's ``BEGIN IMMEDIATE`` (PostgreSQL locks
 rows, not the database: a plain ``BEGIN``), and errors raised as the PEP 249 class of the same name in
 ``sqlite3`` so that the saver's handlers (permanent errors, a full disk) read one hierarchy on both engines.
+
+Bulk rows (``executemany`` of an ``INSERT ... ON CONFLICT DO NOTHING`` inside a transaction) go in as PostgreSQL
+loads best: COPY into a temporary staging table per target, then one ``INSERT ... SELECT ... ON CONFLICT DO
+NOTHING`` per target at COMMIT (measured against executemany and pipeline mode in docs/scaling.md).
 """
 
+import re
 import sqlite3
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -34,6 +40,16 @@ _STATEMENTS = {
     "BEGIN IMMEDIATE": "BEGIN",
     "BEGIN": "BEGIN ISOLATION LEVEL REPEATABLE READ",
 }
+# The bulk statement COPY serves: every column a parameter, duplicates skipped (the saver's page rows).
+_INSERT_OR_NOTHING = re.compile(
+    r"\s*INSERT\s+INTO\s+(\w+)\s*\(([\w\s,]+)\)\s*VALUES\s*\(([?,\s]+)\)\s*ON\s+CONFLICT\s+DO\s+NOTHING\s*",
+    re.IGNORECASE,
+)
+# The tables and views whose rows depend on a table (its views): a statement naming one reads staged rows.
+_DEPENDENTS = """
+SELECT DISTINCT v.relname FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+JOIN pg_class v ON v.oid = r.ev_class WHERE d.refobjid = %s::regclass
+"""
 
 
 class Row(tuple[Any, ...]):
@@ -105,12 +121,50 @@ class Cursor:
         return iter(self.fetchall())
 
 
+class _Stage:
+    """A temporary table holding one target's rows of the open transaction until they are inserted."""
+
+    def __init__(self, table: str, columns: str, name: str, names: set[str]) -> None:
+        self.table, self.columns, self.name = table, columns, name
+        self.names = names  # the target and the views over it: a statement naming one reads the staged rows
+        self.pending = 0  # rows copied in since the last insert
+        self.inserted = 0  # rows the last insert added (ON CONFLICT DO NOTHING skips the others)
+
+
+class _StagedCursor:
+    """What ``executemany`` returns for staged rows: no result rows; ``rowcount`` inserts them to count them."""
+
+    description = None
+
+    def __init__(self, conn: "Connection", stage: _Stage) -> None:
+        self._conn, self._stage = conn, stage
+
+    @property
+    def rowcount(self) -> int:
+        if self._stage.pending:
+            self._conn._insert_staged(self._stage, final=False)
+        return self._stage.inserted
+
+    def fetchone(self) -> Any:
+        return None
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+    def fetchmany(self, size: int) -> list[Any]:
+        return []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+
 class Connection:
     """A psycopg connection in autocommit mode (transactions are explicit, as the saver's SQLite ones)."""
 
     def __init__(self, conn: "psycopg.Connection[Any]", rows_by_name: bool = True) -> None:
         self._conn = conn
         self._rows_by_name = rows_by_name
+        self._stages: dict[tuple[str, str], _Stage] = {}  # by (table, columns): created once per connection
 
     @property
     def row_factory(self) -> Any:
@@ -134,7 +188,14 @@ class Connection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         """Run one statement written with ``?`` placeholders."""
-        text = _STATEMENTS.get(sql.strip().upper(), sql)
+        word = sql.strip().upper()
+        text = _STATEMENTS.get(word, sql)
+        if word == "ROLLBACK":
+            self._forget_staged()
+        elif word == "COMMIT":
+            self._insert_all_staged()
+        elif any(s.pending and any(n in sql for n in s.names) for s in self._stages.values()):
+            self._insert_all_staged(final=False)  # the statement reads or writes a staged table: rows in first
         cursor = self._cursor()
         try:
             cursor.execute(qmark_to_format(text), tuple(params))
@@ -142,14 +203,79 @@ class Connection:
             raise translated(exc) from exc
         return Cursor(cursor)
 
-    def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> Cursor:
-        """Run one statement once per parameter row (psycopg pipelines them); ``rowcount`` is the sum."""
-        cursor = self._cursor()
+    def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> Cursor | _StagedCursor:
+        """Run one statement once per parameter row; ``rowcount`` is the sum.
+
+        An ``INSERT ... ON CONFLICT DO NOTHING`` of parameters only, in a transaction, is copied into the target's
+        staging table and inserted at COMMIT (or before a statement that names the target, or when its rowcount is
+        read); any other statement is pipelined by psycopg.
+        """
+        rows = [tuple(p) for p in seq]
+        bulk = _INSERT_OR_NOTHING.fullmatch(sql)
+        if bulk is None or not self.in_transaction:
+            cursor = self._cursor()
+            try:
+                cursor.executemany(qmark_to_format(sql), rows)
+            except psycopg.Error as exc:
+                raise translated(exc) from exc
+            return Cursor(cursor)
+        stage = self._stage(bulk[1], ", ".join(c.strip() for c in bulk[2].split(",")))
+        if rows:
+            try:
+                with (
+                    self._conn.cursor() as cursor,
+                    cursor.copy(f"COPY {stage.name} ({stage.columns}) FROM STDIN") as copy,
+                ):
+                    for row in rows:
+                        copy.write_row(row)
+            except psycopg.Error as exc:
+                raise translated(exc) from exc
+            stage.pending += len(rows)
+        return _StagedCursor(self, stage)
+
+    def _stage(self, table: str, columns: str) -> _Stage:
+        """The staging table of ``table``'s ``columns``: the columns' types, no constraints, emptied at commit."""
+        stage = self._stages.get((table, columns))
+        if stage is not None:
+            return stage
+        name = f"etl_stage_{table}_{zlib.crc32(columns.encode()):08x}"  # the same after a rollback forgot it
         try:
-            cursor.executemany(qmark_to_format(sql), [tuple(p) for p in seq])
+            with self._conn.cursor() as cursor:
+                cursor.execute(
+                    f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS AS "
+                    f"SELECT {columns} FROM {table} WITH NO DATA"
+                )
+                views = {r[0] for r in cursor.execute(_DEPENDENTS, (table,)).fetchall()}
         except psycopg.Error as exc:
             raise translated(exc) from exc
-        return Cursor(cursor)
+        stage = self._stages[(table, columns)] = _Stage(table, columns, name, {table, *views})
+        return stage
+
+    def _insert_staged(self, stage: _Stage, final: bool) -> None:
+        """Insert the staged rows into their table; empty the stage unless the commit does it (ON COMMIT)."""
+        try:
+            with self._conn.cursor() as cursor:
+                cursor.execute(
+                    f"INSERT INTO {stage.table} ({stage.columns}) SELECT {stage.columns} FROM {stage.name} "
+                    "ON CONFLICT DO NOTHING"
+                )
+                stage.inserted = cursor.rowcount
+                if not final:
+                    cursor.execute(f"DELETE FROM {stage.name}")
+        except psycopg.Error as exc:
+            raise translated(exc) from exc
+        stage.pending = 0
+
+    def _insert_all_staged(self, final: bool = True) -> None:
+        for stage in self._stages.values():
+            if stage.pending:
+                self._insert_staged(stage, final)
+
+    def _forget_staged(self) -> None:
+        """After a rollback: no rows pending, and a stage created in the transaction is gone (made again on use)."""
+        for stage in self._stages.values():
+            stage.pending = 0
+        self._stages.clear()
 
     def close(self) -> None:
         self._conn.close()
