@@ -162,7 +162,7 @@ def main() -> None:
                 counts.add(valid)
         print(
             f"{args.users:,} users ({sorted(counts)} valid rows), batches of {args.batch} pages of {args.page_size}, "
-            f"median of {args.repeat}; PostgreSQL {psycopg.pq.version()}"
+            f"median of {args.repeat}; libpq {psycopg.pq.version()}"
         )
         for name in ways:
             saver = statistics.median(c for c, _ in got[name]) * 1e6 / args.users

@@ -193,7 +193,12 @@ class Connection:
         if word == "ROLLBACK":
             self._forget_staged()
         elif word == "COMMIT":
-            self._insert_all_staged()
+            try:
+                self._insert_all_staged()
+            except sqlite3.Error:
+                # The COMMIT failed: end the transaction, as a failed COMMIT would, so that the next one can begin.
+                self.execute("ROLLBACK")
+                raise
         elif any(s.pending and any(n in sql for n in s.names) for s in self._stages.values()):
             self._insert_all_staged(final=False)  # the statement reads or writes a staged table: rows in first
         cursor = self._cursor()

@@ -162,3 +162,24 @@ def test_a_bad_row_fails_the_batch_as_an_integrity_error_and_the_next_batch_load
         assert not store.conn.in_transaction
         assert store.load_pages([other]) == [(RUN["run_id"], 1)]  # the staging table is there again
     assert _rows(lite) == _rows(pg)
+
+
+def test_rows_refused_at_commit_end_the_transaction(stores):
+    for store in stores:
+        with store.transaction():
+            store._ensure_run(RUN["run_id"], RUN["run_ts"])
+        store.conn.execute("BEGIN IMMEDIATE")  # as saver.schema writes: the error may come at COMMIT on PostgreSQL
+        with pytest.raises(sqlite3.IntegrityError):
+            try:
+                store.conn.executemany(  # its rowcount unread: the rows wait for the COMMIT on PostgreSQL
+                    "INSERT INTO loaded_pages (run_id, page, raw_count, valid_count, invalid_count, loaded_at) "
+                    "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                    [(RUN["run_id"], 0, 0, 0, 0, "x"), (RUN["run_id"], 1, 0, 0, 0, None)],
+                )
+            except sqlite3.Error:
+                store.conn.execute("ROLLBACK")
+                raise
+            store.conn.execute("COMMIT")
+        assert not store.conn.in_transaction
+        with store.transaction():
+            assert _insert(store, [(RUN["run_id"], 0, 0, 0, 0, "x")]) == 1
