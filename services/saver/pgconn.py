@@ -11,6 +11,7 @@ loads best: COPY into a temporary staging table per target, then one ``INSERT ..
 NOTHING`` per target at COMMIT (measured against executemany and pipeline mode in docs/scaling.md).
 """
 
+import itertools
 import re
 import sqlite3
 import zlib
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
+import psycopg.rows
 from psycopg import errors
 from psycopg.pq import TransactionStatus
 
@@ -45,6 +47,8 @@ _INSERT_OR_NOTHING = re.compile(
     r"\s*INSERT\s+INTO\s+(\w+)\s*\(([\w\s,]+)\)\s*VALUES\s*\(([?,\s]+)\)\s*ON\s+CONFLICT\s+DO\s+NOTHING\s*",
     re.IGNORECASE,
 )
+# Rows fetched at a time by ``Connection.stream`` (a run's file lines: a few hundred bytes each).
+FETCH_ROWS = 2000
 # The tables and views whose rows depend on a table (its views): a statement naming one reads staged rows.
 _DEPENDENTS = """
 SELECT DISTINCT v.relname FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
@@ -165,6 +169,8 @@ class Connection:
         self._conn = conn
         self._rows_by_name = rows_by_name
         self._stages: dict[tuple[str, str], _Stage] = {}  # by (table, columns): created once per connection
+        self._streams = itertools.count()  # names of the server-side cursors (unique on the connection)
+        self.fetch_rows = FETCH_ROWS  # rows per FETCH of ``stream``: the most of a result held in memory at once
 
     @property
     def row_factory(self) -> Any:
@@ -199,14 +205,35 @@ class Connection:
                 # The COMMIT failed: end the transaction, as a failed COMMIT would, so that the next one can begin.
                 self.execute("ROLLBACK")
                 raise
-        elif any(s.pending and any(n in sql for n in s.names) for s in self._stages.values()):
-            self._insert_all_staged(final=False)  # the statement reads or writes a staged table: rows in first
+        else:
+            self._insert_staged_named_in(sql)
         cursor = self._cursor()
         try:
             cursor.execute(qmark_to_format(text), tuple(params))
         except psycopg.Error as exc:
             raise translated(exc) from exc
         return Cursor(cursor)
+
+    def stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Any]:
+        """The rows of one query, ``fetch_rows`` at a time through a server-side cursor: the saver holds no more
+        of a result of any size (sqlite3's cursor iterates so); outside a transaction, in one of its own."""
+        self._insert_staged_named_in(sql)
+        own = not self.in_transaction
+        try:
+            if own:
+                self._conn.execute(_STATEMENTS["BEGIN"])  # one snapshot for the whole result
+            factory = _row_factory if self._rows_by_name else psycopg.rows.tuple_row
+            with self._conn.cursor(name=f"etl_stream_{next(self._streams)}", row_factory=factory) as cursor:
+                cursor.execute(qmark_to_format(sql), tuple(params))
+                while rows := cursor.fetchmany(self.fetch_rows):
+                    yield from rows
+            if own:
+                self._conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            raise translated(exc) from exc
+        finally:
+            if own and self.in_transaction:  # a failure, or the caller stopped reading
+                self._conn.execute("ROLLBACK")
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> Cursor | _StagedCursor:
         """Run one statement once per parameter row; ``rowcount`` is the sum.
@@ -270,6 +297,11 @@ class Connection:
         except psycopg.Error as exc:
             raise translated(exc) from exc
         stage.pending = 0
+
+    def _insert_staged_named_in(self, sql: str) -> None:
+        """Insert the staged rows first when ``sql`` reads or writes their table (or a view over it)."""
+        if any(s.pending and any(n in sql for n in s.names) for s in self._stages.values()):
+            self._insert_all_staged(final=False)
 
     def _insert_all_staged(self, final: bool = True) -> None:
         for stage in self._stages.values():

@@ -6,6 +6,7 @@ import pytest
 
 from dummyjson.users import make_user
 from etl_common.db import parse_url
+from saver import files
 from saver.store import Store
 from transformer.enrich import load_departments
 from transformer.transform import transform_page
@@ -183,3 +184,31 @@ def test_rows_refused_at_commit_end_the_transaction(stores):
         assert not store.conn.in_transaction
         with store.transaction():
             assert _insert(store, [(RUN["run_id"], 0, 0, 0, 0, "x")]) == 1
+
+
+def test_run_files_stream_the_rows_a_few_at_a_time_and_equal_sqlites(stores, tmp_path):
+    lite, pg = stores
+    pages = _hostile_pages()
+    for store in stores:
+        store.load_pages(pages)
+    pg.conn.fetch_rows = 2  # fewer than any table's rows of the run: several fetches each
+    lines = files._lines(pg.conn, "raw", files._QUERIES["raw"][1], RUN["run_id"], [0])
+    next(lines)
+    # The rest of the result waits on the server, in a cursor of this session, not in the saver's memory: one
+    # FETCH of 2 rows so far, the others still to be fetched.
+    (name,) = [r[0] for r in pg.conn.execute("SELECT name FROM pg_cursors WHERE name LIKE 'etl_stream_%'")]
+    assert len(pg.conn.execute(f"FETCH ALL FROM {name}").fetchall()) == len(HOSTILE) + 1 - 2
+    lines.close()
+    assert not pg.conn.in_transaction  # a stream left unread ends its transaction
+    lines = files._lines(pg.conn, "raw", files._QUERIES["raw"][1], RUN["run_id"], [0])
+    first = next(lines)
+    assert [first, *lines] == [
+        r[0].encode() + b"\n" for r in lite.conn.execute(files._QUERIES["raw"][1], (RUN["run_id"],))
+    ]
+    assert not pg.conn.in_transaction  # the stream's own transaction ended with it
+    written = {}
+    for name, store in (("sqlite", lite), ("postgresql", pg)):
+        out = files.write_run_files(store.conn, store.run(RUN["run_id"]), tmp_path / name)
+        written[name] = {kind: (f["path"].read_bytes(), f["records"]) for kind, f in out.items()}
+    assert written["postgresql"] == written["sqlite"]
+    assert [n for _, n in written["sqlite"].values()] == [len(HOSTILE) + 1, *_counts(pages)]
