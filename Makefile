@@ -38,7 +38,7 @@ format: env-dev ## Format the code
 bench-encrypt: env ## Benchmark: peak memory of the saver's age encryption on 1 GB (SIZE_MB=...)
 	@$(PY) scripts/bench_encrypt.py --size-mb $(or $(SIZE_MB),1024)
 
-bench: env ## Benchmark: end-to-end users/s, stage times, peak RSS vs an in-run ceiling (BENCH_SIZES=10000,100000 ...)
+bench: env ## Benchmark: end-to-end users/s, CPU/user, peak RSS (BENCH_SIZES=10000,100000 BENCH_DATABASE=sqlite|postgresql BENCH_SAVERS=1 ...)
 	@$(PY) scripts/bench.py
 
 .PHONY: bench-check

@@ -6,7 +6,10 @@ for a run on the commands stream and waits for `succeeded` in etl_runs. Environm
 BENCH_REPEAT (1), BENCH_TRANSFORMERS (1), BENCH_PAGE_SIZE (100), BENCH_POOL (1000: users the source really
 generates, the rest are cloned from them), BENCH_SMALL (3: timed 208-user runs on a warm stack; 0 skips them),
 BENCH_CEILING (1; 0 skips the in-run ceiling and reference loader), BENCH_PROFILE (1: py-spy on every service).
-BENCH_SOURCE_LATENCY_MS (0: added to every source answer).
+BENCH_SOURCE_LATENCY_MS (0: added to every source answer). BENCH_DATABASE (sqlite; postgresql: a private cluster
+started by testbed/postgres.py for the whole bench, a fresh database per run migrated by `python -m saver migrate`,
+stopped at the end; its server processes' CPU and memory are reported as the role `postgres`). BENCH_SAVERS (1; more
+only on PostgreSQL, as the product runs one saver on SQLite). The ceiling and the reference loader are SQLite's.
 """
 
 import os
@@ -23,13 +26,14 @@ from pathlib import Path
 
 import httpx
 import orjson
+import psycopg
 import redis
 
 import testbed as tb
 from etl_common import streams
-from etl_common.db import connect_reader
 from etl_common.keys import Keys
 from saver.store import Store
+from testbed.postgres import Postgres, start_postgres
 from transformer.enrich import load_departments
 from transformer.transform import transform_page
 
@@ -65,6 +69,25 @@ def cpu_s(pid: int, children: bool = False) -> float:
         return float("nan")
 
 
+def _children(pid: int) -> list[int]:
+    """The live children of a single-threaded process (PostgreSQL's postmaster: its backends and workers)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _pss_mb(pid: int) -> float:
+    """Proportional set size of a live process, in MB: shared memory divided among its sharers, so it adds up."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def _wait_children_gone(pid: int, timeout_s: float = 3.0) -> None:
     """Wait (bounded) until ``pid`` has no child left, so their CPU is in its cutime/cstime."""
     deadline = time.monotonic() + timeout_s
@@ -98,7 +121,17 @@ class Stack(tb.Stack):
     """Redis, a source, the workers and the extractor service (testbed's stack), up until ``stop``."""
 
     def __init__(
-        self, base: Path, sftp: tb.Sftp, count: int, transformers: int, page_size: int, pool: int, real: bool = False
+        self,
+        base: Path,
+        sftp: tb.Sftp,
+        count: int,
+        transformers: int,
+        page_size: int,
+        pool: int,
+        real: bool = False,
+        *,
+        postgres: Postgres | None = None,
+        savers: int = 1,
     ) -> None:
         args = (
             ["--data", str(REAL_USERS)]
@@ -108,11 +141,17 @@ class Stack(tb.Stack):
         # BENCH_SOURCE_LATENCY_MS: added to every source answer (a far-away source; dummyjson.com is 100-300 ms away).
         args += ["--latency-ms", os.environ.get("BENCH_SOURCE_LATENCY_MS", "0")]
         self.keys = Keys("bench:")
+        self.postgres = postgres
+        self.url = postgres.create_database() if postgres else None
+        settings = {"ETL_PAGE_SIZE": str(page_size), "ETL_RETRY_DELAYS": "0.2,0.5,1", "ETL_SCHEDULE": "0 3 1 1 *"}
+        if self.url:
+            settings["ETL_DATABASE_URL"] = self.url
         super().__init__(
             base,
             services=("transformer", "saver", "extractor"),
-            replicas={"transformer": transformers},
-            settings={"ETL_PAGE_SIZE": str(page_size), "ETL_RETRY_DELAYS": "0.2,0.5,1", "ETL_SCHEDULE": "0 3 1 1 *"},
+            # One saver keeps the role name `saver`; several are saver-1, saver-2, ... in the consumer group.
+            replicas={"transformer": transformers, **({"saver": savers} if savers > 1 else {})},
+            settings=settings,
             sftp=sftp,
             source_args=args,
             prefix=self.keys.prefix,
@@ -120,16 +159,43 @@ class Stack(tb.Stack):
             data_dir=base / "files",
         )
         # The operator's other ETL_* settings lie under the benchmark's own (its Redis and source included).
-        own = {*self.env(), "ETL_REDIS_URL", "ETL_SOURCE_URL"}
+        own = {*self.env(), "ETL_REDIS_URL", "ETL_SOURCE_URL", "ETL_DATABASE_URL"}
         self.settings.update({k: v for k, v in os.environ.items() if k.startswith("ETL_") and k not in own})
-        self.db = self.db_path
-        self.roles = self.procs  # role -> process: redis, source, transformer-1.., saver, extractor
+        self.db: Path | str = self.url or self.db_path
+        self.roles = self.procs  # role -> process: redis, source, transformer-1.., saver(s), extractor
+        self.watch: sqlite3.Connection | None = None  # PostgreSQL: the bench's one polling connection
+        self.watch_pid = 0  # its server process, left out of the cluster's CPU
         try:
+            if self.url:
+                self.migrate()
             self.up()
+            if self.url:
+                self.watch = tb.reader(self.url)
+                self.watch_pid = self.watch.execute("SELECT pg_backend_pid()").fetchone()[0]
         except BaseException:
             self.close()
             raise
         self.client = redis.Redis.from_url(str(self.redis_url))
+
+    def migrate(self) -> None:
+        """`python -m saver migrate` on the new database, as the product runs it before the savers start."""
+        self.start_redis()
+        proc = self.start("saver", "migrate", tag="saver-migrate")
+        code = proc.popen.wait(120)
+        del self.procs["saver-migrate"]
+        if code != 0:
+            raise RuntimeError(f"python -m saver migrate exited {code}: {proc.output()[-2000:]}")
+
+    def close(self) -> None:
+        """The processes, then (PostgreSQL) the polling connection and the run's database (gigabytes at 1M users)."""
+        super().close()
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
+        if self.postgres and self.url:
+            with psycopg.connect(self.postgres.url(), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.url.rsplit("/", 1)[1]}" WITH (FORCE)')
+            self.url = None
 
     def trigger(self) -> float:
         """Ask for a run as the API does (a run_now command); the trigger time."""
@@ -149,6 +215,8 @@ class Stack(tb.Stack):
         deadline = time.monotonic() + timeout_s
 
         def wait(statuses: tuple[str, ...]) -> sqlite3.Row:
+            if self.watch is not None:
+                return self._poll(statuses, after, deadline)
             return tb.wait_for_run(
                 self.db,
                 statuses,
@@ -162,26 +230,66 @@ class Stack(tb.Stack):
             seen["loaded"] = (time.time(), self.cpu())
         return wait(tb.FINAL_STATUSES)
 
+    def _poll(self, statuses: tuple[str, ...], after: float, deadline: float) -> sqlite3.Row:
+        """tb.wait_for_run over the one open connection: a new one per poll would fork a server process each time."""
+        assert self.watch is not None
+        while True:
+            row = self.watch.execute("SELECT * FROM etl_runs ORDER BY id DESC LIMIT 1").fetchone()
+            if row is not None and (_ts(row["started_at"]) or 0) >= after - 1 and row["status"] in statuses:
+                return row
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no run in {statuses} by the deadline; last: {row and dict(row)}")
+            time.sleep(0.02)
+
+    def _cluster(self) -> list[int]:
+        """The PostgreSQL server's processes (postmaster and children) but the bench's own polling backend."""
+        if self.postgres is None:
+            return []
+        postmaster = self.postgres.proc.pid
+        return [postmaster, *(c for c in _children(postmaster) if c != self.watch_pid)]
+
     def cpu(self) -> dict[str, float]:
-        """CPU seconds per role, with its reaped children (the saver's quality-report child, Redis's rewrites)."""
-        return {role: cpu_s(p.popen.pid, children=True) for role, p in self.roles.items()}
+        """CPU seconds per role, with its reaped children (the saver's quality-report child, Redis's rewrites).
+
+        On PostgreSQL the role `postgres` is the whole cluster: the postmaster with its exited children (the
+        connections that closed), plus every live backend and worker (the savers' sessions, autovacuum, WAL).
+        """
+        out = {role: cpu_s(p.popen.pid, children=True) for role, p in self.roles.items()}
+        if self.postgres is not None:
+            pids = self._cluster()
+            out["postgres"] = cpu_s(pids[0], children=True) + sum(cpu_s(pid) for pid in pids[1:])
+        return out
 
     def peaks(self) -> dict[str, float]:
         out = {role: vm_hwm_mb(p.popen.pid) for role, p in self.roles.items()}
         out["redis used_memory_peak"] = int(self.client.info("memory")["used_memory_peak"]) / 2**20
+        if self.postgres is not None:
+            pids = self._cluster()
+            # Each backend's peak counts the shared buffers it touched: the largest process, and the sum of PSS.
+            out["postgres largest process"] = max(vm_hwm_mb(pid) for pid in pids)
+            out["postgres PSS sum at end"] = sum(_pss_mb(pid) for pid in pids)
         return out
+
+    def db_mb(self) -> float:
+        """The database's size on disk at the end of the run, in MB (SQLite: the file with its WAL)."""
+        if self.watch is not None:
+            return float(self.watch.execute("SELECT pg_database_size(current_database())").fetchone()[0]) / 2**20
+        return sum(p.stat().st_size for p in self.base.glob("data.db*")) / 2**20
 
 
 def stages(stack: Stack, run: sqlite3.Row, t0: float) -> dict[str, float]:
     """Seconds from the trigger to the end of each stage (logs and etl_runs/loaded_pages timestamps)."""
     logs = stack.base / "logs"
-    with closing(connect_reader(stack.db)) as conn:
+    with closing(tb.reader(stack.db)) as conn:
         first_load, last_load = conn.execute(
             "SELECT min(loaded_at), max(loaded_at) FROM loaded_pages WHERE run_id=?", (run["run_id"],)
         ).fetchone()
     ext = _log_events(logs / "extractor.log", "extraction complete")
     transformed = [e for p in logs.glob("transformer-*.log") for e in _log_events(p, "page transformed")]
-    files = _log_events(logs / "saver.log", "files written")
+    # Whichever saver finished the run logged it (saver, or saver-1, saver-2, ... on PostgreSQL).
+    files = sorted(
+        (e for p in logs.glob("saver*.log") for e in _log_events(p, "files written")), key=lambda e: e["timestamp"]
+    )
     out = {
         "start": _ts(run["started_at"]),
         "extracted": _ts(ext[-1]["timestamp"]) if ext else None,
@@ -194,10 +302,10 @@ def stages(stack: Stack, run: sqlite3.Row, t0: float) -> dict[str, float]:
     return {k: round(v - t0, 2) for k, v in out.items() if v is not None}
 
 
-def split(stack: Stack) -> dict[str, int]:
-    return {
-        p.stem: len(_log_events(p, "page transformed")) for p in sorted((stack.base / "logs").glob("transformer-*.log"))
-    }
+def split(stack: Stack, service: str = "transformer", event: str = "page transformed") -> dict[str, int]:
+    """Pages per replica of ``service`` (its ``event`` log lines)."""
+    logs = sorted((stack.base / "logs").glob(f"{service}*.log"))
+    return {p.stem: len(_log_events(p, event)) for p in logs if not p.stem.endswith("-migrate")}
 
 
 def ceiling(source_url: str, total: int, page_size: int, base: Path, batch_pages: int = 10) -> float:
@@ -300,15 +408,26 @@ def measure(stack: Stack, n: int) -> dict:
         "tail_cpu": tail_cpu,
         "sshd_cpu": sshd_us,
         "peaks": stack.peaks(),
+        "db_mb": stack.db_mb(),
         "split": split(stack),
+        "savers": split(stack, "saver", "page loaded"),
         "cpu": cpu,
         "load": (load0, os.getloadavg()[0]),
     }
 
 
-def bench_size(n: int, sftp: tb.Sftp, work: Path, transformers: int, page_size: int, pool: int) -> dict:
+def bench_size(
+    n: int,
+    sftp: tb.Sftp,
+    work: Path,
+    transformers: int,
+    page_size: int,
+    pool: int,
+    postgres: Postgres | None = None,
+    savers: int = 1,
+) -> dict:
     base = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=work))
-    stack = Stack(base, sftp, n, transformers, page_size, pool)
+    stack = Stack(base, sftp, n, transformers, page_size, pool, postgres=postgres, savers=savers)
     profilers = profile(stack) if os.environ.get("BENCH_PROFILE") else []
     try:
         result = measure(stack, n)
@@ -359,9 +478,10 @@ def profile(stack: Stack) -> list[tb.Proc]:
     ]
 
 
-def small_runs(sftp: tb.Sftp, work: Path, times: int) -> list[float]:
+def small_runs(sftp: tb.Sftp, work: Path, times: int, postgres: Postgres | None = None, savers: int = 1) -> list[float]:
     """The 208-user run from trigger to `succeeded` with the services already up (one warm-up first)."""
-    stack = Stack(Path(tempfile.mkdtemp(prefix="n208-", dir=work)), sftp, 208, 1, 100, 0, real=True)
+    base = Path(tempfile.mkdtemp(prefix="n208-", dir=work))
+    stack = Stack(base, sftp, 208, 1, 100, 0, real=True, postgres=postgres, savers=savers)
     out = []
     try:
         for i in range(times + 1):
@@ -401,7 +521,11 @@ def report(r: dict) -> None:
         )
         + f"; SFTP server (sshd) {r['sshd_cpu']:.0f} us per user, not counted above"
     )
-    print("    peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in r["peaks"].items()))
+    print(
+        "    peak RSS (MB): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in r["peaks"].items())
+        + f"; database on disk {r['db_mb']:,.0f} MB"
+    )
     stack_cpu = _stack_cpu(r)
     print(
         f"    CPU per user (us): {sum(r['cpu'].values()):.0f} = "
@@ -415,24 +539,52 @@ def report(r: dict) -> None:
             f"{ref['cpu_us']:.0f} us CPU per user, {ref['rate']:,.0f} users/s; the pipeline spends "
             f"{stack_cpu / ref['cpu_us']:.2f}x its CPU per user and runs at {r['rate'] / ref['rate']:.0%} of its rate"
         )
-    print("    pages per transformer: " + ", ".join(f"{k} {v}" for k, v in r["split"].items()), flush=True)
+    print(
+        "    pages per transformer: "
+        + ", ".join(f"{k} {v}" for k, v in r["split"].items())
+        + "; pages loaded per saver: "
+        + ", ".join(f"{k} {v}" for k, v in r["savers"].items()),
+        flush=True,
+    )
+
+
+def _database() -> tuple[str, int] | str:
+    """(BENCH_DATABASE, BENCH_SAVERS), or the one line that refuses them."""
+    engine, savers = os.environ.get("BENCH_DATABASE", "sqlite").strip().lower(), _env_int("BENCH_SAVERS", 1)
+    if engine not in ("sqlite", "postgresql"):
+        return f"BENCH_DATABASE={engine!r} is not an engine: use sqlite (the default) or postgresql"
+    if savers < 1:
+        return f"BENCH_SAVERS={savers}: a run needs at least one saver"
+    if savers > 1 and engine == "sqlite":
+        return (
+            f"BENCH_SAVERS={savers} needs BENCH_DATABASE=postgresql: SQLite has one writer, so the product runs "
+            "exactly one saver on it (the chart refuses saver.replicas above 1)"
+        )
+    return engine, savers
 
 
 def main() -> int:
+    chosen = _database()
+    if isinstance(chosen, str):
+        print(f"bench: {chosen}", file=sys.stderr)
+        return 2
+    engine, savers = chosen
     sizes = [int(x) for x in os.environ.get("BENCH_SIZES", "10000,100000").split(",") if x.strip()]
     repeat, transformers = _env_int("BENCH_REPEAT", 1), _env_int("BENCH_TRANSFORMERS", 1)
     page_size, pool, small = _env_int("BENCH_PAGE_SIZE", 100), _env_int("BENCH_POOL", 1000), _env_int("BENCH_SMALL", 3)
     print(
-        f"bench: sizes {sizes}, repeat {repeat}, transformers {transformers}, page size {page_size}, "
-        f"source pool {pool}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}",
+        f"bench: {engine}, {savers} saver(s), sizes {sizes}, repeat {repeat}, transformers {transformers}, "
+        f"page size {page_size}, source pool {pool}, {os.cpu_count()} cores, load average "
+        f"{Path('/proc/loadavg').read_text().strip()}",
         flush=True,
     )
     work = Path(tempfile.mkdtemp(prefix="etl-bench-"))
+    postgres = start_postgres() if engine == "postgresql" else None
     sftp = tb.start_sftp(work / "sshd", work / "ssh_keys", work / "upload")
     summary = []
     try:
         if small:
-            times = small_runs(sftp, work, small)
+            times = small_runs(sftp, work, small, postgres, savers)
             line = (
                 (
                     f"208 users (warm services): median {statistics.median(times):.3f} s over {len(times)} runs "
@@ -447,11 +599,17 @@ def main() -> int:
             results = []
             for i in range(repeat):
                 print(f"N={n:,} run {i + 1}/{repeat}", flush=True)
-                results.append(bench_size(n, sftp, work, transformers, page_size, pool))
+                results.append(bench_size(n, sftp, work, transformers, page_size, pool, postgres, savers))
                 report(results[-1])
             rates = [r["rate"] for r in results]
             if not all(r.get("loader") for r in results):
-                summary.append(f"N={n:,}: median {statistics.median(rates):,.0f} users/s (no ceiling, BENCH_CEILING=0)")
+                summary.append(
+                    f"N={n:,} {engine}, {savers} saver(s), x{transformers} transformer(s): median "
+                    f"{statistics.median(rates):,.0f} users/s, CPU per user without the source "
+                    f"{statistics.median(_stack_cpu(r) for r in results):.0f} us, load average "
+                    + ", ".join(f"{a:.2f}->{b:.2f}" for a, b in (r["load"] for r in results))
+                    + " (no ceiling, BENCH_CEILING=0)"
+                )
                 continue
             ceil = statistics.median(r["ceiling"] for r in results)
             rss = max(v for r in results for k, v in r["peaks"].items() if k not in ("redis used_memory_peak",))
@@ -469,6 +627,8 @@ def main() -> int:
             )
     finally:
         sftp.stop()
+        if postgres is not None:
+            postgres.stop()
     print("\nsummary")
     for line in summary:
         print("  " + line)

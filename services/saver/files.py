@@ -50,7 +50,10 @@ def invalid_line(row: sqlite3.Row | tuple[str | None, str | None, str]) -> bytes
 
 
 def _lines(conn: sqlite3.Connection, kind: str, query: str, run_id: str, counter: list[int]) -> Iterator[bytes]:
-    for row in conn.execute(query, (run_id,)):
+    # sqlite3's cursor reads rows as they are iterated; on PostgreSQL the adapter's stream does (saver.pgconn),
+    # where a plain execute would hold the run's whole table in memory.
+    stream = getattr(conn, "stream", None)
+    for row in stream(query, (run_id,)) if stream is not None else conn.execute(query, (run_id,)):
         counter[0] += 1
         yield (invalid_line(row) if kind == "dlq" else row[0].encode()) + b"\n"
 
