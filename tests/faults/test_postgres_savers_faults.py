@@ -247,3 +247,25 @@ def test_a_lone_saver_killed_mid_upload_finishes_the_run_after_a_restart(
         wait_for(lambda: _finishing(p, [again]), timeout_s=60, what="the restarted saver finishing the run")
     _assert_run_exact(p, "data-saver-a")
     assert _succeeded_logs([first, again]) == {"saver-a": 0, "saver-a-restarted": 1}
+
+
+def test_a_saver_killed_while_its_run_waits_for_the_sftp_server_leaves_the_run_to_the_other(
+    make_source, make_pipeline, postgres_server, paused_sftp
+):
+    """The finisher found the server down (``upload_pending``, retried later) and was killed: the other saver, which
+    never tried that run, retries it once the server is back, and the run succeeds once."""
+    p = _pipeline(make_source, make_pipeline, postgres_server, paused_sftp)
+    savers = [_start_saver(p, "saver-a"), _start_saver(p, "saver-b")]
+    p.start("transformer")
+    paused_sftp.stop()
+    assert p.extract().returncode == 0
+    pending = p.wait_run(("upload_pending",), timeout_s=90)
+    assert "unreachable" in pending["error"], pending["error"]
+    deferred = [s for s in savers if "run is upload_pending" in s.output()]
+    assert len(deferred) == 1, [s.name for s in deferred]
+    holder = deferred[0]
+    survivor = next(s for s in savers if s is not holder)
+    holder.kill9()
+    paused_sftp.start()  # back on the same port
+    _assert_run_exact(p, f"data-{survivor.name}")
+    assert _succeeded_logs(savers) == {holder.name: 0, survivor.name: 1}
