@@ -35,8 +35,8 @@ DATA_WARNINGS = [
 
 
 @pytest.fixture
-def paused_sftp(tmp_path) -> Iterator[tb.Sftp]:
-    """An SFTP server of the test's own, which the test may pause (SIGSTOP) and resume; stopped afterwards."""
+def own_sftp(tmp_path) -> Iterator[tb.Sftp]:
+    """An SFTP server of the test's own, which the test may pause (SIGSTOP), resume or stop; stopped afterwards."""
     server = tb.start_sftp(tmp_path / "sshd", tmp_path / "keys", tmp_path / "upload")
     yield server
     _signal(server, signal.SIGCONT)  # a paused sshd would wait for its SIGTERM
@@ -125,13 +125,12 @@ def _succeeded_logs(savers: list[tb.Proc]) -> dict[str, int]:
     return {s.name: s.output().count('"run succeeded"') for s in savers}
 
 
-def _assert_run_exact(p: Pipeline, finisher_data: str) -> None:
+def _assert_run_exact(p: Pipeline, run: sqlite3.Row, finisher_data: str) -> None:
     """The run succeeded once: each user once in each table, ten pages in the ledger, the three files equal to the
     tables locally and on the SFTP server, the upload ledger complete, no temporary file left, no error, the data's
     own warnings once."""
-    run = p.wait_run(timeout_s=120)
     rid = run["run_id"]
-    assert run["error"] is None, dict(run)
+    assert run["status"] == "succeeded" and run["error"] is None, dict(run)
     # The data's own warnings, each once: a takeover repeats the finish's checks, never their warnings.
     assert orjson.loads(run["warnings"]) == DATA_WARNINGS, run["warnings"]
     assert (run["raw_count"], run["valid_count"], run["invalid_count"]) == (1000, 960, 40), dict(run)
@@ -187,7 +186,9 @@ def _assert_run_exact(p: Pipeline, finisher_data: str) -> None:
     assert [e["run_id"] for e in events if e["type"] == EventType.PHASE3_COMPLETE] == [rid]
 
 
-def test_a_saver_killed_with_pages_read_not_acked_leaves_them_to_the_other(make_source, make_pipeline, postgres_server):
+def test_a_saver_killed_with_pages_read_not_acked_leaves_them_to_the_other(
+    make_source, make_pipeline, postgres_server, stopwatch
+):
     """SIGKILL while it holds pages it read and cannot commit: the other saver claims them once idle; exact run."""
     # Pages handed on one at a time, slower than the savers load them: the run is under way for a few seconds.
     p = _pipeline(make_source, make_pipeline, postgres_server, page_delay_s=0.3, ETL_CLAIM_IDLE_MS=CLAIM_IDLE_MS)
@@ -201,63 +202,75 @@ def test_a_saver_killed_with_pages_read_not_acked_leaves_them_to_the_other(make_
         blocker.execute("LOCK TABLE raw_users IN EXCLUSIVE MODE")
         wait_for(lambda: _pending_pages(p, "saver-a") >= 1, timeout_s=60, what="saver-a holding a page it read")
         killed.kill9()
+        stopwatch.fault()
         held = _pending_pages(p, "saver-a")
         loaded_before = len(_ledger_pages(p))
     assert held >= 1 and loaded_before < 10, (held, loaded_before)
     assert extractor.popen.wait(120) == 0, extractor.output()[-2000:]
-    _assert_run_exact(p, "data-saver-b")
+    run = p.wait_run(timeout_s=120)
+    stopwatch.recovered()
+    _assert_run_exact(p, run, "data-saver-b")
     assert _pending_pages(p, "saver-a") == 0
     assert '"claimed idle entries"' in other.output(), other.output()[-3000:]
     assert _succeeded_logs([killed, other]) == {"saver-a": 0, "saver-b": 1}
 
 
 def test_the_finisher_killed_mid_upload_is_taken_over_by_the_other_saver(
-    make_source, make_pipeline, postgres_server, paused_sftp
+    make_source, make_pipeline, postgres_server, own_sftp, stopwatch
 ):
     """SIGKILL the saver holding the run's finishing lock while its upload waits on a hung server: the other
     saver takes the lock, writes and uploads the files and marks the run succeeded, once."""
-    p = _pipeline(make_source, make_pipeline, postgres_server, paused_sftp, ETL_SFTP_TIMEOUT_S=SFTP_TIMEOUT_S)
+    p = _pipeline(make_source, make_pipeline, postgres_server, own_sftp, ETL_SFTP_TIMEOUT_S=SFTP_TIMEOUT_S)
     savers = [_start_saver(p, "saver-a"), _start_saver(p, "saver-b")]
     p.start("transformer")
-    with _hung(paused_sftp):
+    with _hung(own_sftp):
         assert p.extract().returncode == 0
         stalled = wait_for(lambda: _finishing(p, savers), timeout_s=90, what="a saver stalled in the upload")
         assert len(stalled) == 1, stalled
         holder = p.procs[stalled[0]]
         survivor = next(s for s in savers if s is not holder)
         holder.kill9()
+        stopwatch.fault()
         # The lock went with the dead saver's session: the survivor takes the run over while the server still hangs.
         wait_for(lambda: _finishing(p, [survivor]), timeout_s=60, what=f"{survivor.name} finishing the run")
-    _assert_run_exact(p, f"data-{survivor.name}")
+    run = p.wait_run(timeout_s=120)
+    stopwatch.recovered()
+    _assert_run_exact(p, run, f"data-{survivor.name}")
     assert _succeeded_logs(savers) == {holder.name: 0, survivor.name: 1}
 
 
 def test_a_lone_saver_killed_mid_upload_finishes_the_run_after_a_restart(
-    make_source, make_pipeline, postgres_server, paused_sftp
+    make_source, make_pipeline, postgres_server, own_sftp, stopwatch
 ):
     """No other saver: the restarted one (same consumer) finds the run loaded, unlocked, and finishes it."""
-    p = _pipeline(make_source, make_pipeline, postgres_server, paused_sftp, ETL_SFTP_TIMEOUT_S=SFTP_TIMEOUT_S)
+    p = _pipeline(make_source, make_pipeline, postgres_server, own_sftp, ETL_SFTP_TIMEOUT_S=SFTP_TIMEOUT_S)
     first = _start_saver(p, "saver-a")
     p.start("transformer")
-    with _hung(paused_sftp):
+    with _hung(own_sftp):
         assert p.extract().returncode == 0
         wait_for(lambda: _finishing(p, [first]), timeout_s=90, what="the saver stalled in the upload")
         first.kill9()
+        stopwatch.fault()
         again = _start_saver(p, "saver-a-restarted", consumer="saver-a")
         wait_for(lambda: _finishing(p, [again]), timeout_s=60, what="the restarted saver finishing the run")
-    _assert_run_exact(p, "data-saver-a")
+    run = p.wait_run(timeout_s=120)
+    stopwatch.recovered()
+    _assert_run_exact(p, run, "data-saver-a")
     assert _succeeded_logs([first, again]) == {"saver-a": 0, "saver-a-restarted": 1}
 
 
 def test_a_saver_killed_while_its_run_waits_for_the_sftp_server_leaves_the_run_to_the_other(
-    make_source, make_pipeline, postgres_server, paused_sftp
+    make_source, make_pipeline, postgres_server, own_sftp, stopwatch
 ):
     """The finisher found the server down (``upload_pending``, retried later) and was killed: the other saver, which
     never tried that run, retries it once the server is back, and the run succeeds once."""
-    p = _pipeline(make_source, make_pipeline, postgres_server, paused_sftp)
+    # Tries 5 s apart: the other saver, which takes the run on after the first wait, is caught before its first try.
+    p = _pipeline(
+        make_source, make_pipeline, postgres_server, own_sftp, ETL_UPLOAD_RETRY_S="5", ETL_UPLOAD_RETRY_MAX_S="5"
+    )
     savers = [_start_saver(p, "saver-a"), _start_saver(p, "saver-b")]
     p.start("transformer")
-    paused_sftp.stop()
+    own_sftp.stop()
     assert p.extract().returncode == 0
     pending = p.wait_run(("upload_pending",), timeout_s=90)
     assert "unreachable" in pending["error"], pending["error"]
@@ -266,6 +279,9 @@ def test_a_saver_killed_while_its_run_waits_for_the_sftp_server_leaves_the_run_t
     holder = deferred[0]
     survivor = next(s for s in savers if s is not holder)
     holder.kill9()
-    paused_sftp.start()  # back on the same port
-    _assert_run_exact(p, f"data-{survivor.name}")
+    stopwatch.fault()
+    own_sftp.start()  # back on the same port
+    run = p.wait_run(timeout_s=120)
+    stopwatch.recovered()
+    _assert_run_exact(p, run, f"data-{survivor.name}")
     assert _succeeded_logs(savers) == {holder.name: 0, survivor.name: 1}
