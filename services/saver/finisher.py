@@ -112,6 +112,14 @@ class Finisher:
             due.append((run_id, mode_changed or not whole))
         return due
 
+    def adopt(self, run_ids: list[str]) -> None:
+        """Runs waiting for an upload retry that this saver does not know of (another saver put them off): due
+        after the first wait, as if this saver had failed them once. While that saver lives, both retry, one at a
+        time (the run's finishing lock), each at its own pace."""
+        for run_id in run_ids:
+            if run_id not in self.due:
+                self.due[run_id] = (time.monotonic() + self.backoff.delay(1), 0)
+
     def retry_upload(self, run_id: str) -> Outcome:
         """Upload the run's files as they were written."""
         return self._upload(run_id, {f["kind"]: (self._local(f["name"]), f["name"]) for f in self.store.files(run_id)})

@@ -229,9 +229,12 @@ class Worker(StreamWorker[SaverSettings]):
         return kept, loaded
 
     def finish_runs(self) -> None:
-        """Finish every run whose pages are all loaded, and act on how each ended."""
+        """Finish every run whose pages are all loaded, and act on how each ended; on PostgreSQL, also retry the
+        runs another saver left waiting for their upload (it may have died: its retry would never come)."""
         for run_id in self.store.complete_runs():
             self._finish(run_id)
+        if self.store.engine == "postgresql":
+            self.finisher.adopt(self.store.runs_owing_upload())
 
     def _finish(self, run_id: str) -> None:
         if not self.store.claim(run_id):

@@ -77,3 +77,14 @@ def test_a_refused_upload_defers_and_is_retried_only_when_due(tmp_path, store):
     assert finisher.due_now() == [("r1", True)]  # a file gone: written again
     store.mark("r1", RunStatus.SUCCEEDED)  # finished elsewhere meanwhile: dropped, not retried
     assert finisher.due_now() == [] and "r1" not in finisher.due
+
+
+def test_a_run_another_saver_put_off_is_due_after_the_first_wait_and_a_known_one_keeps_its_own(tmp_path, store):
+    finisher = _finisher(tmp_path, store)
+    finisher.backoff = Backoff(60, 600)
+    finisher.due["mine"] = (5.0, 3)
+    t0 = time.monotonic()
+    finisher.adopt(["mine", "r1"])
+    assert finisher.due["mine"] == (5.0, 3)  # this saver's own wait and failures stand
+    until, failures = finisher.due["r1"]
+    assert 60 <= until - t0 < 61 and failures == 0
