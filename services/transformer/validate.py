@@ -172,18 +172,17 @@ def nul_problems(record: dict[str, Any]) -> list[Problem]:
     The reason names the field, never its value (it may be a secret).
     """
     found: list[str] = []
-    stack: list[tuple[Any, str]] = [(record, "")]
+    stack: list[tuple[Any, str, bool]] = [(record, "", False)]  # (value, its path, whether its name holds one)
     while stack:
-        value, path = stack.pop()
+        value, path, bad_name = stack.pop()
+        if bad_name:
+            found.append(f"{shown(path)}: the field name holds the NUL character U+0000")
         if isinstance(value, dict):
             for key, item in reversed(list(value.items())):
                 name = str(key)
-                here = f"{path}.{name}" if path else name
-                if "\x00" in name:
-                    found.append(f"{shown(here)}: the field name holds the NUL character U+0000")
-                stack.append((item, here))
+                stack.append((item, f"{path}.{name}" if path else name, "\x00" in name))
         elif isinstance(value, list):
-            stack.extend((item, path + "[]") for item in reversed(value))
+            stack.extend((item, path + "[]", False) for item in reversed(value))
         elif isinstance(value, str) and "\x00" in value:
             found.append(f"{shown(path)}: holds the NUL character U+0000")
     named = list(dict.fromkeys(found))
