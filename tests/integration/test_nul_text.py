@@ -2,6 +2,7 @@
 
 import base64
 import copy
+import json
 from contextlib import closing
 
 import orjson
@@ -84,8 +85,6 @@ def test_a_page_with_nul_characters_loads_on_both_engines_with_its_records_inval
 
 def _page_body(users: list[dict]) -> bytes:
     """The source's page as json.dumps writes it: U+0000 as ``\\u0000``, a lone surrogate as ``\\ud800``."""
-    import json
-
     return json.dumps({"users": users, "total": len(users), "skip": 0, "limit": len(users)}).encode()
 
 
@@ -117,7 +116,7 @@ def test_records_holding_nul_or_a_lone_surrogate_end_alike_on_both_engines(
     tmp_path, redis_server, sftp_server, postgres_server
 ):
     """A run of such records succeeds on both engines with them invalid and their reasons; the API answers alike."""
-    users = _users() + [{**make_user(8), "firstName": "\ud800"}]  # a lone surrogate: quarantined by the extractor
+    users = [*_users(), {**make_user(8), "firstName": "\ud800"}]  # a lone surrogate: quarantined by the extractor
     body = _page_body(users)
     url = postgres_server.create_database()
     answers = {}

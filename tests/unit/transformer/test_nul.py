@@ -4,7 +4,7 @@ import orjson
 
 from dummyjson.users import make_user
 from etl_common.jsontext import QUARANTINE
-from transformer.contract import Contract, PageSchema
+from transformer.contract import Contract
 from transformer.enrich import load_departments
 from transformer.transform import transform_page
 from transformer.validate import NUL, NUL_FIELDS_NAMED, nul_problems
