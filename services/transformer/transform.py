@@ -18,7 +18,7 @@ def transform_page(
     reject_unknown: bool = False,
     contract: Contract | None = None,
     protected: bool = False,
-    may_hold_nul: bool = True,
+    may_hold_nul: bool | None = None,
 ) -> dict[str, Any]:
     """``{raw, valid, invalid}`` for a page; positions are the records' places in the source page.
 
@@ -31,11 +31,14 @@ def transform_page(
     the text of a record that is not an object; ``schema`` is the page's observed schema and contract
     violations (``transformer.contract``).
 
-    ``may_hold_nul``: False when the page's JSON text has no ``\\u0000`` (then no record is searched for U+0000).
+    ``may_hold_nul``: whether the page's JSON text holds ``\\u0000`` (None: found out here); only then are its
+    records searched for U+0000 (the search costs ~45% of a page's transform, the byte search ~1.5%).
     No text handed on (a reason, a quarantined record's text, a field path) holds U+0000: the stores hold the
     same text (docs/contracts.md, rule ``nul``).
     """
     page_schema = PageSchema(contract)
+    if may_hold_nul is None:
+        may_hold_nul = _may_hold_nul(records)
     raw: list[Any] = []
     valid: list[dict[str, Any]] = []
     invalid: list[dict[str, Any]] = []
@@ -79,6 +82,14 @@ def transform_page(
         reason = shown("; ".join(errors))
         invalid.append({"pos": pos, "raw_line": raw_line, "error_reason": reason, "rules": rules})
     return {"raw": raw, "valid": valid, "invalid": invalid, "schema": page_schema.summary()}
+
+
+def _may_hold_nul(records: list[Any]) -> bool:
+    """Whether the records' JSON text holds ``\\u0000``, the only way JSON spells U+0000 (True when not writable)."""
+    try:
+        return b"\\u0000" in orjson.dumps(records)
+    except orjson.JSONEncodeError:
+        return True
 
 
 def _text(value: Any) -> str:

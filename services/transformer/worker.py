@@ -152,7 +152,7 @@ class Worker(StreamWorker[TransformerSettings]):
                 # A page the extractor protected with this very policy is not protected again; any other is.
                 protected=payload.get(pii.MARK) == self.settings.pii_policy,
                 # JSON text spells U+0000 only as this escape: a page without it has no record to search.
-                may_hold_nul=records_text is None or b"\\u0000" in records_text,
+                may_hold_nul=None if records_text is None else b"\\u0000" in records_text,
             )
             processed = {
                 "kind": "page",
