@@ -17,6 +17,7 @@ from openlineage.client.facet_v2 import (
     output_statistics_output_dataset,
     schema_dataset,
 )
+from psycopg.conninfo import conninfo_to_dict
 
 from etl_common.clock import utc_iso
 from saver.settings import SaverSettings
@@ -98,12 +99,12 @@ def _source(settings: SaverSettings, conn: sqlite3.Connection, run_id: str) -> I
 
 def _outputs(settings: SaverSettings, conn: sqlite3.Connection, run_id: str) -> list[OutputDataset]:
     """The three tables (rows of the run) and the three files (records, bytes), where they went."""
-    db = f"sqlite://{socket.gethostname()}{Path(settings.db_path).resolve()}"
+    db, prefix = tables_place(settings, conn)
     outputs = []
     for table in _TABLES:
         rows = conn.execute(f"SELECT count(*) FROM {table} WHERE run_id=?", (run_id,)).fetchone()[0]
         stats = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(rowCount=int(rows))
-        outputs.append(OutputDataset(namespace=db, name=table, outputFacets={"outputStatistics": stats}))
+        outputs.append(OutputDataset(namespace=db, name=prefix + table, outputFacets={"outputStatistics": stats}))
     sftp = f"sftp://{settings.sftp_host}:{settings.sftp_port}"
     local = f"file://{socket.gethostname()}"
     for f in conn.execute("SELECT * FROM uploaded_files WHERE run_id=? ORDER BY kind", (run_id,)):
@@ -114,6 +115,27 @@ def _outputs(settings: SaverSettings, conn: sqlite3.Connection, run_id: str) -> 
         )
         outputs.append(OutputDataset(namespace=where, name=name, outputFacets={"outputStatistics": stats}))
     return outputs
+
+
+def tables_place(settings: SaverSettings, conn: sqlite3.Connection) -> tuple[str, str]:
+    """The namespace of the store's tables and the prefix of their names, never a user or a password.
+
+    OpenLineage's dataset naming (spec/Naming.md): PostgreSQL is ``postgres://{host}:{port}`` and
+    ``{database}.{schema}.{table}`` (the database and schema the saver's connection uses). SQLite has no entry there:
+    its file is the data source, ``sqlite://{host}{absolute path}``, and the table is the name.
+    """
+    database = settings.database()
+    if database.engine != "postgresql":
+        return f"sqlite://{socket.gethostname()}{Path(settings.db_path).resolve()}", ""
+    params = conninfo_to_dict(database.url)
+    host = str(params.get("host") or "").split(",")[0]
+    port = str(params.get("port") or "").split(",")[0] or "5432"
+    if not host or host.startswith("/"):  # a Unix socket (libpq's default): the server is on this host
+        host = socket.gethostname()
+    if ":" in host:  # an IPv6 address, bracketed as in a URI
+        host = f"[{host}]"
+    name, schema = conn.execute("SELECT current_database(), current_schema()").fetchone()
+    return f"postgres://{host}:{port}", f"{name}.{schema}."
 
 
 def _schema_fields(fields: dict[str, Any], parent: str = "") -> list[schema_dataset.SchemaDatasetFacetFields]:

@@ -14,7 +14,8 @@ S = RunStatus
 
 
 def _error(event: Event) -> str:
-    return str(event.fields.get("error", ""))[:2000]
+    # U+0000 spelled as its JSON escape: PostgreSQL's text cannot hold the character (an error may quote a record).
+    return str(event.fields.get("error", ""))[:2000].replace("\x00", "\\u0000")
 
 
 def add_warning(conn: Any, run_id: str, warning: str, at: str) -> bool:

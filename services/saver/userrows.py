@@ -74,6 +74,12 @@ def _common(record: Any) -> _Common:
     )
 
 
+def _storable(row: tuple[Any, ...]) -> Any:
+    """``row`` with every text holding U+0000 as NULL: PostgreSQL's text cannot hold the character, and a typed
+    column must read the same on both engines (the record's JSON keeps the value, escaped)."""
+    return tuple(None if type(v) is str and "\x00" in v else v for v in row)
+
+
 _COMMON_COLS = "user_id, first_name, last_name, email, username, age, gender, department"
 _INSERT_RAW = (
     f"INSERT INTO raw_users (run_id, page, position, {_COMMON_COLS}, inserted_at, record) "
@@ -108,7 +114,10 @@ def load_page(self: "Store", p: dict[str, Any]) -> bool:
     # page, position) and the view processed_records splices its department_code in (migration 0008). Only a code
     # the view cannot spell (or a position it cannot find) keeps the whole processed record on the row.
     raw_json = [orjson.dumps(r) for r in raw]
-    common = [_common(r) for r in raw]
+    # JSON spells U+0000 only as this escape: only a record whose text holds it has a text to look into (the
+    # transformer makes such a record invalid, rule ``nul``; its raw and invalid rows still carry typed columns).
+    nul = [b"\\u0000" in j for j in raw_json]
+    common = [_storable(_common(r)) if n else _common(r) for r, n in zip(raw, nul, strict=True)]
     self.conn.executemany(
         _INSERT_RAW, [(run_id, page, pos, *common[pos], at, raw_json[pos].decode()) for pos in range(len(raw))]
     )

@@ -18,7 +18,7 @@ import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from transformer.validate import Problem
+from transformer.validate import Problem, shown
 
 DEFAULT_CONTRACT = Path(__file__).with_name("contracts") / "users.v1.json"
 POLICIES = ("evolve", "freeze", "discard_value")
@@ -329,7 +329,8 @@ class PageSchema:
                 present[path] += n
         table: dict[str, dict[str, Any]] = {}
         for (path, kind), n in values.items():
-            entry = table.setdefault(path, {"present": present[path], "types": {}})
+            # A field name holding U+0000 is spelled with its escape: every store keeps the same name.
+            entry = table.setdefault(shown(path), {"present": present[path], "types": {}})
             entry["types"][kind] = n
         out: dict[str, Any] = {"records": self.records, "fields": table}
         if self.contract is not None:
@@ -338,7 +339,7 @@ class PageSchema:
                 "policy": self.contract.policy,
                 "records": self.broken_records,
                 "discarded": self.discarded,
-                "violations": self.broken,
+                "violations": {shown(path): v for path, v in self.broken.items()},
             }
         return out
 

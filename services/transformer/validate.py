@@ -13,6 +13,11 @@ AGE_MIN, AGE_MAX = 18, 65
 # The rules, named by the field each checks; "record" is broken by a record that is not a JSON object.
 RULES = ("id", "firstName", "email", "age", "company.department")
 NOT_AN_OBJECT = "record"
+# The rule a record breaks by holding the NUL character (U+0000) in a text value or a field name: PostgreSQL's text
+# cannot hold it, so such a record would be stored on one engine and refused by the other (docs/contracts.md).
+NUL = "nul"
+NUL_SHOWN = "\\u0000"  # how a reason or a field path spells the character: its JSON escape, never the character
+NUL_FIELDS_NAMED = 10  # fields named in a reason; more are counted
 
 
 class Problem(str):
@@ -159,6 +164,37 @@ def problems(record: Any) -> list[Problem]:
     elif (problem := _text_problem("company.department", dept, "is empty")) is not None:
         errors.append(problem)
     return errors
+
+
+def nul_problems(record: dict[str, Any]) -> list[Problem]:
+    """A problem per field of ``record`` (nested too) whose text value or name holds U+0000; empty when none does.
+
+    The reason names the field, never its value (it may be a secret).
+    """
+    found: list[str] = []
+    stack: list[tuple[Any, str, bool]] = [(record, "", False)]  # (value, its path, whether its name holds one)
+    while stack:
+        value, path, bad_name = stack.pop()
+        if bad_name:
+            found.append(f"{shown(path)}: the field name holds the NUL character U+0000")
+        if isinstance(value, dict):
+            for key, item in reversed(list(value.items())):
+                name = str(key)
+                stack.append((item, f"{path}.{name}" if path else name, "\x00" in name))
+        elif isinstance(value, list):
+            stack.extend((item, path + "[]", False) for item in reversed(value))
+        elif isinstance(value, str) and "\x00" in value:
+            found.append(f"{shown(path)}: holds the NUL character U+0000")
+    named = list(dict.fromkeys(found))
+    out = [Problem(NUL, text) for text in named[:NUL_FIELDS_NAMED]]
+    if len(named) > NUL_FIELDS_NAMED:
+        out.append(Problem(NUL, f"and {len(named) - NUL_FIELDS_NAMED} more fields hold the NUL character U+0000"))
+    return out
+
+
+def shown(text: str) -> str:
+    """``text`` with every NUL character spelled as its JSON escape: what a reason or a stored name may hold."""
+    return text.replace("\x00", NUL_SHOWN) if "\x00" in text else text
 
 
 def _text_problem(name: str, value: Any, blank: str) -> Problem | None:

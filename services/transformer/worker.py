@@ -151,6 +151,8 @@ class Worker(StreamWorker[TransformerSettings]):
                 self.contract,
                 # A page the extractor protected with this very policy is not protected again; any other is.
                 protected=payload.get(pii.MARK) == self.settings.pii_policy,
+                # JSON text spells U+0000 only as this escape: a page without it has no record to search.
+                may_hold_nul=None if records_text is None else b"\\u0000" in records_text,
             )
             processed = {
                 "kind": "page",
