@@ -211,9 +211,11 @@ class Reports:
         if run_id in self.jobs or self.store.has_quality(run_id):
             return
         spare, self.spare = self.spare, None
-        if spare is not None and spare.go(run_id):
-            self.jobs[run_id] = spare
-            return
+        if spare is not None:
+            if spare.go(run_id):
+                self.jobs[run_id] = spare
+                return
+            log.warning("the quality-report child following the run had ended; a new one reads it", run_id=run_id)
         try:
             self.jobs[run_id] = Job(self.db_path, run_id)
         except OSError as exc:
