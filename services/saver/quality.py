@@ -387,4 +387,9 @@ def _follow(target: str | DatabaseUrl, run_id: str) -> tuple[Follow | None, str]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Without the interpreter's teardown: with pandas loaded it took ~0.27 s of CPU (measured), after the report,
+    # while the run waits for this process to end. Nothing is left to release: the connection is closed.
+    os._exit(code)
