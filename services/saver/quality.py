@@ -22,10 +22,10 @@ RULES = ("id", "firstName", "email", "age", "company.department")
 NOT_AN_OBJECT = "record"
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-65")
 _AGE_EDGES = (-np.inf, 25, 35, 45, 55, np.inf)  # left-closed: 24.5 is in 18-24, 25 in 25-34
-# A run being loaded is looked at this often by the waiting child, and read once this many rows are new: each
-# read costs ~9 ms besides its rows (measured at 100,000 users: 2.6 s of CPU read at once, 2.9 s in 50 reads,
-# 4.4 s in 200), and what is left for the end is at most this many rows or this old.
-FOLLOW_S = 1.0
+# A run being loaded is looked at this often by the waiting child (one max(id) query), and read once this many
+# rows are new: each read costs ~9 ms besides its rows (measured at 100,000 users: 2.6 s of CPU read at once,
+# 2.9 s in 50 reads, 4.4 s in 200), and what is left for the end is at most this many rows or this old.
+FOLLOW_S = 0.5
 FOLLOW_ROWS = 2_000
 CHUNK_ROWS = 5_000  # the report's peak at 100,000 users: 120 MB with 5,000 rows a chunk, 143 MB with 20,000
 
