@@ -371,7 +371,10 @@ def _follow(target: str | DatabaseUrl, run_id: str) -> tuple[Follow | None, str]
     if isinstance(target, DatabaseUrl) and target.engine == "postgresql":
         import saver.pgconn  # noqa: F401 (imported while waiting, as pandas is)
     else:
-        follow = Follow(target, run_id)
+        try:
+            follow = Follow(target, run_id)
+        except Exception as exc:  # whatever it is, the report reads the run whole at the end
+            print(f"cannot follow {run_id}, the report reads the run whole: {exc!r}", file=sys.stderr)
     while True:
         ready, _, _ = select.select([sys.stdin], [], [], FOLLOW_S)
         if ready:
