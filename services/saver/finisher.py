@@ -75,9 +75,10 @@ class Finisher:
         run = self.store.run(run_id)
         if run is None:
             return None
+        # The report first: its child reads the last rows while this process checks, merges and writes.
+        self.reports.start(run_id)
         self._check_invariants(run_id)
         self._record_schema(run_id)
-        self.reports.start(run_id)
         t0 = time.monotonic()
         with tracer.start_as_current_span("files.write"):
             try:

@@ -199,6 +199,8 @@ class Worker(StreamWorker[SaverSettings]):
 
     def _load(self, pages: list[Page]) -> None:
         t0 = time.monotonic()
+        # The report's child imports pandas and reads the run while it loads, not after its last page.
+        self.reports.prepare(str(pages[0][1]["run_id"]))
         with tracer.start_as_current_span(
             "load.pages", context=tracing.context_from(pages[0][2]), attributes={"etl.pages": len(pages)}
         ):
