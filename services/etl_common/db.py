@@ -232,6 +232,12 @@ DatabaseUrlSetting = Annotated[SecretStr | None, AfterValidator(_checked)]
 Connection: TypeAlias = "sqlite3.Connection | psycopg.Connection[Any]"
 
 
+# Pages of 16 KiB instead of SQLite's 4 KiB: a user's row (~1.8 KB of JSON) filled half of a small page, and each
+# commit wrote its pages to the WAL one frame (two system calls) at a time; with 16 KiB pages the saver's inserts and
+# commits of a 20,000-user run took ~17 us of CPU per user instead of ~24 (measured on the saver's own statements).
+SQLITE_PAGE_SIZE = 16384
+
+
 @overload
 def connect_writer(target: str | Path) -> sqlite3.Connection: ...
 @overload
@@ -247,6 +253,8 @@ def connect_writer(target: str | Path | DatabaseUrl) -> Connection:
         target = target.path
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(target), isolation_level=None, timeout=30, check_same_thread=False)
+    # A new file gets pages of SQLITE_PAGE_SIZE (an existing one keeps its own; WAL mode fixes it, so first).
+    conn.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")

@@ -134,9 +134,15 @@ class LoadingFiles:
         return self.data_dir / f"{name}.{run_id}.loading"
 
     def append(
-        self, conn: sqlite3.Connection, run_id: str, names: dict[str, str], page: int, lines: dict[str, list[bytes]]
+        self,
+        conn: sqlite3.Connection,
+        run_id: str,
+        names: dict[str, str],
+        page: int,
+        lines: dict[str, tuple[bytes, int]],
     ) -> None:
-        """Append ``page``'s lines (kind -> lines ending in a new line, in position order) inside the open transaction.
+        """Append ``page``'s lines inside the open transaction: kind -> (the lines, each ending in a new line, in
+        position order; how many).
 
         Never raises for the files: a page out of order, a file shorter than recorded or a write error stops the
         appending for the run (its files are then written from the tables at the end).
@@ -157,13 +163,16 @@ class LoadingFiles:
         try:
             for kind in KINDS:
                 path, recorded = self.path(run_id, names[f"{kind}_file"]), row[f"{kind}_bytes"]
-                data = b"".join(lines[kind])
-                path.parent.mkdir(parents=True, exist_ok=True)
+                data = lines[kind][0]
+                if not recorded:  # the file's first bytes: its folder may be missing
+                    path.parent.mkdir(parents=True, exist_ok=True)
                 with open(path, "r+b" if recorded else "wb") as fh:
-                    if fh.seek(0, os.SEEK_END) < recorded:
+                    end = fh.seek(0, os.SEEK_END)
+                    if end < recorded:
                         raise OSError(f"{path} is shorter than its recorded {recorded} bytes")
-                    fh.truncate(recorded)
-                    fh.seek(recorded)
+                    if end > recorded:  # bytes of a transaction that rolled back: cut them off
+                        fh.truncate(recorded)
+                        fh.seek(recorded)
                     fh.write(data)
                 sizes.append(len(data))
                 pending.append((run_id, kind, names[f"{kind}_file"], recorded, data))
@@ -179,11 +188,11 @@ class LoadingFiles:
             (
                 page + 1,
                 sizes[0],
-                len(lines["raw"]),
+                lines["raw"][1],
                 sizes[1],
-                len(lines["processed"]),
+                lines["processed"][1],
                 sizes[2],
-                len(lines["dlq"]),
+                lines["dlq"][1],
                 run_id,
             ),
         )

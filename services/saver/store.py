@@ -31,6 +31,8 @@ def ts_iso(run_ts: str) -> str:
 # How the watchdog's verdict of no progress starts (saver.watchdog): a page loaded after it brings the run back.
 STALLED = "watchdog: no progress"
 S = RunStatus
+# The WAL's size at which SQLite copies it back into the database file (PRAGMA wal_autocheckpoint counts pages).
+WAL_CHECKPOINT_BYTES = 40 << 20
 # The first key of the advisory locks on finishing a run (the second is the run id's hash): this project's locks.
 FINISH_LOCK = 0x45544C
 
@@ -56,7 +58,8 @@ class Store(RunReads):
         self.conn = connect_writer(target if isinstance(target, str) else str(self.database.path))
         # Checkpoint the WAL every ~40 MB instead of every 4 MB: each checkpoint syncs the file, and at the
         # default they took a third of the load time (measured on batches of 10 pages of 100 users).
-        self.conn.execute("PRAGMA wal_autocheckpoint=10000")
+        page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]
+        self.conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // page_size}")
         migrate(self.conn)
 
     @property

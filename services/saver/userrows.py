@@ -1,5 +1,6 @@
 """A page's users as rows of the three user tables, and as the lines of the run's three files."""
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -32,14 +33,37 @@ def _get(record: Any, *path: str) -> Any:
 
 def _with_code(record_json: bytes, code: Any) -> bytes:
     """``{...}`` + ``department_code``, spliced into the record's JSON instead of serialising it again."""
-    tail = b',"department_code":' + orjson.dumps(code) + b"}"
+    tail = b',"department_code":' + _code_json(code)[0] + b"}"
     return record_json[:-1] + (tail[1:] if record_json == b"{}" else tail)
 
 
 def _spelled_as_is(code: Any) -> bool:
     """Whether the view ``processed_records`` spells the code as ``_with_code`` does: ``null``, or the text between
     quotes (no character JSON escapes); otherwise the processed row keeps its whole record (migration 0008)."""
-    return code is None or (isinstance(code, str) and orjson.dumps(code) == b'"' + code.encode() + b'"')
+    return code is None or (isinstance(code, str) and _code_json(code)[1])
+
+
+def _code_json(code: Any) -> tuple[bytes, bool]:
+    """The code as JSON, and whether that is the code between quotes."""
+    if isinstance(code, str):
+        return _text_code_json(code)
+    return orjson.dumps(code), False
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_code_json(code: str) -> tuple[bytes, bool]:
+    # A dozen codes for all the users of a run: each is written once, not once per user.
+    text = orjson.dumps(code)
+    return text, text == b'"' + code.encode() + b'"'
+
+
+def _dlq_line(record_json: bytes, reason: str) -> bytes:
+    """``files.invalid_line`` of a record just serialised by orjson: its ``error_reason`` spliced in before the
+    closing brace (orjson writes a dict's members in order, so that is where ``obj[key] = reason`` puts it), instead
+    of reading the record back; any record that may hold the key already goes the long way."""
+    if record_json[:1] != b"{" or record_json == b"{}" or b'"error_reason":' in record_json:
+        return invalid_line((record_json.decode(), None, reason))
+    return record_json[:-1] + b',"error_reason":' + orjson.dumps(reason) + b"}"
 
 
 # user_id, first_name, last_name, email, username, age, gender, department
@@ -182,8 +206,9 @@ def load_page(self: "Store", p: dict[str, Any]) -> bool:
 
 def _page_lines(
     raw_json: list[bytes], processed: list[tuple[int, bytes]], invalid_rows: list[tuple[Any, ...]]
-) -> dict[str, list[bytes]]:
-    """The page's lines of the three files, as ``write_run_files`` makes them from the rows just inserted.
+) -> dict[str, tuple[bytes, int]]:
+    """The page's part of the three files, as ``write_run_files`` makes them from the rows just inserted: kind ->
+    (its lines, each ending in a new line; how many).
 
     ``processed`` is (position, processed record JSON); invalid rows are (run_id, page, position, ..., record)
     tuples. In position order, the first of a position only (``ON CONFLICT DO NOTHING`` keeps that one), so the lines
@@ -196,9 +221,16 @@ def _page_lines(
             seen.setdefault(row[at], row)
         return [seen[pos] for pos in sorted(seen)]
 
+    def joined(lines: list[bytes]) -> tuple[bytes, int]:
+        return (b"\n".join(lines) + b"\n" if lines else b""), len(lines)
+
+    # invalid_users rows end with (error_reason, rules, raw_line, inserted_at, record).
+    dlq = [
+        _dlq_line(raw_json[row[2]], row[-5]) if row[-1] is not None else invalid_line((None, row[-3], row[-5]))
+        for row in first_by_position(invalid_rows, 2)
+    ]
     return {
-        "raw": [j + b"\n" for j in raw_json],
-        "processed": [line + b"\n" for _, line in first_by_position(processed, 0)],
-        # invalid_users rows end with (error_reason, rules, raw_line, inserted_at, record).
-        "dlq": [invalid_line((row[-1], row[-3], row[-5])) + b"\n" for row in first_by_position(invalid_rows, 2)],
+        "raw": joined(raw_json),
+        "processed": joined([line for _, line in first_by_position(processed, 0)]),
+        "dlq": joined(dlq),
     }

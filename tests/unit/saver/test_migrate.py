@@ -84,3 +84,23 @@ def test_statements_are_split_where_sqlite_says_they_end():
         "INSERT INTO t VALUES ('x;y');",
         "CREATE TRIGGER tr AFTER INSERT ON t BEGIN\n  UPDATE t SET a = a || ';';\nEND;",
     ]
+
+
+def test_a_new_database_gets_large_pages_and_an_existing_one_keeps_its_own(tmp_path):
+    """Page size is chosen when the file is made, before WAL mode fixes it (etl_common.db.SQLITE_PAGE_SIZE)."""
+    from etl_common.db import SQLITE_PAGE_SIZE
+    from saver.store import WAL_CHECKPOINT_BYTES, Store
+
+    new = Store(str(tmp_path / "new.db"))
+    assert new.conn.execute("PRAGMA page_size").fetchone()[0] == SQLITE_PAGE_SIZE > 4096
+    assert new.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental, as before
+    assert new.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_CHECKPOINT_BYTES // SQLITE_PAGE_SIZE
+    new.close()
+    old = sqlite3.connect(tmp_path / "old.db")
+    old.execute("CREATE TABLE kept (x)")  # a database made with SQLite's default pages
+    old.close()
+    store = Store(str(tmp_path / "old.db"))
+    assert store.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_CHECKPOINT_BYTES // 4096
+    store.close()
