@@ -18,6 +18,8 @@ RECORD_MAX_DEPTH = 64
 # orjson writes at most 254 nested containers: wrapping the users list in this many lists makes the
 # write fail exactly when a record nests deeper than RECORD_MAX_DEPTH (one C call for a whole page).
 _DEPTH_PROBE_WRAPS = 253 - RECORD_MAX_DEPTH
+# The same probe around the page object, one level above its users list.
+_PAGE_PROBE_WRAPS = _DEPTH_PROBE_WRAPS - 1
 
 
 # Number tokens orjson may read inexactly (16+ digits, or an exponent) send a page to the exact reader. They
@@ -35,19 +37,47 @@ def read_page(content: bytes) -> Any:
 
     ValueError when the bytes are not JSON even to the tolerant reader (the page is then retried).
     """
-    if not _inexact_numbers(content):
-        try:
-            body = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            pass
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        users = body.get("users") if isinstance(body, dict) else None
+        if not isinstance(users, list):
+            if not _inexact_numbers(content):
+                return body
         else:
-            users = body.get("users") if isinstance(body, dict) else None
-            if not isinstance(users, list) or _depth_ok(users):
+            text = _page_probe(body)
+            if text is not None and _written_as(text, content):
+                # orjson writes the page back byte for byte: every number is exact, no record is too deep.
+                return body
+            if not _inexact_numbers(content) and (text is not None or _depth_ok(users)):
                 return body
     body, cuts = jsontext.loads_tolerant(content, RECORD_MAX_DEPTH + 2)  # + the page object and its users list
     if isinstance(body, dict) and isinstance(body.get("users"), list):
         body["users"] = [checked(record, cuts) for record in body["users"]]
     return body
+
+
+def _page_probe(body: dict[str, Any]) -> bytes | None:
+    """The page as orjson writes it, inside ``_PAGE_PROBE_WRAPS`` lists; None when a member nests too deep for
+    that (one C call: it answers the depth question for every record, and gives the text to compare)."""
+    probe: Any = body
+    for _ in range(_PAGE_PROBE_WRAPS):
+        probe = [probe]
+    try:
+        return orjson.dumps(probe)
+    except orjson.JSONEncodeError:
+        return None
+
+
+def _written_as(probe: bytes, content: bytes) -> bool:
+    """Whether the page inside ``probe`` is exactly ``content`` (the source wrote compact JSON as orjson does).
+
+    Such a page needs no look for inexact numbers: each number's text is the one the pipeline will write.
+    """
+    wraps = _PAGE_PROBE_WRAPS
+    return len(probe) == len(content) + 2 * wraps and probe.startswith(content, wraps)
 
 
 def _inexact_numbers(content: bytes) -> bool:

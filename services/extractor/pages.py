@@ -1,6 +1,8 @@
 """A run's pages: fetched in order, each checked (duplicates, caps, the source's total) and handed on to the run."""
 
+import functools
 import math
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -59,7 +61,12 @@ class Extraction:
         metrics.RUN_STARTED.set(time.time())
         metrics.RUN_PROGRESS.labels(stage="extract").set(cp.records)
         with (
-            httpx.Client(timeout=settings.request_timeout_s, follow_redirects=True, limits=_limits(settings)) as http,
+            httpx.Client(
+                timeout=settings.request_timeout_s,
+                follow_redirects=True,
+                limits=_limits(settings),
+                verify=_tls_context(),
+            ) as http,
             Fetcher(settings, http, self._alive) as fetcher,
         ):
             while True:
@@ -285,3 +292,16 @@ class Extraction:
 def _limits(settings: ExtractorSettings) -> httpx.Limits:
     """Connections for every concurrent fetcher (httpx keeps 20 at most by default)."""
     return httpx.Limits(max_connections=max(settings.fetch_concurrency, 1) + 1)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default TLS context (certifi's CA bundle, or SSL_CERT_FILE / SSL_CERT_DIR), made once per process:
+    loading the bundle costs 25-90 ms of CPU, which a context per run's client paid again every run."""
+    return httpx.create_ssl_context()
+
+
+def warm_up() -> None:
+    """Pay the source client's one-time costs at start-up rather than in the first run: the TLS context, and the
+    transport httpx imports on its first client (httpcore: ~0.25 s of CPU, 12 us per user of a 20,000-user run)."""
+    httpx.HTTPTransport(verify=_tls_context()).close()

@@ -16,7 +16,7 @@ from etl_common.keys import GROUP_EXTRACTOR
 from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
-from extractor import run
+from extractor import pages, run
 from extractor.errors import AlreadyRunning, Interrupted, RunEndedMeanwhile
 from extractor.lease import LeaseLost
 from extractor.settings import ExtractorSettings
@@ -44,6 +44,7 @@ class Service(StreamWorker[ExtractorSettings]):
         self.resumable = True
         # Also the raw stream's length, which drives the backpressure.
         streamstats.watch(settings.redis_url, self.keys, "", [self.keys.raw_stream])
+        pages.warm_up()
 
     def _next_fire(self) -> float:
         now = datetime.now(timezone.utc)

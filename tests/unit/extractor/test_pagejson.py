@@ -68,6 +68,17 @@ def test_numbers_a_double_or_64_bits_hold_exactly_pass(value):
     assert user == {"n": json.loads(value)}
 
 
+@pytest.mark.parametrize(
+    "value",
+    [b"30", b"30.5", b"-0.0", b"1e2", b"12345678901234567", b"0.1000000000000000055511151231257827", b"NaN"],
+)
+def test_a_page_reads_the_same_whether_orjson_writes_it_back_byte_for_byte_or_not(value):
+    """A compact page orjson writes back as it came skips the look for inexact numbers: the verdict must agree."""
+    compact = _page(b'{"id":1,"age":' + value + b',"s":"x"}')
+    spaced = b'{ "users": [ { "id": 1, "age": ' + value + b', "s": "x" } ], "total": 1 }'
+    assert read_page(compact) == read_page(spaced)
+
+
 def test_the_quarantined_text_keeps_numbers_and_escapes_as_written():
     text = b'{"id":18446744073709551616,"h":0.1000000000000000055511151231257827,"n":"Dana \\ud83d","x":NaN}'
     (user,) = read_page(_page(text))["users"]
