@@ -63,7 +63,8 @@ def build_worker(service: str, redis_url: str, base: Path, **settings: Any) -> B
 
 
 def close_worker(worker: Built) -> None:
-    """Close the worker's Redis client and, for the saver, its database."""
+    """Close the worker's Redis client and, for the saver, its quality-report children and its database."""
     if isinstance(worker, SaverWorker):
+        worker.reports.kill_all()
         worker.store.close()
     worker.client.close()

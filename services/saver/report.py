@@ -247,7 +247,8 @@ class Reports:
     def kill_all(self) -> None:
         """Stop every child (they only read; the next start computes the report again)."""
         for job in self.jobs.values():
-            job.kill()
+            job.discard()
+        self.jobs.clear()
         self.drop_spare()
 
     def _store(self, run_id: str) -> None:
