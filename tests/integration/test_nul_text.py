@@ -11,7 +11,6 @@ import pytest
 import testbed.postgres as tbpg
 from dummyjson.server import Source
 from dummyjson.users import make_user
-from etl_common.db import parse_url
 from saver.schema import save_pages
 from saver.store import Store
 from tests.integration.test_api import Api
@@ -54,14 +53,9 @@ REASONS = [
 ]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = Store(str(tmp_path / "data.db"))
-    else:
-        s = Store(parse_url(request.getfixturevalue("postgres_server").create_database()))
-    yield s
-    s.close()
+@pytest.fixture
+def store(engine_store: Store) -> Store:
+    return engine_store
 
 
 def test_a_page_with_nul_characters_loads_on_both_engines_with_its_records_invalid(store):

@@ -4,19 +4,13 @@ import sqlite3
 
 import pytest
 
-from etl_common.db import parse_url
 from saver.runevents import add_warning
 from saver.store import Store
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = Store(str(tmp_path / "data.db"))
-    else:
-        s = Store(parse_url(request.getfixturevalue("postgres_server").create_database()))
-    yield s
-    s.close()
+@pytest.fixture
+def store(engine_store: Store) -> Store:
+    return engine_store
 
 
 def _run(store: Store, run_id: str = "20261204_010203_abcdef") -> str:
