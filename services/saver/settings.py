@@ -42,6 +42,9 @@ class SaverSettings(BaseEtlSettings):
     # (doubling up to the max), until space is freed.
     storage_retry_s: float = Field(2.0, gt=0)
     storage_retry_max_s: float = Field(60.0, gt=0)
+    # Bytes held in a file beside the SQLite database (``<db>-reserve``) and given back when the volume is full,
+    # so that the runs in flight can still show why they wait; 0 holds none.
+    storage_reserve_bytes: int = Field(1 << 20, ge=0)
     # The run watchdog: a run with no progress (no page, event or status change) for this long is failed with
     # the stage that stalled; it also fails a run whose announced pages Redis no longer holds (lost in transit).
     run_stall_timeout_s: float = Field(1800.0, gt=0)

@@ -72,6 +72,7 @@ class Worker(StreamWorker[SaverSettings]):
             settings.storage_retry_s,
             settings.storage_retry_max_s,
             heartbeat,
+            settings.storage_reserve_bytes,
         )
         self.held: list[streams.Entry] = []
         self.settled: set[str] = set()  # ids of this turn's entries acked or dead-lettered
@@ -81,6 +82,7 @@ class Worker(StreamWorker[SaverSettings]):
     def serve(self) -> None:
         """Create the groups, restore the last success metric, finish what a restart left, then loop until SIGTERM."""
         self.reader.setup()
+        self.storage.reserve.hold()
         log.info("saver ready", db=self.store.database.redacted(), consumer=self.reader.consumer)
         success.restore(self.store)
         for run_id in self.store.runs_owing_upload():
@@ -130,11 +132,8 @@ class Worker(StreamWorker[SaverSettings]):
 
     def _storage_full(self, exc: BaseException) -> None:
         """Wait for space: shown on /readyz, the metric, the log and (when the write fits) every run in flight."""
-        reason = self.storage.hit(exc)
-        try:
-            self.store.note_in_flight(reason[:2000])
-        except sqlite3.Error:
-            pass  # no room even for that: /readyz, the log and etl_saver_storage_full say it
+        self.storage.hit(exc)
+        self.storage.show(self.store.note_in_flight)
 
     def _handle(self, entries: list[streams.Entry], retrying: bool) -> None:
         pages: list[Page] = []

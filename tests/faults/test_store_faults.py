@@ -74,7 +74,8 @@ def test_a_full_database_volume_holds_the_run_until_space_is_freed_then_it_ends_
     assert "Free space on that volume" in reason and "ETL_STORAGE_RETRY_S" in reason
     metrics = httpx.get(f"http://127.0.0.1:{ops}/metrics", timeout=2).text
     assert "etl_saver_storage_full 1.0" in metrics
-    # The run's error is written just after /readyz turns: into WAL space the rolled-back transaction left.
+    # The run's error is written just after /readyz turns, even with no room left for one WAL frame: into the space
+    # of the storage reserve the saver gives back, and holds again at once so that no page loads into it.
     run = wait_for(lambda: (r := p.runs()[-1])["error"] and r, timeout_s=10, what="the run's error")
     assert run["status"] in ("running", "extracted", "transformed"), dict(run)
     assert run["error"].split(" every ")[0] == reason.split(" every ")[0]  # the delay grows between tries
@@ -82,6 +83,8 @@ def test_a_full_database_volume_holds_the_run_until_space_is_freed_then_it_ends_
     assert "Traceback" not in p.procs["saver"].output()
     held = p.redis.xlen(p.keys.processed_stream)
     assert held > 0  # the pages not committed wait in Redis, not acked
+    reserve = p.db_path.with_name(p.db_path.name + "-reserve")
+    assert reserve.stat().st_size < 1 << 20 and _free_bytes(small_volume) < 64 << 10
 
     ballast.unlink()
     run = p.wait_run(("succeeded", "failed", "upload_pending"), timeout_s=90)
@@ -91,6 +94,7 @@ def test_a_full_database_volume_holds_the_run_until_space_is_freed_then_it_ends_
     assert "etl_saver_storage_full 0.0" in httpx.get(f"http://127.0.0.1:{ops}/metrics", timeout=2).text
     assert not _leftovers(p.data_dir, p.upload_dir)
     assert p.redis.xlen(p.keys.processed_stream) == 0
+    assert reserve.stat().st_size == 1 << 20  # held whole again once there was room
     _no_stale_state(p)
     p.stop_all()
 
