@@ -221,10 +221,14 @@ class Sftp:
     user: str = field(default_factory=lambda: _user())
     # SFTP requests the server refuses (internal-sftp -P), e.g. "posix-rename" as on some hardened servers.
     denied_requests: str = ""
+    # When set, sessions are served by testbed/sftpstall.py, which stalls while this file exists (``stall``).
+    stall_flag: Path | None = None
 
     def config(self) -> Path:
         cfg = self.dir / "sshd_config"
         sftp = f"internal-sftp -P {self.denied_requests}" if self.denied_requests else "internal-sftp"
+        if self.stall_flag is not None:
+            sftp = f"{PYTHON} {ROOT / 'testbed' / 'sftpstall.py'} {self.stall_flag}"
         cfg.write_text(
             f"Port {self.port}\nListenAddress 127.0.0.1\n"
             f"HostKey {self.keys_dir / 'ssh_host_ed25519_key'}\nHostKey {self.keys_dir / 'ssh_host_rsa_key'}\n"
@@ -250,6 +254,32 @@ class Sftp:
         if self.proc:
             self.proc.stop()
 
+    def stall(self, after_bytes: int) -> None:
+        """From now on each new SFTP session stops answering (SIGSTOP) once ``after_bytes`` came from the client."""
+        assert self.stall_flag is not None, "start_sftp(..., stall=True)"
+        self.stall_flag.write_text(str(after_bytes))
+
+    def stalled_sessions(self) -> list[int]:
+        """Process ids of this server's sessions stopped by ``stall``."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue  # not a process, or gone
+            if str(self.stall_flag).encode() in cmdline and state == "T":
+                pids.append(int(entry.name))
+        return pids
+
+    def answer_again(self) -> None:
+        """End the stall: new sessions are served at once, stopped ones resume (and find their client gone)."""
+        assert self.stall_flag is not None
+        self.stall_flag.unlink(missing_ok=True)
+        for pid in self.stalled_sessions():
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def env(self) -> dict[str, str]:
         """The saver's settings for this server."""
         return {
@@ -269,14 +299,21 @@ def _user() -> str:
 
 
 def start_sftp(
-    d: Path, keys_dir: Path, upload_dir: Path, port: int | None = None, passphrase: str = "", denied_requests: str = ""
+    d: Path,
+    keys_dir: Path,
+    upload_dir: Path,
+    port: int | None = None,
+    passphrase: str = "",
+    denied_requests: str = "",
+    stall: bool = False,
 ) -> Sftp:
-    """Start an SFTP-only sshd; ``denied_requests``: SFTP requests it refuses (``internal-sftp -P``)."""
+    """Start an SFTP-only sshd; ``denied_requests``: SFTP requests it refuses (``internal-sftp -P``); ``stall``:
+    sessions that can be made to stop answering (``Sftp.stall``)."""
     d.mkdir(parents=True, exist_ok=True)
     upload_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     gen_keys(keys_dir, port, passphrase)
-    server = Sftp(port, d, keys_dir, upload_dir, denied_requests=denied_requests)
+    server = Sftp(port, d, keys_dir, upload_dir, denied_requests=denied_requests, stall_flag=d / "stall" if stall else None)
     server.start()
     return server
 

@@ -30,6 +30,8 @@ class SaverSettings(BaseEtlSettings):
     sftp_key_passphrase: SecretStr | None = None
     sftp_known_hosts: str = "ssh_keys/known_hosts"
     sftp_remote_dir: str = "upload"
+    # Bound of every wait on the server, from connect to each SFTP operation (saver/sftpwatch.py): a server that
+    # stops answering ends the upload try instead of holding it (and the run's finishing lock) forever.
     sftp_timeout_s: float = Field(15.0, gt=0)
     # Attempts within one upload try, and the delay before the first retry (doubling).
     sftp_attempts: int = Field(3, ge=1)

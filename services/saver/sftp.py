@@ -18,7 +18,7 @@ from tenacity import (
 
 from etl_common import metrics, retry
 from etl_common.errors import TransientError
-from saver import knownhosts
+from saver import knownhosts, sftpwatch
 from saver.settings import SaverSettings
 
 log = structlog.get_logger(__name__)
@@ -115,6 +115,8 @@ def connect(s: SaverSettings) -> paramiko.SSHClient:
             timeout=s.sftp_timeout_s,
             banner_timeout=s.sftp_timeout_s,
             auth_timeout=s.sftp_timeout_s,
+            # Opening a channel (the SFTP session) waits an hour by default.
+            channel_timeout=s.sftp_timeout_s,
             look_for_keys=False,
             allow_agent=False,
         )
@@ -143,6 +145,10 @@ def connect(s: SaverSettings) -> paramiko.SSHClient:
     except OSError as exc:
         client.close()
         raise UploadFailed(f"SFTP server {where} unreachable: {exc}") from exc
+    transport = client.get_transport()
+    if transport is not None:
+        # Keeps a connection idle between a run's pages (the streamed upload) open through NAT and firewalls.
+        transport.set_keepalive(max(1, int(s.sftp_timeout_s)))
     return client
 
 
@@ -193,34 +199,44 @@ def remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
 
 
 def _upload_once(s: SaverSettings, files: dict[str, tuple[Path, str]]) -> dict[str, str]:
-    client = connect(s)
+    # Every call on the server below is bounded by the watchdog: a server that stops answering ends the try.
+    watch = sftpwatch.Watchdog(connect(s), s.sftp_timeout_s, f"{s.sftp_host}:{s.sftp_port}")
     tmp = ""
     sftp: paramiko.SFTPClient | None = None
     try:
-        sftp = client.open_sftp()
+        with watch.doing("opening the SFTP session"):
+            sftp = watch.bound(watch.client.open_sftp())
         remote: dict[str, str] = {}
         for kind, (local, name) in files.items():
             target = posixpath.join(s.sftp_remote_dir, name)
-            mkdirs(sftp, posixpath.dirname(target))
+            with watch.doing(f"creating the folder of {target}"):
+                mkdirs(sftp, posixpath.dirname(target))
             tmp = target + PART
             size = local.stat().st_size
-            # confirm=True stats the upload and fails on a size mismatch.
-            sftp.put(str(local), tmp, confirm=True)
-            replace(sftp, tmp, target)
+            with watch.doing(f"writing {tmp}"):
+                # confirm=True stats the upload and fails on a size mismatch; each chunk sent is progress.
+                sftp.put(str(local), tmp, callback=watch.progress, confirm=True)
+            with watch.doing(f"renaming {tmp} to {target}"):
+                replace(sftp, tmp, target)
             tmp = ""
-            if sftp.stat(target).st_size != size:
-                raise UploadFailed(f"size of {target} on the server differs from the local file")
-            # What a streamed upload given up on (or a saver killed mid-stream) left beside the file.
-            remove_quietly(sftp, target + STREAM_PART)
+            with watch.doing(f"checking the size of {target}"):
+                if sftp.stat(target).st_size != size:
+                    raise UploadFailed(f"size of {target} on the server differs from the local file")
+                # What a streamed upload given up on (or a saver killed mid-stream) left beside the file.
+                remove_quietly(sftp, target + STREAM_PART)
             metrics.SFTP_BYTES.inc(size)
             remote[kind] = target
         return remote
-    except (OSError, paramiko.SSHException) as exc:
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        if watch.stalled:
+            # The temporary file stays on the server (never under the final name); the next try overwrites it.
+            raise UploadFailed(watch.message()) from exc
         if sftp is not None and tmp:
-            remove_quietly(sftp, tmp)
+            with watch.doing(f"removing {tmp}"):
+                remove_quietly(sftp, tmp)
         raise UploadFailed(f"SFTP transfer failed: {exc}") from exc
     finally:
-        client.close()
+        watch.close()
 
 
 def upload(s: SaverSettings, files: dict[str, tuple[Path, str]]) -> dict[str, str]:

@@ -12,7 +12,7 @@ import paramiko
 import structlog
 
 from etl_common import metrics, retry
-from saver import sftp
+from saver import sftp, sftpwatch
 from saver.settings import SaverSettings
 
 log = structlog.get_logger(__name__)
@@ -28,13 +28,15 @@ class _Run:
     pipelined through one session take each other's answers (the writer then waits forever).
     """
 
-    def __init__(self, client: paramiko.SSHClient) -> None:
+    def __init__(self, client: paramiko.SSHClient, settings: SaverSettings) -> None:
         self.client = client
+        # Bounds every call on the server: a stalled one gives the stream up instead of holding this thread.
+        self.watch = sftpwatch.Watchdog(client, settings.sftp_timeout_s, f"{settings.sftp_host}:{settings.sftp_port}")
         # kind -> (session, remote file, target path, bytes sent)
         self.files: dict[str, tuple[paramiko.SFTPClient, paramiko.SFTPFile, str, int]] = {}
 
     def close(self) -> None:
-        self.client.close()
+        self.watch.close()
 
 
 class StreamingUpload:
@@ -134,24 +136,23 @@ class StreamingUpload:
             if start != 0:  # first seen mid-way (the saver restarted during the run): not streamed
                 self._runs[run_id] = None
                 return
-            self._runs[run_id] = _Run(sftp.connect(self.settings))
+            self._runs[run_id] = _Run(sftp.connect(self.settings), self.settings)
         run = self._runs[run_id]
         if run is None:
             return
         if kind not in run.files:
             target = posixpath.join(self.settings.sftp_remote_dir, name)
-            session = run.client.open_sftp()
-            channel = session.get_channel()
-            if channel is not None:
-                channel.settimeout(self.settings.sftp_timeout_s)
-            sftp.mkdirs(session, posixpath.dirname(target))
-            remote = session.open(target + SUFFIX, "wb")
+            with run.watch.doing(f"opening {target}{SUFFIX}"):
+                session = run.watch.bound(run.client.open_sftp())
+                sftp.mkdirs(session, posixpath.dirname(target))
+                remote = session.open(target + SUFFIX, "wb")
             remote.set_pipelined(True)
             run.files[kind] = (session, remote, target, 0)
         session, remote, target, sent = run.files[kind]
         if start != sent:
             raise ValueError(f"{name}: bytes from offset {start} after {sent} sent")
-        remote.write(data)
+        with run.watch.doing(f"writing {target}{SUFFIX}"):
+            remote.write(data)
         run.files[kind] = (session, remote, target, sent + len(data))
 
     def _finish(self, run_id: str, sizes: dict[str, int], result: Future[dict[str, str] | None]) -> None:
@@ -165,22 +166,25 @@ class StreamingUpload:
         try:
             if set(run.files) != set(sizes) or any(run.files[k][3] != n for k, n in sizes.items()):
                 raise ValueError("the streamed files are not those written")
-            for _, remote, _, _ in run.files.values():
-                remote.close()  # waits for the server's acknowledgement of every pipelined write
+            for _, remote, target, _ in run.files.values():
+                with run.watch.doing(f"closing {target}{SUFFIX}"):
+                    remote.close()  # waits for the server's acknowledgement of every pipelined write
             out = {}
             with self._lock:
                 if run_id in self._cancelled:
                     raise ValueError("the worker stopped waiting")
                 for kind, (session, _, target, sent) in run.files.items():
-                    if session.stat(target + SUFFIX).st_size != sent:
-                        raise ValueError(f"size of {target}{SUFFIX} on the server differs from the local file")
-                    sftp.replace(session, target + SUFFIX, target)
+                    with run.watch.doing(f"renaming {target}{SUFFIX} to {target}"):
+                        if session.stat(target + SUFFIX).st_size != sent:
+                            raise ValueError(f"size of {target}{SUFFIX} on the server differs from the local file")
+                        sftp.replace(session, target + SUFFIX, target)
                     metrics.SFTP_BYTES.inc(sent)
                     out[kind] = target
                 metrics.SFTP_UPLOADS.labels(outcome="succeeded").inc()
                 result.set_result(out)
-        except (OSError, paramiko.SSHException, sftp.UploadFailed, ValueError) as exc:
-            log.warning("streamed upload given up; uploading the files whole", run_id=run_id, error=str(exc))
+        except (OSError, EOFError, paramiko.SSHException, sftp.UploadFailed, ValueError) as exc:
+            error = run.watch.message() if run.watch.stalled else str(exc)
+            log.warning("streamed upload given up; uploading the files whole", run_id=run_id, error=error)
             self._remove(run)
             with self._lock:
                 self._cancelled.discard(run_id)
@@ -202,5 +206,8 @@ class StreamingUpload:
     @staticmethod
     def _remove(run: _Run) -> None:
         """Best effort: a temporary file left behind on a dead connection is harmless (never renamed)."""
+        if run.watch.stalled:
+            return  # the connection is closed
         for session, _, target, _ in run.files.values():
-            sftp.remove_quietly(session, target + SUFFIX)
+            with run.watch.doing(f"removing {target}{SUFFIX}"):
+                sftp.remove_quietly(session, target + SUFFIX)
