@@ -313,7 +313,8 @@ def start_sftp(
     upload_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     gen_keys(keys_dir, port, passphrase)
-    server = Sftp(port, d, keys_dir, upload_dir, denied_requests=denied_requests, stall_flag=d / "stall" if stall else None)
+    stall_flag = d / "stall" if stall else None
+    server = Sftp(port, d, keys_dir, upload_dir, denied_requests=denied_requests, stall_flag=stall_flag)
     server.start()
     return server
 
