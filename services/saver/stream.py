@@ -199,7 +199,8 @@ class StreamingUpload:
         if reason == "finished":
             self._runs.pop(run_id, None)
         if run is not None:
-            log.warning("streamed upload given up; the files will be uploaded whole", run_id=run_id, error=reason)
+            error = run.watch.message() if run.watch.stalled else reason
+            log.warning("streamed upload given up; the files will be uploaded whole", run_id=run_id, error=error)
             self._remove(run)
             run.close()
 
