@@ -5,7 +5,7 @@ PY := .venv/bin/python
 .PHONY: help env env-dev demo test test-unit test-integration lint format keys compose-check clean bench-encrypt bench-api bench-quality bench bench-compare engine-test lock kind-up kind-down helm-lint helm-template
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
 env: ## The runtime only: system packages when missing (as root) and .venv with the runtime packages (Python 3.11+)
 	@scripts/bootstrap.sh
@@ -44,6 +44,16 @@ bench: env ## Benchmark: end-to-end users/s, CPU/user, peak RSS (BENCH_SIZES=100
 .PHONY: bench-check
 bench-check: env ## CI guard (1-2 min): 20,000 users; fails when CPU per user or a peak RSS is over scripts/bench_budget.toml
 	@$(PY) scripts/bench_check.py
+
+.PHONY: bench-check-regressed
+bench-check-regressed: env ## The guard shown failing: bench-check on d1dbdb4's PII walk put back (scripts/bench_regression.patch; 1-3 min)
+	@git apply scripts/bench_regression.patch
+	@# The patch comes off whatever happens (an interrupt too); a crash is not a verdict, so the verdict line is required.
+	@trap 'git apply -R scripts/bench_regression.patch' EXIT; trap 'exit 130' INT TERM; \
+	 out=$$(mktemp); $(PY) scripts/bench_check.py | tee $$out; \
+	 if grep -q '^bench-check FAILED' $$out && grep -q '^  extractor: CPU' $$out && grep -q '^  transformer: CPU' $$out; \
+	 then rm -f $$out; echo "bench-check-regressed: the guard failed the regressed code, naming the extractor and the transformer"; \
+	 else rm -f $$out; echo "bench-check-regressed: the guard did NOT fail the regressed code on the extractor and the transformer"; exit 1; fi
 
 bench-compare: env ## Benchmark: this pipeline vs dlt on the same source, alternating (BENCH_COMPARE_SIZES, BENCH_COMPARE_REPEAT)
 	@$(PY) scripts/bench_compare.py

@@ -1,6 +1,7 @@
 """make bench-check's budget: the recorded figures are complete and sane, and the check fails on what exceeds them."""
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -67,3 +68,11 @@ def test_one_service_over_its_share_fails_even_when_the_whole_stack_is_within(ch
     result["cpu"]["transformer-1"] *= 1.5
     result["cpu"]["saver"] -= result["cpu"]["transformer-1"] / 3  # the whole stack unchanged
     assert [p.split(":")[0] for p in check.over_budget(result, budget)] == ["transformer"]
+
+
+def test_the_regression_that_shows_the_guard_failing_still_applies_to_the_code():
+    # `make bench-check-regressed` puts d1dbdb4's PII walk back with this patch: once the code moves under it, the
+    # demonstration must be redone, not silently lost.
+    patch = SCRIPTS / "bench_regression.patch"
+    done = subprocess.run(["git", "apply", "--check", str(patch)], cwd=SCRIPTS.parent, capture_output=True, text=True)
+    assert done.returncode == 0, f"{patch.name} no longer applies: {done.stderr}"
