@@ -104,6 +104,8 @@ chart-readme: env-dev ## Write charts/etl/README.md from values.schema.json and 
 	@$(PY) -m testbed.chartdocs
 
 ETL := .venv/bin/etl
+# Against `make demo`'s API, its generated token (.run/api_token) unless ETL_API_TOKEN is set.
+check runs run-now dead-letters retention-plan: export ETL_API_TOKEN ?= $(shell cat .run/api_token 2>/dev/null)
 
 check: env ## Can this machine reach Redis, the source, SFTP, the database and the API (etl check; .env settings)
 	@$(ETL) check
