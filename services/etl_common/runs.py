@@ -1,4 +1,4 @@
-"""The run contract: a run's statuses and their moves, the events told about runs, the user columns.
+"""The run contract: a run's statuses and their moves, the events told about runs, the user columns and ids.
 
 One home for what the services and the database agree on about a run (python-arq keeps ``JobStatus`` in
 ``arq/jobs.py``). The SQL CHECK of ``etl_runs.status``, the API's ``Status``, the console's labels, the SQL
@@ -8,12 +8,12 @@ wire and database format: changing one is a migration, not a rename.
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import redis
 from redis.client import Pipeline
 
-from etl_common import streams
+from etl_common import jsontext, streams
 
 
 class RunStatus(enum.StrEnum):
@@ -203,6 +203,13 @@ USER_COLUMNS: tuple[UserColumn, ...] = (
 # text, never in the console): where the row is, and when it was written.
 ROW_COLUMNS = ("id", "run_id", "page", "position")
 INSERTED_AT = "inserted_at"
+
+
+def is_user_id(value: Any) -> TypeGuard[int]:
+    """Whether ``value`` identifies a user (``user_id``): an integer a signed 64-bit column holds; not a bool, a
+    float such as ``7.0`` or a numeric string. The transformer rejects a record without one; the extractor tells
+    a run's users apart by these ids alone, so a broken id never makes the source's pages look repeated."""
+    return isinstance(value, int) and not isinstance(value, bool) and jsontext.INT64_MIN <= value <= jsontext.INT64_MAX
 
 
 def user_columns(table: str) -> tuple[UserColumn, ...]:

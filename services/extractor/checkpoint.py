@@ -10,6 +10,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from etl_common.clock import STAMP_FORMAT
+from etl_common.runs import is_user_id
 from etl_common.streams import text
 from extractor.errors import CheckpointUnreadable
 
@@ -85,14 +86,14 @@ _NON_EMPTY = ("run_id", "run_ts", "started_at", "raw_file")
 _COUNTS = ("next_skip", "next_page", "records", "fetched", "duplicate_ids")
 
 
-def user_id(user: Any) -> int | str | None:
-    """The user's ``id`` when it can identify a user (an integer or a non-empty string); None otherwise."""
+def user_id(user: Any) -> int | None:
+    """The user's ``id`` when it identifies a user (``runs.is_user_id``, the transformer's rule); None otherwise.
+
+    A record with a broken id (``"abc"``, ``"7"``, ``7.0``, ``true``, none) is the transformer's to reject with
+    its reason: counted among the seen ids, every page holding one would look like a repeat of the source's.
+    """
     uid = user.get("id") if isinstance(user, dict) else None
-    if isinstance(uid, int) and not isinstance(uid, bool):
-        return uid
-    if isinstance(uid, str) and uid:
-        return uid
-    return None
+    return uid if is_user_id(uid) else None
 
 
 class SeenIds:
@@ -122,6 +123,25 @@ class SeenIds:
         """Remember every id of ``ids``."""
         for uid in ids:
             self.add(uid)
+
+    def split(self, users: list[Any]) -> tuple[list[int | str], list[int | str]]:
+        """The ids of ``users`` seen before (in this run or earlier on the page), and the new ones, in order.
+
+        Only ids that identify a user (``user_id``) are told apart: a record without one repeats nothing.
+        """
+        duplicates: list[int | str] = []
+        page_ids: list[int | str] = []
+        in_page: set[int | str] = set()
+        for user in users:
+            uid = user_id(user)
+            if uid is None:
+                continue  # the transformer rejects it, with its reason
+            if uid in self or uid in in_page:
+                duplicates.append(uid)
+            else:
+                in_page.add(uid)
+                page_ids.append(uid)
+        return duplicates, page_ids
 
     @staticmethod
     def line(ids: list[int | str]) -> bytes:

@@ -14,7 +14,7 @@ from opentelemetry import trace
 
 from etl_common import metrics, pii
 from etl_common.keys import Keys
-from extractor.checkpoint import SeenIds, id_ranges, user_id
+from extractor.checkpoint import SeenIds, id_ranges
 from extractor.errors import Interrupted, SourceMisbehaved
 from extractor.fetcher import Fetcher
 from extractor.lifecycle import Run
@@ -143,7 +143,7 @@ class Extraction:
         if not users:
             self.run.warn(warnings)
             return True
-        duplicates, page_ids = self._split(users)
+        duplicates, page_ids = self.seen.split(users)
         if len(duplicates) == len(users):
             self.abort(
                 "repeats",
@@ -214,22 +214,6 @@ class Extraction:
         listed = [p for p in cp.duplicate_pages.split(",") if p]
         if len(listed) < 20:
             cp.duplicate_pages = ",".join([*listed, str(cp.next_page)])
-
-    def _split(self, users: list[Any]) -> tuple[list[int | str], list[int | str]]:
-        """The ids of ``users`` seen before in this run (this page included), and the new ones."""
-        duplicates: list[int | str] = []
-        page_ids: list[int | str] = []
-        in_page: set[int | str] = set()
-        for user in users:
-            uid = user_id(user)
-            if uid is None:
-                continue  # nothing to tell it by
-            if uid in self.seen or uid in in_page:
-                duplicates.append(uid)
-            else:
-                in_page.add(uid)
-                page_ids.append(uid)
-        return duplicates, page_ids
 
     def _note_total(self, total: int) -> list[str]:
         """Record the source's total; a change during the run is a warning once (the caps keep the first)."""

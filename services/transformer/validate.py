@@ -8,6 +8,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 
 from etl_common import jsontext
+from etl_common.runs import is_user_id
 
 AGE_MIN, AGE_MAX = 18, 65
 # The rules, named by the field each checks; "record" is broken by a record that is not a JSON object.
@@ -128,11 +129,12 @@ def problems(record: Any) -> list[Problem]:
     uid = record.get("id")
     if uid is None:
         errors.append(Problem("id", "id: missing"))
-    elif not _is_int(uid):
-        errors.append(Problem("id", f"id: {_show(uid)} is not an integer"))
-    elif not jsontext.INT64_MIN <= uid <= jsontext.INT64_MAX:
-        # SQLite (and most consumers) hold signed 64-bit integers: such an id could not be stored or joined.
-        errors.append(Problem("id", f"id: {uid} is outside the 64-bit integer range"))
+    elif not is_user_id(uid):
+        if not _is_int(uid):
+            errors.append(Problem("id", f"id: {_show(uid)} is not an integer"))
+        else:
+            # SQLite (and most consumers) hold signed 64-bit integers: such an id could not be stored or joined.
+            errors.append(Problem("id", f"id: {uid} is outside the 64-bit integer range"))
 
     if (problem := _text_problem("firstName", record.get("firstName"), "is blank")) is not None:
         errors.append(problem)

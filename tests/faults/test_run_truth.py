@@ -108,6 +108,40 @@ def test_overlapping_pages_are_loaded_as_sent_and_the_run_says_so(make_source, m
     assert_nothing_left(p)
 
 
+OVERLAP_WARNING = (
+    "the source's pages overlap: 10 user ids already fetched in this run came again on pages 1; they are loaded as "
+    "sent, so those users have more than one row in this run, and users may be missing where pages shifted"
+)
+
+
+@pytest.mark.parametrize(
+    ("switches", "overlap_warnings", "repeated"),
+    [
+        ({}, [], 0),  # broken ids on every page, nothing repeated: no overlap
+        ({"overlap": 10}, [OVERLAP_WARNING], 10),  # ids 91-100 come twice: warned as without broken records
+    ],
+)
+def test_broken_ids_never_make_pages_look_overlapped(make_source, make_pipeline, switches, overlap_warnings, repeated):
+    """Every 10th user is broken; users 60, 150 and 240 have the id "abc" (one a page): the transformer rejects
+    them with its reason, and only the same valid id on two pages counts as the source's pages overlapping."""
+    src = make_source(count=300, bad_every=10)
+    src.faults(**switches)
+    p = make_pipeline(src)
+    port = tb.free_port()
+    p.start_workers()
+    extractor = p.start("extractor", ETL_RUN_ON_START="true", ETL_OPS_PORT=str(port), ETL_OPS_HOST="127.0.0.1")
+    run = p.wait_run()
+    warnings = warnings_of(run)
+    assert [w for w in warnings if w.startswith("the source's pages overlap")] == overlap_warnings, warnings
+    assert any(w.startswith("duplicate user ids: 10 ids") for w in warnings) == bool(repeated)  # the saver's check
+    assert metric(port, "etl_run_duplicate_ids_total") == repeated
+    assert ("user ids fetched again in this run" in extractor.output()) == bool(repeated), extractor.output()
+    with p.db() as db:
+        reasons = [r[0] for r in db.execute("SELECT error_reason FROM invalid_users WHERE run_id=?", (run["run_id"],))]
+    assert reasons.count("id: 'abc' is not an integer") == 3, reasons
+    assert_nothing_left(p)
+
+
 # --- Kind 2: a source that never ends -----------------------------------------------------------------------
 
 

@@ -4,24 +4,56 @@ import orjson
 import pytest
 
 from extractor.checkpoint import SeenIds, id_ranges, user_id
+from transformer.validate import problems
+
+# What the transformer's id rule (etl_common.runs.is_user_id) accepts identifies a user; nothing else does.
+VALID_IDS = [7, 1, 0, -1, 2**27, 2**63 - 1, -(2**63)]
+BROKEN_IDS = [None, "abc", "7", "", 7.0, True, False, 2**63, -(2**63) - 1, {"id": 7}, [7]]
 
 
-@pytest.mark.parametrize(
-    ("user", "expected"),
-    [
-        ({"id": 7}, 7),
-        ({"id": 0}, 0),
-        ({"id": "u-7"}, "u-7"),
-        ({"id": ""}, None),
-        ({"id": True}, None),  # a bool is not an id, though Python calls it an int
-        ({"id": None}, None),
-        ({"id": [1]}, None),
-        ({}, None),
-        ("not a user", None),
-    ],
-)
-def test_user_id_takes_integers_and_non_empty_strings_only(user, expected):
-    assert user_id(user) == expected
+@pytest.mark.parametrize("uid", VALID_IDS)
+def test_user_id_takes_the_ids_the_transformer_accepts(uid):
+    assert user_id({"id": uid}) == uid
+    assert not [p for p in problems({"id": uid}) if p.rule == "id"]
+
+
+@pytest.mark.parametrize("uid", BROKEN_IDS)
+def test_user_id_refuses_the_ids_the_transformer_rejects(uid):
+    assert user_id({"id": uid}) is None
+    assert [p for p in problems({"id": uid}) if p.rule == "id"]
+
+
+@pytest.mark.parametrize("user", [{}, {"name": "x"}, "not a user", None, [{"id": 7}]])
+def test_a_record_without_an_id_has_no_user_id(user):
+    assert user_id(user) is None
+
+
+def users(*ids):
+    """Records with these ids (``MISSING``: no id key at all)."""
+    return [{} if uid is MISSING else {"id": uid, "firstName": "Ann"} for uid in ids]
+
+
+MISSING = object()
+
+
+@pytest.mark.parametrize("uid", [*BROKEN_IDS, MISSING])
+def test_a_broken_id_never_makes_a_page_look_repeated(uid):
+    """A broken user on every page (the source's --bad-every) repeats nothing, on the page or across pages."""
+    seen = SeenIds()
+    duplicates, page_ids = seen.split(users(1, uid, 2, uid))
+    assert (duplicates, page_ids) == ([], [1, 2])
+    seen.update(page_ids)
+    assert seen.split(users(3, uid, 4)) == ([], [3, 4])
+
+
+@pytest.mark.parametrize("uid", VALID_IDS)
+def test_a_valid_id_fetched_again_is_a_duplicate(uid):
+    seen = SeenIds()
+    duplicates, page_ids = seen.split(users(uid, "abc", 8 if uid != 8 else 9))
+    assert duplicates == [] and page_ids[0] == uid
+    seen.update(page_ids)
+    assert seen.split(users("abc", uid, None, 10**6)) == ([uid], [10**6])  # the next page repeats it
+    assert SeenIds().split(users(uid, uid, "abc", "abc")) == ([uid], [uid])  # twice on one page
 
 
 @pytest.mark.parametrize("uid", [0, 1, 7, 8, 1000, 2**27 - 1, 2**27, 2**40, -1, "7", "abc"])
