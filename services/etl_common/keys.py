@@ -64,6 +64,11 @@ class Keys:
         return f"{self.prefix}lock:extract"
 
     @property
+    def run_claim(self) -> str:
+        """The one run queued or going: ``request:<id>@<time>`` (API) then ``run:<run_id>`` (extractor), with a TTL."""
+        return f"{self.prefix}runs:claim"
+
+    @property
     def checkpoint_ids(self) -> str:
         """The user ids the run in progress has handed on, one JSON array per page (duplicates across a resume)."""
         return f"{self.prefix}checkpoint:ids"
