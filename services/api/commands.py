@@ -1,4 +1,4 @@
-"""Asking the extractor for a run: a ``run_now`` entry on the commands stream, refused while a run is queued or going."""
+"""Asking the extractor for a run: a ``run_now`` entry on the commands stream, one run queued or going."""
 
 import time
 import uuid
