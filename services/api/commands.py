@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import cached_property
 
 import redis
+from redis.typing import EncodableT
 
 from etl_common import streams
 from etl_common.clock import utc_iso
@@ -83,7 +84,7 @@ class CommandQueue:
         claim = streams.text(self.client.get(keys.run_claim) or b"")
         status = run_status(claim.removeprefix(RUN_CLAIM)) if claim.startswith(RUN_CLAIM) else None
         stale = claim if status is not None and status in AT_REST else ""
-        argv = [f"{REQUEST_CLAIM}{request_id}@{requested_at}", int(self.claim_ttl_s * 1000), stale]
+        argv: list[EncodableT] = [f"{REQUEST_CLAIM}{request_id}@{requested_at}", int(self.claim_ttl_s * 1000), stale]
         argv += [part for kv in fields.items() for part in kv]
         outcome, what = self.client.eval(
             _REQUEST, 4, keys.checkpoint, keys.extract_lock, keys.run_claim, keys.commands_stream, *argv
