@@ -10,7 +10,7 @@ from redis.typing import EncodableT
 
 from etl_common import streams
 from etl_common.clock import utc_iso
-from etl_common.keys import Keys
+from etl_common.keys import Keys, request_claim, run_claim
 from etl_common.runs import AT_REST
 
 # Check, claim and enqueue in one script, so N requests (on any number of API processes) queue one run.
@@ -27,8 +27,7 @@ if claim and claim ~= ARGV[3] then return {'claimed', claim} end
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 return {'ok', redis.call('XADD', KEYS[4], '*', unpack(ARGV, 4))}
 """
-RUN_CLAIM = "run:"  # the claim's prefix once the extractor has started the run
-REQUEST_CLAIM = "request:"  # the claim's prefix while the request waits for the extractor
+RUN_CLAIM, REQUEST_CLAIM = run_claim(""), request_claim("", "").partition("@")[0]  # the claims' prefixes
 
 
 class RunInProgress(Exception):
@@ -84,7 +83,7 @@ class CommandQueue:
         claim = streams.text(self.client.get(keys.run_claim) or b"")
         status = run_status(claim.removeprefix(RUN_CLAIM)) if claim.startswith(RUN_CLAIM) else None
         stale = claim if status is not None and status in AT_REST else ""
-        argv: list[EncodableT] = [f"{REQUEST_CLAIM}{request_id}@{requested_at}", int(self.claim_ttl_s * 1000), stale]
+        argv: list[EncodableT] = [request_claim(request_id, requested_at), int(self.claim_ttl_s * 1000), stale]
         argv += [part for kv in fields.items() for part in kv]
         outcome, what = self.client.eval(
             _REQUEST, 4, keys.checkpoint, keys.extract_lock, keys.run_claim, keys.commands_stream, *argv

@@ -15,7 +15,7 @@ from redis.typing import EncodableT, FieldT
 from etl_common import streams, tracing
 from etl_common.clock import STAMP_FORMAT, utc_iso
 from etl_common.files import file_names
-from etl_common.keys import CHANNEL_PHASE1, Keys
+from etl_common.keys import CHANNEL_PHASE1, Keys, run_claim
 from extractor.checkpoint import Checkpoint, SeenIds
 from extractor.lease import Command, Lease
 
@@ -63,7 +63,7 @@ class Run:
 
     def _claim(self) -> Command:
         """The run-now claim names this run (the API refuses new requests until it is at rest), for the TTL."""
-        return ["SET", self.keys.run_claim, f"run:{self.cp.run_id}", "PX", self.claim_ttl_ms]
+        return ["SET", self.keys.run_claim, run_claim(self.cp.run_id), "PX", self.claim_ttl_ms]
 
     def _event(self, event: dict[str, Any], traceparent: str | None = None) -> Command:
         return xadd(self.keys.events_stream, streams.encode(event, traceparent), EVENTS_MAXLEN)

@@ -665,6 +665,27 @@ def test_concurrent_run_now_requests_queue_exactly_one_run(make_source, make_pip
         api.client.close()
 
 
+def test_a_run_now_request_the_extractor_defers_does_not_keep_the_claim(make_source, make_pipeline):
+    """Another extractor holds the run lock when the service reads the request: it defers it and frees the claim."""
+    p = make_pipeline(make_source(count=20))
+    p.start_workers()
+    api = Api(p, "api")
+    try:
+        assert api.client.post("/etl_runs", headers=AUTH).status_code == 202
+        p.redis.set(p.keys.extract_lock, "another extractor", px=60_000)  # as `extractor once` taking it first
+        extractor = p.start("extractor")
+        deadline = time.monotonic() + 30
+        while p.redis.exists(p.keys.run_claim) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "request ignored" in extractor.output() and not p.redis.exists(p.keys.run_claim), extractor.output()
+        busy = api.client.post("/etl_runs", headers=AUTH)
+        assert busy.status_code == 409 and "is being extracted" in busy.json()["detail"], busy.text
+        p.redis.delete(p.keys.extract_lock)  # that run ended: the next request is accepted, not held for the TTL
+        assert api.client.post("/etl_runs", headers=AUTH).status_code == 202
+    finally:
+        api.client.close()
+
+
 def test_reading_during_a_load_neither_blocks_the_saver_nor_fails(make_source, make_pipeline):
     """WAL: readers hammer every read route while the saver loads a run; the run completes, no read fails."""
     source = make_source(count=3000)
