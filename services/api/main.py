@@ -52,7 +52,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = Database(settings.database())
-    app.state.commands = CommandQueue(settings.redis_url, settings.key_prefix, settings.api_redis_timeout_s)
+    app.state.commands = CommandQueue(
+        settings.redis_url, settings.key_prefix, settings.api_redis_timeout_s, settings.run_claim_ttl_s
+    )
     errors.install(app)
     # Innermost middleware: CORS and metrics (added after it) wrap cached answers too.
     app.add_middleware(ResponseCache, settings=settings, db=app.state.db)

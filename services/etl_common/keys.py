@@ -12,6 +12,16 @@ GROUP_SAVER = "saver"
 GROUP_EXTRACTOR = "extractor"
 
 
+def request_claim(request_id: str, requested_at: str) -> str:
+    """The value of ``Keys.run_claim`` while a run-now request waits for the extractor."""
+    return f"request:{request_id}@{requested_at}"
+
+
+def run_claim(run_id: str) -> str:
+    """The value of ``Keys.run_claim`` once the extractor has started (or resumed) the run."""
+    return f"run:{run_id}"
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key names under one prefix (default ``etl:``)."""
@@ -62,6 +72,11 @@ class Keys:
     def extract_lock(self) -> str:
         """Lock held by the extractor that is running a run, so only one runs at a time."""
         return f"{self.prefix}lock:extract"
+
+    @property
+    def run_claim(self) -> str:
+        """The one run queued or going: ``request:<id>@<time>`` (API) then ``run:<run_id>`` (extractor), with a TTL."""
+        return f"{self.prefix}runs:claim"
 
     @property
     def checkpoint_ids(self) -> str:

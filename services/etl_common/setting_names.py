@@ -72,6 +72,7 @@ SETTINGS = frozenset(
         "ETL_RETENTION_VACUUM_PAGES",
         "ETL_RETRY_AFTER_MAX_S",
         "ETL_RETRY_DELAYS",
+        "ETL_RUN_CLAIM_TTL_S",
         "ETL_RUN_MAX_PAGES_FACTOR",
         "ETL_RUN_MAX_RECORDS_FACTOR",
         "ETL_RUN_ON_START",

@@ -39,6 +39,9 @@ class BaseEtlSettings(BaseSettings):
     consumer_name: str = ""
     # Heartbeat older than this makes /healthz fail.
     heartbeat_stale_s: float = Field(60.0, gt=0)
+    # The run-now claim (one run queued or going) lapses after this long without its run reaching a final
+    # state (a crashed extractor or saver): set by the API, renewed when the run starts and ends extraction.
+    run_claim_ttl_s: float = Field(3600.0, ge=1)
 
     @field_validator("redis_url")
     @classmethod

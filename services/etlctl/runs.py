@@ -105,7 +105,7 @@ def runs_start(
     timeout: Annotated[float, typer.Option(help="With --follow: give up after this many seconds.")] = 3600.0,
     interval: Annotated[float, typer.Option(help="With --follow: seconds between polls.", min=0.05)] = 1.0,
 ) -> None:
-    """Ask the extractor for a run now (exit 4 while a run is going)."""
+    """Ask the extractor for a run now (exit 4 while a run is queued or going)."""
     o = context(ctx)
     before = call(o.api.get, "/etl_runs", limit=1)
     newest_id = before[0]["id"] if before else 0

@@ -15,7 +15,7 @@ from redis.typing import EncodableT, FieldT
 from etl_common import streams, tracing
 from etl_common.clock import STAMP_FORMAT, utc_iso
 from etl_common.files import file_names
-from etl_common.keys import CHANNEL_PHASE1, Keys
+from etl_common.keys import CHANNEL_PHASE1, Keys, run_claim
 from extractor.checkpoint import Checkpoint, SeenIds
 from extractor.lease import Command, Lease
 
@@ -56,9 +56,14 @@ def new_checkpoint(client: redis.Redis, keys: Keys, trigger: str) -> Checkpoint:
 class Run:
     """The records of one run under its lease; ``cp`` is the checkpoint as the next write will store it."""
 
-    def __init__(self, keys: Keys, lease: Lease, cp: Checkpoint) -> None:
+    def __init__(self, keys: Keys, lease: Lease, cp: Checkpoint, claim_ttl_s: float = 3600.0) -> None:
         self.keys, self.lease, self.cp = keys, lease, cp
         self.names = file_names(cp.run_ts)
+        self.claim_ttl_ms = int(claim_ttl_s * 1000)
+
+    def _claim(self) -> Command:
+        """The run-now claim names this run (the API refuses new requests until it is at rest), for the TTL."""
+        return ["SET", self.keys.run_claim, run_claim(self.cp.run_id), "PX", self.claim_ttl_ms]
 
     def _event(self, event: dict[str, Any], traceparent: str | None = None) -> Command:
         return xadd(self.keys.events_stream, streams.encode(event, traceparent), EVENTS_MAXLEN)
@@ -89,13 +94,15 @@ class Run:
             ["SET", f"{keys.prefix}last_run_ts", cp.run_ts],
             # Run-now requests made before this moment are satisfied by this run.
             ["SET", f"{keys.prefix}last_run_started", time.time()],
+            # Any run, whatever its trigger, holds the claim a queued request held.
+            self._claim(),
         ]
         self.lease.write(commands, None)
 
     def resume(self, trigger: str) -> None:
         """Announce that the run in the checkpoint goes on."""
         event = {"type": "run_resumed", "run_id": self.cp.run_id, "trigger": trigger}
-        self.lease.write([self._event(event)], self.cp.run_id)
+        self.lease.write([self._event(event), self._claim()], self.cp.run_id)
 
     def hand_on(self, entry: dict[str, Any], page_ids: list[int | str], warnings: list[str]) -> int:
         """Hand a page on with the checkpoint (already advanced past it) and its new ids; the backlog after it.
@@ -149,6 +156,8 @@ class Run:
             self._event({"type": "phase1_complete", **phase1, "total": cp.total, "run_ts": cp.run_ts}, tp),
             ["PUBLISH", CHANNEL_PHASE1, orjson.dumps(phase1)],
             ["DEL", keys.checkpoint, keys.checkpoint_ids],
+            # The TTL counts afresh from here: transforming and loading are still to come.
+            self._claim(),
         ]
         self.lease.write(commands, cp.run_id)
         return phase1

@@ -109,7 +109,13 @@ def _go(
             structlog.contextvars.bind_contextvars(run_id=cp.run_id)
             try:
                 return _pages(
-                    settings, client, Run(keys, lease, cp), unfinished is not None, trigger, should_stop, beat
+                    settings,
+                    client,
+                    Run(keys, lease, cp, settings.run_claim_ttl_s),
+                    unfinished is not None,
+                    trigger,
+                    should_stop,
+                    beat,
                 )
             finally:
                 structlog.contextvars.unbind_contextvars("run_id")

@@ -12,7 +12,7 @@ from croniter import croniter
 from etl_common import retry, streams, streamstats
 from etl_common.clock import utc_iso
 from etl_common.errors import EtlError, RunAborted, RunInterrupted
-from etl_common.keys import GROUP_EXTRACTOR
+from etl_common.keys import GROUP_EXTRACTOR, request_claim
 from etl_common.ops import Heartbeat
 from etl_common.runtime import Stopper, serve_loop
 from etl_common.worker import StreamWorker
@@ -22,6 +22,9 @@ from extractor.lease import LeaseLost
 from extractor.settings import ExtractorSettings
 
 log = structlog.get_logger(__name__)
+
+# Compare and delete: only the claim of this very request, never a run's or a later request's.
+_RELEASE_CLAIM = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class Service(StreamWorker[ExtractorSettings]):
@@ -162,6 +165,10 @@ class Service(StreamWorker[ExtractorSettings]):
                 else:
                     log.info("run requested", request_id=command.get("request_id"))
                     self.extract(command.get("trigger", "api"))
+                # A run that started holds the claim by now; a request that made none (satisfied, deferred,
+                # failed before its start) must not keep new ones out until the claim's TTL.
+                claim = request_claim(str(command.get("request_id")), str(command.get("requested_at")))
+                self.client.eval(_RELEASE_CLAIM, 1, self.keys.run_claim, claim)
             else:
                 log.warning("unknown command ignored", command=command.get("type"))
             self.reader.ack([entry])

@@ -602,6 +602,90 @@ def test_post_etl_runs_starts_a_run_through_the_extractor(make_source, make_pipe
         api.client.close()
 
 
+def _run_now_burst(api: Api, n: int = 8) -> list[httpx.Response]:
+    """``n`` POST /etl_runs at once (released together by a barrier), each on its own connection."""
+    barrier = threading.Barrier(n)
+    answers: list[httpx.Response] = []
+
+    def post() -> None:
+        with httpx.Client(base_url=api.client.base_url, headers=AUTH, timeout=30) as client:
+            barrier.wait()
+            answers.append(client.post("/etl_runs"))
+
+    threads = [threading.Thread(target=post) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers
+
+
+def _one_accepted(answers: list[httpx.Response]) -> tuple[str, list[str]]:
+    """The one 202's request id and the 409s' details; fails unless exactly one request of the burst was accepted."""
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [202] + [409] * (len(answers) - 1), [(a.status_code, a.text) for a in answers]
+    accepted = next(a for a in answers if a.status_code == 202).json()["request_id"]
+    return accepted, [a.json()["detail"] for a in answers if a.status_code == 409]
+
+
+def test_concurrent_run_now_requests_queue_exactly_one_run(make_source, make_pipeline):
+    """N requests at once on two API workers: one 202, N-1 409 naming the queued request; one run; again after it."""
+    source = make_source(count=120)
+    p = make_pipeline(source)
+    p.start_workers()
+    api = Api(p, "api", ETL_API_WORKERS="2")
+    try:
+        assert api.get("/etl_runs").json() == []
+        # Queued: nothing but the claim says so until the extractor takes the command.
+        accepted, refusals = _one_accepted(_run_now_burst(api))
+        assert all(d.startswith("a run is already queued: request " + accepted) for d in refusals), refusals
+        assert all(d.endswith("try again when it has finished") for d in refusals), refusals
+        assert p.redis.xlen(p.keys.commands_stream) == 1
+        assert 0 < p.redis.pttl(p.keys.run_claim) <= 3_600_000  # a crashed extractor cannot keep it forever
+        p.start("extractor")
+        first = p.wait_run(("succeeded",), timeout_s=60)
+        # The run is at rest: the next burst queues exactly one run again.
+        _one_accepted(_run_now_burst(api))
+        deadline = time.monotonic() + 60
+        while len(runs := api.get("/etl_runs?status=succeeded").json()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [r["run_id"] for r in runs][1:] == [first["run_id"]], p.logs()
+        second = runs[0]
+        assert second["trigger"] == "api" and len(api.get("/etl_runs").json()) == 2
+        # Extracted but not loaded yet (as when a short extraction ends in a moment): still going, 409 naming it.
+        with closing(sqlite3.connect(p.db_path)) as db, db:
+            db.execute("UPDATE etl_runs SET status = 'transformed' WHERE run_id = ?", [second["run_id"]])
+        going = api.client.post("/etl_runs", headers=AUTH)
+        assert going.status_code == 409, going.text
+        assert going.json()["detail"].startswith(f"a run is already going: run {second['run_id']} (status transformed")
+        with closing(sqlite3.connect(p.db_path)) as db, db:
+            db.execute("UPDATE etl_runs SET status = 'succeeded' WHERE run_id = ?", [second["run_id"]])
+        assert api.client.post("/etl_runs", headers=AUTH).status_code == 202
+    finally:
+        api.client.close()
+
+
+def test_a_run_now_request_the_extractor_defers_does_not_keep_the_claim(make_source, make_pipeline):
+    """Another extractor holds the run lock when the service reads the request: it defers it and frees the claim."""
+    p = make_pipeline(make_source(count=20))
+    p.start_workers()
+    api = Api(p, "api")
+    try:
+        assert api.client.post("/etl_runs", headers=AUTH).status_code == 202
+        p.redis.set(p.keys.extract_lock, "another extractor", px=60_000)  # as `extractor once` taking it first
+        extractor = p.start("extractor")
+        deadline = time.monotonic() + 30
+        while p.redis.exists(p.keys.run_claim) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "request ignored" in extractor.output() and not p.redis.exists(p.keys.run_claim), extractor.output()
+        busy = api.client.post("/etl_runs", headers=AUTH)
+        assert busy.status_code == 409 and "is being extracted" in busy.json()["detail"], busy.text
+        p.redis.delete(p.keys.extract_lock)  # that run ended: the next request is accepted, not held for the TTL
+        assert api.client.post("/etl_runs", headers=AUTH).status_code == 202
+    finally:
+        api.client.close()
+
+
 def test_reading_during_a_load_neither_blocks_the_saver_nor_fails(make_source, make_pipeline):
     """WAL: readers hammer every read route while the saver loads a run; the run completes, no read fails."""
     source = make_source(count=3000)

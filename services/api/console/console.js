@@ -592,8 +592,10 @@ async function runNow() {
       progress("Requested; waiting for the extractor to start the run…", 0, 0);
     } catch (err) {
       if (err.status !== 409) throw err;
-      progress("A run is already going; following it…", 0, 0);
-      before -= 1; // the going run is the newest one
+      // Queued: its run has no row yet, so wait for a new one; going: the going run is the newest one.
+      const queued = /already queued/i.test(err.message);
+      progress(queued ? "A run is already queued; waiting for the extractor to start it…" : "A run is already going; following it…", 0, 0);
+      if (!queued) before -= 1;
     }
     const run = await waitForStart(before);
     if (run) await follow(run);
