@@ -4,7 +4,6 @@ SQLite (the embedded default: a file, one writer in WAL mode, read-only readers)
 through psycopg 3. ``ETL_DATABASE_URL`` chooses: empty means SQLite at ``ETL_DB_PATH``.
 """
 
-import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import AfterValidator, SecretStr
 
-from etl_common.settings import redact_url
+from etl_common.settings import BAD_ESCAPE, redact_url
 
 if TYPE_CHECKING:
     import psycopg
@@ -30,8 +29,6 @@ _SCHEMES: dict[str, Engine] = {
 
 # The URL parameters libpq reads a password from.
 _SECRET_PARAMETERS = ("password", "sslpassword")
-# A '%' that starts no percent-encoded byte.
-_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 class BadDatabaseUrl(ValueError):
@@ -146,7 +143,7 @@ def parse_url(url: str | None, default_path: str | Path = "database/data.db") ->
     if not text:
         path = Path(default_path)
         return DatabaseUrl("sqlite", f"sqlite:///{path}", path)
-    if _BAD_ESCAPE.search(text):
+    if BAD_ESCAPE.search(text):
         # libpq refuses it with the token (the password, often) in its message: said here without the value.
         raise BadDatabaseUrl(
             "the database URL is malformed: a '%' not followed by two hex digits; percent-encode the password's "

@@ -47,6 +47,11 @@ class BaseEtlSettings(BaseSettings):
     @classmethod
     def _redis_url(cls, url: str) -> str:
         """Parsed as redis-py will (scheme, port): a malformed URL is a setting error, not a traceback later."""
+        if BAD_ESCAPE.search(url):  # redis-py would decode it silently into a password that never matches
+            raise ValueError(
+                "malformed: a '%' not followed by two hex digits; percent-encode the password's special characters "
+                "(% is %25, @ is %40, : is %3A, / is %2F)"
+            )
         try:
             parse_url(url)  # type: ignore[no-untyped-call]
         except ValueError as exc:
@@ -58,6 +63,8 @@ class BaseEtlSettings(BaseSettings):
         return url
 
 
+# A '%' not followed by two hex digits: a password's special character left unencoded in a URL (any of ours).
+BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _USERINFO = re.compile(r"^(?P<head>[^/]*//[^/@:]*:)(?P<password>[^@]*)@")
 
 

@@ -34,6 +34,9 @@ def one_line(text: str) -> str:
         ("redis://:s3cr3t-pw@localhost:63x9/0", "Port could not be cast"),
         ("redis://etl:s3cr3t-pw@localhost:70000/0", "Port out of range"),
         ("http://:s3cr3t-pw@localhost:6379", "schemes"),
+        ("redis://:s3cr3t-pw%ZZ@localhost:6379/0", "percent-encode"),
+        ("rediss://etl:s3cr3t-pw%@localhost:6379/0", "percent-encode"),
+        ("redis://:s3cr3t-pw%4@localhost:6379/0", "percent-encode"),
     ],
 )
 def test_a_malformed_redis_url_is_one_line_exit_2_and_the_password_stays_hidden(tmp_path, service, url, cause):
