@@ -381,7 +381,8 @@ def as_utf8(body: bytes, skip: int) -> bytes:
         text = body.decode(encoding, "surrogatepass")
     except UnicodeDecodeError as exc:
         raise SourceUnavailable(
-            f"page at skip={skip} is not JSON: it looks like {encoding} but is not ({exc})"
+            f"page at skip={skip} is not JSON: it looks like {encoding} but is not ({exc}; it starts with bytes "
+            f"{body[:4].hex(' ')}); check that ETL_SOURCE_URL is a JSON API of users"
         ) from exc
     log.info("page transcoded to UTF-8", skip=skip, encoding=encoding)
     # A lone surrogate becomes its JSON escape, so the record holding it is quarantined as such, not the page.

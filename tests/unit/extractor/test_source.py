@@ -193,8 +193,16 @@ def test_a_lone_surrogate_in_utf_16_quarantines_its_record_only(source, http):
 def test_bytes_that_only_look_like_utf_16_are_not_json(source, http):
     odd = b'\xff\xfe{\x00"\x00a'  # an odd number of bytes after a UTF-16 BOM
     source.faults([{"skip": 0, "body_b64": base64.b64encode(odd).decode()}])
-    with pytest.raises(SourceUnavailable, match="is not JSON: it looks like utf-16 but is not"):
+    with pytest.raises(SourceUnavailable, match="is not JSON: it looks like utf-16 but is not") as raised:
         fetch_once(http, source.url, 0, 100, BOUNDS)
+    assert "it starts with bytes ff fe 7b 00" in str(raised.value) and "ETL_SOURCE_URL" in str(raised.value)
+
+
+def test_a_binary_body_starting_with_a_nul_byte_is_named_by_its_bytes(source, http):
+    source.faults([{"skip": 0, "body_b64": base64.b64encode(b"\x00garbage").decode()}])
+    with pytest.raises(SourceUnavailable, match="is not JSON") as raised:
+        fetch_once(http, source.url, 0, 100, BOUNDS)
+    assert "it starts with bytes 00 67 61 72" in str(raised.value)
 
 
 def test_a_bom_before_a_page_with_a_value_only_the_tolerant_reader_reads(source, http):
