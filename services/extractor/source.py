@@ -347,7 +347,10 @@ def fetch_once(
         # Tolerant: one record with a bad value is quarantined (and dead-lettered later), not the whole page.
         page = read_page(body)
     except ValueError as exc:
-        raise SourceUnavailable(f"page at skip={skip} is not JSON: {exc}") from exc
+        raise SourceUnavailable(
+            f"page at skip={skip} is not JSON: {exc} (it starts with {ex.body[:16]!r}); check that ETL_SOURCE_URL "
+            "is a JSON API of users"
+        ) from exc
     if not isinstance(page, dict) or not isinstance(page.get("users"), list):
         raise SourceUnavailable(
             f"the source answered HTTP 200 for skip={skip} without a 'users' list, {_describe(page)}. The page is "
