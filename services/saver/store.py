@@ -96,9 +96,11 @@ class Store(RunReads):
 
     def _ensure_run(self, run_id: str, run_ts: str) -> None:
         names = file_names(run_ts)
+        # Called for every page and event: inserting only when absent keeps PostgreSQL's identity from burning a
+        # value on each conflict, so run ids count 1, 2, 3 on both engines.
         self.conn.execute(
-            "INSERT INTO etl_runs (run_id, run_timestamp, raw_file, processed_file, dlq_file, "
-            "started_at, updated_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+            "INSERT INTO etl_runs (run_id, run_timestamp, raw_file, processed_file, dlq_file, started_at, updated_at) "
+            "SELECT ?,?,?,?,?,?,? WHERE NOT EXISTS (SELECT 1 FROM etl_runs WHERE run_id=?) ON CONFLICT DO NOTHING",
             (
                 run_id,
                 ts_iso(run_ts),
@@ -107,6 +109,7 @@ class Store(RunReads):
                 names["dlq_file"],
                 ts_iso(run_ts),
                 now_iso(),
+                run_id,
             ),
         )
 
