@@ -4,8 +4,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import structlog
+
 from etl_common import runtime
-from etl_common.db import DatabaseUrl, connect_writer, connection_problem
+from etl_common.db import DatabaseUrl, connect_writer, connection_lost, connection_problem
 from etl_common.settings import from_env_file, load
 from saver import crypto
 from saver.migrate import migrate
@@ -13,6 +15,8 @@ from saver.retention import make_incremental
 from saver.settings import SaverSettings
 from saver.store import Store
 from saver.worker import Worker
+
+log = structlog.get_logger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         runtime.run_worker(
             "saver", settings, lambda client, heartbeat, stopper: Worker(settings, client, store, heartbeat, stopper)
         )
+    except Exception as exc:
+        if not store.connection_lost():
+            raise
+        # Only a new process reconnects: the supervisor restarts it; a traceback would say no more than this line.
+        log.error(connection_lost(exc, database))
+        return 1
     finally:
         store.close()
     return 0
