@@ -30,14 +30,14 @@ from pydantic import ValidationError
 import testbed as tb
 from api.settings import ApiSettings
 from etl_common import setting_names
-from etl_common.db import parse_url
+from etl_common.db import connect_writer, connection_problem, parse_url
 from etl_common.keys import Keys
 from etl_common.settings import describe, from_env_file
 from extractor.checkpoint import Checkpoint
 from extractor.settings import ExtractorSettings
 from saver.settings import SaverSettings
 from testbed.progress import Progress
-from testbed.stack import last_words
+from testbed.stack import how_it_ended, last_words
 from transformer.settings import TransformerSettings
 
 # The demo's folder (the checkout; --home moves it, for the tests): .env, .run/, database/, data/, sftp_data/.
@@ -101,6 +101,32 @@ def check_settings(env: dict[str, str]) -> None:
             cls(_env_file=None, **values)
         except ValidationError as exc:
             raise Refused(f"invalid setting: {describe(exc)}", code=2) from None
+
+
+def follow_database(env: dict[str, str], stack: tb.Stack) -> None:
+    """Watch the database the services write: ETL_DATABASE_URL's (parsed as they parse it), else database/data.db.
+
+    A relative SQLite path is the demo's folder's (the services run elsewhere: they are handed the absolute
+    path). A PostgreSQL database that cannot be reached or logged in to stops the demo here, in one line
+    (``Refused``, code 2), as it stops the saver.
+    """
+    global DATABASE, DB
+    database = parse_url(env.get("ETL_DATABASE_URL"), DB)
+    if database.engine == "sqlite":
+        assert database.path is not None
+        DB = DATABASE = stack.db_path = database.path if database.path.is_absolute() else ROOT / database.path
+        if env.get("ETL_DATABASE_URL", "").strip():
+            env["ETL_DATABASE_URL"] = f"sqlite:///{DB}"
+        return
+    DATABASE = database.url
+    import psycopg  # only here: a SQLite demo never loads it
+
+    try:
+        connect_writer(database).close()
+    except psycopg.Error as exc:
+        raise Refused(
+            f"cannot use {database.redacted()}: {connection_problem(exc, database)} (ETL_DATABASE_URL)", code=2
+        ) from None
 
 
 def ops_ports_base(value: str | None) -> int:
@@ -187,7 +213,9 @@ def log_dir() -> Path:
 
 
 def _db_name() -> str:
-    return parse_url(DATABASE).redacted() if isinstance(DATABASE, str) else "database/data.db"
+    if isinstance(DATABASE, str):
+        return parse_url(DATABASE).redacted()
+    return str(DB.relative_to(ROOT)) if DB.is_relative_to(ROOT) else str(DB)
 
 
 def earlier_state(client: redis.Redis, prefix: str) -> tuple[list[str], str | None]:
@@ -247,7 +275,10 @@ def wait_run(
                 return run_row(run_id, after_id), code
             dead = next((p for p in services if not p.alive()), None)
             if dead is not None:
-                raise RuntimeError(f"{dead.name} exited during the run: {last_words(dead)}")
+                raise RuntimeError(
+                    f"{dead.name} {how_it_ended(dead)} during the run (its log: {dead.log}); "
+                    "`make demo` resumes the run"
+                )
             cp = Checkpoint.load(client, Keys(prefix).checkpoint)
             total = (cp.total if cp else -1) if row is None or row["total_expected"] is None else row["total_expected"]
             pages = _pages_loaded(row["run_id"]) if row is not None else 0
@@ -386,12 +417,10 @@ def main() -> int:
 
 def demo(args: argparse.Namespace, stack: tb.Stack) -> int:
     env = settings_env()
-    global DATABASE
-    url = (env.get("ETL_DATABASE_URL") or "").strip()
-    DATABASE = parse_url(url).url if url and parse_url(url).engine == "postgresql" else DB
     env.setdefault("ETL_API_PORT", "8000")
     env.setdefault("ETL_API_CORS_ORIGINS", CORS_ORIGINS)
     check_settings(env)  # first: a value that is not a port stops here with one line
+    follow_database(env, stack)
     ops_base = ops_ports_base(env.get("ETL_OPS_PORT"))
     env["ETL_OPS_PORT"] = str(ops_base)
     api_host, api_port = env.get("ETL_API_HOST", "127.0.0.1"), int(env["ETL_API_PORT"])
@@ -458,7 +487,11 @@ def demo(args: argparse.Namespace, stack: tb.Stack) -> int:
     while all(p.alive() for p in stack.procs.values()):
         time.sleep(1)
     dead = next(p for p in stack.procs.values() if not p.alive())
-    print(f"stopped: {dead.name} exited: {last_words(dead)}; see {dead.log}", file=sys.stderr)
+    print(
+        f"stopped: {dead.name} {how_it_ended(dead)} (its last log line: {last_words(dead)}); see {dead.log}; "
+        "`make demo` starts it all again",
+        file=sys.stderr,
+    )
     return 1
 
 

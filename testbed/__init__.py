@@ -162,6 +162,7 @@ class Redis:
         time.sleep(down_s)
         self.proc = _redis_proc(self.port, self.dir, self.aof)
         wait_port(self.port, proc=self.proc.popen)
+        wait_loaded(self.port, self.proc.popen)
 
 
 def _redis_proc(port: int, d: Path, aof: bool) -> Proc:
@@ -195,7 +196,29 @@ def start_redis(d: Path, port: int | None = None, aof: bool = True) -> Redis:
     port = port or free_port()
     proc = _redis_proc(port, d, aof)
     wait_port(port, proc=proc.popen)
+    wait_loaded(port, proc.popen)
     return Redis(port, d, proc, aof)
+
+
+def wait_loaded(port: int, proc: "subprocess.Popen[bytes]", timeout_s: float = 120.0) -> None:
+    """Until Redis answers PING: it listens while it loads its AOF, and answers every command with LOADING then."""
+    import redis
+
+    client = redis.Redis(port=port, socket_timeout=5)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.BusyLoadingError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited with {proc.returncode} while loading its data") from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Redis on 127.0.0.1:{port} still loading its data after {timeout_s}s") from None
+                time.sleep(0.1)
+    finally:
+        client.close()
 
 
 def gen_keys(keys_dir: Path, port: int, passphrase: str = "") -> None:

@@ -1,6 +1,7 @@
 """The one assembler of the stack: Redis, SFTP, the source and the services, started in order, stopped in reverse."""
 
 import json
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -182,6 +183,19 @@ class Stack:
     def logs(self, chars: int = 3000) -> str:
         """The tail of every process's output, for failure messages."""
         return tb.output_tails(self.procs, chars)
+
+
+def how_it_ended(proc: "tb.Proc") -> str:
+    """How a process that ended did: "exited with code N", or "was killed by SIGNAME" (a signal not its own)."""
+    code = proc.popen.poll()
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 def last_words(proc: "tb.Proc") -> str:

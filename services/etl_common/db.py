@@ -215,6 +215,20 @@ def connection_problem(exc: Exception, target: DatabaseUrl) -> str:
     return f"cannot use PostgreSQL at {where}: {first.removeprefix('connection failed: ')}"
 
 
+def connection_lost(exc: Exception, target: DatabaseUrl) -> str:
+    """The line of a process whose PostgreSQL connection was closed under it: where, why, and the next step."""
+    parts = urlsplit(target.url)
+    text = str(exc)
+    for secret in sorted(target.secrets(), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    cause = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return (
+        f"lost the connection to PostgreSQL at {parts.hostname or 'localhost'}:{parts.port or 5432} ({cause}); "
+        "stopping so that it is restarted (what was not acknowledged is delivered again): if it keeps stopping, "
+        "check that PostgreSQL is up"
+    )
+
+
 def _checked(value: SecretStr | None) -> SecretStr | None:
     if value is None or not value.get_secret_value().strip():
         return None  # ETL_..._URL= (empty, as in .env.example) is the same as unset

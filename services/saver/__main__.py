@@ -4,8 +4,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import structlog
+
 from etl_common import runtime
-from etl_common.db import connect_writer, connection_problem
+from etl_common.db import DatabaseUrl, connect_writer, connection_lost, connection_problem
 from etl_common.settings import from_env_file, load
 from saver import crypto
 from saver.migrate import migrate
@@ -13,6 +15,8 @@ from saver.retention import make_incremental
 from saver.settings import SaverSettings
 from saver.store import Store
 from saver.worker import Worker
+
+log = structlog.get_logger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command (default ``serve``); exit status 1 when an age command fails or Redis stays away, 2 on a bad
-    setting or recipient, or a PostgreSQL database that migrate cannot reach or log in to."""
+    setting or recipient, or a PostgreSQL database that the saver cannot reach or log in to."""
     args = _parser().parse_args(argv)
     if args.command in ("keygen", "decrypt"):
         return _age_command(args)
@@ -54,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         named_by = "ETL_DATABASE_URL" if settings.database_url else "ETL_DB_PATH"  # the setting the file came from
         runtime.require_writable("saver", named_by, Path(settings.db_path), folder=False)
     runtime.require_writable("saver", "ETL_DATA_DIR", Path(settings.data_dir))
-    store = Store(database)
+    store = _open_store(database)
+    if store is None:
+        return 2
     if args.command in ("migrate", "vacuum"):
         if args.command == "vacuum":
             print(make_incremental(store.conn), file=sys.stderr)
@@ -64,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         runtime.run_worker(
             "saver", settings, lambda client, heartbeat, stopper: Worker(settings, client, store, heartbeat, stopper)
         )
+    except Exception as exc:
+        if not store.connection_lost():
+            raise
+        # Only a new process reconnects: the supervisor restarts it; a traceback would say no more than this line.
+        log.error(connection_lost(exc, database))
+        return 1
     finally:
         store.close()
     return 0
@@ -92,6 +104,22 @@ def _postgresql_command(command: str | None, settings: SaverSettings) -> int:
         return 2
     print(f"{database.redacted()}: applied {', '.join(applied) or 'nothing (up to date)'}", file=sys.stderr)
     return 0
+
+
+def _open_store(database: DatabaseUrl) -> Store | None:
+    """The store; None after one line on stderr when PostgreSQL cannot be reached or logged in to."""
+    if database.engine != "postgresql":
+        return Store(database)
+    import psycopg  # only here: SQLite deployments never load it
+
+    try:
+        return Store(database)
+    except psycopg.Error as exc:
+        print(
+            f"cannot use {database.redacted()}: {connection_problem(exc, database)} (ETL_DATABASE_URL)",
+            file=sys.stderr,
+        )
+        return None
 
 
 def _age_command(args: argparse.Namespace) -> int:

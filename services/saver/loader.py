@@ -113,9 +113,12 @@ def check_page(p: dict[str, Any]) -> None:
 
 
 def keep_schemas(store: "Store", pages: list[dict[str, Any]]) -> None:
-    """Keep the pages' observed schemas for their runs' drift; a failure costs the drift, never the pages."""
+    """Keep the pages' observed schemas for their runs' drift; a failure costs the drift, never the pages (a lost
+    PostgreSQL connection costs nothing: raised, so the pages are not acked)."""
     try:
         schema.save_pages(store.conn, pages)
     except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+        if store.connection_lost():
+            raise  # not acked: the restarted saver gets the pages again and keeps their schemas then
         metrics.ERRORS.labels(stage="schema").inc()
         log.error("page schemas not kept; the run's drift will miss them", error=str(exc))

@@ -71,6 +71,11 @@ class Store(RunReads):
         """Close the writer connection."""
         self.conn.close()
 
+    def connection_lost(self) -> bool:
+        """PostgreSQL closed the writer's connection (a restart, a terminated session, a network cut)."""
+        raw = getattr(self.conn, "raw", None)  # saver.pgconn's adapter; a SQLite file has no connection to lose
+        return raw is not None and bool(raw.closed)
+
     def transaction(self) -> "_Transaction":
         """``with store.transaction():`` one ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error."""
         return _Transaction(self.conn)

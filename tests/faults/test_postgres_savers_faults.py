@@ -285,3 +285,33 @@ def test_a_saver_killed_while_its_run_waits_for_the_sftp_server_leaves_the_run_t
     stopwatch.recovered()
     _assert_run_exact(p, run, f"data-{survivor.name}")
     assert _succeeded_logs(savers) == {holder.name: 0, survivor.name: 1}
+
+
+def test_a_saver_whose_postgresql_connection_is_closed_stops_in_one_line_and_its_restart_ends_the_run_exact(
+    make_source, make_pipeline, postgres_server
+):
+    """PostgreSQL ends the saver's session mid-run (what a restart does to it): one line naming where and the next
+    step, exit 1, no traceback; the pages it had not acked are loaded by the restarted saver, the run exact."""
+    p = _pipeline(make_source, make_pipeline, postgres_server, page_delay_s=0.3)
+    saver = _start_saver(p, "saver-a")
+    p.start("transformer")
+    extractor = p.start("extractor", "once", ETL_FETCH_CONCURRENCY="1")
+    wait_for(lambda: len(_ledger_pages(p)) >= 2, timeout_s=60, what="the first pages in the ledger")
+    with psycopg.connect(p.database, autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'etl-saver' AND datname = current_database()) t"
+        ).fetchone()[0]
+    assert ended >= 1
+    assert saver.popen.wait(60) == 1, saver.output()[-3000:]
+    assert len(_ledger_pages(p)) < 10
+    output = saver.output()
+    assert "Traceback" not in output and postgres_server.password not in output, output[-3000:]
+    # Its last line (a step that keeps nothing but notes, such as the page schemas, may have logged the cut first).
+    last = lines(saver.log)[-1]
+    assert last["level"] == "error", output[-3000:]
+    assert f"lost the connection to PostgreSQL at 127.0.0.1:{postgres_server.port}" in last["event"], last
+    _start_saver(p, "saver-a")  # what a supervisor does
+    assert extractor.popen.wait(120) == 0, extractor.output()[-2000:]
+    run = p.wait_run(timeout_s=120)
+    _assert_run_exact(p, run, "data-saver-a")

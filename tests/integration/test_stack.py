@@ -72,3 +72,26 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except OSError:
         return "gone"
+
+
+@pytest.mark.slow
+def test_redis_is_started_once_it_has_loaded_its_data_not_once_it_listens(tmp_path):
+    """A large AOF takes Redis seconds to load, listening all along and answering LOADING meanwhile."""
+    import redis
+
+    server = tb.start_redis(tmp_path / "redis", aof=True)
+    keys = 2_000_000
+    try:
+        client = redis.Redis.from_url(server.url)
+        fill = "for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do redis.call('SET', 'k' .. i, i) end"
+        for start in range(1, keys, 100_000):  # in steps: a long script blocks every other client
+            client.eval(fill, 0, start, start + 99_999)
+        client.close()
+        server.proc.stop()
+        again = tb.start_redis(tmp_path / "redis", aof=True)
+        server = again
+        client = redis.Redis.from_url(again.url)
+        assert client.dbsize() == keys  # BusyLoadingError had it been handed over while loading
+        client.close()
+    finally:
+        server.proc.stop()
