@@ -38,6 +38,10 @@ class UploadRefused(UploadFailed):
     """A key or trust problem (wrong passphrase, refused key, unknown or changed host key): not retried at once."""
 
 
+class UploadStalled(UploadFailed):
+    """The server stopped answering for ETL_SFTP_TIMEOUT_S: not retried at once, so the run shows it after one wait."""
+
+
 _KEY_CLASSES = (
     (rsa.RSAPrivateKey, paramiko.RSAKey),
     (ed25519.Ed25519PrivateKey, paramiko.Ed25519Key),
@@ -230,7 +234,7 @@ def _upload_once(s: SaverSettings, files: dict[str, tuple[Path, str]]) -> dict[s
     except (OSError, EOFError, paramiko.SSHException) as exc:
         if watch.stalled:
             # The temporary file stays on the server (never under the final name); the next try overwrites it.
-            raise UploadFailed(watch.message()) from exc
+            raise UploadStalled(watch.message()) from exc
         if sftp is not None and tmp:
             with watch.doing(f"removing {tmp}"):
                 remove_quietly(sftp, tmp)
@@ -244,8 +248,9 @@ def upload(s: SaverSettings, files: dict[str, tuple[Path, str]]) -> dict[str, st
     retrying = retry.retrying(
         stop=stop_after_attempt(s.sftp_attempts),
         wait=wait_exponential(multiplier=s.sftp_backoff_s, max=60),
-        # A key or trust problem will not fix itself in seconds: leave it to the run's own retry.
-        retry=retry_if_exception_type(UploadFailed) & retry_if_not_exception_type(UploadRefused),
+        # A key or trust problem, or a server that stopped answering, will not mend in seconds: leave it to the
+        # run's own retry (upload_pending, with the reason) rather than hold the run silent for more timeouts.
+        retry=retry_if_exception_type(UploadFailed) & retry_if_not_exception_type((UploadRefused, UploadStalled)),
         reraise=True,
         before_sleep=lambda st: log.warning(
             "sftp upload failed, retrying",

@@ -40,8 +40,8 @@ def test_stalled_sftp_server_ends_the_try_then_the_upload_succeeds(
             src,
             upload_dir=sftp.upload_dir,
             ETL_SFTP_TIMEOUT_S=str(TIMEOUT_S),
-            # One attempt per try, so the run shows the stall (not a later attempt's error) before the next try.
-            ETL_SFTP_ATTEMPTS="1",
+            # Several attempts per try: a stall must still not be retried in place (the run shows it after one wait).
+            ETL_SFTP_ATTEMPTS="3",
             ETL_UPLOAD_RETRY_S="2",
             ETL_UPLOAD_RETRY_MAX_S="4",
         )
@@ -55,6 +55,7 @@ def test_stalled_sftp_server_ends_the_try_then_the_upload_succeeds(
         where = f"127.0.0.1:{sftp.port}"
         assert f"SFTP server {where} stopped answering for {TIMEOUT_S} s {during}" in pending["error"], pending["error"]
         assert "will be tried again" in pending["error"]
+        assert "sftp upload failed, retrying" not in p.procs["saver"].output()
         assert sftp.stalled_sessions(), "the server never stalled"
         # Nothing under a final name: a stalled try leaves at most its temporary file.
         assert [f.name for f in sftp.upload_dir.rglob("*.jsonl")] == []
