@@ -5,9 +5,11 @@ import io
 import json
 import re
 import shutil
+import sqlite3
 import subprocess
 import time
 import zipfile
+from contextlib import closing
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -20,6 +22,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 import testbed as tb
 from api.ui import FILES as CONSOLE
 from dummyjson.users import make_user
+from etl_common.keys import run_claim
 from tests.browser import BrowserLog, PrefixProxy, chromium, downloaded, leaving_the_machine
 from tests.support import Pipeline, real_users
 from tests.unit.api.test_exports import HOSTILE, hostile_users, runs_as_formula, unneutralised
@@ -289,6 +292,22 @@ def test_a_person_signs_in_browses_runs_charts_and_sql_and_starts_a_run(make_sou
         ui.wait(lambda: latest["run_id"] in ui.text("#records-caption"), what="the new run's records")
         ui.wait(lambda: ui.rows("#runs-table")[0][9] != "", what="the new run's dead letters")
         ui.shot("04-after-run-now")
+
+        # -- run now while a run goes that the saver has not recorded yet: the console follows that run --------
+        going = "20261204_235959_c0ffee"
+        p.redis.set(p.keys.run_claim, run_claim(going), px=600_000)
+        ui.find("#run-now").click()
+        ui.wait(lambda: "already going" in ui.text("#progress-text"), what="the 409 understood")
+        expected_failures += [("/etl_runs", 409), (f"/etl_runs/{going}", 404)]
+        time.sleep(1)  # a few polls of the run the API named, still unknown (404), before the saver records it
+        with closing(sqlite3.connect(p.db_path)) as conn, conn:
+            conn.execute(
+                "INSERT INTO etl_runs (run_id, run_timestamp, raw_file, processed_file, dlq_file, started_at, "
+                "updated_at, finished_at, status) VALUES (?,?,?,?,?,?,?,?,?)",
+                (going, "2026-12-04T23:59:59.000Z", "r", "p", "d", *["2026-12-04T23:59:59.000Z"] * 3, "succeeded"),
+            )
+        ui.wait(lambda: ui.text("#progress-text").startswith(f"Run {going} succeeded"), what="the named run followed")
+        p.redis.delete(p.keys.run_claim)
 
         # -- labelled controls, no console error, nothing but loopback --------------------------------
         assert driver.execute_script(UNLABELLED) == []

@@ -586,18 +586,20 @@ async function runNow() {
   delete $("progress-box").dataset.done;
   try {
     let before = await newestRunId();
+    let going = null; // the going run's id, when the API names it (its row may not exist yet)
     progress("Asking the extractor for a run…", 0, 0);
     try {
       await api("etl_runs", { method: "POST" });
       progress("Requested; waiting for the extractor to start the run…", 0, 0);
     } catch (err) {
       if (err.status !== 409) throw err;
-      // Queued: its run has no row yet, so wait for a new one; going: the going run is the newest one.
+      // Queued: its run has no row yet, so wait for a new one; going: follow the run the API names, else the newest.
       const queued = /already queued/i.test(err.message);
+      going = queued ? null : (/already going: run (\S+)/i.exec(err.message) || [])[1] || null;
       progress(queued ? "A run is already queued; waiting for the extractor to start it…" : "A run is already going; following it…", 0, 0);
-      if (!queued) before -= 1;
+      if (!queued && !going) before -= 1;
     }
-    const run = await waitForStart(before);
+    const run = going ? await waitForRow(going) : await waitForStart(before);
     if (run) await follow(run);
   } catch (err) {
     setText("runs-error", `Run now failed. ${err.message}`);
@@ -616,6 +618,23 @@ async function waitForStart(before) {
     if (runs.length && runs[0].id > before) return runs[0];
     if (Date.now() > deadline) {
       progress("The extractor has not started the run yet: is the extractor service running?", 0, 0);
+      return null;
+    }
+    await sleep(POLL_MS);
+  }
+  return null;
+}
+
+async function waitForRow(runId) {
+  const deadline = Date.now() + START_WAIT_MS;
+  while (state.following) {
+    try {
+      return (await api(`etl_runs/${encodeURIComponent(runId)}`)).data;
+    } catch (err) {
+      if (err.status !== 404) throw err; // not recorded by the saver yet
+    }
+    if (Date.now() > deadline) {
+      progress(`Run ${runId} has not been recorded yet: is the saver running?`, 0, 0);
       return null;
     }
     await sleep(POLL_MS);
