@@ -42,7 +42,7 @@ bench: env ## Benchmark: end-to-end users/s, CPU/user, peak RSS (BENCH_SIZES=100
 	@$(PY) scripts/bench.py
 
 .PHONY: bench-check
-bench-check: env ## CI guard (1-2 min): 20,000 users; fails when CPU per user or a peak RSS is over scripts/bench_budget.toml
+bench-check: env ## CI guard (under a minute): 20,000 users; fails when CPU per user or a peak RSS is over scripts/bench_budget.toml
 	@$(PY) scripts/bench_check.py
 
 .PHONY: bench-check-regressed
