@@ -692,6 +692,11 @@ def test_reading_during_a_load_neither_blocks_the_saver_nor_fails(make_source, m
     p = make_pipeline(source)
     p.start_workers()
     api = Api(p, "api")
+    # Before the saver has made the database the API rightly answers 503 ("no run loaded yet"): not this test's case.
+    deadline = time.monotonic() + 30
+    while api.get("/etl_runs").status_code != 200:
+        assert time.monotonic() < deadline, "the saver never made the database"
+        time.sleep(0.05)
     statuses: list[int] = []
     stop = threading.Event()
 
