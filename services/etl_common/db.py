@@ -183,6 +183,15 @@ def parse_url(url: str | None, default_path: str | Path = "database/data.db") ->
     return DatabaseUrl("postgresql", "postgresql://" + text.split("://", 1)[1])
 
 
+def _where_and_why(exc: Exception, target: DatabaseUrl) -> tuple[str, str]:
+    """``host:port`` of ``target`` and the driver's message with every secret of the URL as ``***``."""
+    parts = urlsplit(target.url)
+    text = str(exc)
+    for secret in sorted(target.secrets(), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}", text
+
+
 def connection_problem(exc: Exception, target: DatabaseUrl) -> str:
     """Why the driver could not connect to ``target``, in one line naming the cause and the next step, no password.
 
@@ -191,10 +200,7 @@ def connection_problem(exc: Exception, target: DatabaseUrl) -> str:
     if target.engine == "sqlite":
         return f"{type(exc).__name__}: {exc}"  # a file's trouble: SQLite's words name it, and it has no password
     parts = urlsplit(target.url)
-    where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
-    text = str(exc)
-    for secret in sorted(target.secrets(), key=len, reverse=True):
-        text = text.replace(secret, "***")
+    where, text = _where_and_why(exc, target)
     lower = text.lower()
     if "password authentication failed" in lower or "authentication failed" in lower or "no password supplied" in lower:
         return (
@@ -217,13 +223,10 @@ def connection_problem(exc: Exception, target: DatabaseUrl) -> str:
 
 def connection_lost(exc: Exception, target: DatabaseUrl) -> str:
     """The line of a process whose PostgreSQL connection was closed under it: where, why, and the next step."""
-    parts = urlsplit(target.url)
-    text = str(exc)
-    for secret in sorted(target.secrets(), key=len, reverse=True):
-        text = text.replace(secret, "***")
+    where, text = _where_and_why(exc, target)
     cause = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return (
-        f"lost the connection to PostgreSQL at {parts.hostname or 'localhost'}:{parts.port or 5432} ({cause}); "
+        f"lost the connection to PostgreSQL at {where} ({cause}); "
         "stopping so that it is restarted (what was not acknowledged is delivered again): if it keeps stopping, "
         "check that PostgreSQL is up"
     )
